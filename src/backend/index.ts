@@ -1,0 +1,193 @@
+/**
+ * Choosing the compute backend.
+ *
+ * Order when nothing is asked for: @tensorflow/tfjs-node-gpu, then @tensorflow/tfjs-node (both optional:
+ * their install step downloads libtensorflow, so they are not dependencies of zoo; a user installs them
+ * beside it), then the WebAssembly backend (threaded SIMD, see ./wasm.ts), then the pure JS cpu backend.
+ * `--backend` on the command line or ZOO_BACKEND overrides the order.
+ *
+ * The cpu backend is far too slow to train on (250 s for one 3x3 filter gradient at batch 8 on 56x56x64),
+ * so it is never chosen silently for training: it must be asked for by name.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { UserError, nearMatches } from '../errors.js';
+import { settings } from '../env.js';
+import { createThreadedWasmModule, threadsAvailable, unrefWasmWorkers, wasmPackage, type WasmModule } from './wasm.js';
+import { registerZooKernels } from './kernels/index.js';
+import { registerCoreGradients } from './gradients.js';
+
+export const BACKEND_CHOICES = ['auto', 'tfjs-node-gpu', 'tfjs-node', 'wasm', 'cpu'] as const;
+export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+
+export interface BackendOptions {
+  /** Which backend; default: ZOO_BACKEND, else 'auto'. */
+  backend?: BackendChoice | string;
+  /** Threads for the WebAssembly backend; default ZOO_THREADS, else all cores. */
+  threads?: number;
+  /** 'training' refuses to fall back to the cpu backend silently. */
+  purpose?: 'inference' | 'training';
+}
+
+export interface BackendInfo {
+  /** What was asked for. */
+  requested: BackendChoice;
+  /** The package that provides the backend. */
+  choice: Exclude<BackendChoice, 'auto'>;
+  /** The tfjs backend name ('tensorflow', 'wasm' or 'cpu'). */
+  name: string;
+  /** Human-readable details: threads, SIMD, why earlier choices were skipped. */
+  detail: string;
+  /** Threads the backend computes with. */
+  threads: number;
+  /** Whether float16 tensors are computed natively (mixed precision). */
+  float16: boolean;
+}
+
+let current: BackendInfo | undefined;
+let wasmModule: WasmModule | undefined;
+
+function parseChoice(value: string): BackendChoice {
+  if ((BACKEND_CHOICES as readonly string[]).includes(value)) return value as BackendChoice;
+  const near = nearMatches(value, BACKEND_CHOICES);
+  throw new UserError(
+    `unknown backend '${value}'. Choose one of: ${BACKEND_CHOICES.join(', ')}` +
+      (near.length ? ` (did you mean ${near.map((n) => `'${n}'`).join(' or ')}?)` : ''),
+    { exitCode: 2 },
+  );
+}
+
+async function tryTfjsNode(pkg: 'tfjs-node-gpu' | 'tfjs-node'): Promise<string> {
+  const spec = `@tensorflow/${pkg}`;
+  try {
+    await import(spec);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
+      throw new UserError(`${spec} is not installed (npm install ${spec}@${tf.version_core})`);
+    }
+    throw new UserError(`${spec} failed to load: ${(e as Error).message}`);
+  }
+  // tfjs-node registers 'tensorflow' in the tfjs-core it depends on; a different copy than ours would
+  // leave our engine without it.
+  if (!tf.findBackendFactory('tensorflow')) {
+    throw new UserError(
+      `${spec} loaded a different @tensorflow/tfjs-core than zoo uses (${tf.version_core}); ` +
+        `install ${spec}@${tf.version_core}`,
+    );
+  }
+  return 'tensorflow';
+}
+
+async function setupWasm(threads: number): Promise<{ detail: string; threads: number }> {
+  const pkg = wasmPackage();
+  const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
+  if (simd && threadsAvailable()) {
+    pkg.setThreadsCount(threads);
+    tf.removeBackend('wasm');
+    tf.registerBackend(
+      'wasm',
+      async () => {
+        wasmModule = await createThreadedWasmModule(threads);
+        const backend = new pkg.BackendWasm(wasmModule);
+        unrefWasmWorkers(wasmModule);
+        return backend;
+      },
+      2,
+    );
+  }
+  if (!(await tf.setBackend('wasm'))) throw new UserError('the WebAssembly backend failed to initialize');
+  const actual = pkg.getThreadsCount();
+  return {
+    threads: Math.max(actual, 1),
+    detail: `${simd ? 'SIMD' : 'no SIMD'}, ${Math.max(actual, 1)} thread${actual > 1 ? 's' : ''}`,
+  };
+}
+
+async function activate(choice: Exclude<BackendChoice, 'auto'>, threads: number) {
+  switch (choice) {
+    case 'tfjs-node-gpu':
+    case 'tfjs-node': {
+      const name = await tryTfjsNode(choice);
+      if (!(await tf.setBackend(name))) throw new UserError(`${choice} failed to initialize`);
+      return { name, detail: 'TensorFlow C library', threads };
+    }
+    case 'wasm': {
+      const r = await setupWasm(threads);
+      return { name: 'wasm', ...r };
+    }
+    case 'cpu': {
+      await import('@tensorflow/tfjs-backend-cpu');
+      if (!(await tf.setBackend('cpu'))) throw new UserError('the cpu backend failed to initialize');
+      return { name: 'cpu', detail: 'pure JavaScript, single thread', threads: 1 };
+    }
+  }
+}
+
+/**
+ * Picks, initializes and activates the compute backend, registers zoo's kernels for it, and returns
+ * what was chosen. Calling it again with the same request returns the active backend.
+ */
+export async function initBackend(options: BackendOptions = {}): Promise<BackendInfo> {
+  const requested = parseChoice(options.backend ?? settings.backend ?? 'auto');
+  const purpose = options.purpose ?? 'inference';
+  // zoo reports its backend itself; keep tfjs's "install tfjs-node" banner out of the output.
+  tf.env().set('PROD', true);
+  if (purpose === 'training') await registerCoreGradients();
+  if (current && (requested === 'auto' || requested === current.choice)) {
+    if (purpose === 'training' && current.choice === 'cpu' && requested === 'auto') {
+      throw cpuForTraining(current.detail);
+    }
+    return current;
+  }
+  const threads = options.threads ?? settings.threads;
+  const order: Exclude<BackendChoice, 'auto'>[] =
+    requested === 'auto' ? ['tfjs-node-gpu', 'tfjs-node', 'wasm', 'cpu'] : [requested];
+  const skipped: string[] = [];
+  for (const choice of order) {
+    if (requested === 'auto' && choice === 'cpu' && purpose === 'training') {
+      throw cpuForTraining(skipped.join('; '));
+    }
+    try {
+      const r = await activate(choice, threads);
+      registerZooKernels(r.name);
+      current = {
+        requested,
+        choice,
+        name: r.name,
+        threads: r.threads,
+        detail: r.detail + (skipped.length && requested === 'auto' ? ` (skipped: ${skipped.join('; ')})` : ''),
+        // tfjs-core has no float16 dtype: no backend available in Node computes in half precision.
+        float16: false,
+      };
+      return current;
+    } catch (e) {
+      if (requested !== 'auto') throw e;
+      skipped.push(e instanceof UserError ? e.message : `${choice}: ${(e as Error).message}`);
+    }
+  }
+  throw new UserError(`no compute backend could be initialized: ${skipped.join('; ')}`);
+}
+
+function cpuForTraining(why: string): UserError {
+  return new UserError(
+    'refusing to train on the pure JavaScript cpu backend: it is hundreds of times slower than the ' +
+      `WebAssembly backend${why ? ` (${why})` : ''}. Pass --backend cpu (or ZOO_BACKEND=cpu) to insist.`,
+  );
+}
+
+export { registerCoreGradients };
+
+/** The active backend, or undefined before initBackend(). */
+export function activeBackend(): BackendInfo | undefined {
+  return current;
+}
+
+/** The Emscripten module of the threaded WebAssembly backend, when that backend is active. */
+export function activeWasmModule(): WasmModule | undefined {
+  return current?.name === 'wasm' ? wasmModule : undefined;
+}
+
+/** One line for logs: "backend: wasm (SIMD, 2 threads)". */
+export function describeBackend(info: BackendInfo): string {
+  return `backend: ${info.choice} (${info.detail})`;
+}

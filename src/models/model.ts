@@ -1,0 +1,99 @@
+import * as tf from '@tensorflow/tfjs-core';
+/**
+ * A model: a registered architecture, its parameters, and how to run it.
+ *
+ * Inputs are NHWC float32 images already normalized (mean/std), as the ONNX export takes them in NCHW.
+ */
+import type { Tensor, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
+import { getModelEntry } from './registry.js';
+import { ResNet, type ResNetConfig } from './resnet.js';
+import { ParamStore } from './params.js';
+import { TfBuilder, clearFoldCache, type RunMode } from './tf_builder.js';
+import { countNetwork, type NetworkCounts } from './count.js';
+import type { FeatureInfo } from './graph.js';
+
+export interface CreateModelOptions {
+  numClasses?: number;
+  outputStride?: 8 | 16 | 32;
+  /** Zero gamma for the last BN of every residual block (paper 3.1). */
+  zeroInitLastBn?: boolean;
+  /** Seed of the initialization. */
+  seed?: number;
+}
+
+export interface ForwardOptions {
+  /** 'eval' (default): running statistics, folded BN. 'train': batch statistics. 'frozen': see TfBuilder. */
+  mode?: RunMode;
+}
+
+export class Model {
+  readonly net: ResNet;
+  readonly params: ParamStore;
+
+  constructor(
+    readonly arch: string,
+    readonly config: ResNetConfig,
+    options: { seed?: number } = {},
+  ) {
+    this.net = new ResNet(config);
+    this.params = new ParamStore(this.net.params, options);
+  }
+
+  get featureInfo(): FeatureInfo[] {
+    return this.net.featureInfo;
+  }
+
+  get numClasses(): number {
+    return this.net.numClasses;
+  }
+
+  private builder(mode: RunMode): TfBuilder {
+    return new TfBuilder(this.params, { mode, epsilon: this.net.epsilon });
+  }
+
+  /** Logits [N, numClasses] for NHWC images [N, H, W, C]. */
+  forward(x: Tensor4D, options: ForwardOptions = {}): Tensor2D {
+    checkInput(x, this.config.inChannels ?? 3);
+    const b = this.builder(options.mode ?? 'eval');
+    return tf.tidy(() => this.net.head(b, this.net.features(b, x as Tensor)) as Tensor2D);
+  }
+
+  /** Stage outputs C2..C5 (NHWC), for detection and segmentation heads. */
+  features(x: Tensor4D, options: ForwardOptions = {}): Tensor4D[] {
+    checkInput(x, this.config.inChannels ?? 3);
+    const b = this.builder(options.mode ?? 'eval');
+    return tf.tidy(() => this.net.features(b, x as Tensor) as Tensor4D[]);
+  }
+
+  /** Parameters, multiply-adds and stage shapes at an input size. */
+  counts(height = 224, width = height): NetworkCounts {
+    return countNetwork(this.net, height, width, this.config.inChannels ?? 3);
+  }
+
+  dispose(): void {
+    clearFoldCache(this.params);
+    this.params.dispose();
+  }
+}
+
+function checkInput(x: Tensor, channels: number): void {
+  if (x.rank !== 4) throw new Error(`model input must be NHWC [batch, height, width, ${channels}], got shape [${x.shape}]`);
+  if (x.shape[3] !== channels) throw new Error(`model input must have ${channels} channels (NHWC), got shape [${x.shape}]`);
+  if (x.dtype !== 'float32') throw new Error(`model input must be float32, got ${x.dtype}`);
+}
+
+/** The configuration of a registered architecture with options applied. */
+export function modelConfig(arch: string, options: CreateModelOptions = {}): ResNetConfig {
+  const entry = getModelEntry(arch);
+  return {
+    ...entry.config,
+    ...(options.numClasses !== undefined ? { numClasses: options.numClasses } : {}),
+    ...(options.outputStride !== undefined ? { outputStride: options.outputStride } : {}),
+    ...(options.zeroInitLastBn !== undefined ? { zeroInitLastBn: options.zeroInitLastBn } : {}),
+  };
+}
+
+/** Builds a registered architecture with freshly initialized parameters. */
+export function createModel(arch: string, options: CreateModelOptions = {}): Model {
+  return new Model(arch, modelConfig(arch, options), { seed: options.seed ?? 0 });
+}
