@@ -47,8 +47,21 @@ export class Model {
     return this.net.numClasses;
   }
 
-  private builder(mode: RunMode): TfBuilder {
-    return new TfBuilder(this.params, { mode, epsilon: this.net.epsilon });
+  private builder(mode: RunMode, momentum?: number): TfBuilder {
+    return new TfBuilder(this.params, { mode, epsilon: this.net.epsilon, ...(momentum !== undefined ? { momentum } : {}) });
+  }
+
+  /**
+   * Sets every batch norm's running statistics to the statistics of `x` (a forward pass in training
+   * mode with momentum 1). Gives a freshly initialized network activations and logits of ordinary
+   * magnitude in inference mode, for export checks and benchmarks.
+   */
+  calibrateBatchNorm(x: Tensor4D): void {
+    checkInput(x, this.config.inChannels ?? 3);
+    const b = this.builder('train', 1);
+    tf.tidy(() => {
+      this.net.head(b, this.net.features(b, x as Tensor));
+    });
   }
 
   /** Logits [N, numClasses] for NHWC images [N, H, W, C]. */

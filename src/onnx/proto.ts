@@ -1,0 +1,86 @@
+/**
+ * Small constructors over onnx-proto's generated classes (protobufjs), so the exporter reads as a
+ * list of nodes. Tensors are stored little-endian in raw_data, as every runtime expects.
+ */
+import { createRequire } from 'node:module';
+import type { onnx as OnnxNs } from 'onnx-proto';
+
+const require = createRequire(import.meta.url);
+export const onnx = (require('onnx-proto') as { onnx: typeof OnnxNs }).onnx;
+export type { OnnxNs };
+
+export const DataType = onnx.TensorProto.DataType;
+export const IR_VERSION = 8; // ONNX 1.12, the IR that goes with opset 17
+export const OPSET = 17;
+
+function le(bytes: ArrayBufferView): Uint8Array {
+  // Typed arrays are little-endian on every platform Node runs on; copy to an exact-size buffer.
+  return new Uint8Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer);
+}
+
+export function floatTensor(name: string, dims: number[], values: Float32Array): OnnxNs.ITensorProto {
+  return { name, dims, dataType: DataType.FLOAT, rawData: le(values) };
+}
+
+export function halfTensor(name: string, dims: number[], bits: Uint16Array): OnnxNs.ITensorProto {
+  return { name, dims, dataType: DataType.FLOAT16, rawData: le(bits) };
+}
+
+export function int64Tensor(name: string, dims: number[], values: number[]): OnnxNs.ITensorProto {
+  return { name, dims, dataType: DataType.INT64, rawData: le(BigInt64Array.from(values.map(BigInt))) };
+}
+
+type AttrValue = number | number[] | string | { float: number };
+
+export function attr(name: string, value: AttrValue): OnnxNs.IAttributeProto {
+  const T = onnx.AttributeProto.AttributeType;
+  if (typeof value === 'string') return { name, type: T.STRING, s: new TextEncoder().encode(value) };
+  if (Array.isArray(value)) return { name, type: T.INTS, ints: value };
+  if (typeof value === 'object') return { name, type: T.FLOAT, f: value.float };
+  return { name, type: T.INT, i: value };
+}
+
+export function node(
+  opType: string,
+  inputs: string[],
+  outputs: string[],
+  name: string,
+  attrs: Record<string, AttrValue> = {},
+): OnnxNs.INodeProto {
+  return {
+    opType,
+    input: inputs,
+    output: outputs,
+    name,
+    attribute: Object.entries(attrs).map(([k, v]) => attr(k, v)),
+  };
+}
+
+/** A value_info for a float tensor; string dims are symbolic (dynamic). */
+export function valueInfo(name: string, elemType: number, dims: (number | string)[]): OnnxNs.IValueInfoProto {
+  return {
+    name,
+    type: {
+      tensorType: {
+        elemType,
+        shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
+      },
+    },
+  };
+}
+
+/** Float32 values of a tensor (raw_data or float_data; FLOAT16 converted). */
+export function tensorValues(t: OnnxNs.ITensorProto, fromHalf: (bits: Uint16Array) => Float32Array): Float32Array {
+  const n = (t.dims ?? []).reduce<number>((a, d) => a * Number(d), 1);
+  if (t.dataType === DataType.FLOAT) {
+    if (t.rawData && t.rawData.length) {
+      if (t.rawData.length !== n * 4) throw new Error(`initializer '${t.name}': ${t.rawData.length} bytes for ${n} floats`);
+      return new Float32Array(le(t.rawData).buffer);
+    }
+    if (t.floatData && t.floatData.length === n) return Float32Array.from(t.floatData);
+  } else if (t.dataType === DataType.FLOAT16) {
+    if (t.rawData && t.rawData.length === n * 2) return fromHalf(new Uint16Array(le(t.rawData).buffer));
+    if (t.int32Data && t.int32Data.length === n) return fromHalf(Uint16Array.from(t.int32Data));
+  }
+  throw new Error(`initializer '${t.name}': unsupported or inconsistent data (type ${t.dataType}, ${n} values expected)`);
+}
