@@ -41,6 +41,8 @@ export interface BackendInfo {
   threads: number;
   /** Whether float16 tensors are computed natively (mixed precision). */
   float16: boolean;
+  /** Backends tried before this one under 'auto', and why each was skipped. */
+  skipped: { choice: string; reason: string }[];
 }
 
 let current: BackendInfo | undefined;
@@ -142,10 +144,10 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
   const threads = options.threads ?? settings.threads;
   const order: Exclude<BackendChoice, 'auto'>[] =
     requested === 'auto' ? ['tfjs-node-gpu', 'tfjs-node', 'wasm', 'cpu'] : [requested];
-  const skipped: string[] = [];
+  const skipped: { choice: string; reason: string }[] = [];
   for (const choice of order) {
     if (requested === 'auto' && choice === 'cpu' && purpose === 'training') {
-      throw cpuForTraining(skipped.join('; '));
+      throw cpuForTraining(skipped.map((k) => k.reason).join('; '));
     }
     try {
       const r = await activate(choice, threads);
@@ -155,17 +157,18 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
         choice,
         name: r.name,
         threads: r.threads,
-        detail: r.detail + (skipped.length && requested === 'auto' ? ` (skipped: ${skipped.join('; ')})` : ''),
+        detail: r.detail,
+        skipped,
         // tfjs-core has no float16 dtype: no backend available in Node computes in half precision.
         float16: false,
       };
       return current;
     } catch (e) {
       if (requested !== 'auto') throw e;
-      skipped.push(e instanceof UserError ? e.message : `${choice}: ${(e as Error).message}`);
+      skipped.push({ choice, reason: e instanceof UserError ? e.message : `${choice}: ${(e as Error).message}` });
     }
   }
-  throw new UserError(`no compute backend could be initialized: ${skipped.join('; ')}`);
+  throw new UserError(`no compute backend could be initialized: ${skipped.map((k) => k.reason).join('; ')}`);
 }
 
 function cpuForTraining(why: string): UserError {
@@ -187,7 +190,13 @@ export function activeWasmModule(): WasmModule | undefined {
   return current?.name === 'wasm' ? wasmModule : undefined;
 }
 
-/** One line for logs: "backend: wasm (SIMD, 2 threads)". */
+/** One line for logs: "backend: wasm (SIMD, 2 threads; tfjs-node-gpu, tfjs-node not installed)". */
 export function describeBackend(info: BackendInfo): string {
-  return `backend: ${info.choice} (${info.detail})`;
+  const missing = info.skipped.filter((k) => k.reason.includes('is not installed')).map((k) => k.choice);
+  const failed = info.skipped.filter((k) => !k.reason.includes('is not installed'));
+  const notes = [
+    ...(missing.length ? [`${missing.join(', ')} not installed`] : []),
+    ...failed.map((k) => `${k.choice} failed: ${k.reason}`),
+  ];
+  return `backend: ${info.choice} (${info.detail}${notes.length ? `; ${notes.join('; ')}` : ''})`;
 }

@@ -14,7 +14,7 @@ import type { Model } from '../models/model.js';
 import type { ConvBnSpec, ConvSpec, GraphBuilder, PoolSpec } from '../models/graph.js';
 import { defaultPadding } from '../models/count.js';
 import { DataType, IR_VERSION, OPSET, floatTensor, halfTensor, node, onnx, valueInfo, type OnnxNs } from './proto.js';
-import { toHalfArray } from './float16.js';
+import { float32ToFloat16Bits } from '../util/float16.js';
 
 export interface ExportOptions {
   /** Input height and width recorded in the graph (default 224). */
@@ -74,7 +74,7 @@ export class OnnxBuilder implements GraphBuilder<string> {
   private half: boolean;
 
   private init(name: string, dims: number[], values: Float32Array): string {
-    this.initializers.push(this.half ? halfTensor(name, dims, toHalfArray(values)) : floatTensor(name, dims, values));
+    this.initializers.push(this.half ? halfTensor(name, dims, float32ToFloat16Bits(values)) : floatTensor(name, dims, values));
     this.used.add(name);
     return name;
   }

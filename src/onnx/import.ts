@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import type { Model } from '../models/model.js';
 import { UserError } from '../errors.js';
 import { onnx, tensorValues, DataType, type OnnxNs } from './proto.js';
-import { fromHalfArray } from './float16.js';
+import { float16ToFloat32 } from '../util/float16.js';
 import { FOLDED_SUFFIX } from './export.js';
 
 function fromOIHW(w: Float32Array, kh: number, kw: number, ci: number, co: number): Float32Array {
@@ -57,7 +57,7 @@ export function importOnnxInto(model: Model, proto: OnnxNs.ModelProto, label: st
       continue;
     }
     const dims = (t.dims ?? []).map(Number);
-    const v = tensorValues(t, fromHalfArray);
+    const v = tensorValues(t, float16ToFloat32);
     let value: Float32Array;
     if (spec.shape.length === 4) {
       const [kh, kw, ci, co] = spec.shape as [number, number, number, number];

@@ -86,9 +86,9 @@ export function batchNormTrainGradKernel(args: KernelArgs, backendName: string):
       dgamma: ctx.f32(dgammaI),
       dbeta: ctx.f32(dbetaI),
     };
-    bnGradCoefficients(sg, sgx, P, gamma, mean, invstd, coef);
+    bnGradCoefficients(sg, sgx, P, gamma, invstd, coef);
     const dx = ctx.f32(dxI);
-    parallelFor(P, (p0, p1) => bnGradApply(dy, x, y, dx, C, p0, p1, coef.a, coef.b, coef.k));
+    parallelFor(P, (p0, p1) => bnGradApply(dy, x, y, dx, C, p0, p1, mean, coef.a, coef.b, coef.k));
     const outs = [ctx.keep(dxI), ctx.keep(dgammaI), ctx.keep(dbetaI)];
     if (dresI) outs.push(ctx.keep(dresI));
     return outs;

@@ -104,9 +104,11 @@ export function bnGradReduce(
 }
 
 /**
- * dx over [p0, p1): dx = a * g + b * x + k, per channel, where
- *   a = gamma * invstd, b = -gamma * invstd^3 * sgx / P, k = -a * sg / P - b * mean
- * (the closed form above with xhat expanded).
+ * dx over [p0, p1): dx = a * g + b * (x - mean) + k, per channel, where
+ *   a = gamma * invstd, b = -gamma * invstd^3 * sgx / P, k = -a * sg / P
+ * (the closed form above with xhat expanded). x - mean is formed before scaling: expanding it into
+ * b * x - b * mean cancels catastrophically in float32 when a channel's mean is large against its
+ * spread, which conv outputs often are.
  */
 export function bnGradApply(
   dy: Float32Array,
@@ -116,6 +118,7 @@ export function bnGradApply(
   C: number,
   p0: number,
   p1: number,
+  mean: Float32Array,
   a: Float32Array,
   b: Float32Array,
   k: Float32Array,
@@ -125,10 +128,10 @@ export function bnGradApply(
     if (y !== null) {
       for (let c = 0; c < C; c++) {
         const g = dy[o + c]! * +(y[o + c]! > 0);
-        dx[o + c] = a[c]! * g + b[c]! * x[o + c]! + k[c]!;
+        dx[o + c] = a[c]! * g + b[c]! * (x[o + c]! - mean[c]!) + k[c]!;
       }
     } else {
-      for (let c = 0; c < C; c++) dx[o + c] = a[c]! * dy[o + c]! + b[c]! * x[o + c]! + k[c]!;
+      for (let c = 0; c < C; c++) dx[o + c] = a[c]! * dy[o + c]! + b[c]! * (x[o + c]! - mean[c]!) + k[c]!;
     }
   }
 }
@@ -139,17 +142,15 @@ export function bnGradCoefficients(
   sgx: Float64Array,
   P: number,
   gamma: Float32Array,
-  mean: Float32Array,
   invstd: Float32Array,
   out: { a: Float32Array; b: Float32Array; k: Float32Array; dgamma: Float32Array; dbeta: Float32Array },
 ): void {
   for (let c = 0; c < sg.length; c++) {
     const is = invstd[c]!;
     const a = gamma[c]! * is;
-    const b = (-gamma[c]! * is * is * is * sgx[c]!) / P;
     out.a[c] = a;
-    out.b[c] = b;
-    out.k[c] = (-a * sg[c]!) / P - b * mean[c]!;
+    out.b[c] = (-gamma[c]! * is * is * is * sgx[c]!) / P;
+    out.k[c] = (-a * sg[c]!) / P;
     out.dgamma[c] = sgx[c]! * is;
     out.dbeta[c] = sg[c]!;
   }

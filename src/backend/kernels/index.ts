@@ -23,6 +23,7 @@ import { batchMatMulKernel } from './matmul.js';
 import { batchNormTrainGradKernel, batchNormTrainKernel, reluGradKernel } from './batchnorm.js';
 import { KernelContext } from './context.js';
 import { avgPoolGradKernel, identitySharingKernel, maxPoolGradKernel } from './pool.js';
+import { sgdKernel } from './sgd.js';
 
 type KernelArgs = { inputs: Record<string, TensorInfo>; backend: KernelBackend; attrs: NamedAttrMap };
 type Impl = (args: KernelArgs, backendName: string) => TensorInfo | TensorInfo[];
@@ -39,6 +40,7 @@ export const ZOO_KERNELS = {
   maxPoolGrad: 'ZooMaxPoolGrad',
   avgPool: 'ZooAvgPool',
   avgPoolGrad: 'ZooAvgPoolGrad',
+  sgd: 'ZooSgd',
 } as const;
 
 const registered = new Set<string>();
@@ -98,6 +100,7 @@ export function registerZooKernels(backendName: string): void {
   if (direct) {
     register(ZOO_KERNELS.batchNormTrain, backendName, batchNormTrainKernel);
     register(ZOO_KERNELS.batchNormTrainGrad, backendName, batchNormTrainGradKernel);
+    register(ZOO_KERNELS.sgd, backendName, sgdKernel);
   }
   if (backendName === 'wasm') {
     register('Conv2DBackpropFilter', backendName, backpropFilterKernel);

@@ -5,6 +5,7 @@
  * 2 GFLOP/s. Here transposes are materialized (cache-blocked, in JavaScript) and each product runs as a
  * 1x1 convolution, which is XNNPACK's threaded GEMM.
  */
+import * as tf from '@tensorflow/tfjs-core';
 import type { KernelBackend, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 import { KernelContext, sizeOf } from './context.js';
 
@@ -30,7 +31,10 @@ export function batchMatMulKernel(args: KernelArgs, backendName: string): Tensor
     throw new Error(`BatchMatMul: batch dimensions ${outerA} and ${outerB} do not broadcast`);
   }
   const batch = Math.max(batchA, batchB);
-  const outOuter = (outerA.length >= outerB.length ? outerA : outerB) as number[];
+  const outOuter = tf.backend_util.assertAndGetBroadcastShape(outerA, outerB);
+  if (sizeOf(outOuter) !== batch) {
+    throw new Error(`BatchMatMul: batch dimensions ${outerA} and ${outerB} broadcast in more than one direction`);
+  }
   const ctx = new KernelContext(args.backend, backendName);
   try {
     const a3 = ctx.reshape(a, [batchA, transposeA ? K : M, transposeA ? M : K]);
