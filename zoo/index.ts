@@ -1,0 +1,53 @@
+#!/usr/bin/env node
+/**
+ * The zoo command line: one command per file in ./commands, each validating its options and calling
+ * one function of the library (src/).
+ */
+import { Command, CommanderError } from 'commander';
+import { readFileSync } from 'node:fs';
+import { BACKEND_CHOICES } from '../src/backend/index.js';
+import { listCommand } from './commands/list.js';
+import { infoCommand } from './commands/info.js';
+import { exportCommand } from './commands/export.js';
+import { fail } from './run.js';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+// `zoo list | head` closes stdout early: not an error.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
+
+const program = new Command('zoo')
+  .description('ResNet model zoo: Bag-of-Tricks ResNets in TensorFlow.js, exported to ONNX and checked in ONNX Runtime')
+  .version(pkg.version, '-V, --version')
+  .option('--backend <name>', `compute backend: ${BACKEND_CHOICES.join(', ')} (env ZOO_BACKEND; default auto)`)
+  .showHelpAfterError("(run 'zoo <command> --help' for usage)")
+  .showSuggestionAfterError(true)
+  .exitOverride((err: CommanderError) => {
+    // Help and version exit 0; usage errors exit 2.
+    process.exit(err.exitCode === 0 ? 0 : 2);
+  })
+  .addHelpText(
+    'after',
+    `
+Environment:
+  ZOO_BACKEND   auto | tfjs-node-gpu | tfjs-node | wasm | cpu
+  ZOO_THREADS   threads of the WebAssembly backend (default: all cores)
+  ZOO_DEBUG=1   print stack traces of internal errors
+
+Start with:
+  zoo list                       the architectures
+  zoo info resnet50d             parameters, FLOPs, stage outputs
+  zoo export resnet50d -o r.onnx export to ONNX, checked in ONNX Runtime`,
+  );
+
+const globals = () => program.opts<{ backend?: string }>();
+for (const cmd of [listCommand(), infoCommand(), exportCommand(globals)]) {
+  cmd.exitOverride((err: CommanderError) => process.exit(err.exitCode === 0 ? 0 : 2));
+  cmd.showHelpAfterError(`(run 'zoo ${cmd.name()} --help' for usage)`);
+  program.addCommand(cmd);
+}
+
+program.parseAsync(process.argv).catch(fail);

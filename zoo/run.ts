@@ -1,0 +1,48 @@
+/**
+ * The command line's error policy, in one place: a UserError prints its message and exits with its
+ * code (no stack trace); anything else is a bug in zoo and says so (stack with ZOO_DEBUG=1).
+ */
+import { UserError } from '../src/errors.js';
+
+export function fail(e: unknown): never {
+  if (e instanceof UserError) {
+    process.stderr.write(`zoo: error: ${e.message}\n`);
+    process.exit(e.exitCode);
+  }
+  const err = e as Error;
+  process.stderr.write(`zoo: internal error (a bug in zoo; please report it): ${err?.message ?? String(e)}\n`);
+  if (process.env.ZOO_DEBUG) process.stderr.write(`${err?.stack ?? ''}\n`);
+  else process.stderr.write('zoo: run again with ZOO_DEBUG=1 for the stack trace\n');
+  process.exit(70);
+}
+
+/** Wraps a command action: errors go through fail(); success exits explicitly (the wasm backend's
+ *  worker threads would otherwise keep nothing alive, but ONNX Runtime sessions can). */
+export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | void): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await fn(...args);
+    } catch (e) {
+      fail(e);
+    }
+  };
+}
+
+/** Parses a positive integer option, with a message naming the option. */
+export function positiveInt(name: string): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) throw new UserError(`${name} must be a positive integer, got '${value}'`, { exitCode: 2 });
+    return n;
+  };
+}
+
+/** Left-aligned text table. */
+export function table(rows: string[][], header?: string[]): string {
+  const all = header ? [header, ...rows] : rows;
+  const widths = all[0]!.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  const out = all.map(line);
+  if (header) out.splice(1, 0, widths.map((w) => '-'.repeat(w)).join('  '));
+  return out.join('\n');
+}
