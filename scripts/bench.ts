@@ -1,0 +1,230 @@
+/**
+ * `npm run bench`: speed of ResNet-50-D on this machine.
+ *
+ * Measures, with medians over several runs after warm-up:
+ *   tfjs forward (inference) at batch 16, 224x224;
+ *   tfjs training step (forward, backward, Nesterov SGD update) at batch 4, 224x224 and batch 32, 32x32;
+ *   ONNX Runtime (onnxruntime-node) inference at batch 1 and 16, 224x224;
+ * and, where Debian's python3-torch is installed, PyTorch CPU on the same shapes with the same number
+ * of threads, printing each tfjs/ORT figure as a ratio to PyTorch measured in the same run.
+ * Writes the figures as JSON (default bench-results/bench.json). `--profile` adds a per-kernel
+ * breakdown of one training step at each shape.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { Tensor4D } from '@tensorflow/tfjs-core';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { Command } from 'commander';
+import { initBackend, describeBackend, activeWasmModule } from '../src/backend/index.js';
+import { createModel, type Model } from '../src/models/model.js';
+import { trainedLikeInit } from '../src/models/calibrate.js';
+import { exportOnnx } from '../src/onnx/export.js';
+import { createSession, runClassifier } from '../src/runtime/ort.js';
+import { SGD } from '../src/train/optim.js';
+import { writeFileAtomic } from '../src/io/atomic.js';
+import { Rng } from '../src/util/random.js';
+import { fail, table } from '../zoo/run.js';
+
+interface CaseResult {
+  name: string;
+  kind: 'forward' | 'train' | 'ort';
+  batch: number;
+  size: number;
+  seconds: number;
+  times: number[];
+  imagesPerSecond: number;
+  torchImagesPerSecond?: number;
+  ratio?: number;
+  target?: number;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+async function timeRuns(fn: () => Promise<void> | void, runs: number, warmup: number): Promise<number[]> {
+  for (let i = 0; i < warmup; i++) await fn();
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t = performance.now();
+    await fn();
+    times.push((performance.now() - t) / 1000);
+  }
+  return times;
+}
+
+function randomImages(batch: number, size: number, seed: number): Float32Array {
+  const rng = new Rng(seed);
+  return Float32Array.from({ length: batch * size * size * 3 }, () => rng.normal());
+}
+
+/** One training step: forward in training mode, cross-entropy, gradients, Nesterov SGD update. */
+function trainStep(m: Model, opt: SGD, x: Tensor4D, labels: tf.Tensor2D): void {
+  const vars = [...m.params.trainable()];
+  const { value, grads } = tf.variableGrads(
+    () => tf.losses.softmaxCrossEntropy(labels, m.forward(x, { mode: 'train' })) as tf.Scalar,
+    vars.map(([, v]) => v),
+  );
+  const byName = new Map(vars.map(([n, v]) => [n, grads[v.name]!]));
+  opt.step(byName, 0.01);
+  value.dataSync();
+  tf.dispose([value, ...Object.values(grads)]);
+}
+
+function torchPeer(threads: number, runs: number, cases: { kind: string; batch: number; size: number; warmup: number }[]) {
+  const python = ['/usr/bin/python3', 'python3'].find((p) => {
+    try {
+      execFileSync(p, ['-c', 'import torch'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  if (!python) return undefined;
+  const script = fileURLToPath(new URL('../../scripts/bench_torch.py', import.meta.url));
+  if (!existsSync(script)) throw new Error(`missing ${script}`);
+  const out = execFileSync(python, [script, JSON.stringify({ threads, runs, cases })], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  return JSON.parse(out) as { torch: string; threads: number; cases: { kind: string; batch: number; size: number; imagesPerSecond: number }[] };
+}
+
+async function profileStep(m: Model, opt: SGD, batch: number, size: number): Promise<string> {
+  const x = tf.tensor4d(randomImages(batch, size, 5), [batch, size, size, 3]);
+  const labels = tf.oneHot(tf.tensor1d(Array.from({ length: batch }, (_, i) => i % 1000), 'int32'), 1000) as tf.Tensor2D;
+  trainStep(m, opt, x, labels);
+  const t = performance.now();
+  const prof = await tf.profile(() => trainStep(m, opt, x, labels));
+  const wall = performance.now() - t;
+  const agg = new Map<string, { ms: number; n: number }>();
+  for (const k of prof.kernels) {
+    const a = agg.get(k.name) ?? { ms: 0, n: 0 };
+    const ms = await k.kernelTimeMs;
+    a.ms += typeof ms === "number" ? ms : 0;
+    a.n++;
+    agg.set(k.name, a);
+  }
+  tf.dispose([x, labels]);
+  const rows = [...agg].sort((a, b) => b[1].ms - a[1].ms).slice(0, 12);
+  return `training step, batch ${batch}, ${size}x${size}: ${wall.toFixed(0)} ms (profiled)\n${table(
+    rows.map(([k, a]) => [k, a.ms.toFixed(1), String(a.n), `${((100 * a.ms) / wall).toFixed(1)}%`]),
+    ['kernel', 'ms', 'calls', 'share'],
+  )}`;
+}
+
+async function main(): Promise<void> {
+  const opts = new Command('bench')
+    .option('--runs <n>', 'timed runs per case', (v) => Number(v), 5)
+    .option('--out <file>', 'JSON output', 'bench-results/bench.json')
+    .option('--no-torch', 'skip the PyTorch peer')
+    .option('--profile', 'print a per-kernel breakdown of the training steps')
+    .option('--backend <name>', 'compute backend (default: auto)')
+    .parse(process.argv)
+    .opts<{ runs: number; out: string; torch: boolean; profile?: boolean; backend?: string }>();
+  const info = await initBackend({ ...(opts.backend ? { backend: opts.backend } : {}), purpose: 'training' });
+  const threads = info.threads;
+  console.log(`${describeBackend(info)}; ${os.cpus()[0]?.model ?? 'cpu'}, ${os.availableParallelism()} cores; ${opts.runs} runs per case`);
+  const runs = opts.runs;
+  const results: CaseResult[] = [];
+  const record = (name: string, kind: CaseResult['kind'], batch: number, size: number, times: number[]) => {
+    const seconds = median(times);
+    const r = { name, kind, batch, size, seconds, times, imagesPerSecond: batch / seconds };
+    results.push(r);
+    console.log(`  ${name}: ${r.imagesPerSecond.toFixed(2)} images/s (median of ${times.length}: ${(seconds * 1000).toFixed(0)} ms)`);
+  };
+
+  const m = createModel('resnet50d');
+  trainedLikeInit(m);
+
+  // tfjs forward, batch 16 at 224.
+  {
+    const x = tf.tensor4d(randomImages(16, 224, 1), [16, 224, 224, 3]);
+    const times = await timeRuns(() => {
+      const y = m.forward(x);
+      y.dataSync();
+      y.dispose();
+    }, runs, 1);
+    record('tfjs forward b16 224', 'forward', 16, 224, times);
+    x.dispose();
+  }
+  // tfjs training steps.
+  const opt = new SGD(m.params, { momentum: 0.9, nesterov: true, weightDecay: 1e-4 });
+  let peakHeap = 0;
+  for (const [batch, size] of [
+    [4, 224],
+    [32, 32],
+  ] as const) {
+    const x = tf.tensor4d(randomImages(batch, size, 2), [batch, size, size, 3]);
+    const labels = tf.oneHot(tf.tensor1d(Array.from({ length: batch }, (_, i) => (i * 37) % 1000), 'int32'), 1000) as tf.Tensor2D;
+    const times = await timeRuns(() => trainStep(m, opt, x, labels), runs, 1);
+    record(`tfjs train step b${batch} ${size}`, 'train', batch, size, times);
+    const heap = activeWasmModule()?.wasmMemory.buffer.byteLength;
+    if (heap) peakHeap = Math.max(peakHeap, heap);
+    tf.dispose([x, labels]);
+  }
+  if (opts.profile) {
+    for (const [b, s] of [
+      [4, 224],
+      [32, 32],
+    ] as const) console.log(`\n${await profileStep(m, opt, b, s)}`);
+  }
+  opt.dispose();
+
+  // ONNX Runtime inference.
+  {
+    const s = await createSession(exportOnnx(m, { imageSize: 224 }), { provider: 'auto' });
+    for (const batch of [1, 16]) {
+      const x = randomImages(batch, 224, 3);
+      const times = await timeRuns(async () => {
+        await runClassifier(s, x, [batch, 3, 224, 224]);
+      }, batch === 1 ? runs * 4 : runs, 2);
+      record(`onnxruntime-node (${s.provider}) b${batch} 224`, 'ort', batch, 224, times);
+    }
+    await s.session.release();
+  }
+  m.dispose();
+
+  // PyTorch peer.
+  let torch: ReturnType<typeof torchPeer>;
+  if (opts.torch) {
+    console.log('PyTorch peer...');
+    torch = torchPeer(threads, runs, [
+      { kind: 'forward', batch: 16, size: 224, warmup: 1 },
+      { kind: 'train', batch: 4, size: 224, warmup: 1 },
+      { kind: 'train', batch: 32, size: 32, warmup: 2 },
+      { kind: 'forward', batch: 1, size: 224, warmup: 3 },
+    ]);
+    if (!torch) console.log('  python3-torch not found (apt-get install python3-torch): no ratios');
+  }
+  const targets: Record<string, number> = { forward: 0.7, train: 0.5, ort: 1.5 };
+  for (const r of results) {
+    const peer = torch?.cases.find((c) => (r.kind === 'train' ? c.kind === 'train' : c.kind === 'forward') && c.batch === r.batch && c.size === r.size);
+    if (peer) {
+      r.torchImagesPerSecond = peer.imagesPerSecond;
+      r.ratio = r.imagesPerSecond / peer.imagesPerSecond;
+      r.target = targets[r.kind]!;
+    }
+  }
+  console.log(
+    `\n${table(
+      results.map((r) => [
+        r.name,
+        r.imagesPerSecond.toFixed(2),
+        r.torchImagesPerSecond?.toFixed(2) ?? '-',
+        r.ratio !== undefined ? `${r.ratio.toFixed(2)}x` : '-',
+        r.target !== undefined ? `>= ${r.target}x ${r.ratio! >= r.target ? 'met' : 'NOT met'}` : '-',
+      ]),
+      ['case (resnet50d)', 'images/s', `PyTorch ${torch ? `${torch.torch}, ${torch.threads} threads` : ''}`, 'ratio', 'target'],
+    )}`,
+  );
+  if (peakHeap) console.log(`wasm heap after training steps: ${(peakHeap / 2 ** 30).toFixed(2)} GiB (limit 4 GiB)`);
+  await writeFileAtomic(
+    opts.out,
+    JSON.stringify({ date: new Date().toISOString(), backend: info, cpu: os.cpus()[0]?.model, cores: os.availableParallelism(), torch: torch ?? null, wasmHeapBytes: peakHeap || null, results }, null, 2),
+  );
+  console.log(`wrote ${opts.out}`);
+}
+
+main().catch(fail);
