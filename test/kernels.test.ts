@@ -10,6 +10,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import { setupBackend, maxAbsDiff } from './helpers/backend.js';
 import { registerZooKernels, ZOO_KERNELS } from '../src/backend/kernels/index.js';
 import { batchNormTrainComposed } from '../src/ops/index.js';
+import { setConvStrategy, type ConvStrategy } from '../src/backend/kernels/conv_gemm.js';
 import { Rng } from '../src/util/random.js';
 
 const rng = new Rng(42);
@@ -60,6 +61,10 @@ interface ConvCase {
 }
 
 const convCases: ConvCase[] = [
+  // small maps with many channels: where products beat the native convolution
+  { n: 2, h: 2, w: 2, ci: 48, co: 40, k: 3, s: 1, pad: 1, d: 1 },
+  { n: 3, h: 1, w: 1, ci: 64, co: 32, k: 3, s: 1, pad: 1, d: 1 },
+  { n: 2, h: 3, w: 3, ci: 40, co: 72, k: 1, s: 2, pad: 0, d: 1 },
   { n: 2, h: 7, w: 7, ci: 3, co: 4, k: 3, s: 1, pad: 1, d: 1 },
   { n: 2, h: 8, w: 8, ci: 3, co: 5, k: 3, s: 2, pad: 1, d: 1 },
   { n: 1, h: 9, w: 9, ci: 4, co: 3, k: 3, s: 2, pad: 1, d: 1 },
@@ -111,9 +116,60 @@ function referenceGrads(c: ConvCase, x: Float32Array, w: Float32Array, dy: Float
   return { dx: Float32Array.from(dx), dw: Float32Array.from(dw), oh, ow };
 }
 
+/** Direct loops: the forward convolution. */
+function referenceForward(c: ConvCase, x: Float32Array, w: Float32Array): Float32Array {
+  const [[, ], [pt, pb], [pl, pr]] = explicitPad(c.pad);
+  const oh = outSize(c.h, c.k, c.s, pt, pb, c.d);
+  const ow = outSize(c.w, c.k, c.s, pl, pr, c.d);
+  const y = new Float64Array(c.n * oh * ow * c.co);
+  for (let n = 0; n < c.n; n++)
+    for (let o = 0; o < oh; o++)
+      for (let p = 0; p < ow; p++)
+        for (let i = 0; i < c.k; i++)
+          for (let j = 0; j < c.k; j++) {
+            const hi = o * c.s + i * c.d - pt;
+            const wi = p * c.s + j * c.d - pl;
+            if (hi < 0 || hi >= c.h || wi < 0 || wi >= c.w) continue;
+            for (let ci = 0; ci < c.ci; ci++)
+              for (let co = 0; co < c.co; co++)
+                y[((n * oh + o) * ow + p) * c.co + co] += x[((n * c.h + hi) * c.w + wi) * c.ci + ci]! * w[((i * c.k + j) * c.ci + ci) * c.co + co]!;
+          }
+  return Float32Array.from(y);
+}
+
+// Each convolution path: the native XNNPACK convolution and the matrix-product formulations in both
+// orientations (which operand XNNPACK packs), forced; 'auto' picks among them by cost.
+const strategies: [string, ConvStrategy, 'auto' | 'standard' | 'swapped'][] = [
+  ['auto', 'auto', 'auto'],
+  ['native', 'native', 'auto'],
+  ['products, standard orientation', 'gemm', 'standard'],
+  ['products, swapped orientation', 'gemm', 'swapped'],
+];
+
+test.afterEach.always(() => setConvStrategy('auto'));
+
 for (const c of convCases) {
   const label = `conv ${c.k}x${c.k} stride ${c.s} pad ${JSON.stringify(c.pad)} dilation ${c.d} on ${c.n}x${c.h}x${c.w}x${c.ci} -> ${c.co}`;
-  test.serial(`Conv2DBackpropFilter and Conv2DBackpropInput (wasm) match the reference: ${label}`, async (t) => {
+  test.serial(`ZooConv2D forward (wasm), every strategy, matches direct loops: ${label}`, async (t) => {
+    const pad = explicitPad(c.pad);
+    const x = rand(c.n * c.h * c.w * c.ci);
+    const w = rand(c.k * c.k * c.ci * c.co);
+    const want = referenceForward(c, x, w);
+    for (const [name, s, o] of strategies) {
+      setConvStrategy(s, o);
+      const [y] = await on('wasm', () =>
+        tf.engine().runKernel(ZOO_KERNELS.conv2d, { x: tf.tensor4d(x, [c.n, c.h, c.w, c.ci]), filter: tf.tensor4d(w, [c.k, c.k, c.ci, c.co]) }, {
+          strides: [c.s, c.s],
+          pad,
+          dilations: [c.d, c.d],
+          dataFormat: 'NHWC',
+        } as never) as tf.Tensor,
+      );
+      close(t, y!, want, `forward, ${name}`);
+    }
+  });
+
+  test.serial(`Conv2DBackpropFilter and Conv2DBackpropInput (wasm), every strategy, match the reference: ${label}`, async (t) => {
     const pad = explicitPad(c.pad);
     const oh = outSize(c.h, c.k, c.s, pad[1][0], pad[1][1], c.d);
     const ow = outSize(c.w, c.k, c.s, pad[2][0], pad[2][1], c.d);
@@ -131,10 +187,15 @@ for (const c of convCases) {
         e.runKernel(ZOO_KERNELS.conv2dBackpropInput, { dy: dyt, filter: wt }, { ...attrs, inputShape: xt.shape } as never) as tf.Tensor,
       ];
     };
-    const [dwWasm, dxWasm] = await on('wasm', run);
     const ref = referenceGrads(c, x, w, dy);
-    close(t, dwWasm!, ref.dw, 'filter gradient vs direct loops');
-    close(t, dxWasm!, ref.dx, 'input gradient vs direct loops');
+    for (const [name, s, o] of strategies) {
+      setConvStrategy(s, o);
+      const [dw, dx] = await on('wasm', run);
+      close(t, dw!, ref.dw, `filter gradient vs direct loops, ${name}`);
+      close(t, dx!, ref.dx, `input gradient vs direct loops, ${name}`);
+    }
+    setConvStrategy('auto');
+    const [dwWasm, dxWasm] = await on('wasm', run);
     if (c.d === 1) {
       // The cpu backend's own kernels (tfjs-core's conv2d gradient has no dilation support).
       const [dwCpu, dxCpu] = await on('cpu', () => {
@@ -302,4 +363,69 @@ test.serial('Identity on wasm shares data instead of copying it', async (t) => {
   x.dispose();
   t.deepEqual(Array.from(y.dataSync()), [1, 2, 3]);
   y.dispose();
+});
+
+test.serial('SGD kernel (wasm SIMD, split over threads, and cpu) matches a hand computation of the NAG update', async (t) => {
+  for (const n of [7, 70_001]) {
+    const w = rand(n);
+    const g = rand(n);
+    const v = rand(n);
+    for (const nesterov of [true, false]) {
+      const a = { lr: 0.1, momentum: 0.9, weightDecay: 1e-4, nesterov, gradScale: 0.5 };
+      // d = s*g + wd*w; v' = m*v + d; w' = w - lr * (nesterov ? d + m*v' : v')
+      const wantV = new Float32Array(n);
+      const wantW = new Float32Array(n);
+      for (let k = 0; k < n; k++) {
+        const d = 0.5 * g[k]! + 1e-4 * w[k]!;
+        wantV[k] = 0.9 * v[k]! + d;
+        wantW[k] = w[k]! - 0.1 * (nesterov ? d + 0.9 * wantV[k]! : wantV[k]!);
+      }
+      for (const b of ['wasm', 'cpu'] as const) {
+        const [w2, v2] = await on(b, () => tf.engine().runKernel(ZOO_KERNELS.sgd, { param: tf.tensor1d(w), grad: tf.tensor1d(g), velocity: tf.tensor1d(v) }, a as never) as tf.Tensor[]);
+        close(t, w2!, wantW, `${b} weights, n=${n}, nesterov=${nesterov}`);
+        close(t, v2!, wantV, `${b} velocity, n=${n}, nesterov=${nesterov}`);
+      }
+    }
+  }
+});
+
+test.serial('fused batch norm on a shape split over threads (wasm SIMD) matches cpu', async (t) => {
+  const shape = [8, 16, 16, 36];
+  const n = shape.reduce((a, b) => a * b, 1);
+  const x = rand(n).map((v) => v * 2 + 3);
+  const gamma = rand(36);
+  const beta = rand(36);
+  const res = rand(n);
+  const dy = rand(n);
+  const run = () => {
+    const f = (xv: tf.Tensor, gv: tf.Tensor, bv: tf.Tensor, rv: tf.Tensor) =>
+      (tf.engine().runKernel(ZOO_KERNELS.batchNormTrain, { x: xv, gamma: gv, beta: bv, residual: rv }, { epsilon: 1e-5, relu: true, hasResidual: true } as never) as tf.Tensor[])[0]!;
+    const { value, grads } = tf.valueAndGrads(f)([tf.tensor(x, shape), tf.tensor1d(gamma), tf.tensor1d(beta), tf.tensor(res, shape)], tf.tensor(dy, shape));
+    return [value, ...grads];
+  };
+  const w = await on('wasm', run);
+  const c = await on('cpu', run);
+  ['y', 'dx', 'dgamma', 'dbeta', 'dresidual'].forEach((name, i) => close(t, w[i]!, c[i]!, name));
+});
+
+test.serial('transposes on the wasm heap (SIMD 4x4 blocks, odd sizes, several parts) are exact', async (t) => {
+  await tf.setBackend('wasm');
+  const { KernelContext } = await import('../src/backend/kernels/context.js');
+  for (const [shape, perm] of [
+    [[5, 7], [1, 0]],
+    [[1031, 67], [1, 0]],
+    [[3, 9, 13], [0, 2, 1]],
+    [[2, 5, 6, 3], [3, 1, 2, 0]],
+    [[64, 2048], [1, 0]],
+  ] as [number[], number[]][]) {
+    const data = rand(shape.reduce((a, b) => a * b, 1));
+    const x = tf.tensor(data, shape);
+    const ctx = new KernelContext(tf.backend(), 'wasm');
+    const out = ctx.transpose({ dataId: x.dataId, shape: x.shape, dtype: 'float32' }, perm);
+    const got = ctx.f32(out).slice();
+    ctx.dispose();
+    const want = tf.tidy(() => tf.transpose(x, perm).dataSync());
+    x.dispose();
+    t.deepEqual(Array.from(got), Array.from(want), `[${shape}] by [${perm}]`);
+  }
 });

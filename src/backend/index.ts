@@ -15,6 +15,7 @@ import { settings } from '../env.js';
 import { createThreadedWasmModule, threadsAvailable, unrefWasmWorkers, wasmPackage, type WasmModule } from './wasm.js';
 import { registerZooKernels } from './kernels/index.js';
 import { registerCoreGradients } from './gradients.js';
+import { startSimdPool } from './simd/pool.js';
 
 export const BACKEND_CHOICES = ['auto', 'tfjs-node-gpu', 'tfjs-node', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
@@ -98,10 +99,18 @@ async function setupWasm(threads: number): Promise<{ detail: string; threads: nu
     );
   }
   if (!(await tf.setBackend('wasm'))) throw new UserError('the WebAssembly backend failed to initialize');
-  const actual = pkg.getThreadsCount();
+  const actual = Math.max(pkg.getThreadsCount(), 1);
+  let kernels = '';
+  if (wasmModule && simd) {
+    try {
+      await startSimdPool(wasmModule.wasmMemory, actual);
+    } catch (e) {
+      kernels = `; zoo's SIMD kernels unavailable (${(e as Error).message}), JavaScript fallback`;
+    }
+  }
   return {
-    threads: Math.max(actual, 1),
-    detail: `${simd ? 'SIMD' : 'no SIMD'}, ${Math.max(actual, 1)} thread${actual > 1 ? 's' : ''}`,
+    threads: actual,
+    detail: `${simd ? 'SIMD' : 'no SIMD'}, ${actual} thread${actual > 1 ? 's' : ''}${kernels}`,
   };
 }
 

@@ -10,6 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelBackend, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
+import { simdPool, type SimdPool } from '../simd/pool.js';
 
 interface WasmBackendLike extends KernelBackend {
   wasm: { wasmMemory: WebAssembly.Memory; tfjs: { disposeData(id: number): void } };
@@ -93,6 +94,18 @@ export class KernelContext {
       return values;
     }
     throw new Error(`no direct memory access on backend '${this.backendName}'`);
+  }
+
+  /** Byte address of a tensor on the wasm heap (for zoo's SIMD kernels). */
+  address(t: TensorInfo): number {
+    const info = (this.backend as WasmBackendLike).dataIdMap.get(t.dataId);
+    if (!info) throw new Error('tensor data is not on the wasm backend');
+    return info.memoryOffset;
+  }
+
+  /** zoo's SIMD kernel pool, when this context runs on the wasm backend with it. */
+  get simd(): SimdPool | undefined {
+    return this.backendName === 'wasm' ? simdPool() : undefined;
   }
 
   /** A tensor made from JS data, owned by the context. */
@@ -209,9 +222,60 @@ export class KernelContext {
     if (!this.hasDirectMemory || x.dtype !== 'float32') return this.run('Transpose', { x }, { perm });
     const outShape = perm.map((p) => x.shape[p]!);
     const out = this.empty(outShape);
+    const simd = this.simd;
+    const plan = simd ? mergedPermutation(x.shape, perm) : undefined;
+    if (simd && plan && simdTranspose(this, simd, plan, this.address(x), this.address(out))) return out;
     transposeF32(this.f32(x), x.shape, perm, this.f32(out));
     return out;
   }
+}
+
+/** Axes merged where they stay adjacent: the sizes of the merged input axes and their permutation. */
+function mergedPermutation(shape: readonly number[], perm: readonly number[]): { dims: number[]; perm: number[] } {
+  const groups: number[][] = [];
+  for (const p of perm) {
+    const last = groups[groups.length - 1];
+    if (last && last[last.length - 1]! + 1 === p) last.push(p);
+    else groups.push([p]);
+  }
+  const kept = groups.filter((g) => sizeOf(g.map((a) => shape[a]!)) !== 1);
+  const order = [...kept].sort((a, b) => a[0]! - b[0]!);
+  return { dims: order.map((g) => sizeOf(g.map((a) => shape[a]!))), perm: kept.map((g) => order.indexOf(g)) };
+}
+
+/**
+ * The transposes the gradient compositions use, with zoo's SIMD kernels: 2-D ([1,0]), batched 2-D
+ * ([0,2,1]), block ([1,0,2]: rows move intact) and reversed 3-D ([2,1,0] = 2-D then block). Returns
+ * false for other permutations (the JavaScript fallback handles them).
+ */
+function simdTranspose(ctx: KernelContext, simd: SimdPool, plan: { dims: number[]; perm: number[] }, src: number, dst: number): boolean {
+  const { dims, perm } = plan;
+  const key = perm.join();
+  const grain = (cols: number) => Math.max(4, Math.ceil(65536 / Math.max(cols, 1)));
+  if (key === '1,0') {
+    simd.run('transpose', dims[0]!, [src, dst, dims[0]!, dims[1]!], { grain: grain(dims[1]!) });
+    return true;
+  }
+  if (key === '0,2,1') {
+    const [b, r, c] = dims as [number, number, number];
+    for (let k = 0; k < b; k++) simd.run('transpose', r, [src + k * r * c * 4, dst + k * r * c * 4, r, c], { grain: grain(c) });
+    return true;
+  }
+  if (key === '1,0,2') {
+    const [r, c, inner] = dims as [number, number, number];
+    simd.run('transpose_blocks', r, [src, dst, r, c, inner], { align: 1, grain: Math.max(1, Math.ceil(65536 / (c * inner))) });
+    return true;
+  }
+  if (key === '2,1,0') {
+    const [a, b, c] = dims as [number, number, number];
+    const tmp = ctx.empty([b, c, a]);
+    const t = ctx.address(tmp);
+    simd.run('transpose', a, [src, t, a, b * c], { grain: grain(b * c) }); // [a, b*c] -> [b, c, a]
+    simd.run('transpose_blocks', b, [t, dst, b, c, a], { align: 1, grain: Math.max(1, Math.ceil(65536 / (c * a))) }); // -> [c, b, a]
+    ctx.free(tmp);
+    return true;
+  }
+  return false;
 }
 
 /**

@@ -20,6 +20,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelBackend, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 import { KernelContext, sizeOf, transpose2dStrided, type ExplicitPad } from './context.js';
+import { convFilterGradGemm, convForwardGemm, convInputGradGemm, preferGemm } from './conv_gemm.js';
 
 /** Normalized geometry of one convolution. */
 export interface ConvGeometry {
@@ -93,6 +94,7 @@ function normalizePad(pad: PadAttr): ExplicitPad | undefined {
 
 /** dW of shape [kH, kW, inC, outC] from x [N, H, W, inC] and dy [N, outH, outW, outC]. */
 export function conv2dBackpropFilter(ctx: KernelContext, x: TensorInfo, dy: TensorInfo, g: ConvGeometry): TensorInfo {
+  if (preferGemm(ctx, g)) return ctx.keep(convFilterGradGemm(ctx, x, dy, g));
   const unpadded = g.padTop === 0 && g.padBottom === 0 && g.padLeft === 0 && g.padRight === 0;
   if (g.kH === 1 && g.kW === 1 && unpadded) return filterGrad1x1(ctx, x, dy, g);
   return filterGradByConv(ctx, x, dy, g);
@@ -190,6 +192,7 @@ function planAxis(inSize: number, k: number, s: number, d: number, p: number): A
 
 /** dx of shape [N, H, W, inC] from dy [N, outH, outW, outC] and filter [kH, kW, inC, outC]. */
 export function conv2dBackpropInput(ctx: KernelContext, dy: TensorInfo, filter: TensorInfo, g: ConvGeometry): TensorInfo {
+  if (preferGemm(ctx, g)) return ctx.keep(convInputGradGemm(ctx, dy, filter, g));
   if (g.strideH === 1 && g.strideW === 1) return inputGradStride1(ctx, dy, filter, g);
   if (g.dilH !== 1 || g.dilW !== 1) {
     throw new Error('conv2d input gradient with both stride > 1 and dilation > 1 is not supported');
@@ -214,8 +217,24 @@ function readF32(ctx: KernelContext, t: TensorInfo): Float32Array {
   return ctx.backend.readSync(t.dataId) as Float32Array;
 }
 
+/** flippedFilter() on the wasm heap with the SIMD pool: one 2-D transpose per kernel tap. */
+function flippedFilterTensor(ctx: KernelContext, filter: TensorInfo, g: ConvGeometry): TensorInfo {
+  const simd = ctx.simd;
+  if (!simd) return ctx.fromValues([g.kH, g.kW, g.outC, g.inC], flippedFilter(readF32(ctx, filter), g));
+  const out = ctx.empty([g.kH, g.kW, g.outC, g.inC]);
+  const src = ctx.address(filter);
+  const dst = ctx.address(out);
+  const tap = g.inC * g.outC * 4;
+  for (let i = 0; i < g.kH; i++)
+    for (let j = 0; j < g.kW; j++) {
+      const from = src + ((g.kH - 1 - i) * g.kW + (g.kW - 1 - j)) * tap;
+      simd.run('transpose', g.inC, [from, dst + (i * g.kW + j) * tap, g.inC, g.outC], { grain: Math.max(4, Math.ceil(65536 / g.outC)) });
+    }
+  return out;
+}
+
 function inputGradStride1(ctx: KernelContext, dy: TensorInfo, filter: TensorInfo, g: ConvGeometry): TensorInfo {
-  const wf = ctx.fromValues([g.kH, g.kW, g.outC, g.inC], flippedFilter(readF32(ctx, filter), g));
+  const wf = flippedFilterTensor(ctx, filter, g);
   // dx[i] = sum_k dy[i + a + k*d] * wflip[k], a = p - (k-1)*d: pad dy by -a before, enough after.
   const padT = (g.kH - 1) * g.dilH - g.padTop;
   const padL = (g.kW - 1) * g.dilW - g.padLeft;
@@ -380,6 +399,22 @@ export function backpropFilterKernel(args: { inputs: Record<string, TensorInfo>;
   const ctx = new KernelContext(args.backend, backendName);
   try {
     return conv2dBackpropFilter(ctx, x, dy, g);
+  } finally {
+    ctx.dispose();
+  }
+}
+
+/** Forward convolution (zoo's ZooConv2D on wasm and cpu): products where packing would dominate. */
+export function convForwardKernel(args: { inputs: Record<string, TensorInfo>; backend: KernelBackend; attrs: NamedAttrMap }, backendName: string): TensorInfo {
+  const attrs = args.attrs as unknown as ConvGradAttrs;
+  checkFormat(attrs, 'Conv2D');
+  const x = args.inputs.x!;
+  const filter = args.inputs.filter!;
+  const ctx = new KernelContext(args.backend, backendName);
+  try {
+    const g = convGeometry(x.shape, filter.shape, attrs.strides, attrs.pad, attrs.dilations ?? 1, attrs.dimRoundingMode);
+    if (preferGemm(ctx, g)) return ctx.keep(convForwardGemm(ctx, x, filter, g));
+    return ctx.keep(ctx.run('Conv2D', { x, filter }, args.attrs));
   } finally {
     ctx.dispose();
   }

@@ -18,7 +18,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelBackend, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
-import { backpropFilterKernel, backpropInputKernel } from './conv_backprop.js';
+import { backpropFilterKernel, backpropInputKernel, convForwardKernel } from './conv_backprop.js';
 import { batchMatMulKernel } from './matmul.js';
 import { batchNormTrainGradKernel, batchNormTrainKernel, reluGradKernel } from './batchnorm.js';
 import { KernelContext } from './context.js';
@@ -88,7 +88,7 @@ const maxPoolGradComposed: Impl = (args, backendName) => {
 export function registerZooKernels(backendName: string): void {
   if (registered.has(backendName)) return;
   const direct = backendName === 'wasm' || backendName === 'cpu';
-  register(ZOO_KERNELS.conv2d, backendName, delegate('Conv2D'));
+  register(ZOO_KERNELS.conv2d, backendName, direct ? convForwardKernel : delegate('Conv2D'));
   register(ZOO_KERNELS.conv2dBackpropFilter, backendName, backpropFilterKernel);
   register(ZOO_KERNELS.conv2dBackpropInput, backendName, backpropInputKernel);
   register(ZOO_KERNELS.relu, backendName, delegate('Relu'));

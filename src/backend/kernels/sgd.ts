@@ -6,7 +6,7 @@
  * never written in place, since XNNPACK caches packed weights under a tensor's id).
  */
 import type { KernelBackend, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
-import { KernelContext } from './context.js';
+import { KernelContext, sizeOf } from './context.js';
 import { parallelFor } from './parallel.js';
 
 export interface SgdAttrs {
@@ -55,6 +55,20 @@ export function sgdKernel(args: KernelArgs, backendName: string): TensorInfo[] {
     const p = args.inputs.param!;
     const wOutI = ctx.empty(p.shape as number[]);
     const vOutI = ctx.empty(p.shape as number[]);
+    if (ctx.simd) {
+      ctx.simd.run(attrs.nesterov ? 'sgd_nesterov' : 'sgd', sizeOf(p.shape), [
+        ctx.address(p),
+        ctx.address(args.inputs.grad!),
+        ctx.address(args.inputs.velocity!),
+        ctx.address(wOutI),
+        ctx.address(vOutI),
+        attrs.lr,
+        attrs.momentum,
+        attrs.weightDecay,
+        attrs.gradScale,
+      ]);
+      return [ctx.keep(wOutI), ctx.keep(vOutI)];
+    }
     const w = ctx.f32(p);
     const g = ctx.f32(args.inputs.grad!);
     const v = ctx.f32(args.inputs.velocity!);
