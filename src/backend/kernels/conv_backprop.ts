@@ -94,7 +94,7 @@ function normalizePad(pad: PadAttr): ExplicitPad | undefined {
 
 /** dW of shape [kH, kW, inC, outC] from x [N, H, W, inC] and dy [N, outH, outW, outC]. */
 export function conv2dBackpropFilter(ctx: KernelContext, x: TensorInfo, dy: TensorInfo, g: ConvGeometry): TensorInfo {
-  if (preferGemm(ctx, g)) return ctx.keep(convFilterGradGemm(ctx, x, dy, g));
+  if (preferGemm(ctx, g, 'filterGrad')) return ctx.keep(convFilterGradGemm(ctx, x, dy, g));
   const unpadded = g.padTop === 0 && g.padBottom === 0 && g.padLeft === 0 && g.padRight === 0;
   if (g.kH === 1 && g.kW === 1 && unpadded) return filterGrad1x1(ctx, x, dy, g);
   return filterGradByConv(ctx, x, dy, g);
@@ -192,7 +192,7 @@ function planAxis(inSize: number, k: number, s: number, d: number, p: number): A
 
 /** dx of shape [N, H, W, inC] from dy [N, outH, outW, outC] and filter [kH, kW, inC, outC]. */
 export function conv2dBackpropInput(ctx: KernelContext, dy: TensorInfo, filter: TensorInfo, g: ConvGeometry): TensorInfo {
-  if (preferGemm(ctx, g)) return ctx.keep(convInputGradGemm(ctx, dy, filter, g));
+  if (preferGemm(ctx, g, 'inputGrad')) return ctx.keep(convInputGradGemm(ctx, dy, filter, g));
   if (g.strideH === 1 && g.strideW === 1) return inputGradStride1(ctx, dy, filter, g);
   if (g.dilH !== 1 || g.dilW !== 1) {
     throw new Error('conv2d input gradient with both stride > 1 and dilation > 1 is not supported');
@@ -413,7 +413,7 @@ export function convForwardKernel(args: { inputs: Record<string, TensorInfo>; ba
   const ctx = new KernelContext(args.backend, backendName);
   try {
     const g = convGeometry(x.shape, filter.shape, attrs.strides, attrs.pad, attrs.dilations ?? 1, attrs.dimRoundingMode);
-    if (preferGemm(ctx, g)) return ctx.keep(convForwardGemm(ctx, x, filter, g));
+    if (preferGemm(ctx, g, 'forward')) return ctx.keep(convForwardGemm(ctx, x, filter, g));
     return ctx.keep(ctx.run('Conv2D', { x, filter }, args.attrs));
   } finally {
     ctx.dispose();

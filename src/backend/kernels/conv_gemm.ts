@@ -71,22 +71,62 @@ function isPointwise(g: ConvGeometry): boolean {
   return g.kH === 1 && g.kW === 1 && g.padTop === 0 && g.padBottom === 0 && g.padLeft === 0 && g.padRight === 0 && g.dilH === 1 && g.dilW === 1;
 }
 
-/** Whether products beat the native convolution for this geometry. */
-export function preferGemm(ctx: KernelContext, g: ConvGeometry): boolean {
-  if (!ctx.hasDirectMemory || strategy === 'native') return false;
-  if (isPointwise(g)) return true;
-  const m = g.batch * g.outH * g.outW;
-  const patches = m * g.kH * g.kW * g.inC;
-  if (strategy === 'gemm') return true;
-  // im2col writes the patch matrix (patches floats) and the product packs one side; the native path
-  // packs the weights. Worth it only on maps small enough that patches are fewer than weights.
-  return patches * 2 < g.kH * g.kW * g.inC * g.outC;
+/**
+ * Kernel taps (i, j) that reach the input from at least one output position. On maps smaller than the
+ * kernel's reach (a padded 3x3 on a 1x1 map: only the centre) the others only ever read padding, so the
+ * products skip them: fewer columns in im2col, a smaller slice of the weights, and zero filter gradient.
+ */
+export function liveTaps(g: ConvGeometry): [number, number][] {
+  const rowsLive = (k: number, s: number, d: number, p: number, inSize: number, outSize: number, i: number) => {
+    for (let o = 0; o < outSize; o++) {
+      const h = o * s + i * d - p;
+      if (h >= 0 && h < inSize) return true;
+    }
+    return false;
+  };
+  const taps: [number, number][] = [];
+  for (let i = 0; i < g.kH; i++) {
+    if (!rowsLive(g.kH, g.strideH, g.dilH, g.padTop, g.inH, g.outH, i)) continue;
+    for (let j = 0; j < g.kW; j++) if (rowsLive(g.kW, g.strideW, g.dilW, g.padLeft, g.inW, g.outW, j)) taps.push([i, j]);
+  }
+  return taps;
 }
 
-/** The patch matrix [M, kH*kW*inC] of x (zeros where a tap falls outside). */
-export function im2col(ctx: KernelContext, x: TensorInfo, g: ConvGeometry): TensorInfo {
-  const { batch, inH, inW, inC, outH, outW, kH, kW } = g;
-  const K = kH * kW * inC;
+export type ConvOp = 'forward' | 'inputGrad' | 'filterGrad';
+
+/**
+ * Whether products beat the native convolution for this geometry and operation. Costs are counted in
+ * floats moved, a packed float counting PACK_COST + 1 (tfjs's transpose before XNNPACK's packing):
+ * - forward, native: pack the weights (K x outC); products (swapped): im2col, then pack and
+ *   transpose the patches, transpose the weights and the output;
+ * - input gradient, native: flip and pack the weights; products: transpose and pack dy, transpose
+ *   the patch gradients and scatter them (col2im);
+ * - filter gradient: products when the patch matrix is under half the weights (the native
+ *   formulation packs dy too, but reads the input transposed and convolves over the batch).
+ * Pointwise (1x1, unpadded) convolutions always take products: no im2col, and the orientation rule
+ * of gemmNN/TN/NT decides what gets packed.
+ */
+export function preferGemm(ctx: KernelContext, g: ConvGeometry, op: ConvOp): boolean {
+  if (!ctx.hasDirectMemory || strategy === 'native') return false;
+  if (isPointwise(g) || strategy === 'gemm') return true;
+  const M = g.batch * g.outH * g.outW;
+  const K = liveTaps(g).length * g.inC;
+  const N = g.outC;
+  const pack = PACK_COST + 1;
+  switch (op) {
+    case 'forward':
+      return M * K + pack * M * K + K * N + M * N < pack * K * N;
+    case 'inputGrad':
+      return pack * M * N + 2 * M * K < (pack + 1) * K * N;
+    case 'filterGrad':
+      return 2 * M * K < K * N;
+  }
+}
+
+/** The patch matrix [M, taps*inC] of x over the given taps (zeros where a tap falls outside). */
+export function im2col(ctx: KernelContext, x: TensorInfo, g: ConvGeometry, taps: [number, number][] = liveTaps(g)): TensorInfo {
+  const { batch, inH, inW, inC, outH, outW } = g;
+  const K = taps.length * inC;
   const cols = ctx.empty([batch * outH * outW, K]);
   const src = ctx.f32(x);
   const dst = ctx.f32(cols);
@@ -95,25 +135,24 @@ export function im2col(ctx: KernelContext, x: TensorInfo, g: ConvGeometry): Tens
     for (let oh = 0; oh < outH; oh++)
       for (let ow = 0; ow < outW; ow++, row++) {
         let o = row * K;
-        for (let i = 0; i < kH; i++) {
+        for (const [i, j] of taps) {
           const h = oh * g.strideH + i * g.dilH - g.padTop;
-          for (let j = 0; j < kW; j++, o += inC) {
-            const w = ow * g.strideW + j * g.dilW - g.padLeft;
-            if (h < 0 || h >= inH || w < 0 || w >= inW) dst.fill(0, o, o + inC);
-            else {
-              const s = ((n * inH + h) * inW + w) * inC;
-              dst.set(src.subarray(s, s + inC), o);
-            }
+          const w = ow * g.strideW + j * g.dilW - g.padLeft;
+          if (h < 0 || h >= inH || w < 0 || w >= inW) dst.fill(0, o, o + inC);
+          else {
+            const s = ((n * inH + h) * inW + w) * inC;
+            dst.set(src.subarray(s, s + inC), o);
           }
+          o += inC;
         }
       }
   return cols;
 }
 
-/** dx[N, H, W, inC] = the scatter-add of patch gradients dcols [M, kH*kW*inC] (col2im). */
-export function col2im(ctx: KernelContext, dcols: TensorInfo, g: ConvGeometry): TensorInfo {
-  const { batch, inH, inW, inC, outH, outW, kH, kW } = g;
-  const K = kH * kW * inC;
+/** dx[N, H, W, inC] = the scatter-add of patch gradients dcols [M, taps*inC] (col2im). */
+export function col2im(ctx: KernelContext, dcols: TensorInfo, g: ConvGeometry, taps: [number, number][] = liveTaps(g)): TensorInfo {
+  const { batch, inH, inW, inC, outH, outW } = g;
+  const K = taps.length * inC;
   const dx = ctx.empty([batch, inH, inW, inC]);
   const src = ctx.f32(dcols);
   const dst = ctx.f32(dx);
@@ -123,17 +162,28 @@ export function col2im(ctx: KernelContext, dcols: TensorInfo, g: ConvGeometry): 
     for (let oh = 0; oh < outH; oh++)
       for (let ow = 0; ow < outW; ow++, row++) {
         let o = row * K;
-        for (let i = 0; i < kH; i++) {
+        for (const [i, j] of taps) {
           const h = oh * g.strideH + i * g.dilH - g.padTop;
-          for (let j = 0; j < kW; j++, o += inC) {
-            const w = ow * g.strideW + j * g.dilW - g.padLeft;
-            if (h < 0 || h >= inH || w < 0 || w >= inW) continue;
+          const w = ow * g.strideW + j * g.dilW - g.padLeft;
+          if (h >= 0 && h < inH && w >= 0 && w < inW) {
             const d = ((n * inH + h) * inW + w) * inC;
             for (let c = 0; c < inC; c++) dst[d + c] += src[o + c]!;
           }
+          o += inC;
         }
       }
   return dx;
+}
+
+/** The filter's rows [taps*inC, outC] for the given taps (the whole filter when all are live). */
+function filterRows(ctx: KernelContext, filter: TensorInfo, g: ConvGeometry, taps: [number, number][]): TensorInfo {
+  if (taps.length === g.kH * g.kW) return filter;
+  const block = g.inC * g.outC;
+  const out = ctx.empty([taps.length * g.inC, g.outC]);
+  const src = ctx.f32(filter);
+  const dst = ctx.f32(out);
+  taps.forEach(([i, j], t) => dst.set(src.subarray((i * g.kW + j) * block, (i * g.kW + j + 1) * block), t * block));
+  return out;
 }
 
 /** x, strided to the output grid, as [M, inC] (for 1x1 convolutions with stride). */
@@ -145,27 +195,37 @@ function pointwiseInput(ctx: KernelContext, x: TensorInfo, g: ConvGeometry): Ten
 /** y[N, outH, outW, outC] of a convolution, as a product. */
 export function convForwardGemm(ctx: KernelContext, x: TensorInfo, filter: TensorInfo, g: ConvGeometry): TensorInfo {
   const m = g.batch * g.outH * g.outW;
-  const K = g.kH * g.kW * g.inC;
-  const a = isPointwise(g) ? pointwiseInput(ctx, x, g) : im2col(ctx, x, g);
-  return ctx.reshape(gemmNN(ctx, a, filter, m, K, g.outC), [g.batch, g.outH, g.outW, g.outC]);
+  const taps = isPointwise(g) ? [[0, 0] as [number, number]] : liveTaps(g);
+  const K = taps.length * g.inC;
+  const a = isPointwise(g) ? pointwiseInput(ctx, x, g) : im2col(ctx, x, g, taps);
+  return ctx.reshape(gemmNN(ctx, a, filterRows(ctx, filter, g, taps), m, K, g.outC), [g.batch, g.outH, g.outW, g.outC]);
 }
 
-/** dW[kH, kW, inC, outC] = patches^T dy, as a product (dy is the packed side when it is smaller). */
+/** dW[kH, kW, inC, outC] = patches^T dy, as a product; taps that never reach the input get 0. */
 export function convFilterGradGemm(ctx: KernelContext, x: TensorInfo, dy: TensorInfo, g: ConvGeometry): TensorInfo {
   const m = g.batch * g.outH * g.outW;
-  const K = g.kH * g.kW * g.inC;
-  const a = isPointwise(g) ? pointwiseInput(ctx, x, g) : im2col(ctx, x, g);
-  // dW [K, outC] = patches^T [K, m] @ dy [m, outC]
-  return ctx.reshape(gemmTN(ctx, a, dy, m, K, g.outC), [g.kH, g.kW, g.inC, g.outC]);
+  const taps = isPointwise(g) ? [[0, 0] as [number, number]] : liveTaps(g);
+  const K = taps.length * g.inC;
+  const a = isPointwise(g) ? pointwiseInput(ctx, x, g) : im2col(ctx, x, g, taps);
+  const dw = gemmTN(ctx, a, dy, m, K, g.outC); // [taps*inC, outC]
+  if (taps.length === g.kH * g.kW) return ctx.reshape(dw, [g.kH, g.kW, g.inC, g.outC]);
+  const full = ctx.empty([g.kH, g.kW, g.inC, g.outC]);
+  const block = g.inC * g.outC;
+  const src = ctx.f32(dw);
+  const dst = ctx.f32(full);
+  dst.fill(0);
+  taps.forEach(([i, j], t) => dst.set(src.subarray(t * block, (t + 1) * block), (i * g.kW + j) * block));
+  return full;
 }
 
-/** dx = col2im(dy W^T), as a product; W^T comes from the filter's [K, outC] layout. */
+/** dx = col2im(dy W^T), as a product over the live taps. */
 export function convInputGradGemm(ctx: KernelContext, dy: TensorInfo, filter: TensorInfo, g: ConvGeometry): TensorInfo {
   const m = g.batch * g.outH * g.outW;
-  const K = g.kH * g.kW * g.inC;
-  // dcols [m, K] = dy [m, outC] @ W [K, outC]^T
-  const dcols = gemmNT(ctx, dy, filter, m, g.outC, K);
-  if (!isPointwise(g)) return col2im(ctx, dcols, g);
+  const taps = isPointwise(g) ? [[0, 0] as [number, number]] : liveTaps(g);
+  const K = taps.length * g.inC;
+  // dcols [m, K] = dy [m, outC] @ W_taps [K, outC]^T
+  const dcols = gemmNT(ctx, dy, filterRows(ctx, filter, g, taps), m, g.outC, K);
+  if (!isPointwise(g)) return col2im(ctx, dcols, g, taps);
   if (g.strideH === 1 && g.strideW === 1 && g.outH === g.inH && g.outW === g.inW) return ctx.reshape(dcols, [g.batch, g.inH, g.inW, g.inC]);
   // Strided 1x1: scatter rows to the strided positions, zeros elsewhere.
   const dx = ctx.empty([g.batch, g.inH, g.inW, g.inC]);

@@ -2,12 +2,13 @@
  * BatchMatMul for the wasm backend. tfjs-backend-wasm 4.22 takes XNNPACK's fully-connected path only
  * without transposes and with a batch of one, and runs it without the thread pool; everything else
  * (including the transposed products in matMul's own gradient) falls to a scalar loop at about
- * 2 GFLOP/s. Here transposes are materialized (cache-blocked, in JavaScript) and each product runs as a
- * 1x1 convolution, which is XNNPACK's threaded GEMM.
+ * 2 GFLOP/s. Here each product runs as a 1x1 convolution, XNNPACK's threaded GEMM, in the orientation
+ * that packs the smaller operand (conv_gemm.ts), with transposes done by zoo's SIMD kernels.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelBackend, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 import { KernelContext, sizeOf } from './context.js';
+import { gemmNN, gemmNT, gemmTN } from './conv_gemm.js';
 
 type KernelArgs = { inputs: Record<string, TensorInfo>; backend: KernelBackend; attrs: NamedAttrMap };
 
@@ -37,22 +38,25 @@ export function batchMatMulKernel(args: KernelArgs, backendName: string): Tensor
   }
   const ctx = new KernelContext(args.backend, backendName);
   try {
+    const product = (ai: TensorInfo, bi: TensorInfo): TensorInfo => {
+      // Orientation-aware products (conv_gemm.ts): XNNPACK packs whichever side is smaller.
+      if (!transposeA && !transposeB) return gemmNN(ctx, ai, bi, M, K, N);
+      if (transposeA && !transposeB) return gemmTN(ctx, ai, bi, K, M, N); // a stored [K, M]
+      if (!transposeA && transposeB) return gemmNT(ctx, ai, bi, M, K, N); // b stored [N, K]
+      return ctx.transpose(gemmNN(ctx, bi, ai, N, K, M), [1, 0]); // A^T B^T = (B A)^T
+    };
     const a3 = ctx.reshape(a, [batchA, transposeA ? K : M, transposeA ? M : K]);
     const b3 = ctx.reshape(b, [batchB, transposeB ? N : K, transposeB ? K : N]);
-    const aN = transposeA ? ctx.transpose(a3, [0, 2, 1]) : a3; // [batchA, M, K]
-    const bN = transposeB ? ctx.transpose(b3, [0, 2, 1]) : b3; // [batchB, K, N]
-    const gemm = (ai: TensorInfo, bi: TensorInfo) =>
-      ctx.conv2d(ctx.reshape(ai, [1, 1, M, K]), ctx.alias(bi, [1, 1, K, N]), { strides: [1, 1], pad: 'valid', dilations: [1, 1] });
-    if (batch === 1) return ctx.keep(ctx.reshape(gemm(aN, bN), [...outOuter, M, N]));
+    if (batch === 1) return ctx.keep(ctx.reshape(product(a3, b3), [...outOuter, M, N]));
     const out = ctx.empty([...outOuter, M, N]);
     for (let i = 0; i < batch; i++) {
-      const ai = batchA === 1 ? aN : ctx.slice(aN, [i, 0, 0], [1, M, K]);
-      const bi = batchB === 1 ? bN : ctx.slice(bN, [i, 0, 0], [1, K, N]);
-      const r = gemm(ai, bi);
-      ctx.f32(out).set(ctx.f32(r), i * M * N); // fresh views: gemm() may have grown the heap
+      const ai = batchA === 1 ? a3 : ctx.slice(a3, [i, 0, 0], [1, a3.shape[1]!, a3.shape[2]!]);
+      const bi = batchB === 1 ? b3 : ctx.slice(b3, [i, 0, 0], [1, b3.shape[1]!, b3.shape[2]!]);
+      const r = product(ai, bi);
+      ctx.f32(out).set(ctx.f32(r), i * M * N); // fresh views: the product may have grown the heap
       ctx.free(r);
-      if (ai !== aN) ctx.free(ai);
-      if (bi !== bN) ctx.free(bi);
+      if (ai !== a3) ctx.free(ai);
+      if (bi !== b3) ctx.free(bi);
     }
     return ctx.keep(out);
   } finally {
