@@ -1,0 +1,463 @@
+/**
+ * The local weight cache, laid out for a person to read:
+ *
+ *   <cache>/<model name>/<file>            verified files, only ever created by an atomic rename
+ *   <cache>/<model name>/manifest.json     per file: source URL, size, sha256, sha1, declared checksum, time
+ *   <cache>/.locks/<model name>.lock       held while a process fills that model's directory
+ *
+ * `fetchFile` is the one way files enter the cache: it checks what is there, downloads under the model's
+ * lock (so two processes pulling one model end with one good copy) and records the result.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { UserError } from '../errors.js';
+import {
+  checksumProblems, download, redactUrl,
+  type DownloadOptions, type DownloadProgress, type ExpectedDigests,
+} from './download.js';
+import { withLock, type LockHolder, type LockOptions } from './lock.js';
+import { hasScheme, hubSettings, resolveSourceUrl, type HubSettings } from './settings.js';
+
+/** File name of a model's manifest inside its directory. */
+export const MANIFEST_FILE = 'manifest.json';
+
+/** What the cache knows about one file of a model. */
+export interface ManifestFile {
+  /** The source as listed (credentials removed). */
+  source: string;
+  /** Where it was actually fetched from, when a mirror or a directory source changed it. */
+  resolved?: string;
+  size: number;
+  sha256: string;
+  sha1: string;
+  /** The sha256 the host declared (Hugging Face's X-Linked-Etag), when it declared one. */
+  declaredSha256?: string;
+  etag?: string;
+  /** When the file was fetched, ISO 8601. */
+  time: string;
+}
+
+/** `<cache>/<model name>/manifest.json`. `meta` is free for callers (conversion records, for example). */
+export interface Manifest {
+  name: string;
+  files: Record<string, ManifestFile>;
+  meta?: Record<string, unknown>;
+}
+
+/** One model directory of the cache. */
+export interface CachedModel {
+  name: string;
+  /** Complete files, manifest and partial downloads excluded. */
+  files: string[];
+  /** Disk use of the whole model directory. */
+  bytes: number;
+  manifest: Manifest | undefined;
+}
+
+/** Options of `fetchFile`. */
+export interface FetchFileOptions {
+  /** Model name: the cache directory's name. */
+  name: string;
+  /** File name inside the model directory. */
+  fileName: string;
+  /** URLs, file:// URLs or local paths in priority order; a local directory means `<dir>/<fileName>`. */
+  sources: string[];
+  /** Pinned checksums; they win over the manifest when both exist. */
+  expected?: ExpectedDigests;
+  size?: number;
+  onProgress?: (p: DownloadProgress) => void;
+  settings?: HubSettings;
+  signal?: AbortSignal;
+  /** Transfer tuning passed to `download`. */
+  transfer?: Pick<DownloadOptions, 'retries' | 'timeoutMs' | 'backoffMs'>;
+  /** Lock tuning; `onWait` tells the user another process is fetching this model. */
+  lock?: Pick<LockOptions, 'timeoutMs' | 'staleMs' | 'onWait'>;
+}
+
+/** A file in the cache, verified. */
+export interface FetchedFile {
+  path: string;
+  /** True when no transfer was needed. */
+  fromCache: boolean;
+  entry: ManifestFile;
+}
+
+const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+@-]*$/;
+
+function checkName(kind: string, name: string): void {
+  if (!SAFE_NAME.test(name) || name.includes('..')) {
+    throw new UserError(`invalid ${kind} '${name}': use letters, digits and . _ + @ - (not starting with . or -)`, { exitCode: 2 });
+  }
+}
+
+/** Directory of model `name` in the cache. */
+export function modelDir(name: string, settings: HubSettings = hubSettings()): string {
+  checkName('model name', name);
+  return path.join(settings.cacheDir, name);
+}
+
+/** The lock file that guards model `name`'s directory; outside it, so removing the model keeps the lock. */
+export function modelLockPath(name: string, settings: HubSettings = hubSettings()): string {
+  checkName('model name', name);
+  return path.join(settings.cacheDir, '.locks', `${name}.lock`);
+}
+
+/** Runs `fn` holding model `name`'s lock: for callers that add files or `meta` next to `fetchFile`. */
+export function withModelLock<T>(
+  name: string,
+  fn: () => Promise<T> | T,
+  settings: HubSettings = hubSettings(),
+  options: LockOptions = {},
+): Promise<T> {
+  return withLock(modelLockPath(name, settings), fn, options);
+}
+
+/** The manifest of model `name`, or undefined when there is none. Throws `UserError` for a corrupt one. */
+export async function readManifest(name: string, settings: HubSettings = hubSettings()): Promise<Manifest | undefined> {
+  const file = path.join(modelDir(name, settings), MANIFEST_FILE);
+  let raw: string;
+  try {
+    raw = await fsp.readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  try {
+    const m = JSON.parse(raw) as Manifest;
+    if (typeof m !== 'object' || m === null || typeof m.files !== 'object' || m.files === null) throw new Error('no files');
+    return m;
+  } catch (err) {
+    throw new UserError(`corrupt cache manifest ${file}: ${(err as Error).message}; remove the model with 'zoo rm ${name}'`, { cause: err });
+  }
+}
+
+/** Writes model `name`'s manifest atomically (temporary file, fsync, rename). Hold the model's lock. */
+export async function writeManifest(name: string, manifest: Manifest, settings: HubSettings = hubSettings()): Promise<void> {
+  const dir = modelDir(name, settings);
+  await fsp.mkdir(dir, { recursive: true });
+  const target = path.join(dir, MANIFEST_FILE);
+  const tmp = `${target}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`;
+  try {
+    const fh = await fsp.open(tmp, 'w');
+    try {
+      await fh.writeFile(`${JSON.stringify(manifest, null, 2)}\n`);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, target);
+  } catch (err) {
+    await fsp.rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+function isAuxiliary(file: string): boolean {
+  return file === MANIFEST_FILE || file.endsWith('.part') || file.endsWith('.part.source') || file.endsWith('.tmp');
+}
+
+async function diskUse(dir: string): Promise<number> {
+  let total = 0;
+  for (const entry of await fsp.readdir(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) total += await diskUse(full);
+    else if (entry.isFile()) total += (await fsp.stat(full)).size;
+  }
+  return total;
+}
+
+/** The models in the cache, sorted by name. A corrupt manifest shows as undefined rather than failing the listing. */
+export async function listCached(settings: HubSettings = hubSettings()): Promise<CachedModel[]> {
+  const entries = await fsp.readdir(settings.cacheDir, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return [];
+    throw err;
+  });
+  const models: CachedModel[] = [];
+  for (const entry of entries) {
+    if (!entry.isDirectory() || !SAFE_NAME.test(entry.name)) continue;
+    const dir = path.join(settings.cacheDir, entry.name);
+    const inside = await fsp.readdir(dir, { withFileTypes: true });
+    const files = inside.filter((f) => f.isFile() && !isAuxiliary(f.name)).map((f) => f.name).sort();
+    const manifest = await readManifest(entry.name, settings).catch(() => undefined);
+    models.push({ name: entry.name, files, bytes: await diskUse(dir), manifest });
+  }
+  return models.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** Removes model `name` from the cache, waiting for a pull of it in progress; false when it was not there. */
+export async function removeCached(name: string, settings: HubSettings = hubSettings(), lock: LockOptions = {}): Promise<boolean> {
+  const dir = modelDir(name, settings);
+  return withModelLock(name, async () => {
+    const existed = await fsp.stat(dir).then(() => true, () => false);
+    await fsp.rm(dir, { recursive: true, force: true });
+    return existed;
+  }, settings, lock);
+}
+
+/** sha256, sha1 and size of a file, read as a stream. */
+export async function hashFile(file: string): Promise<{ sha256: string; sha1: string; bytes: number }> {
+  const sha256 = crypto.createHash('sha256');
+  const sha1 = crypto.createHash('sha1');
+  let bytes = 0;
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 })) {
+    sha256.update(chunk as Buffer);
+    sha1.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+  }
+  return { sha256: sha256.digest('hex'), sha1: sha1.digest('hex'), bytes };
+}
+
+/** State of one cached file: good (with its record), missing, or present but failing verification. */
+export type CacheCheck =
+  | { state: 'ok'; entry: ManifestFile }
+  | { state: 'missing' }
+  | { state: 'bad'; reason: string };
+
+function hasPin(expected: ExpectedDigests | undefined): boolean {
+  return Boolean(expected?.sha256 || expected?.sha1);
+}
+
+/**
+ * Verifies `<cache>/<name>/<fileName>` against the pinned checksums, else against the manifest. A file
+ * with neither to check against counts as bad: the cache only vouches for what it can verify.
+ */
+export async function checkCached(
+  name: string,
+  fileName: string,
+  options: { expected?: ExpectedDigests; size?: number; settings?: HubSettings } = {},
+): Promise<CacheCheck> {
+  const settings = options.settings ?? hubSettings();
+  checkName('file name', fileName);
+  const file = path.join(modelDir(name, settings), fileName);
+  const stat = await fsp.stat(file).catch(() => undefined);
+  if (!stat?.isFile()) return { state: 'missing' };
+  const recorded = (await readManifest(name, settings).catch(() => undefined))?.files[fileName];
+  const size = options.size ?? recorded?.size;
+  if (size !== undefined && stat.size !== size) return { state: 'bad', reason: `size ${stat.size} bytes, expected ${size}` };
+  if (!hasPin(options.expected) && !recorded) return { state: 'bad', reason: 'no checksum to verify it against (no manifest entry)' };
+  const digests = await hashFile(file);
+  const problems = hasPin(options.expected)
+    ? checksumProblems(digests, options.expected)
+    : checksumProblems(digests, { sha256: recorded!.sha256 });
+  if (problems.length > 0) return { state: 'bad', reason: problems.join('; ') };
+  const entry: ManifestFile = recorded && recorded.sha256 === digests.sha256
+    ? recorded
+    : { source: 'unknown', size: digests.bytes, sha256: digests.sha256, sha1: digests.sha1, time: stat.mtime.toISOString() };
+  return { state: 'ok', entry };
+}
+
+/**
+ * Where `source` is fetched from: mirrors applied (pure, `resolveSourceUrl`), then a local directory
+ * turned into `<dir>/<fileName>`.
+ */
+export async function resolveSource(source: string, fileName: string, settings: HubSettings): Promise<string> {
+  const resolved = resolveSourceUrl(source, settings);
+  const local = resolved.startsWith('file://') ? fileURLToPath(resolved) : hasScheme(resolved) ? undefined : path.resolve(resolved);
+  if (local === undefined) return resolved;
+  const stat = await fsp.stat(local).catch(() => undefined);
+  return stat?.isDirectory() ? path.join(local, fileName) : resolved;
+}
+
+function offlineError(opts: FetchFileOptions, file: string, check: CacheCheck, settings: HubSettings): UserError {
+  const what = `${opts.name}/${opts.fileName}`;
+  const state = check.state === 'bad' ? `is in the cache but fails verification (${check.reason})` : 'is not in the cache';
+  const from = opts.sources.map((s, i) => {
+    const r = resolveSourceUrl(s, settings);
+    return `  ${i + 1}. ${redactUrl(s)}${r === s ? '' : ` (via mirror: ${redactUrl(r)})`}`;
+  });
+  return new UserError(
+    [
+      `offline mode (ZOO_OFFLINE): ${what} ${state}`,
+      `  expected at: ${file}`,
+      from.length > 0 ? 'it would be fetched from:' : 'no source is known for it',
+      ...from,
+      'unset ZOO_OFFLINE (and HF_HUB_OFFLINE) to download it, or put a verified copy there.',
+    ].join('\n'),
+  );
+}
+
+async function recordFile(name: string, fileName: string, entry: ManifestFile, settings: HubSettings): Promise<void> {
+  const current = await readManifest(name, settings).catch(() => undefined);
+  const manifest: Manifest = current ?? { name, files: {} };
+  manifest.files = { ...manifest.files, [fileName]: entry };
+  await writeManifest(name, manifest, settings);
+}
+
+/** Drops a partial download that came from another source: resuming it would splice two files. */
+async function claimPartial(file: string, source: string): Promise<void> {
+  const marker = `${file}.part.source`;
+  const previous = await fsp.readFile(marker, 'utf8').catch(() => undefined);
+  if (previous !== source) {
+    await fsp.rm(`${file}.part`, { force: true });
+    await fsp.mkdir(path.dirname(file), { recursive: true });
+    await fsp.writeFile(marker, source);
+  }
+}
+
+async function fetchFromSources(opts: FetchFileOptions, file: string, settings: HubSettings): Promise<FetchedFile> {
+  const failures: string[] = [];
+  for (const source of opts.sources) {
+    const resolved = await resolveSource(source, opts.fileName, settings);
+    await claimPartial(file, resolved);
+    try {
+      const r = await download(resolved, file, {
+        ...opts.transfer, expected: opts.expected, size: opts.size, onProgress: opts.onProgress, signal: opts.signal,
+      });
+      await fsp.rm(`${file}.part.source`, { force: true });
+      const entry: ManifestFile = { source: redactUrl(source), size: r.bytes, sha256: r.sha256, sha1: r.sha1, time: new Date().toISOString() };
+      if (resolved !== source) entry.resolved = redactUrl(resolved);
+      if (r.declaredSha256) entry.declaredSha256 = r.declaredSha256;
+      if (r.etag) entry.etag = r.etag;
+      await recordFile(opts.name, opts.fileName, entry, settings);
+      return { path: file, fromCache: false, entry };
+    } catch (err) {
+      // An abort or a bug stops here; a failed source hands over to the next one.
+      if (opts.signal?.aborted || !(err instanceof UserError)) throw err;
+      failures.push(err.message);
+    }
+  }
+  const what = `${opts.name}/${opts.fileName}`;
+  if (failures.length === 0) throw new UserError(`no source is known for ${what}`);
+  throw new UserError(`could not fetch ${what} from any of its ${failures.length} source(s):\n  ${failures.join('\n  ')}`);
+}
+
+/**
+ * The verified file `<cache>/<name>/<fileName>`, fetched from the first source that delivers a good copy
+ * unless the cache already has one. In offline mode only the cache is used, and a missing file is a
+ * `UserError` that lists where it would come from. Failed sources are listed in the final error.
+ */
+export async function fetchFile(opts: FetchFileOptions): Promise<FetchedFile> {
+  const settings = opts.settings ?? hubSettings();
+  checkName('file name', opts.fileName);
+  const file = path.join(modelDir(opts.name, settings), opts.fileName);
+  const check = { expected: opts.expected, size: opts.size, settings };
+  const first = await checkCached(opts.name, opts.fileName, check);
+  if (first.state === 'ok') return { path: file, fromCache: true, entry: first.entry };
+  if (settings.offline) throw offlineError(opts, file, first, settings);
+  return withModelLock(opts.name, async () => {
+    // Another process may have fetched it while this one waited for the lock.
+    const again = await checkCached(opts.name, opts.fileName, check);
+    if (again.state === 'ok') return { path: file, fromCache: true, entry: again.entry };
+    if (again.state === 'bad') await fsp.rm(file, { force: true });
+    return fetchFromSources(opts, file, settings);
+  }, settings, { ...opts.lock, signal: opts.signal });
+}
+
+/** Stream a progress printer writes to: stderr, or anything with `write` (tests). */
+export interface ProgressStream {
+  write(chunk: string): unknown;
+  isTTY?: boolean;
+  columns?: number;
+}
+
+/** An `onProgress` callback that draws progress; call `done()` when the transfer ends. */
+export interface ProgressPrinter {
+  (p: DownloadProgress): void;
+  done(): void;
+}
+
+const MB = 1e6;
+const TTY_REDRAW_MS = 100;
+const PLAIN_UNKNOWN_TOTAL_MS = 10_000;
+
+function formatEta(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return '--:--';
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600);
+  const mm = String(Math.floor((s % 3600) / 60)).padStart(2, '0');
+  const ss = String(s % 60).padStart(2, '0');
+  return h > 0 ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
+}
+
+function describeProgress(p: DownloadProgress, rate: number | undefined): { amount: string; speed: string; pct: number | undefined } {
+  const pct = p.total ? Math.min(100, (100 * p.received) / p.total) : undefined;
+  const amount = p.total === undefined
+    ? `${(p.received / MB).toFixed(1)} MB`
+    : `${(p.received / MB).toFixed(1)}/${(p.total / MB).toFixed(1)} MB`;
+  const eta = rate && p.total !== undefined ? formatEta((p.total - p.received) / rate) : '--:--';
+  const speed = rate === undefined ? '-- MB/s' : `${(rate / MB).toFixed(1)} MB/s ETA ${eta}`;
+  return { amount, speed, pct };
+}
+
+/**
+ * Progress for one transfer: on a TTY a single redrawn line with a bar, bytes, total, MB/s and ETA;
+ * otherwise a plain line every ~10% (every 10 s when the total is unknown), so logs stay short.
+ * Speed counts only bytes moved by this transfer, not resumed ones.
+ */
+export function progressPrinter(
+  label: string,
+  stream: ProgressStream = process.stderr,
+  clock: () => number = () => performance.now(),
+): ProgressPrinter {
+  let start: { t: number; bytes: number } | undefined;
+  let latest: DownloadProgress | undefined;
+  let lastDraw = -Infinity;
+  let lastDecile = -1;
+  let open = false;
+  let finished = false;
+
+  const rate = (now: number): number | undefined => {
+    const seconds = (now - start!.t) / 1000;
+    return seconds >= 0.05 ? (latest!.received - start!.bytes) / seconds : undefined;
+  };
+  const drawBar = (now: number): void => {
+    const { amount, speed, pct } = describeProgress(latest!, rate(now));
+    const text = `${pct === undefined ? '' : `${pct.toFixed(0).padStart(3)}% `}${amount} ${speed}`;
+    const room = (stream.columns ?? 80) - label.length - text.length - 5;
+    const width = Math.max(0, Math.min(30, room));
+    const filled = pct === undefined ? 0 : Math.round((pct / 100) * width);
+    const bar = width > 0 ? ` [${'#'.repeat(filled)}${'.'.repeat(width - filled)}]` : '';
+    stream.write(`\r${label}${bar} ${text}\x1b[K`);
+    open = true;
+  };
+  const printLine = (now: number): void => {
+    const { amount, speed, pct } = describeProgress(latest!, rate(now));
+    stream.write(`${label}: ${amount}${pct === undefined ? '' : ` (${pct.toFixed(0)}%)`} ${speed}\n`);
+  };
+  const finish = (): void => {
+    if (open) stream.write('\n');
+    open = false;
+    finished = true;
+  };
+
+  const onProgress = (p: DownloadProgress): void => {
+    const now = clock();
+    latest = p;
+    start ??= { t: now, bytes: p.received };
+    const complete = p.total !== undefined && p.received >= p.total;
+    if (stream.isTTY) {
+      if (complete || now - lastDraw >= TTY_REDRAW_MS) {
+        drawBar(now);
+        lastDraw = now;
+      }
+      if (complete) finish();
+      return;
+    }
+    const decile = p.total ? Math.floor((10 * p.received) / p.total) : -1;
+    const due = p.total ? decile > lastDecile : now - lastDraw >= PLAIN_UNKNOWN_TOTAL_MS;
+    if (due) {
+      printLine(now);
+      lastDraw = now;
+      lastDecile = decile;
+    }
+    if (complete) finished = true;
+  };
+  return Object.assign(onProgress, {
+    done(): void {
+      if (finished || latest === undefined) return;
+      if (stream.isTTY) {
+        drawBar(clock());
+        finish();
+      } else {
+        printLine(clock());
+        finished = true;
+      }
+    },
+  });
+}
+
+/** Re-exported so callers of the cache need one import for the lock's waiting callback. */
+export type { LockHolder };
