@@ -32,7 +32,7 @@ test('zoo list filters with globs; --json is machine readable', async (t) => {
   t.is(r.code, 0);
   t.is(r.stdout.trim().split('\n').length, 2 + 6);
   const j = JSON.parse((await zoo('list', '--json')).stdout) as { name: string; params: number }[];
-  t.is(j.length, 31);
+  t.is(j.length, 32);
   t.is(j.find((m) => m.name === 'resnet50d')!.params, 25_576_264);
   const none = await zoo('list', 'vgg*');
   t.is(none.code, 1);
@@ -87,10 +87,15 @@ test('zoo export writes a checked ONNX file; bad weight paths are named', async 
   t.is(missing.code, 1);
   t.regex(missing.stderr, /weights file '.*nope\.onnx' does not exist/);
 
-  writeFileSync(join(dir, 'w.bin'), 'xx');
-  const unsupported = await zoo('export', 'resnet_test', '--weights', join(dir, 'w.bin'), '-o', join(dir, 'y.onnx'));
+  writeFileSync(join(dir, 'w.xyz'), 'xx');
+  const unsupported = await zoo('export', 'resnet_test', '--weights', join(dir, 'w.xyz'), '-o', join(dir, 'y.onnx'));
   t.is(unsupported.code, 1);
-  t.regex(unsupported.stderr, /unsupported weights format '\.bin'/);
+  t.regex(unsupported.stderr, /w\.xyz: unknown weights format/);
+
+  writeFileSync(join(dir, 'broken.pth'), 'xx');
+  const broken = await zoo('export', 'resnet_test', '--weights', join(dir, 'broken.pth'), '-o', join(dir, 'y.onnx'));
+  t.is(broken.code, 1);
+  t.regex(broken.stderr, /broken\.pth: .*too short to be a ZIP archive/);
 
   const wrongArch = await zoo('export', 'resnet18', '--weights', out, '-o', join(dir, 'y.onnx'));
   t.is(wrongArch.code, 1);

@@ -174,7 +174,7 @@ test.serial('import refuses folded, FP16 and mismatched files without changing t
     const cases: [string, Uint8Array, RegExp][] = [
       ['folded.onnx', exportOnnx(a, { foldBatchNorm: true }), /batch norm was folded/],
       ['fp16.onnx', exportOnnx(a, { fp16: true, foldBatchNorm: false }), /FP16 export/],
-      ['resnet18.onnx', exportOnnx(other, { imageSize: 64 }), /does not match resnet_test: missing .*mis-shaped/],
+      ['resnet18.onnx', exportOnnx(other, { imageSize: 64 }), /does not match resnet_test \(zoo names\): missing .*mis-shaped/],
       ['garbage.onnx', new Uint8Array([1, 2, 3, 4, 5, 255, 255]), /not a readable ONNX model/],
     ];
     for (const [file, bytes, re] of cases) {

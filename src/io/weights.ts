@@ -1,25 +1,25 @@
 /**
- * Loading weights into a model from a file, by format.
+ * Loading weights into a model from a file in any supported format (see convert/convert.ts).
  */
-import { extname } from 'node:path';
 import { existsSync, statSync } from 'node:fs';
 import type { Model } from '../models/model.js';
 import { UserError } from '../errors.js';
-import { importOnnxFile } from '../onnx/import.js';
+import { loadTensorsInto, readTensors, type ConversionReport, type WeightFormat } from '../convert/convert.js';
+import { detectNaming, type Naming } from '../convert/naming.js';
 
-export const WEIGHT_FORMATS = ['.onnx'] as const;
+export interface LoadedWeights extends ConversionReport {
+  format: WeightFormat;
+  naming: Naming;
+  warnings: string[];
+}
 
 /** Loads `path` into `model`; throws a UserError naming the file on any problem. */
-export async function loadWeights(model: Model, path: string): Promise<{ loaded: number; format: string }> {
+export async function loadWeights(model: Model, path: string, options: { format?: WeightFormat; naming?: Naming } = {}): Promise<LoadedWeights> {
   if (!existsSync(path)) throw new UserError(`weights file '${path}' does not exist`);
   if (!statSync(path).isFile()) throw new UserError(`weights path '${path}' is not a file`);
-  const ext = extname(path).toLowerCase();
-  switch (ext) {
-    case '.onnx': {
-      const r = await importOnnxFile(model, path);
-      return { loaded: r.loaded, format: 'onnx' };
-    }
-    default:
-      throw new UserError(`unsupported weights format '${ext || path}'; supported: ${WEIGHT_FORMATS.join(', ')}`);
-  }
+  const { tensors, format, warnings } = await readTensors(path, options.format);
+  const naming = options.naming ?? (format === 'onnx' ? 'zoo' : detectNaming(tensors.keys()));
+  if (!naming) throw new UserError(`${path}: cannot tell how its tensors are named; pass --naming (timm, torchvision, gluon-v1b, gluon-v1)`);
+  const report = loadTensorsInto(model, tensors, naming, path);
+  return { ...report, format, naming, warnings };
 }

@@ -5,7 +5,7 @@
  * in the first 1x1 conv of a downsampling block); `resnet50b`, `c`, `d` are the paper's tweaks, and `s`,
  * `e` GluonCV's v1s and v1e. Note that torchvision's and timm's "resnet50" is our `resnet50b`.
  * Every depth of 18, 34, 50, 101 and 152 is registered with every variant; `resnet_test` is a tiny
- * bottleneck ResNet-D for fast tests.
+ * bottleneck ResNet-D for fast tests, `resnet_test_a` the same size in ResNet (A) form.
  */
 import { UserError, nearMatches } from '../errors.js';
 import type { ResNetConfig } from './resnet.js';
@@ -66,6 +66,21 @@ registerModel({
     stemWidth: 8,
     strideIn: '3x3',
     avgDown: true,
+    numClasses: 10,
+  },
+});
+
+registerModel({
+  name: 'resnet_test_a',
+  description: 'Tiny ResNet (A) (bottleneck, 7x7 stem, stride in the 1x1 conv) for tests',
+  config: {
+    block: 'bottleneck',
+    layers: [1, 1, 1, 1],
+    widths: [8, 16, 32, 64],
+    stemType: '',
+    stemWidth: 16,
+    strideIn: '1x1',
+    avgDown: false,
     numClasses: 10,
   },
 });

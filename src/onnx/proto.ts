@@ -4,6 +4,7 @@
  */
 import { createRequire } from 'node:module';
 import type { onnx as OnnxNs } from 'onnx-proto';
+import { UserError } from '../errors.js';
 
 const require = createRequire(import.meta.url);
 export const onnx = (require('onnx-proto') as { onnx: typeof OnnxNs }).onnx;
@@ -83,4 +84,13 @@ export function tensorValues(t: OnnxNs.ITensorProto, fromHalf: (bits: Uint16Arra
     if (t.int32Data && t.int32Data.length === n) return fromHalf(Uint16Array.from(t.int32Data));
   }
   throw new Error(`initializer '${t.name}': unsupported or inconsistent data (type ${t.dataType}, ${n} values expected)`);
+}
+
+/** Decodes ONNX model bytes; a file that is not one gives a UserError naming it. */
+export function decodeModel(bytes: Uint8Array, label: string): OnnxNs.ModelProto {
+  try {
+    return onnx.ModelProto.decode(bytes);
+  } catch (e) {
+    throw new UserError(`${label}: not a readable ONNX model (${(e as Error).message})`);
+  }
 }

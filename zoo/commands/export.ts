@@ -22,7 +22,7 @@ export function exportCommand(globals: () => { backend?: string }): Command {
     .description('export a model to ONNX and check it in ONNX Runtime against the tfjs model')
     .argument('<name>', "model architecture (see 'zoo list')")
     .requiredOption('-o, --output <file>', 'where to write the .onnx file')
-    .option('--weights <file>', 'weights to load first (.onnx exported by zoo); default: untrained')
+    .option('--weights <file>', 'weights to load first: .safetensors (timm or zoo), GluonCV .zip or .params, .pth, or an ONNX export of zoo; default: untrained')
     .option('--image-size <n>', 'input height and width recorded in the graph', positiveInt('--image-size'), 224)
     .option('--dynamic-size', 'leave input height and width symbolic')
     .option('--fp16', 'store and compute in float16 (input and output stay float32)')

@@ -1,0 +1,203 @@
+/**
+ * `zoo pull` end to end against a local HTTP server: weights published as safetensors (timm names),
+ * a GluonCV zip (resnetv1b and resnet v1 names) and a PyTorch .pth are downloaded, verified, converted,
+ * exported and checked; the converted model's predictions match a forward pass written independently
+ * (helpers/reference_resnet.ts) from the same tensors. Faults end in a clear error and leave no
+ * converted model in the cache.
+ */
+import test from 'ava';
+import * as tf from '@tensorflow/tfjs-core';
+import crypto from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setupBackend } from './helpers/backend.js';
+import { FixtureServer } from './helpers/http_server.js';
+import { makeZip, rawSafetensors } from './helpers/fixtures.js';
+import { referenceLogits, type RefConfig } from './helpers/reference_resnet.js';
+import { gluonV1Names, gluonV1bNames, gluonZip, safetensorsBytes, torchPth, torchStateDict } from './helpers/weights_fixtures.js';
+import { createModel } from '../src/models/model.js';
+import { trainedLikeInit } from '../src/models/calibrate.js';
+import { pullModel, type PullEntry, type PullSource } from '../src/hub/pull.js';
+import { readHubSettings } from '../src/hub/settings.js';
+import { createSession, runClassifier } from '../src/runtime/ort.js';
+import { checkInput, toNCHW } from '../src/onnx/check.js';
+import { UserError } from '../src/errors.js';
+
+const root = mkdtempSync(join(tmpdir(), 'zoo-pull-'));
+let server: FixtureServer;
+const settings = (extra: Record<string, string> = {}) => readHubSettings({ ZOO_CACHE: join(root, 'cache'), ...extra }, root);
+
+const D: RefConfig = { stem: 'deep', strideIn: '3x3', avgDown: true, layers: [1, 1, 1, 1] };
+const A: RefConfig = { stem: 'plain', strideIn: '1x1', avgDown: false, layers: [1, 1, 1, 1] };
+const sha1 = (b: Uint8Array) => crypto.createHash('sha1').update(b).digest('hex');
+const sha256 = (b: Uint8Array) => crypto.createHash('sha256').update(b).digest('hex');
+const pre = { resizeShorter: 73, crop: 64, interpolation: 'bilinear' as const, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+
+function entry(name: string, arch: string, sources: PullSource[]): PullEntry {
+  return { name, arch, numClasses: 10, categories: null, sources, preprocessing: pre };
+}
+
+const sd = new Map<string, ReturnType<typeof torchStateDict>>();
+
+test.before(async () => {
+  await setupBackend();
+  server = await FixtureServer.start();
+  for (const arch of ['resnet_test', 'resnet_test_a']) {
+    const m = createModel(arch, { seed: 5 });
+    trainedLikeInit(m, { seed: 6 });
+    sd.set(arch, torchStateDict(m));
+    m.dispose();
+  }
+});
+
+test.after.always(async () => {
+  await server?.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+/** Logits of the ONNX file the pull produced, against the reference on the original tensors. */
+async function checkAgainstReference(t: { true(v: boolean, m?: string): void }, onnxPath: string, arch: string, cfg: RefConfig) {
+  const x = checkInput(3, 64, 64, 3, 42);
+  const want = referenceLogits(sd.get(arch)!, cfg, tf.tensor4d(x, [3, 64, 64, 3]));
+  const expected = want.dataSync();
+  want.dispose();
+  const s = await createSession(onnxPath, { provider: 'cpu' });
+  const got = await runClassifier(s, toNCHW(x, 3, 64, 64, 3), [3, 3, 64, 64]);
+  await s.session.release();
+  let d = 0;
+  for (let i = 0; i < expected.length; i++) d = Math.max(d, Math.abs(expected[i]! - got[i]!));
+  t.true(d <= 1e-4, `converted model vs independent reference: max |diff| ${d}`);
+}
+
+const formats: [string, string, RefConfig, () => { path: string; bytes: Uint8Array; source: Omit<PullSource, 'url'> }][] = [
+  ['safetensors, timm names', 'resnet_test', D, () => {
+    const bytes = safetensorsBytes(sd.get('resnet_test')!, { 'layer1.0.bn1.num_batches_tracked': { shape: [], data: new Float32Array([1]) } });
+    return { path: '/timm/model.safetensors', bytes, source: { format: 'safetensors', naming: 'timm', sha256: sha256(bytes) } };
+  }],
+  ['GluonCV zip, resnetv1b names', 'resnet_test', D, () => {
+    const bytes = gluonZip(gluonV1bNames(sd.get('resnet_test')!));
+    return { path: `/gluon/models/test_v1d-${sha1(bytes).slice(0, 8)}.zip`, bytes, source: { format: 'gluon-zip', naming: 'gluon-v1b', sha1: sha1(bytes) } };
+  }],
+  ['GluonCV zip, resnet v1 names with conv biases (ResNet A)', 'resnet_test_a', A, () => {
+    const bytes = gluonZip(gluonV1Names(sd.get('resnet_test_a')!));
+    return { path: `/gluon/models/test_v1-${sha1(bytes).slice(0, 8)}.zip`, bytes, source: { format: 'gluon-zip', naming: 'gluon-v1', sha1: sha1(bytes).slice(0, 8) } };
+  }],
+  ['PyTorch .pth, torchvision names (ResNet A)', 'resnet_test_a', A, () => {
+    const bytes = torchPth(sd.get('resnet_test_a')!);
+    return { path: '/tv/test-a.pth', bytes, source: { format: 'pth', naming: 'torchvision' } };
+  }],
+];
+
+for (const [label, arch, cfg, make] of formats) {
+  test.serial(`pull converts ${label}; predictions match an independent forward pass`, async (t) => {
+    const f = make();
+    server.route(f.path, { data: Buffer.from(f.bytes) });
+    const name = `fixture-${label.replace(/[^a-z0-9]+/gi, '-')}`;
+    const e = entry(name, arch, [{ ...f.source, url: server.url(f.path) }]);
+    const r = await pullModel(e, { settings: settings(), fp16: true });
+    t.false(r.fromCache);
+    t.true(existsSync(r.onnx) && existsSync(r.onnxFp16!));
+    t.true(r.record.check.maxAbsDiff <= 1e-4);
+    t.is(r.record.source.sha256, sha256(f.bytes));
+    await checkAgainstReference(t, r.onnx, arch, cfg);
+    // A second pull is served from the cache: no new request.
+    const before = server.log.length;
+    const again = await pullModel(e, { settings: settings(), fp16: true });
+    t.true(again.fromCache);
+    t.is(server.log.length, before);
+    // Offline, the cached model is still there.
+    t.true((await pullModel(e, { settings: settings({ ZOO_OFFLINE: '1' }) })).fromCache);
+  });
+}
+
+/** The model's cache directory holds no converted model (and no partial download under its name). */
+function noConvertedModel(t: { false(v: boolean, m?: string): void }, name: string) {
+  const dir = join(root, 'cache', name);
+  t.false(existsSync(join(dir, 'model.onnx')), 'no model.onnx after a failure');
+  if (existsSync(dir)) t.false(readdirSync(dir).some((f) => f.endsWith('.onnx')), 'no ONNX file at all');
+}
+
+test.serial('a wrong pinned checksum fails with both digests and leaves nothing converted', async (t) => {
+  const bytes = safetensorsBytes(sd.get('resnet_test')!);
+  server.route('/bad/model.safetensors', { data: Buffer.from(bytes) });
+  const e = entry('bad-sha', 'resnet_test', [{ format: 'safetensors', naming: 'timm', url: server.url('/bad/model.safetensors'), sha256: '0'.repeat(64) }]);
+  const err = await t.throwsAsync(pullModel(e, { settings: settings() }), { instanceOf: UserError });
+  t.regex(err!.message, /checksum/i);
+  t.true(err!.message.includes(sha256(bytes)));
+  noConvertedModel(t, 'bad-sha');
+});
+
+test.serial('server errors are retried, a dropped connection resumes, and the model converts', async (t) => {
+  const bytes = safetensorsBytes(sd.get('resnet_test')!);
+  server.route('/flaky/model.safetensors', { data: Buffer.from(bytes), faults: [{ kind: 'status', status: 503 }, { kind: 'drop', at: Math.floor(bytes.length / 2) }] });
+  const e = entry('flaky', 'resnet_test', [{ format: 'safetensors', naming: 'timm', url: server.url('/flaky/model.safetensors'), sha256: sha256(bytes) }]);
+  const r = await pullModel(e, { settings: readHubSettings({ ZOO_CACHE: join(root, 'cache') }, root) });
+  t.false(r.fromCache);
+  const reqs = server.log.filter((l) => l.path === '/flaky/model.safetensors');
+  t.true(reqs.length >= 3, `${reqs.length} requests`);
+  t.true(reqs.some((l) => l.range?.startsWith('bytes=') && !l.range.startsWith('bytes=0-')), 'a Range request resumed the download');
+  await checkAgainstReference(t, r.onnx, 'resnet_test', D);
+});
+
+test.serial('a truncated .params inside the zip, a zip entry with ../ and safetensors offsets past the end: clear errors, nothing converted', async (t) => {
+  const params = gluonZip(gluonV1bNames(sd.get('resnet_test')!));
+  const { openZip } = await import('../src/formats/zip.js');
+  const inner = openZip(params, 'fixture').read('model-0000.params');
+  const cases: [string, Uint8Array, PullSource['format'], RegExp][] = [
+    ['truncated-params', makeZip([{ name: 'model-0000.params', data: inner.subarray(0, Math.floor(inner.length * 0.6)) }]), 'gluon-zip', /\.zip.*(short|truncated|end of|past)/i],
+    ['zip-slip', makeZip([{ name: '../evil.params', data: inner }]), 'gluon-zip', /\.\.\/evil\.params/],
+    ['bad-offsets', rawSafetensors({ 'fc.weight': { dtype: 'F32', shape: [10, 256], data_offsets: [0, 10240] } }, new Uint8Array(100)), 'safetensors', /past the end|data_offsets/],
+  ];
+  for (const [name, bytes, format, re] of cases) {
+    const file = format === 'safetensors' ? 'model.safetensors' : 'test_v1d-00000000.zip';
+    server.route(`/${name}/${file}`, { data: Buffer.from(bytes) });
+    const e = entry(name, 'resnet_test', [{ format, naming: format === 'safetensors' ? 'timm' : 'gluon-v1b', url: server.url(`/${name}/${file}`) }]);
+    const err = await t.throwsAsync(pullModel(e, { settings: settings() }), { instanceOf: UserError }, name);
+    t.regex(err!.message, re, name);
+    noConvertedModel(t, name);
+  }
+});
+
+test.serial('weights of another architecture: a report of missing and mis-shaped tensors, nothing converted', async (t) => {
+  const bytes = safetensorsBytes(sd.get('resnet_test_a')!);
+  server.route('/wrong/model.safetensors', { data: Buffer.from(bytes) });
+  const e = entry('wrong-arch', 'resnet_test', [{ format: 'safetensors', naming: 'timm', url: server.url('/wrong/model.safetensors') }]);
+  const err = await t.throwsAsync(pullModel(e, { settings: settings() }), { instanceOf: UserError });
+  t.regex(err!.message, /does not match resnet_test \(timm names\): missing \d+: .*unexpected \d+: .*No parameter was changed/);
+  noConvertedModel(t, 'wrong-arch');
+});
+
+test.serial('sources are tried in priority order: a 404 falls over to the next source', async (t) => {
+  const bytes = gluonZip(gluonV1bNames(sd.get('resnet_test')!));
+  server.route('/second/test_v1d-aaaa.zip', { data: Buffer.from(bytes) });
+  const e = entry('fallback', 'resnet_test', [
+    { format: 'safetensors', naming: 'timm', url: server.url('/missing/model.safetensors') },
+    { format: 'gluon-zip', naming: 'gluon-v1b', url: server.url('/second/test_v1d-aaaa.zip'), sha1: sha1(bytes) },
+  ]);
+  const logs: string[] = [];
+  const r = await pullModel(e, { settings: settings(), log: (l) => logs.push(l) });
+  t.is(r.record.source.format, 'gluon-zip');
+  t.true(logs.some((l) => /404/.test(l)), 'the failed source is reported');
+  await checkAgainstReference(t, r.onnx, 'resnet_test', D);
+});
+
+test.serial('two concurrent pulls of one model both end with one good copy, downloaded once', async (t) => {
+  const bytes = safetensorsBytes(sd.get('resnet_test')!);
+  server.route('/both/model.safetensors', { data: Buffer.from(bytes) });
+  const e = entry('concurrent', 'resnet_test', [{ format: 'safetensors', naming: 'timm', url: server.url('/both/model.safetensors'), sha256: sha256(bytes) }]);
+  const [a, b] = await Promise.all([pullModel(e, { settings: settings() }), pullModel(e, { settings: settings() })]);
+  t.is(a.onnx, b.onnx);
+  t.is(a.record.onnx.sha256, b.record.onnx.sha256);
+  t.is(server.log.filter((l) => l.path === '/both/model.safetensors' && l.complete).length, 1);
+  await checkAgainstReference(t, a.onnx, 'resnet_test', D);
+});
+
+test.serial('offline, a model not in the cache fails and says what is missing', async (t) => {
+  const e = entry('never-pulled', 'resnet_test', [{ format: 'safetensors', naming: 'timm', url: server.url('/never/model.safetensors') }]);
+  const before = server.log.length;
+  const err = await t.throwsAsync(pullModel(e, { settings: settings({ ZOO_OFFLINE: '1' }) }), { instanceOf: UserError });
+  t.regex(err!.message, /offline/i);
+  t.regex(err!.message, /never\/model\.safetensors/);
+  t.is(server.log.length, before, 'no request offline');
+});
