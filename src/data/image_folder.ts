@@ -1,0 +1,200 @@
+/**
+ * Image folder data sets in the ImageNet layout:
+ *
+ *   <root>/train/<class>/*.{jpg,jpeg,png,webp}
+ *   <root>/val/<class>/*.{jpg,jpeg,png,webp}
+ *
+ * or class folders directly under <root>, split into train and validation by a fraction, per class and
+ * deterministically from a seed. Classes are sorted by name (code-unit order, like Python's `sorted` in
+ * torchvision's ImageFolder), so label i means the same class on every machine; files likewise.
+ *
+ * Decoding uses sharp (libvips): EXIF orientation applied, alpha dropped, grayscale and CMYK converted to
+ * sRGB, 16-bit reduced to 8-bit.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import sharp from 'sharp';
+import { UserError } from '../errors.js';
+import { Rng } from '../util/random.js';
+import type { ImageDataset } from './dataset.js';
+import type { Image } from './transforms.js';
+
+/** File extensions taken as images (lower case; matching ignores case). */
+export const IMAGE_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png', '.webp'];
+
+/** Options of `openImageFolder`. */
+export interface ImageFolderOptions {
+  /**
+   * Fraction of each class's training images held out for validation. Required for a root that holds class
+   * folders directly; with a train/ folder it replaces val/ (the split then comes from train/ only).
+   */
+  valFraction?: number;
+  /** Seed of the validation split. Default 0. */
+  seed?: number;
+}
+
+/** How the folder was laid out. */
+export type FolderLayout = 'train-val' | 'classes';
+
+/** The train and validation splits of an image folder, sharing one class list. */
+export interface ImageFolder {
+  root: string;
+  layout: FolderLayout;
+  classes: readonly string[];
+  train: ImageDataset;
+  val: ImageDataset;
+}
+
+interface ClassFiles {
+  name: string;
+  dir: string;
+  files: string[];
+}
+
+function byCodeUnits(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function isDir(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function isImageName(name: string): boolean {
+  return !name.startsWith('.') && IMAGE_EXTENSIONS.includes(path.extname(name).toLowerCase());
+}
+
+/** The class folders of `dir` (sorted, hidden ones skipped) with their image files (sorted). */
+async function scanClasses(dir: string): Promise<ClassFiles[]> {
+  const entries = await readdir(dir, { withFileTypes: true });
+  const names = entries
+    .filter((e) => !e.name.startsWith('.') && (e.isDirectory() || (e.isSymbolicLink() && isDir(path.join(dir, e.name)))))
+    .map((e) => e.name)
+    .sort(byCodeUnits);
+  const classes: ClassFiles[] = [];
+  for (const name of names) {
+    const classDir = path.join(dir, name);
+    const files = (await readdir(classDir)).filter(isImageName).sort(byCodeUnits).map((f) => path.join(classDir, f));
+    if (files.length === 0) {
+      throw new UserError(`class folder ${classDir} has no images (${IMAGE_EXTENSIONS.join(', ')})`);
+    }
+    classes.push({ name, dir: classDir, files });
+  }
+  return classes;
+}
+
+function requireClasses(classes: ClassFiles[], dir: string, root: string): void {
+  if (classes.length === 0) {
+    throw new UserError(
+      `no class folders in ${dir}: expected ${path.join(root, 'train', '<class>', '*.jpg')} (and val/) or ${path.join(root, '<class>', '*.jpg')}`,
+    );
+  }
+}
+
+function dataset(name: string, classes: readonly string[], items: { file: string; label: number }[]): ImageDataset {
+  return {
+    name,
+    classes,
+    labels: Int32Array.from(items, (it) => it.label),
+    source: { kind: 'files', files: items.map((it) => it.file) },
+  };
+}
+
+/**
+ * Splits each class's files into train and validation: a seeded shuffle per class, then the first
+ * round(n * fraction) files (at least one when n >= 2, never all) go to validation. Both splits keep the
+ * sorted file order.
+ */
+export function splitByFraction(
+  classes: readonly { files: readonly string[] }[],
+  fraction: number,
+  seed: number,
+): { train: { file: string; label: number }[]; val: { file: string; label: number }[] } {
+  if (!(fraction >= 0 && fraction < 1)) throw new UserError(`validation fraction must be in [0, 1), got ${fraction}`);
+  const train: { file: string; label: number }[] = [];
+  const val: { file: string; label: number }[] = [];
+  classes.forEach((c, label) => {
+    const n = c.files.length;
+    let nVal = Math.round(n * fraction);
+    if (fraction > 0 && n >= 2) nVal = Math.min(n - 1, Math.max(1, nVal));
+    if (n < 2) nVal = 0;
+    const order = Int32Array.from({ length: n }, (_, i) => i);
+    new Rng((seed ^ Math.imul(label + 1, 0x9e3779b1)) >>> 0).shuffle(order);
+    const isVal = new Uint8Array(n);
+    for (let i = 0; i < nVal; i++) isVal[order[i]!] = 1;
+    c.files.forEach((file, i) => (isVal[i] ? val : train).push({ file, label }));
+  });
+  return { train, val };
+}
+
+/**
+ * Opens an image folder (module comment for the layouts) and returns its train and validation splits.
+ * Only lists files: images are decoded later, by the loader's workers.
+ */
+export async function openImageFolder(root: string, options: ImageFolderOptions = {}): Promise<ImageFolder> {
+  if (!existsSync(root)) throw new UserError(`image folder ${root} does not exist`);
+  if (!isDir(root)) throw new UserError(`image folder ${root} is not a directory`);
+  const seed = options.seed ?? 0;
+  const trainDir = path.join(root, 'train');
+  const layout: FolderLayout = isDir(trainDir) ? 'train-val' : 'classes';
+  const base = layout === 'train-val' ? trainDir : root;
+  const classes = await scanClasses(base);
+  requireClasses(classes, base, root);
+  const names = classes.map((c) => c.name);
+  if (options.valFraction !== undefined || layout === 'classes') {
+    if (options.valFraction === undefined) {
+      throw new UserError(`${root} holds class folders directly, with no train/ and val/ folders: give a validation fraction to split it`);
+    }
+    const { train, val } = splitByFraction(classes, options.valFraction, seed);
+    return { root, layout, classes: names, train: dataset(`${root}:train`, names, train), val: dataset(`${root}:val`, names, val) };
+  }
+  const train = classes.flatMap((c, label) => c.files.map((file) => ({ file, label })));
+  return { root, layout, classes: names, train: dataset(`${root}:train`, names, train), val: await scanVal(root, names) };
+}
+
+/** The val/ split, labelled with the train/ class list. */
+async function scanVal(root: string, names: readonly string[]): Promise<ImageDataset> {
+  const valDir = path.join(root, 'val');
+  if (!isDir(valDir)) {
+    throw new UserError(`${root} has train/ but no val/ folder: add one, or give a validation fraction to split train/`);
+  }
+  const classes = await scanClasses(valDir);
+  requireClasses(classes, valDir, root);
+  const index = new Map(names.map((n, i) => [n, i]));
+  const items = classes.flatMap((c) => {
+    const label = index.get(c.name);
+    if (label === undefined) throw new UserError(`validation class folder ${c.dir} has no counterpart in ${path.join(root, 'train')}`);
+    return c.files.map((file) => ({ file, label }));
+  });
+  return dataset(`${root}:val`, names, items);
+}
+
+/**
+ * Sets libvips's threads per image operation. The loader decodes one image per worker thread, so 1 is
+ * right there: parallelism comes from the workers, and on a 2-core machine more threads only contend.
+ */
+export function configureSharp(options: { threads: number; cache?: boolean }): void {
+  sharp.concurrency(options.threads);
+  // Each file is decoded once per epoch: libvips's operation cache would only hold memory.
+  if (!options.cache) sharp.cache(false);
+}
+
+/** Decodes an image file to 8-bit sRGB, HWC, 3 channels; a corrupt or unreadable file is a UserError naming it. */
+export async function decodeImage(file: string): Promise<Image<Uint8Array>> {
+  try {
+    const { data, info } = await sharp(file, { failOn: 'error' })
+      .rotate()
+      .removeAlpha()
+      .toColourspace('srgb')
+      .raw({ depth: 'uchar' })
+      .toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels`);
+    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), height: info.height, width: info.width, channels: 3 };
+  } catch (e) {
+    throw new UserError(`cannot decode image ${file}: ${(e as Error).message}`, { cause: e });
+  }
+}
