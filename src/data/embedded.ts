@@ -3,29 +3,17 @@
  * shipped with the package as gzipped IDX files under data/fashion-mnist-subset/ (its README gives the counts
  * and the command that regenerates it from Debian's dataset-fashion-mnist).
  */
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
+import { findPackageDir } from '../util/package.js';
 import { idxDataset, type ImageDataset } from './dataset.js';
 import { FASHION_MNIST_CLASSES, loadFashionMnist, type FashionMnist } from './idx.js';
 
 /** Path of the embedded subset relative to the package root. */
 export const EMBEDDED_FASHION_DIR = path.join('data', 'fashion-mnist-subset');
 
-/**
- * The nearest directory at or above `start` that holds a package.json and `relative`. Pure apart from the
- * `exists` probe, so it can be tested on made-up trees.
- */
-export function findPackageDir(start: string, relative: string, exists: (p: string) => boolean = existsSync): string | undefined {
-  let dir = path.resolve(start);
-  for (;;) {
-    if (exists(path.join(dir, 'package.json')) && exists(path.join(dir, relative))) return path.join(dir, relative);
-    const parent = path.dirname(dir);
-    if (parent === dir) return undefined;
-    dir = parent;
-  }
-}
+export { findPackageDir };
 
 /**
  * Directory of the embedded subset. This file runs from dist/src/data/ (or another build directory, or
