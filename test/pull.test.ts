@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { setupBackend } from './helpers/backend.js';
 import { FixtureServer } from './helpers/http_server.js';
 import { makeZip, rawSafetensors } from './helpers/fixtures.js';
+import { openZip } from '../src/formats/zip.js';
 import { referenceLogits, type RefConfig } from './helpers/reference_resnet.js';
 import { gluonV1Names, gluonV1bNames, gluonZip, safetensorsBytes, torchPth, torchStateDict } from './helpers/weights_fixtures.js';
 import { createModel } from '../src/models/model.js';
@@ -39,6 +40,14 @@ function entry(name: string, arch: string, sources: PullSource[]): PullEntry {
 }
 
 const sd = new Map<string, ReturnType<typeof torchStateDict>>();
+
+/** A GluonCV-style zip `<name>-<sha1[:8]>.zip` holding `<name>-<sha1[:8]>.params`, sha1 of the member. */
+function gluonFixture(named: Parameters<typeof gluonZip>[0], name: string) {
+  const params = openZip(gluonZip(named), 'fixture').read('model-0000.params');
+  const memberSha1 = sha1(params);
+  const member = `${name}-${memberSha1.slice(0, 8)}.params`;
+  return { zip: makeZip([{ name: member, data: params, method: 8 }]), member, memberSha1 };
+}
 
 test.before(async () => {
   await setupBackend();
@@ -75,13 +84,13 @@ const formats: [string, string, RefConfig, () => { path: string; bytes: Uint8Arr
     const bytes = safetensorsBytes(sd.get('resnet_test')!, { 'layer1.0.bn1.num_batches_tracked': { shape: [], data: new Float32Array([1]) } });
     return { path: '/timm/model.safetensors', bytes, source: { format: 'safetensors', naming: 'timm', sha256: sha256(bytes) } };
   }],
-  ['GluonCV zip, resnetv1b names', 'resnet_test', D, () => {
-    const bytes = gluonZip(gluonV1bNames(sd.get('resnet_test')!));
-    return { path: `/gluon/models/test_v1d-${sha1(bytes).slice(0, 8)}.zip`, bytes, source: { format: 'gluon-zip', naming: 'gluon-v1b', sha1: sha1(bytes) } };
+  ['GluonCV zip, resnetv1b names (SHA-1 of the .params member, as GluonCV publishes it)', 'resnet_test', D, () => {
+    const { zip, member, memberSha1 } = gluonFixture(gluonV1bNames(sd.get('resnet_test')!), 'test_v1d');
+    return { path: `/gluon/models/${member.replace('.params', '.zip')}`, bytes: zip, source: { format: 'gluon-zip', naming: 'gluon-v1b', sha1: memberSha1, member } };
   }],
   ['GluonCV zip, resnet v1 names with conv biases (ResNet A)', 'resnet_test_a', A, () => {
-    const bytes = gluonZip(gluonV1Names(sd.get('resnet_test_a')!));
-    return { path: `/gluon/models/test_v1-${sha1(bytes).slice(0, 8)}.zip`, bytes, source: { format: 'gluon-zip', naming: 'gluon-v1', sha1: sha1(bytes).slice(0, 8) } };
+    const { zip, member, memberSha1 } = gluonFixture(gluonV1Names(sd.get('resnet_test_a')!), 'test_v1');
+    return { path: `/gluon/models/${member.replace('.params', '.zip')}`, bytes: zip, source: { format: 'gluon-zip', naming: 'gluon-v1', sha1: memberSha1.slice(0, 8), member } };
   }],
   ['PyTorch .pth, torchvision names (ResNet A)', 'resnet_test_a', A, () => {
     const bytes = torchPth(sd.get('resnet_test_a')!);
@@ -128,6 +137,16 @@ test.serial('a wrong pinned checksum fails with both digests and leaves nothing 
   noConvertedModel(t, 'bad-sha');
 });
 
+test.serial('a GluonCV member with the wrong SHA-1 fails, the zip leaves the cache, nothing is converted', async (t) => {
+  const { zip, member } = gluonFixture(gluonV1bNames(sd.get('resnet_test')!), 'badmember');
+  server.route('/gluon/models/badmember.zip', { data: Buffer.from(zip) });
+  const e = entry('bad-member', 'resnet_test', [{ format: 'gluon-zip', naming: 'gluon-v1b', url: server.url('/gluon/models/badmember.zip'), sha1: 'f'.repeat(40), member }]);
+  const err = await t.throwsAsync(pullModel(e, { settings: settings() }), { instanceOf: UserError });
+  t.regex(err!.message, /checksum mismatch for 'badmember-[0-9a-f]{8}\.params': expected sha1 f{40}/);
+  t.false(existsSync(join(root, 'cache', 'bad-member', 'badmember.zip')));
+  noConvertedModel(t, 'bad-member');
+});
+
 test.serial('server errors are retried, a dropped connection resumes, and the model converts', async (t) => {
   const bytes = safetensorsBytes(sd.get('resnet_test')!);
   server.route('/flaky/model.safetensors', { data: Buffer.from(bytes), faults: [{ kind: 'status', status: 503 }, { kind: 'drop', at: Math.floor(bytes.length / 2) }] });
@@ -169,11 +188,11 @@ test.serial('weights of another architecture: a report of missing and mis-shaped
 });
 
 test.serial('sources are tried in priority order: a 404 falls over to the next source', async (t) => {
-  const bytes = gluonZip(gluonV1bNames(sd.get('resnet_test')!));
-  server.route('/second/test_v1d-aaaa.zip', { data: Buffer.from(bytes) });
+  const { zip, member, memberSha1 } = gluonFixture(gluonV1bNames(sd.get('resnet_test')!), 'second');
+  server.route('/second/second.zip', { data: Buffer.from(zip) });
   const e = entry('fallback', 'resnet_test', [
     { format: 'safetensors', naming: 'timm', url: server.url('/missing/model.safetensors') },
-    { format: 'gluon-zip', naming: 'gluon-v1b', url: server.url('/second/test_v1d-aaaa.zip'), sha1: sha1(bytes) },
+    { format: 'gluon-zip', naming: 'gluon-v1b', url: server.url('/second/second.zip'), sha1: memberSha1, member },
   ]);
   const logs: string[] = [];
   const r = await pullModel(e, { settings: settings(), log: (l) => logs.push(l) });

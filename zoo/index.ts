@@ -9,6 +9,10 @@ import { BACKEND_CHOICES } from '../src/backend/index.js';
 import { listCommand } from './commands/list.js';
 import { infoCommand } from './commands/info.js';
 import { exportCommand } from './commands/export.js';
+import { pullCommand } from './commands/pull.js';
+import { importCommand } from './commands/import.js';
+import { predictCommand } from './commands/predict.js';
+import { rmCommand } from './commands/rm.js';
 import { fail } from './run.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -35,16 +39,20 @@ const program = new Command('zoo')
 Environment:
   ZOO_BACKEND   auto | tfjs-node-gpu | tfjs-node | wasm | cpu
   ZOO_THREADS   threads of the WebAssembly backend (default: all cores)
+  ZOO_CACHE     where pulled and trained models live (default: ~/.cache/zoo)
+  ZOO_OFFLINE=1 use only the cache
   ZOO_DEBUG=1   print stack traces of internal errors
 
 Start with:
-  zoo list                       the architectures
+  zoo list                       the architectures (--published: pretrained models, --local: the cache)
   zoo info resnet50d             parameters, FLOPs, stage outputs
+  zoo pull resnet50d-best        the paper's ResNet-50-D weights, converted and checked
+  zoo predict resnet50d-best cat.jpg
   zoo export resnet50d -o r.onnx export to ONNX, checked in ONNX Runtime`,
   );
 
 const globals = () => program.opts<{ backend?: string }>();
-for (const cmd of [listCommand(), infoCommand(), exportCommand(globals)]) {
+for (const cmd of [listCommand(), infoCommand(), exportCommand(globals), pullCommand(globals), importCommand(globals), predictCommand(), rmCommand()]) {
   cmd.exitOverride((err: CommanderError) => process.exit(err.exitCode === 0 ? 0 : 2));
   cmd.showHelpAfterError(`(run 'zoo ${cmd.name()} --help' for usage)`);
   program.addCommand(cmd);

@@ -10,6 +10,10 @@
  */
 import { basename, join } from 'node:path';
 import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { openZip } from '../formats/zip.js';
+import { readFileBytes } from '../formats/types.js';
 import { UserError } from '../errors.js';
 import { createModel, type Model } from '../models/model.js';
 import { readTensors, loadTensorsInto, type WeightFormat } from '../convert/convert.js';
@@ -18,7 +22,7 @@ import { exportOnnx } from '../onnx/export.js';
 import { checkExport, type CheckReport } from '../onnx/check.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { hubSettings, type HubSettings } from './settings.js';
-import { fetchFile, hashFile, modelDir, readManifest, withModelLock, writeManifest, type Manifest } from './cache.js';
+import { checkCached, fetchFile, hashFile, modelDir, readManifest, withModelLock, writeManifest, type Manifest } from './cache.js';
 import type { DownloadProgress } from './download.js';
 
 /** The parts of a models.json entry the puller needs (hub/models_json.ts has the full type). */
@@ -29,6 +33,10 @@ export interface PullSource {
   sha1?: string | null;
   sha256?: string | null;
   size?: number | null;
+  /** For a GluonCV zip: the .params inside it, which GluonCV's SHA-1 is computed over. */
+  member?: string | null;
+  /** Leading hex digits of the file's sha256 (torchvision puts them in its file names). */
+  sha256Prefix?: string | null;
 }
 
 export interface PullPreprocessing {
@@ -116,15 +124,36 @@ async function cachedResult(entry: PullEntry, options: PullOptions, settings: Hu
   };
 }
 
+/** Offline with no source in the cache: one error saying where any of them would go. */
+async function offlineMissing(entry: PullEntry, settings: HubSettings): Promise<UserError | undefined> {
+  const lines: string[] = [];
+  for (const source of entry.sources) {
+    const fileName = sourceFileName(source.url);
+    if ((await checkCached(entry.name, fileName, { settings })).state === 'ok') return undefined;
+    lines.push(`${join(modelDir(entry.name, settings), fileName)}  (from ${source.url})`);
+  }
+  return new UserError(
+    `offline (ZOO_OFFLINE) and ${entry.name} is not in the cache; any one of these files would do:\n  ${lines.join('\n  ')}\n` +
+      'unset ZOO_OFFLINE to download, or point ZOO_MIRROR at a directory holding one of these files.',
+  );
+}
+
 /** Downloads (or finds) the first source that can be had and verified. */
 async function fetchSource(entry: PullEntry, options: PullOptions, settings: HubSettings) {
+  if (settings.offline) {
+    const missing = await offlineMissing(entry, settings);
+    if (missing) throw missing;
+  }
   const failures: string[] = [];
   for (const source of entry.sources) {
     const fileName = sourceFileName(source.url);
     try {
+      // GluonCV publishes the SHA-1 of the .params inside its zip: the zip itself is then checked by its
+      // CRCs while downloading, and the member against the SHA-1 before conversion.
+      const memberPin = source.member && source.sha1 ? source.sha1 : undefined;
       const expected = {
         ...(source.sha256 ? { sha256: source.sha256 } : {}),
-        ...(source.sha1 ? { sha1: source.sha1 } : {}),
+        ...(source.sha1 && !memberPin ? { sha1: source.sha1 } : {}),
       };
       const fetched = await fetchFile({
         name: entry.name,
@@ -135,6 +164,14 @@ async function fetchSource(entry: PullEntry, options: PullOptions, settings: Hub
         ...(options.onProgress?.(fileName) ? { onProgress: options.onProgress(fileName)! } : {}),
         settings,
       });
+      if (memberPin) await verifyMember(fetched.path, source.member!, memberPin);
+      if (source.sha256Prefix && !source.sha256) {
+        const got = (await hashFile(fetched.path)).sha256;
+        if (!got.startsWith(source.sha256Prefix.toLowerCase())) {
+          await rm(fetched.path, { force: true });
+          throw new UserError(`${fetched.path}: checksum mismatch: sha256 should start with ${source.sha256Prefix}, got ${got}`);
+        }
+      }
       return { source, path: fetched.path, fileName, fromCache: fetched.fromCache };
     } catch (e) {
       if (!(e instanceof UserError)) throw e;
@@ -143,6 +180,20 @@ async function fetchSource(entry: PullEntry, options: PullOptions, settings: Hub
     }
   }
   throw new UserError(`could not fetch ${entry.name} from any source:\n  ${failures.join('\n  ')}`);
+}
+
+/** Checks the SHA-1 of a zip member; a mismatch removes the zip from the cache (a later pull fetches it again). */
+async function verifyMember(zipPath: string, member: string, sha1: string): Promise<void> {
+  const zip = openZip(await readFileBytes(zipPath), zipPath);
+  if (!zip.has(member)) {
+    await rm(zipPath, { force: true });
+    throw new UserError(`${zipPath}: has no '${member}' (entries: ${zip.entries.map((e) => e.name).join(', ')})`);
+  }
+  const got = createHash('sha1').update(zip.read(member)).digest('hex');
+  if (!got.startsWith(sha1.toLowerCase())) {
+    await rm(zipPath, { force: true });
+    throw new UserError(`${zipPath}: checksum mismatch for '${member}': expected sha1 ${sha1}, got ${got}`);
+  }
 }
 
 function summary(c: CheckReport) {

@@ -1,0 +1,118 @@
+/**
+ * The local zoo: converted models in the cache, pulled (`zoo pull`) or added by the user (`zoo import
+ * --name`, `zoo train --add-to-zoo`), found by name or by a models.json alias.
+ *
+ * A model's directory holds `model.onnx` and `manifest.json` whose `meta.converted` records how it was
+ * made, its preprocessing and its class names (a models.json categories key, or `labels` for a model
+ * trained on the user's own classes).
+ */
+import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { UserError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { hubSettings, type HubSettings } from './settings.js';
+import { hashFile, listCached, modelDir, readManifest, withModelLock, writeManifest, type Manifest } from './cache.js';
+import { loadCategories, modelNames } from './models_json.js';
+import type { ConvertedRecord, PullPreprocessing } from './pull.js';
+
+export interface LocalModel {
+  name: string;
+  dir: string;
+  onnx: string;
+  record: ConvertedRecord & { labels?: string[] };
+}
+
+/** Model names are directory names in the cache: letters, digits, '.', '_' and '-'. */
+export function checkModelName(name: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name) || name.includes('..')) {
+    throw new UserError(`'${name}' is not a valid model name (letters, digits, '.', '_', '-'; no '..')`, { exitCode: 2 });
+  }
+}
+
+/** A converted model in the cache, by its name or a models.json alias of it. */
+export async function findLocalModel(name: string, settings: HubSettings = hubSettings()): Promise<LocalModel | undefined> {
+  const candidates = [name];
+  const published = modelNames().get(name);
+  if (published && published.name !== name) candidates.push(published.name);
+  for (const n of candidates) {
+    try {
+      checkModelName(n);
+    } catch {
+      continue;
+    }
+    const manifest = await readManifest(n, settings);
+    const record = manifest?.meta?.converted as LocalModel['record'] | undefined;
+    if (!record) continue;
+    const dir = modelDir(n, settings);
+    const onnx = join(dir, record.onnx.file);
+    if (existsSync(onnx)) return { name: n, dir, onnx, record };
+  }
+  return undefined;
+}
+
+/** Class names of a local model (its own labels, or its categories' names), if known. */
+export function labelsOf(record: LocalModel['record']): string[] | undefined {
+  if (record.labels) return record.labels;
+  if (record.categories) return loadCategories(record.categories);
+  return undefined;
+}
+
+export interface AddOptions {
+  name: string;
+  arch: string;
+  onnxBytes: Uint8Array;
+  preprocessing: PullPreprocessing;
+  categories?: string | null;
+  labels?: string[];
+  /** Where the weights came from (a file, a training run). */
+  source: ConvertedRecord['source'];
+  check: ConvertedRecord['check'];
+  /** Replace an existing model of that name. */
+  force?: boolean;
+  settings?: HubSettings;
+}
+
+/** Adds a converted model to the local zoo (atomically; refuses to overwrite without force). */
+export async function addToLocalZoo(o: AddOptions): Promise<LocalModel> {
+  checkModelName(o.name);
+  const settings = o.settings ?? hubSettings();
+  if (modelNames().has(o.name) && modelNames().get(o.name)!.name === o.name && !o.force) {
+    throw new UserError(`'${o.name}' is a published model's name; choose another name for your own model`, { exitCode: 2 });
+  }
+  return withModelLock(
+    o.name,
+    async () => {
+      const existing = await readManifest(o.name, settings);
+      if (existing?.meta?.converted && !o.force) {
+        throw new UserError(`the local zoo already has '${o.name}' (pass --force to replace it, or 'zoo rm ${o.name}')`);
+      }
+      const dir = modelDir(o.name, settings);
+      const onnx = join(dir, 'model.onnx');
+      await writeFileAtomic(onnx, o.onnxBytes);
+      const h = await hashFile(onnx);
+      const record: LocalModel['record'] = {
+        arch: o.arch,
+        source: o.source,
+        onnx: { file: 'model.onnx', sha256: h.sha256, bytes: h.bytes },
+        check: o.check,
+        preprocessing: o.preprocessing,
+        categories: o.categories ?? null,
+        ...(o.labels ? { labels: o.labels } : {}),
+        time: new Date().toISOString(),
+      };
+      const manifest: Manifest = existing ?? { name: o.name, files: {} };
+      manifest.meta = { ...(manifest.meta ?? {}), converted: record };
+      await writeManifest(o.name, manifest, settings);
+      return { name: o.name, dir, onnx, record };
+    },
+    settings,
+  );
+}
+
+/** Every model in the cache, with what it holds. */
+export async function listLocal(settings: HubSettings = hubSettings()) {
+  return (await listCached(settings)).map((m) => {
+    const record = m.manifest?.meta?.converted as LocalModel['record'] | undefined;
+    return { name: m.name, bytes: m.bytes, files: m.files, arch: record?.arch, converted: Boolean(record), source: record?.source?.url, time: record?.time };
+  });
+}
