@@ -30,7 +30,8 @@ const BN_SUFFIX: Record<string, string> = { gamma: 'weight', beta: 'bias', runni
 
 /** Source names that carry no parameter zoo needs. */
 export function ignorable(name: string): boolean {
-  return name.endsWith('num_batches_tracked');
+  // Batch counters of PyTorch batch norm, and optimizer state in zoo's training checkpoints.
+  return name.endsWith('num_batches_tracked') || name.startsWith('optimizer.');
 }
 
 function gluonV1(name: string, config: ResNetConfig): MappedName | undefined {

@@ -78,8 +78,13 @@ export class SGD {
     this.params.version++;
   }
 
-  dispose(): void {
+  /** Drops the momentum buffers (a fresh optimizer state). */
+  resetVelocity(): void {
     for (const v of this.velocity.values()) v.dispose();
     this.velocity.clear();
+  }
+
+  dispose(): void {
+    this.resetVelocity();
   }
 }

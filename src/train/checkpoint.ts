@@ -1,0 +1,103 @@
+/**
+ * Training checkpoints: one safetensors file, written atomically (a killed run leaves the previous
+ * checkpoint intact, never a broken one).
+ *
+ * - Parameters and batch-norm statistics under their timm names, in PyTorch layout (OIHW convolutions,
+ *   [out, in] linear): a checkpoint is directly usable by `zoo import`, `zoo export --weights` and timm.
+ * - Momentum buffers as `optimizer.velocity.<name>` in the same layout (ignored by importers).
+ * - The run's state (epoch, update, schedule position, configuration) as JSON in the metadata under
+ *   `zoo.checkpoint`.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { Model } from '../models/model.js';
+import { UserError } from '../errors.js';
+import { readSafetensors, writeSafetensors } from '../formats/safetensors.js';
+import { toFloat32 } from '../formats/types.js';
+import { loadTensorsInto } from '../convert/convert.js';
+import type { SGD } from './optim.js';
+
+export const VELOCITY_PREFIX = 'optimizer.velocity.';
+
+/** zoo layout -> PyTorch layout for a parameter of `shape`. */
+export function toTorchLayout(v: Float32Array, shape: number[]): { shape: number[]; data: Float32Array } {
+  if (shape.length === 4) {
+    const [kh, kw, ci, co] = shape as [number, number, number, number];
+    const o = new Float32Array(v.length);
+    for (let i = 0; i < kh; i++)
+      for (let j = 0; j < kw; j++)
+        for (let c = 0; c < ci; c++) {
+          const src = ((i * kw + j) * ci + c) * co;
+          for (let k = 0; k < co; k++) o[((k * ci + c) * kh + i) * kw + j] = v[src + k]!;
+        }
+    return { shape: [co, ci, kh, kw], data: o };
+  }
+  if (shape.length === 2) {
+    const [inF, outF] = shape as [number, number];
+    const o = new Float32Array(v.length);
+    for (let i = 0; i < inF; i++) for (let k = 0; k < outF; k++) o[k * inF + i] = v[i * outF + k]!;
+    return { shape: [outF, inF], data: o };
+  }
+  return { shape, data: v };
+}
+
+export interface CheckpointState {
+  /** Epoch being trained (0-based) and updates already done in it. */
+  epoch: number;
+  updateInEpoch: number;
+  /** Updates done since the start of the run. */
+  globalUpdate: number;
+  /** Anything else the trainer needs to continue (configuration, best accuracy...). */
+  [key: string]: unknown;
+}
+
+/** Writes model parameters, optimizer state and run state to `path` atomically. */
+export async function saveCheckpoint(path: string, model: Model, optimizer: SGD, state: CheckpointState): Promise<void> {
+  const tensors = new Map<string, { dtype: 'float32'; shape: number[]; data: Float32Array }>();
+  for (const [name, spec] of model.params.specs) {
+    const t = toTorchLayout(model.params.get(name).dataSync() as Float32Array, spec.shape);
+    tensors.set(name, { dtype: 'float32', ...t });
+    const v = optimizer.velocity.get(name);
+    if (v) tensors.set(`${VELOCITY_PREFIX}${name}`, { dtype: 'float32', ...toTorchLayout(v.dataSync() as Float32Array, spec.shape) });
+  }
+  await writeSafetensors(path, tensors, { 'zoo.checkpoint': JSON.stringify(state), 'zoo.arch': model.arch, format: 'pt' });
+}
+
+/** Restores a checkpoint into `model` and `optimizer`; returns the run state. */
+export async function loadCheckpoint(path: string, model: Model, optimizer: SGD): Promise<CheckpointState> {
+  const { tensors, metadata } = await readSafetensors(path);
+  const raw = metadata['zoo.checkpoint'];
+  if (!raw) throw new UserError(`${path} is not a zoo training checkpoint (no 'zoo.checkpoint' metadata)`);
+  const state = JSON.parse(raw) as CheckpointState;
+  const params = new Map([...tensors].filter(([k]) => !k.startsWith(VELOCITY_PREFIX)));
+  loadTensorsInto(model, params, 'zoo', path);
+  optimizer.resetVelocity();
+  for (const [k, t] of tensors) {
+    if (!k.startsWith(VELOCITY_PREFIX)) continue;
+    const name = k.slice(VELOCITY_PREFIX.length);
+    const spec = model.params.specs.get(name);
+    if (!spec) throw new UserError(`${path}: optimizer state for unknown parameter '${name}'`);
+    // Back to zoo layout through the same mapping as parameters: load into a scratch copy of the shape.
+    const back = fromTorchLayout(toFloat32(t, k), t.shape, spec.shape);
+    optimizer.velocity.set(name, tf.keep(tf.tensor(back, spec.shape, 'float32')));
+  }
+  return state;
+}
+
+function fromTorchLayout(v: Float32Array, src: number[], shape: number[]): Float32Array {
+  if (shape.length === 4) {
+    const [kh, kw, ci, co] = shape as [number, number, number, number];
+    if (src.join() !== [co, ci, kh, kw].join()) throw new UserError(`checkpoint: velocity of shape [${src}] does not fit [${shape}]`);
+    const o = new Float32Array(v.length);
+    for (let k = 0; k < co; k++)
+      for (let c = 0; c < ci; c++)
+        for (let i = 0; i < kh; i++) for (let j = 0; j < kw; j++) o[((i * kw + j) * ci + c) * co + k] = v[((k * ci + c) * kh + i) * kw + j]!;
+    return o;
+  }
+  if (shape.length === 2) {
+    const [inF, outF] = shape as [number, number];
+    const o = new Float32Array(v.length);
+    for (let k = 0; k < outF; k++) for (let i = 0; i < inF; i++) o[i * outF + k] = v[k * inF + i]!;
+    return o;
+  }
+  return v;
+}
