@@ -30,9 +30,9 @@ test('zoo --help lists the commands and the environment', async (t) => {
 test('zoo list filters with globs; --json is machine readable', async (t) => {
   const r = await zoo('list', 'resnet50*');
   t.is(r.code, 0);
-  t.is(r.stdout.trim().split('\n').length, 2 + 6);
+  t.is(r.stdout.trim().split('\n').length, 2 + 7);
   const j = JSON.parse((await zoo('list', '--json')).stdout) as { name: string; params: number }[];
-  t.is(j.length, 32);
+  t.is(j.length, 33);
   t.is(j.find((m) => m.name === 'resnet50d')!.params, 25_576_264);
   const none = await zoo('list', 'vgg*');
   t.is(none.code, 1);

@@ -226,9 +226,9 @@ test('unknown architecture names list near matches', (t) => {
 });
 
 test('listModels filters by glob', (t) => {
-  t.deepEqual(listModels({ include: 'resnet50*' }), ['resnet50', 'resnet50b', 'resnet50c', 'resnet50d', 'resnet50e', 'resnet50s']);
+  t.deepEqual(listModels({ include: 'resnet50*' }), ['resnet50', 'resnet50b', 'resnet50c', 'resnet50d', 'resnet50d_small', 'resnet50e', 'resnet50s']);
   t.false(listModels({ exclude: '*d' }).some((n) => n.endsWith('d')));
-  t.is(listModels().length, 32);
+  t.is(listModels().length, 33);
 });
 
 test('bad model input is rejected with a clear message', (t) => {

@@ -4,7 +4,8 @@
  * Names follow the paper: `resnet50` is the original ResNet-50 ("ResNet-A", GluonCV resnet50_v1, stride
  * in the first 1x1 conv of a downsampling block); `resnet50b`, `c`, `d` are the paper's tweaks, and `s`,
  * `e` GluonCV's v1s and v1e. Note that torchvision's and timm's "resnet50" is our `resnet50b`.
- * Every depth of 18, 34, 50, 101 and 152 is registered with every variant; `resnet_test` is a tiny
+ * Every depth of 18, 34, 50, 101 and 152 is registered with every variant; `resnet50d_small` is
+ * ResNet-50-D at a quarter of the width (the ablation script's network); `resnet_test` is a tiny
  * bottleneck ResNet-D for fast tests, `resnet_test_a` the same size in ResNet (A) form.
  */
 import { UserError, nearMatches } from '../errors.js';
@@ -54,6 +55,21 @@ for (const [depth, d] of Object.entries(DEPTHS)) {
     });
   }
 }
+
+registerModel({
+  name: 'resnet50d_small',
+  description: 'ResNet-50-D layout (3-4-6-3 bottlenecks, deep stem, average-pool shortcuts) at a quarter of the width, for small-scale ablations',
+  config: {
+    block: 'bottleneck',
+    layers: [3, 4, 6, 3],
+    widths: [16, 32, 64, 128],
+    stemType: 'deep',
+    stemWidth: 8,
+    strideIn: '3x3',
+    avgDown: true,
+    numClasses: 1000,
+  },
+});
 
 registerModel({
   name: 'resnet_test',
