@@ -1,0 +1,106 @@
+/**
+ * What a training run shows while it works: on a terminal one redrawn line per epoch with a bar, the
+ * running loss, the learning rate, images/s and the time left; otherwise (logs, CI) a plain line every
+ * tenth of an epoch or 30 seconds. Epoch summaries, checkpoints and notices are whole lines either way.
+ */
+import type { ProgressStream } from '../hub/cache.js';
+import { describeTricks } from './recipes.js';
+import type { TrainEvent } from './trainer.js';
+
+const REDRAW_MS = 200;
+const PLAIN_EVERY_MS = 30_000;
+
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return '--:--';
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600);
+  const mm = String(Math.floor((s % 3600) / 60)).padStart(2, '0');
+  const ss = String(s % 60).padStart(2, '0');
+  return h > 0 ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
+}
+
+const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
+
+/** An `onEvent` for `train()` that draws progress on `stream`. */
+export function trainingPrinter(stream: ProgressStream = process.stderr, clock: () => number = () => performance.now()): (e: TrainEvent) => void {
+  let open = false;
+  let lastDraw = -Infinity;
+  let lastPlainTenth = -1;
+  let lastPlainTime = clock();
+  const line = (text: string) => {
+    if (open) stream.write('\n');
+    open = false;
+    stream.write(`${text}\n`);
+  };
+  return (e) => {
+    switch (e.type) {
+      case 'start': {
+        const c = e.config;
+        line(`training ${c.arch} (${(e.params / 1e6).toFixed(2)} M parameters) on ${c.data.spec}: ${c.data.train} train / ${c.data.val} val images, ${c.data.classes.length} classes`);
+        line(`recipe ${c.recipe}: ${describeTricks(c.tricks)}`);
+        const accumulate = c.batchSize / c.microBatch;
+        line(
+          `batch ${c.batchSize}${accumulate > 1 ? ` (${accumulate} x ${c.microBatch}, gradients accumulated)` : ''}, ${e.itersPerEpoch} updates per epoch, ` +
+            `${c.epochs} epochs, peak lr ${e.peakLr.toPrecision(3)}${e.warmupUpdates ? ` after ${e.warmupUpdates} warmup updates` : ''}, ` +
+            `image ${c.imageSize}x${c.imageSize}, seed ${c.seed}${c.teacher ? `, teacher ${c.teacher}` : ''}`,
+        );
+        if (e.resumed) line(`resuming at epoch ${e.resumed.epoch + 1}, update ${e.resumed.updateInEpoch} of ${e.itersPerEpoch} (update ${e.resumed.globalUpdate} of the run)`);
+        break;
+      }
+      case 'notice':
+        line(`note: ${e.message}`);
+        break;
+      case 'progress': {
+        const now = clock();
+        const frac = e.update / e.itersPerEpoch;
+        const left = e.imagesPerSecond > 0 ? ((e.itersPerEpoch - e.update) * e.batchSize) / e.imagesPerSecond : NaN;
+        const stats = `loss ${e.loss.toFixed(4)} lr ${e.lr.toPrecision(3)} ${e.imagesPerSecond.toFixed(0)} img/s ETA ${formatDuration(left)}`;
+        const head = `epoch ${e.epoch + 1}/${e.epochs}`;
+        if (stream.isTTY) {
+          if (now - lastDraw < REDRAW_MS && e.update < e.itersPerEpoch) return;
+          lastDraw = now;
+          const width = Math.max(0, Math.min(30, (stream.columns ?? 80) - head.length - stats.length - 30));
+          const filled = Math.round(frac * width);
+          const bar = width > 0 ? ` [${'#'.repeat(filled)}${'.'.repeat(width - filled)}]` : '';
+          stream.write(`\r${head}${bar} ${e.update}/${e.itersPerEpoch} ${stats}\x1b[K`);
+          open = true;
+          return;
+        }
+        const tenth = Math.floor(frac * 4);
+        if (tenth > lastPlainTenth || now - lastPlainTime > PLAIN_EVERY_MS || e.update === 1) {
+          lastPlainTenth = tenth;
+          lastPlainTime = now;
+          line(`${head} update ${e.update}/${e.itersPerEpoch} ${stats}`);
+        }
+        if (e.update === e.itersPerEpoch) lastPlainTenth = -1;
+        break;
+      }
+      case 'validating':
+        if (stream.isTTY) {
+          stream.write(`\repoch ${e.epoch + 1}: validating ${e.done}/${e.total}\x1b[K`);
+          open = true;
+        }
+        break;
+      case 'epoch': {
+        const r = e.record;
+        if (stream.isTTY && open) stream.write('\r\x1b[K');
+        open = false;
+        lastPlainTenth = -1;
+        line(
+          `epoch ${r.epoch}/${e.epochs}: loss ${r.loss.toFixed(4)}, val top-1 ${pct(r.valTop1)}, top-5 ${pct(r.valTop5)}, val loss ${r.valLoss.toFixed(4)}, ` +
+            `lr ${r.lr.toPrecision(3)}, ${r.imagesPerSecond.toFixed(0)} img/s (data wait ${(100 * r.dataWait).toFixed(1)}%), ` +
+            `${formatDuration(r.trainSeconds + r.valSeconds)}`,
+        );
+        break;
+      }
+      case 'checkpoint':
+        break; // every epoch: summarized by the epoch line
+      case 'stopped':
+        line(`${e.reason}: the checkpoint ${e.checkpoint} holds the run's state; continue with the same command and --resume`);
+        break;
+      case 'exported':
+        line(`wrote ${e.path} (${(e.bytes / 1e6).toFixed(1)} MB), checked in ONNX Runtime (${e.check.provider}): max |logit difference| ${e.check.maxAbsDiff.toExponential(2)}`);
+        break;
+    }
+  };
+}

@@ -1,0 +1,541 @@
+/**
+ * The trainer: mini-batch SGD on a registered architecture with the paper's tricks as switches.
+ *
+ * One update (an "iteration" of the paper) covers the effective batch `batchSize`, made of
+ * `batchSize / microBatch` micro-batches whose gradients are summed and scaled by microBatch / batchSize
+ * (gradient accumulation): the paper's batch of 1024 fits a small machine, and the learning rate follows
+ * the effective batch. Batch norm takes its statistics per micro-batch, as it does per device in the
+ * paper's multi-GPU training.
+ *
+ * A run directory holds:
+ *   run.json                 the configuration (what --resume checks against)
+ *   log.jsonl                one record per finished epoch (epoch, loss, lr, valTop1, valTop5, ...)
+ *   checkpoint.safetensors   parameters, momentum and the run's position, rewritten atomically at the
+ *                            end of every epoch, every `checkpointMinutes`, and when a run is stopped
+ *   model.onnx               the final model, exported and checked in ONNX Runtime
+ *
+ * Resuming restores parameters, batch-norm statistics, momentum buffers and the position (epoch, update
+ * within it, global update); the data order and augmentation are functions of (seed, epoch, sample) and
+ * mixup's draws of (seed, update), so a resumed run computes exactly what the uninterrupted run would.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { Tensor, Tensor2D } from '@tensorflow/tfjs-core';
+import { existsSync } from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { UserError } from '../errors.js';
+import { createModel, type Model } from '../models/model.js';
+import { getModelEntry } from '../models/registry.js';
+import { createLoader, type BatchLoader } from '../data/loader.js';
+import { datasetSize } from '../data/dataset.js';
+import { IMAGENET_MEAN, IMAGENET_STD, defaultResize, trainTransform } from '../data/transforms.js';
+import { exportOnnx } from '../onnx/export.js';
+import { checkExport, type CheckReport } from '../onnx/check.js';
+import { describeCheck } from '../onnx/pipeline.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { Rng } from '../util/random.js';
+import { registerCoreGradients } from '../backend/gradients.js';
+import { SGD } from './optim.js';
+import { LrSchedule } from './schedule.js';
+import { distillationLoss, mixup, sampleBeta, smoothTargets, softCrossEntropy } from './loss.js';
+import { loadCheckpoint, saveCheckpoint, type CheckpointState } from './checkpoint.js';
+import { evaluateModel, type EvalResult } from './evaluate.js';
+import type { Tricks, RecipeName } from './recipes.js';
+import type { Teacher } from './teacher.js';
+import type { TrainingData } from './data.js';
+
+/** Everything that determines what a run computes (recorded in run.json; --resume must match it). */
+export interface TrainConfig {
+  arch: string;
+  recipe: RecipeName;
+  tricks: Tricks;
+  epochs: number;
+  /** Effective batch: images per update. */
+  batchSize: number;
+  /** Images per forward/backward pass; batchSize must be a multiple. */
+  microBatch: number;
+  imageSize: number;
+  /** Learning rate for a batch of 256 (scaled by batch / 256 with linear scaling). */
+  baseLr: number;
+  momentum: number;
+  nesterov: boolean;
+  weightDecay: number;
+  seed: number;
+  /** Smallest area fraction of the random-resized crop (0.08 in the paper). */
+  minCropArea: number;
+  /** Weight of the hard-label term in distillation (undefined: the paper's plain sum). */
+  hardWeight?: number;
+  /** The data and the teacher, as named by the user (their content is not hashed). */
+  data: { spec: string; train: number; val: number; classes: readonly string[] };
+  teacher?: string;
+}
+
+/** One record of log.jsonl. */
+export interface EpochRecord {
+  epoch: number;
+  /** Mean training loss over the epoch (with the run's targets: smoothed, mixed, distilled). */
+  loss: number;
+  /** Learning rate of the epoch's last update. */
+  lr: number;
+  valTop1: number;
+  valTop5: number;
+  valLoss: number;
+  updates: number;
+  images: number;
+  /** Wall time of the epoch's training (data + steps) and of its validation. */
+  trainSeconds: number;
+  valSeconds: number;
+  imagesPerSecond: number;
+  /** Share of the training time spent waiting for the data loader. */
+  dataWait: number;
+  /** Micro-batches recomputed so far in the run after a non-finite loss that did not recur. */
+  recomputed?: number;
+}
+
+export type TrainEvent =
+  | { type: 'start'; config: TrainConfig; params: number; itersPerEpoch: number; totalUpdates: number; peakLr: number; warmupUpdates: number; resumed?: CheckpointState }
+  | { type: 'notice'; message: string }
+  | { type: 'progress'; epoch: number; epochs: number; update: number; itersPerEpoch: number; batchSize: number; loss: number; lr: number; imagesPerSecond: number }
+  | { type: 'validating'; epoch: number; done: number; total: number }
+  | { type: 'epoch'; record: EpochRecord; epochs: number }
+  | { type: 'checkpoint'; path: string; globalUpdate: number }
+  | { type: 'stopped'; reason: string; checkpoint: string }
+  | { type: 'exported'; path: string; bytes: number; check: CheckReport };
+
+export interface TrainOptions {
+  config: TrainConfig;
+  data: TrainingData;
+  /** The run directory (created if needed). */
+  outDir: string;
+  /** Continue the run in outDir from its checkpoint. */
+  resume?: boolean;
+  teacher?: Teacher;
+  /** Loader worker threads (default: cores - 1). */
+  workers?: number;
+  /** Also checkpoint every this many minutes within an epoch (default 10; 0: only at epoch ends). */
+  checkpointMinutes?: number;
+  /** Also checkpoint every this many updates (tests). */
+  checkpointEvery?: number;
+  /** Stop (with a checkpoint) when this signal aborts, after the update in progress. */
+  signal?: AbortSignal;
+  /** Stop (with a checkpoint) after this many updates of the run (counted from its start). */
+  stopAfter?: number;
+  /** Export model.onnx at the end (default true). */
+  export?: boolean;
+  onEvent?: (e: TrainEvent) => void;
+}
+
+export interface TrainResult {
+  /** All epochs ran (false when stopped early). */
+  finished: boolean;
+  records: EpochRecord[];
+  globalUpdate: number;
+  onnx?: string;
+  onnxBytes?: Uint8Array;
+  check?: CheckReport;
+  checkpoint: string;
+  /** The trained model (when `keepModel`); the caller disposes it. */
+  model?: Model;
+}
+
+export const RUN_FILES = { config: 'run.json', log: 'log.jsonl', checkpoint: 'checkpoint.safetensors', onnx: 'model.onnx' } as const;
+
+/** A non-finite loss or a broken configuration stops the run with this error. */
+export class TrainingError extends UserError {}
+
+/** Checks a configuration before any work starts. */
+export function validateConfig(c: TrainConfig): void {
+  getModelEntry(c.arch);
+  const int = (v: number, name: string, min = 1) => {
+    if (!Number.isInteger(v) || v < min) throw new UserError(`${name} must be an integer >= ${min}, got ${v}`, { exitCode: 2 });
+  };
+  int(c.epochs, '--epochs');
+  int(c.batchSize, '--batch-size');
+  int(c.microBatch, '--micro-batch');
+  int(c.imageSize, '--image-size', 8);
+  if (c.batchSize % c.microBatch !== 0) {
+    throw new UserError(`--batch-size ${c.batchSize} must be a multiple of --micro-batch ${c.microBatch} (the effective batch is made of whole micro-batches)`, {
+      exitCode: 2,
+    });
+  }
+  if (!(c.baseLr > 0)) throw new UserError(`--lr must be positive, got ${c.baseLr}`, { exitCode: 2 });
+  if (!(c.momentum >= 0 && c.momentum < 1)) throw new UserError(`--momentum must be in [0, 1), got ${c.momentum}`, { exitCode: 2 });
+  if (!(c.weightDecay >= 0)) throw new UserError(`--weight-decay must be >= 0, got ${c.weightDecay}`, { exitCode: 2 });
+  if (!(c.minCropArea > 0 && c.minCropArea <= 1)) throw new UserError(`--min-crop-area must be in (0, 1], got ${c.minCropArea}`, { exitCode: 2 });
+  const t = c.tricks;
+  if (!(t.labelSmoothing >= 0 && t.labelSmoothing < 1)) throw new UserError(`--label-smoothing must be in [0, 1), got ${t.labelSmoothing}`, { exitCode: 2 });
+  if (!(t.mixup >= 0)) throw new UserError(`--mixup alpha must be >= 0, got ${t.mixup}`, { exitCode: 2 });
+  if (!(t.warmupEpochs >= 0)) throw new UserError(`--warmup must be >= 0 epochs, got ${t.warmupEpochs}`, { exitCode: 2 });
+  if (t.warmupEpochs > c.epochs) throw new UserError(`--warmup ${t.warmupEpochs} is longer than the run (${c.epochs} epochs): give a shorter --warmup or --no-warmup`, { exitCode: 2 });
+  if (t.distill && !(t.temperature > 0)) throw new UserError(`--temperature must be positive, got ${t.temperature}`, { exitCode: 2 });
+  if (c.hardWeight !== undefined && !(c.hardWeight >= 0 && c.hardWeight <= 1)) {
+    throw new UserError(`--hard-weight must be in [0, 1], got ${c.hardWeight}`, { exitCode: 2 });
+  }
+  if (c.data.train < c.batchSize) {
+    throw new UserError(`the training split has ${c.data.train} images, fewer than one batch of ${c.batchSize}; lower --batch-size`, { exitCode: 2 });
+  }
+}
+
+/** The evaluation preprocessing of a run, as recorded in the ONNX file and the local zoo. */
+export function runPreprocessing(imageSize: number) {
+  return {
+    inputSize: imageSize,
+    resizeShorter: defaultResize(imageSize),
+    crop: imageSize,
+    interpolation: 'bilinear' as const,
+    mean: IMAGENET_MEAN.map((v) => v / 255) as [number, number, number],
+    std: IMAGENET_STD.map((v) => v / 255) as [number, number, number],
+  };
+}
+
+/** The stream of update `u`'s mixup draw: independent of how the run was split by stops and resumes. */
+export function mixupRng(seed: number, update: number): Rng {
+  return new Rng((Math.imul(seed ^ 0x6d697875, 0x9e3779b1) + Math.imul(update + 1, 0x85ebca6b)) >>> 0);
+}
+
+/** The position of a run, saved in its checkpoint. */
+interface RunState extends CheckpointState {
+  /** Sum and count of update losses so far in the epoch (for its mean). */
+  lossSum: number;
+  lossCount: number;
+  /** Training time and data-wait time so far in the epoch. */
+  trainSeconds: number;
+  waitSeconds: number;
+  /** Micro-batches whose non-finite loss did not recur when computed again (transient faults). */
+  recomputed?: number;
+}
+
+function sameConfig(a: TrainConfig, b: TrainConfig): string[] {
+  const diffs: string[] = [];
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof TrainConfig>;
+  for (const k of keys) {
+    const x = JSON.stringify(a[k]);
+    const y = JSON.stringify(b[k]);
+    if (x !== y) diffs.push(`${k}: ${x ?? '(unset)'} in the run, ${y ?? '(unset)'} now`);
+  }
+  return diffs;
+}
+
+async function readLog(file: string): Promise<EpochRecord[]> {
+  if (!existsSync(file)) return [];
+  const text = await fsp.readFile(file, 'utf8');
+  const out: EpochRecord[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      out.push(JSON.parse(line) as EpochRecord);
+    } catch {
+      break; // a line cut by a kill: drop it and what follows
+    }
+  }
+  return out;
+}
+
+async function writeLog(file: string, records: EpochRecord[]): Promise<void> {
+  await writeFileAtomic(file, records.map((r) => `${JSON.stringify(r)}\n`).join(''));
+}
+
+export async function train(options: TrainOptions): Promise<TrainResult & { model: Model }> {
+  const c = options.config;
+  validateConfig(c);
+  const emit = options.onEvent ?? (() => {});
+  const t = c.tricks;
+  if (t.distill && !options.teacher) throw new UserError('distillation is on but no teacher was given (--teacher), or turn it off with --no-distill', { exitCode: 2 });
+  const classes = c.data.classes.length;
+  const accumulate = c.batchSize / c.microBatch;
+  const out = options.outDir;
+  const files = {
+    config: path.join(out, RUN_FILES.config),
+    log: path.join(out, RUN_FILES.log),
+    checkpoint: path.join(out, RUN_FILES.checkpoint),
+    onnx: path.join(out, RUN_FILES.onnx),
+  };
+
+  await registerCoreGradients();
+  await fsp.mkdir(out, { recursive: true });
+  if (!options.resume && (existsSync(files.checkpoint) || existsSync(files.log))) {
+    throw new UserError(`${out} already holds a run (${RUN_FILES.checkpoint} or ${RUN_FILES.log}): pass --resume to continue it, or choose another --out`, {
+      exitCode: 2,
+    });
+  }
+  if (options.resume && !existsSync(files.checkpoint)) {
+    throw new UserError(`--resume: ${files.checkpoint} does not exist (nothing to resume in ${out})`, { exitCode: 2 });
+  }
+
+  if (t.fp16) {
+    emit({
+      type: 'notice',
+      message:
+        'fp16: no tfjs backend computes in float16 (tfjs-core 4.22 has no float16 type), so this run trains in float32; ' +
+        'the paper reports the same accuracy either way (Table 4). Pass --no-fp16 to hide this notice.',
+    });
+  }
+
+  const model = createModel(c.arch, { numClasses: classes, zeroInitLastBn: t.zeroGamma, seed: c.seed });
+  const opt = new SGD(model.params, { momentum: c.momentum, nesterov: c.nesterov, weightDecay: c.weightDecay, noBiasDecay: t.noBiasDecay });
+  let loader: BatchLoader | undefined;
+  let finished = false;
+  try {
+    const loaderBatches = Math.floor(c.data.train / c.microBatch);
+    const itersPerEpoch = Math.floor(loaderBatches / accumulate);
+    const schedule = new LrSchedule({
+      baseLr: c.baseLr,
+      batch: c.batchSize,
+      linearScaling: t.linearScaling,
+      itersPerEpoch,
+      epochs: c.epochs,
+      warmupEpochs: t.warmupEpochs,
+      decay: t.cosine ? 'cosine' : 'step',
+    });
+
+    let state: RunState = { epoch: 0, updateInEpoch: 0, globalUpdate: 0, lossSum: 0, lossCount: 0, trainSeconds: 0, waitSeconds: 0 };
+    let records: EpochRecord[] = [];
+    if (options.resume) {
+      const saved = JSON.parse(await fsp.readFile(files.config, 'utf8')) as TrainConfig;
+      const diffs = sameConfig(saved, c);
+      if (diffs.length) {
+        throw new UserError(`--resume: the options differ from the run in ${out}; a resumed run must use the same ones:\n  ${diffs.join('\n  ')}`, { exitCode: 2 });
+      }
+      state = (await loadCheckpoint(files.checkpoint, model, opt)) as RunState;
+      // Epochs after the checkpoint's position may have been logged before the run was killed.
+      records = (await readLog(files.log)).filter((r) => r.epoch <= state.epoch);
+      await writeLog(files.log, records);
+    } else {
+      await writeFileAtomic(files.config, `${JSON.stringify(c, null, 2)}\n`);
+    }
+
+    emit({
+      type: 'start',
+      config: c,
+      params: model.params.countTrainable(),
+      itersPerEpoch,
+      totalUpdates: schedule.total,
+      peakLr: schedule.peak,
+      warmupUpdates: schedule.warmup,
+      ...(options.resume ? { resumed: state } : {}),
+    });
+
+    const trainSet = options.data.train;
+    if (datasetSize(trainSet) !== c.data.train) throw new Error('training split size differs from the configuration');
+    loader = createLoader({
+      dataset: trainSet,
+      batchSize: c.microBatch,
+      transform: trainTransform({ size: c.imageSize, scale: [c.minCropArea, 1] }),
+      shuffle: true,
+      seed: c.seed,
+      dropLast: true,
+      ...(options.workers !== undefined ? { workers: options.workers } : {}),
+    });
+
+    const varList = [...model.params.trainable()];
+    const size = c.imageSize;
+    const perImage = size * size * 3;
+    const startUpdate = state.globalUpdate;
+    let lastCheckpoint = performance.now();
+    const checkpointMs = (options.checkpointMinutes ?? 10) * 60_000;
+
+    const stats = [...model.params.specs].filter(([, sp]) => sp.role === 'mean' || sp.role === 'var').map(([name]) => model.params.get(name));
+    const computeGrads = async (images: Float32Array, n: number, targets: Float32Array, teacherLogits: Float32Array | undefined) => {
+      const { value, grads } = tf.tidy(() => {
+        const x = tf.tensor4d(images, [n, size, size, 3]);
+        const y = tf.tensor2d(targets, [n, classes]);
+        const r = teacherLogits ? tf.tensor2d(teacherLogits, [n, classes]) : undefined;
+        return tf.variableGrads(() => {
+          const z = model.forward(x, { mode: 'train' });
+          return r ? distillationLoss(z, y, r, t.temperature, c.hardWeight) : softCrossEntropy(z, y as Tensor2D);
+        }, varList.map(([, v]) => v));
+      });
+      const loss = (await value.data())[0]!;
+      value.dispose();
+      return { loss, grads };
+    };
+    const disposeGrads = (g: Record<string, Tensor>) => tf.dispose(Object.values(g));
+    let lastSaved = options.resume ? state.globalUpdate : 0;
+    const save = async () => {
+      await saveCheckpoint(files.checkpoint, model, opt, state);
+      lastSaved = state.globalUpdate;
+      lastCheckpoint = performance.now();
+      emit({ type: 'checkpoint', path: files.checkpoint, globalUpdate: state.globalUpdate });
+    };
+    const stopRequested = (): string | undefined => {
+      if (options.signal?.aborted) return 'interrupted';
+      if (options.stopAfter !== undefined && state.globalUpdate - startUpdate >= options.stopAfter) return `stopped after ${options.stopAfter} updates`;
+      return undefined;
+    };
+
+    for (let epoch = state.epoch; epoch < c.epochs; epoch++) {
+      const it = loader.epoch(epoch, state.updateInEpoch * accumulate);
+      const rateStart = performance.now();
+      let ratedImages = 0;
+      while (state.updateInEpoch < itersPerEpoch) {
+        const reason = stopRequested();
+        if (reason) {
+          await it.return?.(undefined);
+          await save();
+          emit({ type: 'stopped', reason, checkpoint: files.checkpoint });
+          return { finished: false, records, globalUpdate: state.globalUpdate, checkpoint: files.checkpoint, model };
+        }
+        const u = state.globalUpdate;
+        const lr = schedule.at(u);
+        const lambda = t.mixup > 0 ? sampleBeta(mixupRng(c.seed, u), t.mixup) : 1;
+        const updateStart = performance.now();
+        let wait = 0;
+        let acc: Map<string, Tensor> | undefined;
+        let updateLoss = 0;
+        try {
+          for (let micro = 0; micro < accumulate; micro++) {
+            const w0 = performance.now();
+            const next = await it.next();
+            wait += performance.now() - w0;
+            if (next.done) throw new Error(`the loader ended early in epoch ${epoch}`);
+            const batch = next.value;
+            const n = batch.count;
+            const images = batch.images;
+            const targets = smoothTargets(batch.labels, classes, t.labelSmoothing);
+            if (t.mixup > 0) mixup(images, targets, n, lambda);
+            const teacherLogits = t.distill ? await options.teacher!.logits(images, n, size) : undefined;
+            if (teacherLogits && teacherLogits.length !== n * classes) {
+              throw new UserError(`the teacher gives ${teacherLogits.length / n} outputs per image; the student has ${classes} classes`);
+            }
+            // Batch norm's running statistics change in a training-mode forward pass; keep the
+            // values from before it so that a recomputation starts from the same state.
+            const statsBefore = stats.map((v) => tf.clone(v));
+            let step = await computeGrads(images, n, targets, teacherLogits);
+            if (!Number.isFinite(step.loss)) {
+              // A diverging run gives the same non-finite loss again; anything else was a transient fault.
+              disposeGrads(step.grads);
+              stats.forEach((v, k) => v.assign(statsBefore[k]!));
+              step = await computeGrads(images, n, targets, teacherLogits);
+              if (Number.isFinite(step.loss)) {
+                state.recomputed = (state.recomputed ?? 0) + 1;
+                emit({ type: 'notice', message: `update ${u + 1}: a non-finite loss did not recur when the micro-batch was computed again (loss ${step.loss.toFixed(4)}); continuing` });
+              }
+            }
+            tf.dispose(statsBefore);
+            const { loss, grads } = step;
+            if (!Number.isFinite(loss)) {
+              disposeGrads(grads);
+              throw new TrainingError(
+                `the loss became ${loss} at update ${u + 1} (epoch ${epoch + 1}, update ${state.updateInEpoch + 1} of ${itersPerEpoch}, ` +
+                  `learning rate ${lr.toPrecision(3)}): ${diagnose(model, images, teacherLogits)}. The run stopped; ` +
+                  (lastSaved ? `its last checkpoint (${files.checkpoint}, update ${lastSaved}) is intact. ` : 'no checkpoint had been written yet. ') +
+                  'Lower --lr, lengthen --warmup, or check the data.',
+              );
+            }
+            if (!acc) acc = new Map(varList.map(([name, v]) => [name, grads[v.name]!]));
+            else {
+              for (const [name, v] of varList) {
+                const sum = tf.add(acc.get(name)!, grads[v.name]!);
+                acc.get(name)!.dispose();
+                grads[v.name]!.dispose();
+                acc.set(name, sum);
+              }
+            }
+            updateLoss += loss / accumulate;
+            ratedImages += n;
+          }
+          opt.step(acc!, lr, 1 / accumulate);
+        } finally {
+          if (acc) for (const g of acc.values()) g.dispose();
+        }
+        state.globalUpdate++;
+        state.updateInEpoch++;
+        state.lossSum += updateLoss;
+        state.lossCount += 1;
+        state.waitSeconds += wait / 1000;
+        const now = performance.now();
+        state.trainSeconds += (now - updateStart) / 1000;
+        const rate = (ratedImages * 1000) / Math.max(now - rateStart, 1);
+        emit({
+          type: 'progress',
+          epoch,
+          epochs: c.epochs,
+          update: state.updateInEpoch,
+          itersPerEpoch,
+          batchSize: c.batchSize,
+          loss: state.lossSum / state.lossCount,
+          lr,
+          imagesPerSecond: rate,
+        });
+        const dueByCount = options.checkpointEvery !== undefined && state.globalUpdate % options.checkpointEvery === 0;
+        const dueByTime = checkpointMs > 0 && now - lastCheckpoint > checkpointMs;
+        if ((dueByCount || dueByTime) && state.updateInEpoch < itersPerEpoch) await save();
+      }
+      await it.return?.(undefined);
+
+      // End of epoch: validate, log, checkpoint at the start of the next epoch.
+      const val: EvalResult = await evaluateModel(model, options.data.val, {
+        imageSize: size,
+        batchSize: Math.max(c.microBatch, 32),
+        ...(options.workers !== undefined ? { workers: options.workers } : {}),
+        onProgress: (done, total) => emit({ type: 'validating', epoch, done, total }),
+      });
+      const trainSeconds = state.trainSeconds;
+      const record: EpochRecord = {
+        epoch: epoch + 1,
+        loss: state.lossSum / Math.max(state.lossCount, 1),
+        lr: schedule.at(state.globalUpdate - 1),
+        valTop1: val.top1,
+        valTop5: val.top5,
+        valLoss: val.loss,
+        updates: state.globalUpdate,
+        images: itersPerEpoch * c.batchSize,
+        trainSeconds,
+        valSeconds: val.seconds,
+        imagesPerSecond: (itersPerEpoch * c.batchSize) / Math.max(trainSeconds, 1e-9),
+        dataWait: state.waitSeconds / Math.max(trainSeconds, 1e-9),
+        ...(state.recomputed ? { recomputed: state.recomputed } : {}),
+      };
+      records.push(record);
+      await writeLog(files.log, records);
+      emit({ type: 'epoch', record, epochs: c.epochs });
+      state = { ...state, epoch: epoch + 1, updateInEpoch: 0, lossSum: 0, lossCount: 0, trainSeconds: 0, waitSeconds: 0 };
+      await save();
+    }
+    finished = true;
+
+    const result: TrainResult & { model: Model } = { finished, records, globalUpdate: state.globalUpdate, checkpoint: files.checkpoint, model };
+    if (options.export ?? true) {
+      const exported = await exportRun(model, c, files.onnx);
+      emit({ type: 'exported', path: files.onnx, bytes: exported.bytes.length, check: exported.check });
+      result.onnx = files.onnx;
+      result.onnxBytes = exported.bytes;
+      result.check = exported.check;
+    }
+    return result;
+  } catch (e) {
+    model.dispose();
+    throw e;
+  } finally {
+    opt.dispose();
+    await loader?.close();
+  }
+}
+
+/** Where a non-finite loss came from, as far as can be told cheaply. */
+function diagnose(model: Model, images: Float32Array, teacherLogits: Float32Array | undefined): string {
+  const bad = (a: ArrayLike<number>) => {
+    for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) return true;
+    return false;
+  };
+  if (bad(images)) return 'the input batch holds non-finite values (a data or augmentation problem)';
+  if (teacherLogits && bad(teacherLogits)) return "the teacher's logits are not finite";
+  const params = [...model.params.specs.keys()].filter((n) => bad(model.params.get(n).dataSync()));
+  if (params.length) return `${params.length} parameter tensors hold non-finite values (first: ${params.slice(0, 3).join(', ')}): the previous updates diverged`;
+  return 'inputs and parameters are finite, so the forward pass overflowed (the learning rate is probably too high)';
+}
+
+/** Exports a trained model with its labels and preprocessing, checks it in ONNX Runtime, writes it. */
+export async function exportRun(model: Model, c: TrainConfig, file: string): Promise<{ bytes: Uint8Array; check: CheckReport }> {
+  const metadata = {
+    'zoo.name': path.basename(path.dirname(path.resolve(file))),
+    'zoo.preprocessing': JSON.stringify(runPreprocessing(c.imageSize)),
+    'zoo.labels': JSON.stringify(c.data.classes),
+    'zoo.training': JSON.stringify({ recipe: c.recipe, tricks: c.tricks, epochs: c.epochs, batchSize: c.batchSize, data: c.data.spec }),
+  };
+  const bytes = exportOnnx(model, { imageSize: c.imageSize, metadata });
+  const check = await checkExport(model, bytes, { imageSize: c.imageSize, batch: 4 });
+  if (!check.passed) throw new UserError(`the exported model does not reproduce the trained one (${describeCheck(check)}); the checkpoint is kept, nothing was written to ${file}`);
+  await writeFileAtomic(file, bytes);
+  return { bytes, check };
+}
