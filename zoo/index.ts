@@ -13,6 +13,9 @@ import { pullCommand } from './commands/pull.js';
 import { importCommand } from './commands/import.js';
 import { predictCommand } from './commands/predict.js';
 import { rmCommand } from './commands/rm.js';
+import { trainCommand } from './commands/train.js';
+import { evalCommand } from './commands/eval.js';
+import { plotCommand } from './commands/plot.js';
 import { fail } from './run.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -48,11 +51,15 @@ Start with:
   zoo info resnet50d             parameters, FLOPs, stage outputs
   zoo pull resnet50d-best        the paper's ResNet-50-D weights, converted and checked
   zoo predict resnet50d-best cat.jpg
-  zoo export resnet50d -o r.onnx export to ONNX, checked in ONNX Runtime`,
+  zoo export resnet50d -o r.onnx export to ONNX, checked in ONNX Runtime
+  zoo train resnet18d --data fashion --epochs 10 --batch-size 128 --out runs/r18d
+                                 train with the paper's best recipe (--help: every trick)
+  zoo eval runs/r18d/model.onnx --data fashion
+  zoo plot runs/r18d             loss, accuracy and learning-rate curves (PNG)`,
   );
 
 const globals = () => program.opts<{ backend?: string }>();
-for (const cmd of [listCommand(), infoCommand(), exportCommand(globals), pullCommand(globals), importCommand(globals), predictCommand(), rmCommand()]) {
+for (const cmd of [listCommand(), infoCommand(), exportCommand(globals), pullCommand(globals), importCommand(globals), predictCommand(), rmCommand(), trainCommand(globals), evalCommand(), plotCommand()]) {
   cmd.exitOverride((err: CommanderError) => process.exit(err.exitCode === 0 ? 0 : 2));
   cmd.showHelpAfterError(`(run 'zoo ${cmd.name()} --help' for usage)`);
   program.addCommand(cmd);
