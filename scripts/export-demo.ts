@@ -1,5 +1,5 @@
 /**
- * The README's first command: export ResNet-50-D to ONNX (FP32 and FP16) and check both in ONNX
+ * `npm run demo:export`: export ResNet-50-D to ONNX (FP32 and FP16) and check both in ONNX
  * Runtime against the tfjs model. The network is initialized trained-like (models/calibrate.ts) so the
  * check runs at ordinary logit magnitudes; pretrained weights come with `zoo pull` (see README).
  */
