@@ -16,6 +16,7 @@ import { rmCommand } from './commands/rm.js';
 import { trainCommand } from './commands/train.js';
 import { evalCommand } from './commands/eval.js';
 import { plotCommand } from './commands/plot.js';
+import { doctorCommand } from './commands/doctor.js';
 import { fail } from './run.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -55,11 +56,12 @@ Start with:
   zoo train resnet18d --data fashion --epochs 10 --batch-size 128 --out runs/r18d
                                  train with the paper's best recipe (--help: every trick)
   zoo eval runs/r18d/model.onnx --data fashion
-  zoo plot runs/r18d             loss, accuracy and learning-rate curves (PNG)`,
+  zoo plot runs/r18d             loss, accuracy and learning-rate curves (PNG)
+  zoo doctor                     backends, ONNX Runtime providers, GPU (--install-cuda for the GPU)`,
   );
 
 const globals = () => program.opts<{ backend?: string }>();
-for (const cmd of [listCommand(), infoCommand(), exportCommand(globals), pullCommand(globals), importCommand(globals), predictCommand(), rmCommand(), trainCommand(globals), evalCommand(), plotCommand()]) {
+for (const cmd of [listCommand(), infoCommand(), exportCommand(globals), pullCommand(globals), importCommand(globals), predictCommand(), rmCommand(), trainCommand(globals), evalCommand(), plotCommand(), doctorCommand(globals)]) {
   cmd.exitOverride((err: CommanderError) => process.exit(err.exitCode === 0 ? 0 : 2));
   cmd.showHelpAfterError(`(run 'zoo ${cmd.name()} --help' for usage)`);
   program.addCommand(cmd);

@@ -2,7 +2,7 @@
  * ONNX Runtime for Node: the only module that imports onnxruntime-node.
  *
  * Execution providers: 'cuda' is used where its provider libraries are installed next to ONNX
- * Runtime's own (see `zoo doctor` and README "GPU inference") and a GPU answers; otherwise 'cpu'.
+ * Runtime's own (`zoo doctor --install-cuda`, README "GPU inference") and a GPU answers; otherwise 'cpu'.
  * The CPU binaries ship inside the npm package; the CUDA ones do not (onnxruntime-node's install
  * script fetches them from a host outside the npm registry, which zoo skips through .npmrc).
  */
@@ -63,7 +63,7 @@ export async function createSession(model: string | Uint8Array, options: Session
   let note: string | undefined;
   if (provider === 'cuda' || (provider === 'auto' && cudaProviderInstalled())) {
     if (!cudaProviderInstalled()) {
-      throw new UserError(`the CUDA execution provider is not installed beside ONNX Runtime (${ortBinaryDir()}); run 'zoo doctor' for how to add it`);
+      throw new UserError(`the CUDA execution provider is not installed beside ONNX Runtime (${ortBinaryDir()}); run 'zoo doctor --install-cuda' to add it`);
     }
     try {
       return { session: await open(['cuda', 'cpu']), provider: 'cuda' };

@@ -1,0 +1,106 @@
+import { Command } from 'commander';
+import os from 'node:os';
+import { initBackend, describeBackend } from '../../src/backend/index.js';
+import { CUDA_PROVIDER_PACKAGE, ORT_VERSION, detectGpu, installCudaProvider, nativeBackends, ortInfo } from '../../src/runtime/doctor.js';
+import { createSession } from '../../src/runtime/ort.js';
+import { createModel } from '../../src/models/model.js';
+import { exportOnnx } from '../../src/onnx/export.js';
+import { hubSettings } from '../../src/hub/settings.js';
+import { embeddedFashionDir } from '../../src/data/embedded.js';
+import { action } from '../run.js';
+
+interface DoctorOpts {
+  json?: boolean;
+  installCuda?: boolean;
+  from?: string;
+  target?: string;
+}
+
+export function doctorCommand(globals: () => { backend?: string }): Command {
+  return new Command('doctor')
+    .description('what this machine gives zoo: compute backends, ONNX Runtime providers, GPU, cache; installs the CUDA provider')
+    .option('--json', 'print JSON')
+    .option('--install-cuda', `put ONNX Runtime's CUDA execution provider beside it (from the npm package ${CUDA_PROVIDER_PACKAGE})`)
+    .option('--from <tgz>', 'with --install-cuda: a tarball of that package already downloaded (npm pack)')
+    .option('--target <dir>', "with --install-cuda: where to put the files (default: onnxruntime-node's binary directory)")
+    .addHelpText(
+      'after',
+      `
+ONNX Runtime (onnxruntime-node ${ORT_VERSION}) runs on the CPU out of the box. Its CUDA execution provider
+needs three more libraries (built for CUDA 13 and cuDNN 9) that onnxruntime-node's own install script
+would fetch from outside the npm registry (zoo's .npmrc skips that). --install-cuda takes the same
+official files from the npm registry instead; afterwards 'zoo predict', 'zoo eval' and the ONNX check
+use the GPU wherever one answers, and fall back to the CPU (saying so) where none does.
+
+Examples:
+  zoo doctor
+  zoo doctor --install-cuda
+  npm pack ${CUDA_PROVIDER_PACKAGE} && zoo doctor --install-cuda --from ${CUDA_PROVIDER_PACKAGE.replace('@', '-')}.tgz`,
+    )
+    .action(
+      action(async (opts: DoctorOpts) => {
+        if (opts.installCuda) {
+          const files = installCudaProvider({
+            ...(opts.from ? { from: opts.from } : {}),
+            ...(opts.target ? { target: opts.target } : {}),
+            log: (l) => process.stderr.write(`${l}\n`),
+          });
+          process.stdout.write(`installed ${files.length} CUDA execution provider files in ${opts.target ?? ortInfo().binaryDir}\n`);
+          if (opts.target) return;
+        }
+        const backend = await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}) });
+        const ort = ortInfo();
+        const gpu = detectGpu();
+        // A real session on a tiny network: ONNX Runtime loads, and which provider it ends up on.
+        const m = createModel('resnet_test');
+        let session: { provider: string; note?: string } | { error: string };
+        try {
+          const s = await createSession(exportOnnx(m, { imageSize: 32 }), { provider: 'auto' });
+          session = { provider: s.provider, ...(s.note ? { note: s.note } : {}) };
+          await s.session.release();
+        } catch (e) {
+          session = { error: (e as Error).message };
+        } finally {
+          m.dispose();
+        }
+        const settings = hubSettings();
+        let embedded: string;
+        try {
+          embedded = embeddedFashionDir();
+        } catch (e) {
+          embedded = `missing (${(e as Error).message})`;
+        }
+        const report = {
+          node: process.version,
+          platform: `${process.platform} ${process.arch}`,
+          cores: os.availableParallelism(),
+          memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+          tfjs: { backend: describeBackend(backend), threads: backend.threads, float16: backend.float16, native: nativeBackends() },
+          onnxruntime: { ...ort, session },
+          gpu,
+          cache: { dir: settings.cacheDir, offline: settings.offline, hfEndpoint: settings.hfEndpoint ?? null, gluonRepo: settings.gluonRepo ?? null, mirror: settings.mirror ?? null },
+          embeddedData: embedded,
+        };
+        if (opts.json) {
+          process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+          return;
+        }
+        const yes = (b: boolean) => (b ? 'yes' : 'no');
+        const lines = [
+          `node ${report.node} on ${report.platform}, ${report.cores} cores, ${report.memoryGiB} GiB`,
+          `tfjs ${report.tfjs.backend}`,
+          `  native backends: ${report.tfjs.native.map((n) => `${n.name} ${n.installed ? 'installed' : 'not installed'}`).join(', ')}`,
+          `  float16 compute: ${yes(backend.float16)} (FP16 training runs in float32; FP16 ONNX export works everywhere)`,
+          `onnxruntime-node ${ort.version}${ort.pinned ? '' : ` (zoo pins ${ORT_VERSION})`}: ${ort.binaryDir}`,
+          `  CUDA execution provider files: ${ort.cudaFiles.map((f) => `${f.file.replace('libonnxruntime_providers_', '').replace('.so', '')} ${f.present ? 'present' : 'missing'}`).join(', ')}`,
+          `  a session opens on: ${'error' in session ? `nothing (${session.error})` : `${session.provider}${session.note ? ` (${session.note})` : ''}`}`,
+          `GPU: ${gpu.present ? gpu.devices.join('; ') : 'none found (nvidia-smi, /dev/nvidia*)'}`,
+          ...(gpu.libraries.length ? [`  CUDA libraries: ${gpu.libraries.join(', ')}`] : gpu.present ? ['  CUDA libraries: none known to ldconfig (CUDA 13 and cuDNN 9 are needed)'] : []),
+          `cache: ${settings.cacheDir}${settings.offline ? ' (offline)' : ''}`,
+          `embedded data: ${embedded}`,
+        ];
+        if (!ort.cudaInstalled) lines.push('', gpu.present ? "To run ONNX models on the GPU: zoo doctor --install-cuda" : 'No GPU here: ONNX Runtime runs on the CPU (zoo doctor --install-cuda adds the CUDA provider for machines with one).');
+        process.stdout.write(`${lines.join('\n')}\n`);
+      }),
+    );
+}
