@@ -29,6 +29,16 @@ export function checkModelName(name: string): void {
   }
 }
 
+/** A name for the user's own model: valid as a directory, and not a name or alias from models.json. */
+export function checkOwnModelName(name: string): void {
+  checkModelName(name);
+  const published = modelNames().get(name);
+  if (published) {
+    const what = published.name === name ? "a published model's name" : `an alias of the published model ${published.name}`;
+    throw new UserError(`'${name}' is ${what}; choose another name for your own model`, { exitCode: 2 });
+  }
+}
+
 /** A converted model in the cache, by its name or a models.json alias of it. */
 export async function findLocalModel(name: string, settings: HubSettings = hubSettings()): Promise<LocalModel | undefined> {
   const candidates = [name];
@@ -74,11 +84,8 @@ export interface AddOptions {
 
 /** Adds a converted model to the local zoo (atomically; refuses to overwrite without force). */
 export async function addToLocalZoo(o: AddOptions): Promise<LocalModel> {
-  checkModelName(o.name);
+  checkOwnModelName(o.name);
   const settings = o.settings ?? hubSettings();
-  if (modelNames().has(o.name) && modelNames().get(o.name)!.name === o.name && !o.force) {
-    throw new UserError(`'${o.name}' is a published model's name; choose another name for your own model`, { exitCode: 2 });
-  }
   return withModelLock(
     o.name,
     async () => {

@@ -103,7 +103,7 @@ export function describeTricks(t: Tricks): string {
   const on = (b: boolean) => (b ? 'on' : 'off');
   return [
     `linear scaling ${on(t.linearScaling)}`,
-    `warmup ${t.warmupEpochs ? `${t.warmupEpochs} epochs` : 'off'}`,
+    `warmup ${t.warmupEpochs ? `${t.warmupEpochs} epoch${t.warmupEpochs === 1 ? '' : 's'}` : 'off'}`,
     `zero gamma ${on(t.zeroGamma)}`,
     `no bias decay ${on(t.noBiasDecay)}`,
     `fp16 ${on(t.fp16)}`,

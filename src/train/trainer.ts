@@ -368,6 +368,8 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
       const rateStart = performance.now();
       let ratedImages = 0;
       while (state.updateInEpoch < itersPerEpoch) {
+        // Let signal handlers and timers run: every await below may resolve without reaching the event loop.
+        await new Promise((resolve) => setImmediate(resolve));
         const reason = stopRequested();
         if (reason) {
           await it.return?.(undefined);

@@ -8,7 +8,7 @@ import { exportOnnx } from '../../src/onnx/export.js';
 import { checkExport } from '../../src/onnx/check.js';
 import { describeCheck } from '../../src/onnx/pipeline.js';
 import { writeFileAtomic } from '../../src/io/atomic.js';
-import { addToLocalZoo, checkModelName } from '../../src/hub/local.js';
+import { addToLocalZoo, checkOwnModelName } from '../../src/hub/local.js';
 import { hashFile } from '../../src/hub/cache.js';
 import { DEFAULT_PREPROCESSING } from '../../src/predict/predict.js';
 import { UserError } from '../../src/errors.js';
@@ -51,7 +51,7 @@ Examples:
       action(async (file: string, opts: ImportOpts) => {
         getModelEntry(opts.arch);
         if (!opts.output && !opts.name) throw new UserError('give -o FILE, --name NAME, or both', { exitCode: 2 });
-        if (opts.name) checkModelName(opts.name);
+        if (opts.name) checkOwnModelName(opts.name);
         if (opts.naming && !(NAMINGS as readonly string[]).includes(opts.naming)) {
           throw new UserError(`--naming must be one of ${NAMINGS.join(', ')}, got '${opts.naming}'`, { exitCode: 2 });
         }

@@ -7,7 +7,7 @@ import { openTrainingData } from '../../src/train/data.js';
 import { train, validateConfig, runPreprocessing, type TrainConfig } from '../../src/train/trainer.js';
 import { trainingPrinter, formatDuration } from '../../src/train/progress.js';
 import { loadTeacher, type Teacher } from '../../src/train/teacher.js';
-import { addToLocalZoo, checkModelName } from '../../src/hub/local.js';
+import { addToLocalZoo, checkOwnModelName } from '../../src/hub/local.js';
 import { hashFile } from '../../src/hub/cache.js';
 import { datasetSize } from '../../src/data/dataset.js';
 import { UserError } from '../../src/errors.js';
@@ -183,7 +183,7 @@ Examples:
         getModelEntry(arch);
         const recipeName = opts.recipe as RecipeName;
         const recipe = RECIPES[recipeName];
-        if (opts.addToZoo) checkModelName(opts.addToZoo);
+        if (opts.addToZoo) checkOwnModelName(opts.addToZoo);
         if (opts.teacherArch) getModelEntry(opts.teacherArch);
         const { tricks, notices } = resolveTricks(recipeName, opts);
         if (!opts.export && opts.addToZoo) throw new UserError('--add-to-zoo needs the export: drop --no-export', { exitCode: 2 });

@@ -1,0 +1,141 @@
+/**
+ * zoo train, eval and plot from the command line: bad input, a small run that ends in the local zoo,
+ * Ctrl-C then --resume, and an image folder split by --val-split.
+ */
+import test from 'ava';
+import { spawn, execFile } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
+
+const cli = fileURLToPath(new URL('../zoo/index.js', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'zoo-cli-train-'));
+const env = { ...process.env, ZOO_BACKEND: 'wasm', ZOO_CACHE: join(dir, 'cache') };
+
+test.after.always(() => rmSync(dir, { recursive: true, force: true }));
+
+function zoo(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [cli, ...args], { env, timeout: 300_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+const SMALL = ['--data', 'fashion', '--limit-train', '200', '--limit-val', '100', '--image-size', '16', '--batch-size', '10', '--warmup', '1', '--no-fp16'];
+
+test('zoo train rejects bad input before any work, with exit code 2', async (t) => {
+  const cases: [string[], RegExp][] = [
+    [['train', 'resnet_test', '--epochs', '2'], /--warmup 5 is longer than the run \(2 epochs\)/],
+    [['train', 'resnet_test', ...SMALL, '--batch-size', '20', '--micro-batch', '8'], /multiple of --micro-batch/],
+    [['train', 'resnet_test', ...SMALL, '--resume'], /--resume needs --out/],
+    [['train', 'resnet_test', ...SMALL, '--distill'], /--distill needs a teacher/],
+    [['train', 'resnet_test', ...SMALL, '--recipe', 'fast'], /Allowed choices are baseline, efficient, best/],
+    [['train', 'resnet_test', ...SMALL, '--data', join(dir, 'missing')], /no such directory/],
+    [['train', 'resnet_test', ...SMALL, '--label-smoothing', '1.5'], /--label-smoothing must be in \[0, 1\)/],
+    [['train', 'resnet_test', ...SMALL, '--batch-size', '1000'], /fewer than one batch/],
+    [['train', 'resnet51', ...SMALL], /unknown model 'resnet51'/],
+    [['train', 'resnet_test', ...SMALL, '--add-to-zoo', 'resnet50d-best'], /'resnet50d-best' is an alias of the published model resnet50d/],
+    [['train', 'resnet_test', ...SMALL, '--add-to-zoo', 'resnet50d.gluon_in1k'], /'resnet50d.gluon_in1k' is a published model's name/],
+  ];
+  for (const [args, msg] of cases) {
+    const r = await zoo(...args);
+    t.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    t.regex(r.stderr, msg, args.join(' '));
+  }
+});
+
+test.serial('a small run prints the recipe and progress, joins the local zoo, and eval, plot and predict use it', async (t) => {
+  const out = join(dir, 'run');
+  const r = await zoo('train', 'resnet_test', ...SMALL, '--epochs', '2', '--out', out, '--add-to-zoo', 'tiny-fashion');
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stderr, /recipe best: linear scaling on, warmup 1 epoch, zero gamma on, no bias decay on, fp16 off, lr decay cosine, label smoothing 0\.1, mixup alpha 0\.2, distillation off/);
+  t.regex(r.stderr, /distillation is off/);
+  t.regex(r.stderr, /epoch 1\/2 update \d+\/20 loss [\d.]+ lr [\d.e-]+ \d+ img\/s/);
+  t.regex(r.stderr, /epoch 2\/2: loss [\d.]+, val top-1 [\d.]+%/);
+  t.regex(r.stdout, /finished 2 epochs/);
+  t.regex(r.stdout, /added tiny-fashion to the local zoo/);
+  const log = readFileSync(join(out, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { valTop1: number; lr: number });
+  t.is(log.length, 2);
+
+  const ev = await zoo('eval', 'tiny-fashion', '--data', 'fashion', '--limit', '100', '--json');
+  t.is(ev.code, 0, ev.stderr);
+  const e = JSON.parse(ev.stdout) as { top1: number; images: number; provider: string };
+  t.is(e.images, 100);
+  t.true(Math.abs(e.top1 - log[1]!.valTop1) <= 0.02, `ONNX Runtime top-1 ${e.top1} vs tfjs ${log[1]!.valTop1}`);
+
+  const png = join(dir, 'curves.png');
+  const p = await zoo('plot', out, '-o', png);
+  t.is(p.code, 0, p.stderr);
+  const meta = await sharp(png).metadata();
+  t.true(meta.width! > 1000 && meta.height! > 300, `${meta.width}x${meta.height}`);
+  t.regex((await zoo('plot', join(dir, 'nothing.jsonl'))).stderr, /no such log/);
+
+  const img = join(dir, 'boot.png');
+  await sharp({ create: { width: 28, height: 28, channels: 3, background: { r: 40, g: 40, b: 40 } } }).png().toFile(img);
+  const pr = await zoo('predict', 'tiny-fashion', img, '--json');
+  t.is(pr.code, 0, pr.stderr);
+  const top = (JSON.parse(pr.stdout) as { results: { top: { label: string }[] }[] }).results[0]!.top;
+  t.is(top.length, 5);
+  t.true(['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'].includes(top[0]!.label), top[0]!.label);
+});
+
+test.serial('Ctrl-C stops after the current update with a checkpoint, and --resume finishes the run', async (t) => {
+  const out = join(dir, 'interrupted');
+  const args = [cli, 'train', 'resnet_test', ...SMALL, '--epochs', '2', '--recipe', 'baseline', '--out', out];
+  const first = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, args, { env });
+    let stderr = '';
+    let sent = false;
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (!sent && /epoch 1\/2 update \d+\/20/.test(stderr)) {
+        sent = true;
+        child.kill('SIGINT');
+      }
+    });
+    child.on('close', (code) => resolve({ code, stderr }));
+  });
+  t.is(first.code, 130, first.stderr);
+  t.regex(first.stderr, /interrupted: the checkpoint .* --resume/);
+  t.true(existsSync(join(out, 'checkpoint.safetensors')));
+  t.false(existsSync(join(out, 'model.onnx')));
+  const again = await zoo(...args.slice(1), '--resume');
+  t.is(again.code, 0, again.stderr);
+  t.regex(again.stderr, /resuming at epoch 1, update \d+ of 20/);
+  t.is(readFileSync(join(out, 'log.jsonl'), 'utf8').trim().split('\n').length, 2);
+  t.true(existsSync(join(out, 'model.onnx')));
+  const changed = await zoo(...args.slice(1), '--resume', '--seed', '5');
+  t.is(changed.code, 2);
+  t.regex(changed.stderr, /seed: 0 in the run, 5 now/);
+});
+
+test.serial('an image folder of class folders trains with --val-split', async (t) => {
+  const root = join(dir, 'folder');
+  const colors = { red: { r: 220, g: 30, b: 30 }, blue: { r: 30, g: 30, b: 220 } };
+  for (const [name, c] of Object.entries(colors)) {
+    mkdirSync(join(root, name), { recursive: true });
+    for (let i = 0; i < 12; i++) {
+      const jitter = (v: number) => Math.max(0, Math.min(255, v + ((i * 37) % 40) - 20));
+      await sharp({ create: { width: 24 + i, height: 20 + 2 * i, channels: 3, background: { r: jitter(c.r), g: jitter(c.g), b: jitter(c.b) } } })
+        .jpeg()
+        .toFile(join(root, name, `${i}.jpg`));
+    }
+  }
+  const noSplit = await zoo('train', 'resnet_test', '--data', root, '--epochs', '1', '--no-warmup', '--batch-size', '4');
+  t.is(noSplit.code, 1, noSplit.stderr);
+  t.regex(noSplit.stderr, /give a validation fraction/);
+  const out = join(dir, 'folder-run');
+  const r = await zoo('train', 'resnet_test', '--data', root, '--val-split', '0.25', '--image-size', '16', '--epochs', '2', '--no-warmup', '--batch-size', '6', '--recipe', 'efficient', '--no-fp16', '--out', out, '--no-export');
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stderr, /18 train \/ 6 val images, 2 classes/);
+  t.false(existsSync(join(out, 'model.onnx')), '--no-export');
+  const log = readFileSync(join(out, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { valTop1: number });
+  t.is(log.length, 2);
+  // The model trained on Fashion-MNIST has other classes than this folder.
+  const mismatch = await zoo('eval', 'tiny-fashion', '--data', root, '--val-split', '0.25');
+  t.is(mismatch.code, 1);
+  t.regex(mismatch.stderr, /tiny-fashion has 10 classes; .* has 2/);
+});
