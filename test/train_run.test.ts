@@ -24,11 +24,17 @@ import { trainedLikeInit } from '../src/models/calibrate.js';
 import { writeFileAtomic } from '../src/io/atomic.js';
 import { datasetSize } from '../src/data/dataset.js';
 import { UserError } from '../src/errors.js';
+import { saveCheckpoint } from '../src/train/checkpoint.js';
+import { SGD } from '../src/train/optim.js';
+import { addToLocalZoo } from '../src/hub/local.js';
+import { DEFAULT_PREPROCESSING } from '../src/predict/predict.js';
 
 let data: TrainingData;
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'zoo-train-'));
 
 test.before(async () => {
+  // The local zoo of the teacher test lives in this test's directory (read on first use).
+  process.env.ZOO_CACHE = path.join(tmp, 'cache');
   await setupBackend();
   const full = await openTrainingData('fashion');
   data = { ...full, train: balancedPrefix(full.train, 200), val: balancedPrefix(full.val, 100) };
@@ -173,6 +179,46 @@ test.serial('distillation runs an ONNX teacher in ONNX Runtime on the mixed-up b
   t.notDeepEqual(seen[0], first.images);
   t.true(Number.isFinite(readLog(path.join(tmp, 'distill'))[0]!.loss));
   await teacher.dispose();
+});
+
+test.serial('a teacher from a weights file (tfjs), an ONNX file and a local zoo name gives the same logits', async (t) => {
+  const tm = createModel('resnet_test', { numClasses: 10, seed: 4 });
+  trainedLikeInit(tm);
+  const onnx = path.join(tmp, 'teacher-src.onnx');
+  await writeFileAtomic(onnx, exportOnnx(tm, { imageSize: 16 }));
+  const ckpt = path.join(tmp, 'teacher-src.safetensors');
+  const opt = new SGD(tm.params);
+  await saveCheckpoint(ckpt, tm, opt, { epoch: 1, updateInEpoch: 0, globalUpdate: 10 });
+  opt.dispose();
+  tm.dispose();
+  await addToLocalZoo({
+    name: 'my-teacher',
+    arch: 'resnet_test',
+    onnxBytes: readFileSync(onnx),
+    preprocessing: DEFAULT_PREPROCESSING,
+    source: { url: ckpt, format: 'zoo-training-run', naming: 'zoo', file: ckpt, sha256: '', sha1: '', bytes: 0 },
+    check: { maxAbsDiff: 0, maxAbsLogit: 0, top1Agreement: 1, provider: 'cpu' },
+  });
+  await t.throwsAsync(loadTeacher(ckpt, { numClasses: 10 }), { instanceOf: UserError, message: /--teacher-arch/ });
+  await t.throwsAsync(loadTeacher('no-such-teacher', { numClasses: 10 }), { instanceOf: UserError, message: /neither a file nor in the local zoo/ });
+
+  const n = 6;
+  const images = Float32Array.from({ length: n * 16 * 16 * 3 }, (_, i) => Math.sin(i * 0.37) * 1.5);
+  const before = tf.memory().numTensors;
+  const outs: Float32Array[] = [];
+  for (const [spec, arch] of [[ckpt, 'resnet_test'], [onnx, undefined], ['my-teacher', undefined]] as const) {
+    const teacher = await loadTeacher(spec, { numClasses: 10, ...(arch ? { arch } : {}) });
+    outs.push(await teacher.logits(images, n, 16));
+    await teacher.dispose();
+  }
+  t.is(tf.memory().numTensors, before, 'no tensors leak from the tfjs teacher');
+  for (const o of outs) t.is(o.length, n * 10);
+  const spread = Math.max(...outs[0]!.map((v) => Math.abs(v)));
+  t.true(spread > 0.1, `logits are not all near zero (${spread})`);
+  let diff = 0;
+  for (let i = 0; i < n * 10; i++) diff = Math.max(diff, Math.abs(outs[0]![i]! - outs[1]![i]!));
+  t.true(diff < 1e-4, `tfjs and ONNX Runtime teachers agree within 1e-4 (max |diff| ${diff})`);
+  t.deepEqual(outs[2], outs[1], 'the zoo name runs the same ONNX file');
 });
 
 test.serial('a non-finite loss stops the run naming the update, and the last checkpoint stays intact', async (t) => {
