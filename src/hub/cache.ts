@@ -19,6 +19,7 @@ import {
   type DownloadOptions, type DownloadProgress, type ExpectedDigests,
 } from './download.js';
 import { withLock, type LockHolder, type LockOptions } from './lock.js';
+import { formatDuration } from '../util/format.js';
 import { hasScheme, hubSettings, resolveSourceUrl, type HubSettings } from './settings.js';
 
 /** File name of a model's manifest inside its directory. */
@@ -363,21 +364,12 @@ const MB = 1e6;
 const TTY_REDRAW_MS = 100;
 const PLAIN_UNKNOWN_TOTAL_MS = 10_000;
 
-function formatEta(seconds: number): string {
-  if (!Number.isFinite(seconds) || seconds < 0) return '--:--';
-  const s = Math.round(seconds);
-  const h = Math.floor(s / 3600);
-  const mm = String(Math.floor((s % 3600) / 60)).padStart(2, '0');
-  const ss = String(s % 60).padStart(2, '0');
-  return h > 0 ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
-}
-
 function describeProgress(p: DownloadProgress, rate: number | undefined): { amount: string; speed: string; pct: number | undefined } {
   const pct = p.total ? Math.min(100, (100 * p.received) / p.total) : undefined;
   const amount = p.total === undefined
     ? `${(p.received / MB).toFixed(1)} MB`
     : `${(p.received / MB).toFixed(1)}/${(p.total / MB).toFixed(1)} MB`;
-  const eta = rate && p.total !== undefined ? formatEta((p.total - p.received) / rate) : '--:--';
+  const eta = rate && p.total !== undefined ? formatDuration((p.total - p.received) / rate) : '--:--';
   const speed = rate === undefined ? '-- MB/s' : `${(rate / MB).toFixed(1)} MB/s ETA ${eta}`;
   return { amount, speed, pct };
 }

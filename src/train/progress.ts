@@ -6,18 +6,12 @@
 import type { ProgressStream } from '../hub/cache.js';
 import { describeTricks } from './recipes.js';
 import type { TrainEvent } from './trainer.js';
+import { formatDuration } from '../util/format.js';
+
+export { formatDuration };
 
 const REDRAW_MS = 200;
 const PLAIN_EVERY_MS = 30_000;
-
-export function formatDuration(seconds: number): string {
-  if (!Number.isFinite(seconds) || seconds < 0) return '--:--';
-  const s = Math.round(seconds);
-  const h = Math.floor(s / 3600);
-  const mm = String(Math.floor((s % 3600) / 60)).padStart(2, '0');
-  const ss = String(s % 60).padStart(2, '0');
-  return h > 0 ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
-}
 
 const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
 
