@@ -126,14 +126,33 @@ function linePanel(p: LinePanel, box: Box): string {
     parts.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6,4"' : ''}/>`);
     if (s.x.length === 1) parts.push(`<circle cx="${sx(s.x[0]!).toFixed(1)}" cy="${sy(s.y[0]!).toFixed(1)}" r="3" fill="${s.color}"/>`);
   }
-  // Legend, inside the plot's top right corner.
+  // Legend, inside the plot, in the corner that hides the fewest points of the curves.
   const legend = p.series.filter((s) => s.label);
   const lw = Math.min(plot.w - 8, 12 + 7 * Math.max(0, ...legend.map((s) => s.label.length)) + 30);
+  const lh = legend.length * 16 + 6;
   if (legend.length) {
-    const lx = plot.x + plot.w - lw - 4;
-    parts.push(`<rect x="${lx}" y="${plot.y + 4}" width="${lw}" height="${legend.length * 16 + 6}" fill="white" fill-opacity="0.85" stroke="#bbb"/>`);
+    const screen: [number, number][] = [];
+    for (const s of p.series) {
+      const q = s.x.map((x, i) => [x, s.y[i]!] as const).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!p.logY || y > 0));
+      q.forEach(([x, y], i) => {
+        if (i === 0) return screen.push([sx(x), sy(y)]);
+        const [a, b] = [[sx(q[i - 1]![0]), sy(q[i - 1]![1])], [sx(x), sy(y)]] as const;
+        for (let k = 1; k <= 16; k++) screen.push([a[0] + ((b[0] - a[0]) * k) / 16, a[1] + ((b[1] - a[1]) * k) / 16]);
+      });
+    }
+    const corners = [
+      [plot.x + plot.w - lw - 4, plot.y + 4],
+      [plot.x + plot.w - lw - 4, plot.y + plot.h - lh - 4],
+      [plot.x + 4, plot.y + 4],
+      [plot.x + 4, plot.y + plot.h - lh - 4],
+    ] as const;
+    // Points within a few pixels of the box count too: a curve along the frame still collides with it.
+    const m = 6;
+    const hidden = corners.map(([cx, cy]) => screen.filter(([x, y]) => x >= cx - m && x <= cx + lw + m && y >= cy - m && y <= cy + lh + m).length);
+    const [lx, ly] = corners[hidden.indexOf(Math.min(...hidden))]!;
+    parts.push(`<rect x="${lx}" y="${ly}" width="${lw}" height="${lh}" fill="white" fill-opacity="0.85" stroke="#bbb"/>`);
     legend.forEach((s, i) => {
-      const y = plot.y + 16 + i * 16;
+      const y = ly + 12 + i * 16;
       parts.push(`<line x1="${lx + 6}" y1="${y - 4}" x2="${lx + 30}" y2="${y - 4}" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6,4"' : ''}/>`);
       parts.push(`<text x="${lx + 36}" y="${y}" font-size="11" ${FONT}>${esc(s.label)}</text>`);
     });

@@ -1,0 +1,76 @@
+/**
+ * The charts of `zoo plot` and the ablation: tick values, the legend's placement away from the curves,
+ * escaping of labels, and the PNG that comes out.
+ */
+import test from 'ava';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import sharp from 'sharp';
+import { chartSvg, niceTicks, writePng, type Series } from '../src/train/plot.js';
+
+test('niceTicks: round steps of 1, 2 or 5 that cover the range', (t) => {
+  t.deepEqual(niceTicks(0, 1).map((v) => +v.toFixed(9)), [0, 0.2, 0.4, 0.6, 0.8, 1]);
+  for (const [lo, hi] of [
+    [0.1, 0.83],
+    [3, 917],
+    [-2.5, 7.1],
+    [1e-5, 3e-4],
+  ] as const) {
+    const ticks = niceTicks(lo, hi);
+    const step = ticks[1]! - ticks[0]!;
+    const mantissa = step / 10 ** Math.floor(Math.log10(step));
+    t.true([1, 2, 5, 10].some((m) => Math.abs(mantissa - m) < 1e-6), `step ${step} for [${lo}, ${hi}]`);
+    t.true(ticks[0]! >= lo - 1e-12 && ticks[0]! - step < lo, `first tick ${ticks[0]} starts at the range`);
+    t.true(ticks.at(-1)! <= hi + 1e-12 && ticks.at(-1)! + step > hi, `last tick ${ticks.at(-1)} ends at the range`);
+    t.true(ticks.length >= 3 && ticks.length <= 11);
+  }
+  // A flat series still gets an axis.
+  t.true(niceTicks(0.5, 0.5).length >= 2);
+});
+
+/** The legend box's top left corner in the one-panel chart. */
+function legendBox(svg: string): { x: number; y: number } {
+  const m = /<rect x="([\d.]+)" y="([\d.]+)" width="[\d.]+" height="[\d.]+" fill="white" fill-opacity="0.85"/.exec(svg);
+  if (!m) throw new Error('no legend in the chart');
+  return { x: Number(m[1]), y: Number(m[2]) };
+}
+
+test('the legend goes to the corner the curves leave free', (t) => {
+  const x = Array.from({ length: 20 }, (_, i) => i + 1);
+  const rising: Series[] = [
+    { label: 'top-1', x, y: x.map((e) => 1 - 0.9 * Math.exp(-e / 3)), color: '#000' },
+    { label: 'top-5', x, y: x.map((e) => 1 - 0.5 * Math.exp(-e / 3)), color: '#111' },
+  ];
+  const falling: Series[] = rising.map((s) => ({ ...s, y: s.y.map((v) => 1 - v) }));
+  const chart = (series: Series[]) => chartSvg([{ kind: 'lines', title: 'accuracy', xLabel: 'epoch', series }], { panelWidth: 400, panelHeight: 300 });
+  const up = legendBox(chart(rising));
+  const down = legendBox(chart(falling));
+  // Rising curves fill the top right: the legend sits low. Falling ones fill the top left and bottom right.
+  t.true(up.y > 150, `legend of rising curves at y ${up.y}`);
+  t.true(down.x > 200 && down.y < 100, `legend of falling curves at (${down.x}, ${down.y})`);
+});
+
+test('labels are escaped and the chart renders to a PNG of the stated size', async (t) => {
+  const svg = chartSvg(
+    [
+      { kind: 'lines', title: 'loss <train & val>', xLabel: 'epoch', series: [{ label: 'a"b', x: [1, 2, 3], y: [3, 2, 1], color: '#f00' }], logY: true },
+      { kind: 'dots', title: 'final', xLabel: 'top-1', percent: true, rows: [{ label: 'row <1>', mean: 0.5, lo: 0.4, hi: 0.6 }] },
+    ],
+    { title: 'A & B', panelWidth: 300, panelHeight: 200 },
+  );
+  t.false(/<train|& val|row <1>|a"b/.test(svg));
+  t.true(svg.includes('loss &lt;train &amp; val&gt;') && svg.includes('a&quot;b') && svg.includes('A &amp; B'));
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'zoo-plot-'));
+  try {
+    const file = path.join(dir, 'chart.png');
+    const r = await writePng(svg, file);
+    // Rendered at 96 dpi: 4/3 of the SVG's 600x230 points, for sharp text.
+    t.deepEqual([r.width, r.height], [800, 307]);
+    const meta = await sharp(file).metadata();
+    t.is(meta.format, 'png');
+    t.deepEqual([meta.width, meta.height], [r.width, r.height]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
