@@ -87,7 +87,8 @@ async function runOnce(config: TrainConfig, data: TrainingData, dir: string, tea
     console.log(`${label}: done earlier (val top-1 ${(100 * done.at(-1)!.valTop1).toFixed(2)}%)`);
     return done;
   }
-  const resume = existsSync(path.join(dir, RUN_FILES.checkpoint)) && done.length < config.epochs;
+  // A run with every epoch logged but no ONNX file (killed while exporting) resumes straight to the export.
+  const resume = existsSync(path.join(dir, RUN_FILES.checkpoint));
   const onEvent = (e: TrainEvent) => {
     if (e.type === 'epoch') {
       const r = e.record;

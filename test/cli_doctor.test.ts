@@ -71,6 +71,12 @@ test('--install-cuda refuses a tarball without the libraries or with something e
   t.is(r2.code, 1);
   t.regex(r2.stderr, /libonnxruntime_providers_cuda\.so is missing or not a shared object/);
   t.false(existsSync(join(target, FILES[0]!)), 'nothing installed');
+  // Two good libraries and a bad third: still nothing installed, not a mixed set.
+  const lastBad = tarball('last-bad', { [FILES[0]!]: elf('a'), [FILES[1]!]: elf('b'), [FILES[2]!]: Buffer.from('<html>not found</html>') });
+  const r2b = await zoo('doctor', '--install-cuda', '--from', lastBad, '--target', target);
+  t.is(r2b.code, 1);
+  t.regex(r2b.stderr, /providers_tensorrt\.so is missing or not a shared object/);
+  for (const f of FILES) t.false(existsSync(join(target, f)), `${f} not installed`);
   const r3 = await zoo('doctor', '--install-cuda', '--from', join(dir, 'nope.tgz'), '--target', target);
   t.is(r3.code, 2);
   t.regex(r3.stderr, /no such file/);

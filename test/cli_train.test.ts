@@ -39,6 +39,8 @@ test('zoo train rejects bad input before any work, with exit code 2', async (t) 
     [['train', 'resnet51', ...SMALL], /unknown model 'resnet51'/],
     [['train', 'resnet_test', ...SMALL, '--add-to-zoo', 'resnet50d-best'], /'resnet50d-best' is an alias of the published model resnet50d/],
     [['train', 'resnet_test', ...SMALL, '--add-to-zoo', 'resnet50d.gluon_in1k'], /'resnet50d.gluon_in1k' is a published model's name/],
+    [['train', 'resnet_test', ...SMALL, '--recipe', 'efficient', '--epochs', '12', '--warmup', '5'], /--warmup 5 reaches past the first step decay \(epoch 3/],
+    [['train', 'resnet_test', ...SMALL, '--val-split', '0'], /--val-split must be in \(0, 1\)/],
   ];
   for (const [args, msg] of cases) {
     const r = await zoo(...args);
@@ -84,7 +86,7 @@ test.serial('a small run prints the recipe and progress, joins the local zoo, an
 
 test.serial('Ctrl-C stops after the current update with a checkpoint, and --resume finishes the run', async (t) => {
   const out = join(dir, 'interrupted');
-  const args = [cli, 'train', 'resnet_test', ...SMALL, '--epochs', '2', '--recipe', 'baseline', '--out', out];
+  const args = [cli, 'train', 'resnet_test', ...SMALL, '--epochs', '2', '--recipe', 'baseline', '--warmup', '0', '--out', out];
   const first = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
     const child = spawn(process.execPath, args, { env });
     let stderr = '';

@@ -138,6 +138,10 @@ test('top-k hits count ties against the true class in index order', (t) => {
   const logits = Float32Array.from([0.1, 0.5, 0.2, 0.9, 0.1, 0.0, 0.3, 0.3, 0.1]);
   t.deepEqual(topkHits(logits, Int32Array.from([1, 0, 1]), 3), { top1: 2, top5: 3 });
   t.deepEqual(topkHits(logits, Int32Array.from([2, 0, 0]), 3), { top1: 2, top5: 3 }, 'a tie won by the lower index');
+  // A broken model must not score: NaN or infinite logits of the true class are misses, NaN rivals rank above.
+  const bad = Float32Array.from([NaN, 0.1, 0.2, 0.3, 0.4, 0.5, 0.9, NaN, 0.1, 0.2, 0.3, 0.4, Infinity, 0, 0, 0, 0, 0]);
+  t.deepEqual(topkHits(bad, Int32Array.from([0, 0, 0]), 6), { top1: 0, top5: 1 });
+  t.deepEqual(topkHits(Float32Array.from([NaN, NaN, NaN]), Int32Array.from([1]), 3), { top1: 0, top5: 0 });
 });
 
 test('no bias decay: weight decay only on conv and fc weights; running statistics never', (t) => {

@@ -2,7 +2,7 @@
  * Writing files so that a crash or a failed check never leaves a truncated or unverified file at the
  * destination: write a temporary file beside it, then rename.
  */
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { UserError } from '../errors.js';
 
@@ -20,7 +20,14 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
   }
   const tmp = tempPathFor(dest);
   try {
-    await writeFile(tmp, data);
+    // Flushed before the rename: otherwise a power loss can leave the new name on an empty file.
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
     await rename(tmp, dest);
   } catch (e) {
     await rm(tmp, { force: true });

@@ -139,10 +139,14 @@ export function installCudaProvider(options: InstallOptions = {}): string[] {
       throw new UserError(`${tarball}: cannot extract ${members.join(', ')} (${(r.error?.message ?? r.stderr).trim().split('\n')[0]})`);
     }
     mkdirSync(target, { recursive: true });
-    const written: string[] = [];
+    // Every file is checked before any is copied: a bad tarball leaves the installation as it was.
     for (const f of CUDA_PROVIDER_FILES) {
       const src = path.join(out, PACKAGE_DIR, f);
       if (!existsSync(src) || !statSync(src).isFile() || !isElf(src)) throw new UserError(`${tarball}: ${PACKAGE_DIR}/${f} is missing or not a shared object`);
+    }
+    const written: string[] = [];
+    for (const f of CUDA_PROVIDER_FILES) {
+      const src = path.join(out, PACKAGE_DIR, f);
       const dst = path.join(target, f);
       const tmp = `${dst}.tmp-${process.pid}`;
       copyFileSync(src, tmp);

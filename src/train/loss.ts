@@ -96,8 +96,10 @@ export function topkHits(logits: Float32Array, labels: Int32Array, numClasses: n
     const o = i * numClasses;
     const y = labels[i]!;
     const v = logits[o + y]!;
+    // A non-finite logit of the true class is a miss; a NaN rival counts as ranking above it.
+    if (!Number.isFinite(v)) continue;
     let greater = 0;
-    for (let c = 0; c < numClasses; c++) if (logits[o + c]! > v || (logits[o + c] === v && c < y)) greater++;
+    for (let c = 0; c < numClasses; c++) if (!(logits[o + c]! <= v) || (logits[o + c] === v && c < y)) greater++;
     if (greater === 0) top1++;
     if (greater < 5) top5++;
   }

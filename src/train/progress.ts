@@ -1,7 +1,7 @@
 /**
  * What a training run shows while it works: on a terminal one redrawn line per epoch with a bar, the
  * running loss, the learning rate, images/s and the time left; otherwise (logs, CI) a plain line every
- * tenth of an epoch or 30 seconds. Epoch summaries, checkpoints and notices are whole lines either way.
+ * quarter of an epoch or 30 seconds. Epoch summaries, checkpoints and notices are whole lines either way.
  */
 import type { ProgressStream } from '../hub/cache.js';
 import { describeTricks } from './recipes.js';
@@ -19,7 +19,7 @@ const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
 export function trainingPrinter(stream: ProgressStream = process.stderr, clock: () => number = () => performance.now()): (e: TrainEvent) => void {
   let open = false;
   let lastDraw = -Infinity;
-  let lastPlainTenth = -1;
+  let lastPlainQuarter = -1;
   let lastPlainTime = clock();
   const line = (text: string) => {
     if (open) stream.write('\n');
@@ -60,13 +60,13 @@ export function trainingPrinter(stream: ProgressStream = process.stderr, clock: 
           open = true;
           return;
         }
-        const tenth = Math.floor(frac * 4);
-        if (tenth > lastPlainTenth || now - lastPlainTime > PLAIN_EVERY_MS || e.update === 1) {
-          lastPlainTenth = tenth;
+        const quarter = Math.floor(frac * 4);
+        if (quarter > lastPlainQuarter || now - lastPlainTime > PLAIN_EVERY_MS || e.update === 1) {
+          lastPlainQuarter = quarter;
           lastPlainTime = now;
           line(`${head} update ${e.update}/${e.itersPerEpoch} ${stats}`);
         }
-        if (e.update === e.itersPerEpoch) lastPlainTenth = -1;
+        if (e.update === e.itersPerEpoch) lastPlainQuarter = -1;
         break;
       }
       case 'validating':
@@ -79,7 +79,7 @@ export function trainingPrinter(stream: ProgressStream = process.stderr, clock: 
         const r = e.record;
         if (stream.isTTY && open) stream.write('\r\x1b[K');
         open = false;
-        lastPlainTenth = -1;
+        lastPlainQuarter = -1;
         line(
           `epoch ${r.epoch}/${e.epochs}: loss ${r.loss.toFixed(4)}, val top-1 ${pct(r.valTop1)}, top-5 ${pct(r.valTop5)}, val loss ${r.valLoss.toFixed(4)}, ` +
             `lr ${r.lr.toPrecision(3)}, ${r.imagesPerSecond.toFixed(0)} img/s (data wait ${(100 * r.dataWait).toFixed(1)}%), ` +

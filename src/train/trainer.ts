@@ -134,7 +134,7 @@ export interface TrainResult {
   onnxBytes?: Uint8Array;
   check?: CheckReport;
   checkpoint: string;
-  /** The trained model (when `keepModel`); the caller disposes it. */
+  /** The trained model; the caller disposes it. */
   model?: Model;
 }
 
@@ -167,10 +167,18 @@ export function validateConfig(c: TrainConfig): void {
   if (!(t.mixup >= 0)) throw new UserError(`--mixup alpha must be >= 0, got ${t.mixup}`, { exitCode: 2 });
   if (!(t.warmupEpochs >= 0)) throw new UserError(`--warmup must be >= 0 epochs, got ${t.warmupEpochs}`, { exitCode: 2 });
   if (t.warmupEpochs > c.epochs) throw new UserError(`--warmup ${t.warmupEpochs} is longer than the run (${c.epochs} epochs): give a shorter --warmup or --no-warmup`, { exitCode: 2 });
+  if (!t.cosine && t.warmupEpochs > 0.25 * c.epochs) {
+    throw new UserError(
+      `--warmup ${t.warmupEpochs} reaches past the first step decay (epoch ${0.25 * c.epochs}, a quarter of ${c.epochs} epochs): ` +
+        'the learning rate would fall tenfold the moment warmup ends. Use --cosine, a shorter --warmup or more --epochs',
+      { exitCode: 2 },
+    );
+  }
   if (t.distill && !(t.temperature > 0)) throw new UserError(`--temperature must be positive, got ${t.temperature}`, { exitCode: 2 });
   if (c.hardWeight !== undefined && !(c.hardWeight >= 0 && c.hardWeight <= 1)) {
     throw new UserError(`--hard-weight must be in [0, 1], got ${c.hardWeight}`, { exitCode: 2 });
   }
+  if (c.data.val < 1) throw new UserError('the validation split is empty: give a data set with val/ images or --val-split', { exitCode: 2 });
   if (c.data.train < c.batchSize) {
     throw new UserError(`the training split has ${c.data.train} images, fewer than one batch of ${c.batchSize}; lower --batch-size`, { exitCode: 2 });
   }
@@ -253,8 +261,10 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
 
   await registerCoreGradients();
   await fsp.mkdir(out, { recursive: true });
-  if (!options.resume && (existsSync(files.checkpoint) || existsSync(files.log))) {
-    throw new UserError(`${out} already holds a run (${RUN_FILES.checkpoint} or ${RUN_FILES.log}): pass --resume to continue it, or choose another --out`, {
+  // The checkpoint is what makes a run resumable: a log without one (killed between the first epoch's
+  // log and its checkpoint) is an unrecoverable start, which a fresh run replaces.
+  if (!options.resume && existsSync(files.checkpoint)) {
+    throw new UserError(`${out} already holds a run (${RUN_FILES.checkpoint}): pass --resume to continue it, or choose another --out`, {
       exitCode: 2,
     });
   }
@@ -302,6 +312,7 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
       await writeLog(files.log, records);
     } else {
       await writeFileAtomic(files.config, `${JSON.stringify(c, null, 2)}\n`);
+      await writeLog(files.log, records);
     }
 
     emit({
@@ -402,18 +413,22 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
             // Batch norm's running statistics change in a training-mode forward pass; keep the
             // values from before it so that a recomputation starts from the same state.
             const statsBefore = stats.map((v) => tf.clone(v));
-            let step = await computeGrads(images, n, targets, teacherLogits);
-            if (!Number.isFinite(step.loss)) {
-              // A diverging run gives the same non-finite loss again; anything else was a transient fault.
-              disposeGrads(step.grads);
-              stats.forEach((v, k) => v.assign(statsBefore[k]!));
+            let step: Awaited<ReturnType<typeof computeGrads>>;
+            try {
               step = await computeGrads(images, n, targets, teacherLogits);
-              if (Number.isFinite(step.loss)) {
-                state.recomputed = (state.recomputed ?? 0) + 1;
-                emit({ type: 'notice', message: `update ${u + 1}: a non-finite loss did not recur when the micro-batch was computed again (loss ${step.loss.toFixed(4)}); continuing` });
+              if (!Number.isFinite(step.loss)) {
+                // A diverging run gives the same non-finite loss again; anything else was a transient fault.
+                disposeGrads(step.grads);
+                stats.forEach((v, k) => v.assign(statsBefore[k]!));
+                step = await computeGrads(images, n, targets, teacherLogits);
+                if (Number.isFinite(step.loss)) {
+                  state.recomputed = (state.recomputed ?? 0) + 1;
+                  emit({ type: 'notice', message: `update ${u + 1}: a non-finite loss did not recur when the micro-batch was computed again (loss ${step.loss.toFixed(4)}); continuing` });
+                }
               }
+            } finally {
+              tf.dispose(statsBefore);
             }
-            tf.dispose(statsBefore);
             const { loss, grads } = step;
             if (!Number.isFinite(loss)) {
               disposeGrads(grads);

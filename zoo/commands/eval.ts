@@ -11,6 +11,7 @@ interface EvalOpts {
   data: string;
   split: 'val' | 'train';
   valSplit?: number;
+  seed: number;
   limit?: number;
   batchSize: number;
   json?: boolean;
@@ -25,7 +26,8 @@ export function evalCommand(): Command {
       if (v !== 'val' && v !== 'train') throw new UserError(`--split must be val or train, got '${v}'`, { exitCode: 2 });
       return v;
     }, 'val')
-    .option('--val-split <fraction>', 'for a folder of class folders: the validation fraction (as in training)', number('--val-split', (v) => v >= 0 && v < 1, 'in [0, 1)'))
+    .option('--val-split <fraction>', 'for a folder of class folders: the validation fraction (as in training)', number('--val-split', (v) => v > 0 && v < 1, 'in (0, 1)'))
+    .option('--seed <n>', "with --val-split: the seed given to 'zoo train', which picks the held-out images", number('--seed', Number.isInteger, 'an integer'), 0)
     .option('--limit <n>', 'evaluate a class-balanced subset of n images', positiveInt('--limit'))
     .option('--batch-size <n>', 'images per ONNX Runtime call', positiveInt('--batch-size'), 64)
     .option('--json', 'print JSON')
@@ -34,7 +36,10 @@ export function evalCommand(): Command {
       `
 Images go through the model's own evaluation preprocessing (shorter side resized, center crop, mean
 and std, from its metadata or the local zoo) and the model runs in ONNX Runtime, as a service would
-run it. The data's class folders must match the model's labels, in order.
+run it. The data's class folders must match the model's labels, in order. Resizing uses the training
+pipeline's bilinear filter; 'zoo predict' follows the model's declared interpolation (bicubic for most
+published ImageNet models), so accuracies of published models can differ slightly from their cards.
+With --val-split, give the --seed the model was trained with, or the held-out images are not the same.
 
 Examples:
   zoo eval fashion-r18d --data fashion
@@ -43,7 +48,7 @@ Examples:
     .action(
       action(async (model: string, opts: EvalOpts) => {
         const t = await resolveModelTarget(model);
-        const data = await openTrainingData(opts.data, { ...(opts.valSplit !== undefined ? { valFraction: opts.valSplit } : {}) });
+        const data = await openTrainingData(opts.data, { ...(opts.valSplit !== undefined ? { valFraction: opts.valSplit, seed: opts.seed } : {}) });
         let split = opts.split === 'train' ? data.train : data.val;
         if (opts.limit) split = balancedPrefix(split, opts.limit);
         if (t.labels) {

@@ -7,7 +7,7 @@ import { openTrainingData } from '../../src/train/data.js';
 import { train, validateConfig, runPreprocessing, type TrainConfig } from '../../src/train/trainer.js';
 import { trainingPrinter, formatDuration } from '../../src/train/progress.js';
 import { loadTeacher, type Teacher } from '../../src/train/teacher.js';
-import { addToLocalZoo, checkOwnModelName } from '../../src/hub/local.js';
+import { addToLocalZoo, checkOwnModelName, findLocalModel } from '../../src/hub/local.js';
 import { hashFile } from '../../src/hub/cache.js';
 import { datasetSize } from '../../src/data/dataset.js';
 import { UserError } from '../../src/errors.js';
@@ -111,7 +111,7 @@ export function trainCommand(globals: () => { backend?: string }): Command {
     .description("train a registered architecture with the paper's recipes on an image folder or Fashion-MNIST")
     .argument('<arch>', "architecture (see 'zoo list'), e.g. resnet18d, resnet50d")
     .option('--data <dir>', "training data: an image folder (train/ and val/ class folders), a directory of MNIST-style IDX files, or 'fashion' (the embedded Fashion-MNIST subset)", 'fashion')
-    .option('--val-split <fraction>', 'hold out this fraction of each class for validation (a folder of class folders)', fraction('--val-split'))
+    .option('--val-split <fraction>', 'hold out this fraction of each class for validation (a folder of class folders)', number('--val-split', (v) => v > 0 && v < 1, 'in (0, 1)'))
     .option('--limit-train <n>', 'use a class-balanced subset of the training split', positiveInt('--limit-train'))
     .option('--limit-val <n>', 'use a class-balanced subset of the validation split', positiveInt('--limit-val'))
     .addOption(new Option('--recipe <name>', 'named set of tricks (printed at the start)').choices([...RECIPE_NAMES]).default('best'))
@@ -183,7 +183,13 @@ Examples:
         getModelEntry(arch);
         const recipeName = opts.recipe as RecipeName;
         const recipe = RECIPES[recipeName];
-        if (opts.addToZoo) checkOwnModelName(opts.addToZoo);
+        if (opts.addToZoo) {
+          checkOwnModelName(opts.addToZoo);
+          // Found now rather than after hours of training.
+          if (!opts.force && (await findLocalModel(opts.addToZoo))) {
+            throw new UserError(`the local zoo already has '${opts.addToZoo}': choose another --add-to-zoo name, pass --force to replace it, or 'zoo rm ${opts.addToZoo}'`, { exitCode: 2 });
+          }
+        }
         if (opts.teacherArch) getModelEntry(opts.teacherArch);
         const { tricks, notices } = resolveTricks(recipeName, opts);
         if (!opts.export && opts.addToZoo) throw new UserError('--add-to-zoo needs the export: drop --no-export', { exitCode: 2 });
