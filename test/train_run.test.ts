@@ -28,6 +28,7 @@ import { saveCheckpoint } from '../src/train/checkpoint.js';
 import { SGD } from '../src/train/optim.js';
 import { addToLocalZoo } from '../src/hub/local.js';
 import { DEFAULT_PREPROCESSING } from '../src/predict/predict.js';
+import { checkClassOrder } from '../src/predict/target.js';
 
 let data: TrainingData;
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'zoo-train-'));
@@ -198,7 +199,14 @@ test.serial('a teacher from a weights file (tfjs), an ONNX file and a local zoo 
     preprocessing: DEFAULT_PREPROCESSING,
     source: { url: ckpt, format: 'zoo-training-run', naming: 'zoo', file: ckpt, sha256: '', sha1: '', bytes: 0 },
     check: { maxAbsDiff: 0, maxAbsLogit: 0, top1Agreement: 1, provider: 'cpu' },
+    labels: data.classes.slice(),
   });
+  // The teacher's recorded labels must be the training data's, in order.
+  const swapped = [data.classes[1]!, data.classes[0]!, ...data.classes.slice(2)];
+  await t.throwsAsync(loadTeacher('my-teacher', { numClasses: 10, classes: swapped }), { instanceOf: UserError, message: /class 0 is 'T-shirt\/top' in the teacher my-teacher but 'Trouser'/ });
+  // ImageNet folders named by WordNet id match the categories by position.
+  t.notThrows(() => checkClassOrder(['tench', 'goldfish'], ['n01440764', 'n01443537'], 'm', 'd'));
+  t.throws(() => checkClassOrder(['tench', 'goldfish'], ['n01440764'], 'm', 'd'), { message: /m has 2 classes; d has 1/ });
   await t.throwsAsync(loadTeacher(ckpt, { numClasses: 10 }), { instanceOf: UserError, message: /--teacher-arch/ });
   await t.throwsAsync(loadTeacher('no-such-teacher', { numClasses: 10 }), { instanceOf: UserError, message: /neither a file nor in the local zoo/ });
 
@@ -207,7 +215,7 @@ test.serial('a teacher from a weights file (tfjs), an ONNX file and a local zoo 
   const before = tf.memory().numTensors;
   const outs: Float32Array[] = [];
   for (const [spec, arch] of [[ckpt, 'resnet_test'], [onnx, undefined], ['my-teacher', undefined]] as const) {
-    const teacher = await loadTeacher(spec, { numClasses: 10, ...(arch ? { arch } : {}) });
+    const teacher = await loadTeacher(spec, { numClasses: 10, classes: data.classes, ...(arch ? { arch } : {}) });
     outs.push(await teacher.logits(images, n, 16));
     await teacher.dispose();
   }

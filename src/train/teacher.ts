@@ -9,6 +9,7 @@ import { extname } from 'node:path';
 import { UserError } from '../errors.js';
 import { createSession, runClassifier, type Session } from '../runtime/ort.js';
 import { findLocalModel } from '../hub/local.js';
+import { checkClassOrder, resolveModelTarget } from '../predict/target.js';
 import { toNCHW } from '../onnx/check.js';
 import { createModel, type Model } from '../models/model.js';
 import { loadWeights } from '../io/weights.js';
@@ -55,19 +56,22 @@ class TfjsTeacher implements Teacher {
 
 /**
  * `spec`: an .onnx file, a weights file (needs `arch`), or a name in the local zoo.
- * `numClasses` must match the student's.
+ * `numClasses` must match the student's; with `classes` (the training data's, in order), an ONNX or
+ * local zoo teacher that records its labels must have the same ones, in the same order.
+ * The teacher gets the student's input as it is: same size, mean and std (ImageNet's for every zoo model).
  */
-export async function loadTeacher(spec: string, options: { arch?: string; numClasses: number }): Promise<Teacher> {
-  if (existsSync(spec)) {
-    if (extname(spec).toLowerCase() === '.onnx') {
-      return new OrtTeacher(await createSession(spec), `ONNX ${spec}`);
-    }
+export async function loadTeacher(spec: string, options: { arch?: string; numClasses: number; classes?: readonly string[] }): Promise<Teacher> {
+  if (existsSync(spec) && extname(spec).toLowerCase() !== '.onnx') {
     if (!options.arch) throw new UserError(`the teacher ${spec} is a weights file: give its architecture with --teacher-arch`, { exitCode: 2 });
     const model = createModel(options.arch, { numClasses: options.numClasses });
     await loadWeights(model, spec);
     return new TfjsTeacher(model, `${options.arch} from ${spec} (tfjs)`);
   }
-  const local = await findLocalModel(spec);
-  if (!local) throw new UserError(`teacher '${spec}' is neither a file nor in the local zoo; 'zoo pull ${spec}' first, or give an .onnx file`);
-  return new OrtTeacher(await createSession(local.onnx), `${local.name} (ONNX Runtime)`);
+  if (!existsSync(spec) && !(await findLocalModel(spec))) {
+    throw new UserError(`teacher '${spec}' is neither a file nor in the local zoo; 'zoo pull ${spec}' first, or give an .onnx file`);
+  }
+  const target = await resolveModelTarget(spec);
+  if (options.classes) checkClassOrder(target.labels, options.classes, `the teacher ${target.label}`, 'the training data');
+  const session = await createSession(target.onnx);
+  return new OrtTeacher(session, existsSync(spec) ? `ONNX ${spec}` : `${target.label} (ONNX Runtime)`);
 }

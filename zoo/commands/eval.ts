@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { resolveModelTarget } from '../../src/predict/target.js';
+import { checkClassOrder, resolveModelTarget } from '../../src/predict/target.js';
 import { balancedPrefix, openTrainingData } from '../../src/train/data.js';
 import { evaluateOnnx, openOnnx } from '../../src/train/evaluate.js';
 import { datasetSize } from '../../src/data/dataset.js';
@@ -51,15 +51,7 @@ Examples:
         const data = await openTrainingData(opts.data, { ...(opts.valSplit !== undefined ? { valFraction: opts.valSplit, seed: opts.seed } : {}) });
         let split = opts.split === 'train' ? data.train : data.val;
         if (opts.limit) split = balancedPrefix(split, opts.limit);
-        if (t.labels) {
-          if (t.labels.length !== data.classes.length) {
-            throw new UserError(`${t.label} has ${t.labels.length} classes; ${opts.data} has ${data.classes.length}`);
-          }
-          const differ = t.labels.findIndex((l, i) => l !== data.classes[i]);
-          if (differ >= 0) {
-            throw new UserError(`class ${differ} is '${t.labels[differ]}' in ${t.label} but '${data.classes[differ]}' in ${opts.data}: the data's classes must match the model's, in order`);
-          }
-        }
+        checkClassOrder(t.labels, data.classes, t.label, opts.data);
         const pre = t.pre;
         const session = await openOnnx(t.onnx);
         try {

@@ -240,7 +240,7 @@ Examples:
 
         let teacher: Teacher | undefined;
         if (tricks.distill) {
-          teacher = await loadTeacher(opts.teacher!, { ...(opts.teacherArch ? { arch: opts.teacherArch } : {}), numClasses: data.classes.length });
+          teacher = await loadTeacher(opts.teacher!, { ...(opts.teacherArch ? { arch: opts.teacherArch } : {}), numClasses: data.classes.length, classes: data.classes });
           printer({ type: 'notice', message: `teacher: ${teacher.describe}, temperature ${tricks.temperature}` });
         }
 
