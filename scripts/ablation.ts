@@ -30,7 +30,7 @@ import { initBackend, describeBackend } from '../src/backend/index.js';
 import { openTrainingData, type TrainingData } from '../src/train/data.js';
 import { datasetSize } from '../src/data/dataset.js';
 import { RECIPES, type Tricks } from '../src/train/recipes.js';
-import { train, RUN_FILES, type EpochRecord, type TrainConfig, type TrainEvent } from '../src/train/trainer.js';
+import { train, RUN_FILES, readEpochLog, type EpochRecord, type TrainConfig, type TrainEvent } from '../src/train/trainer.js';
 import { loadTeacher, type Teacher } from '../src/train/teacher.js';
 import { chartSvg, writePng, PALETTE, type Series } from '../src/train/plot.js';
 import { formatDuration } from '../src/train/progress.js';
@@ -71,18 +71,9 @@ function stats(xs: number[]) {
   return { mean, std, min: Math.min(...xs), max: Math.max(...xs), n };
 }
 
-function readLog(dir: string): EpochRecord[] {
-  const f = path.join(dir, RUN_FILES.log);
-  if (!existsSync(f)) return [];
-  return readFileSync(f, 'utf8')
-    .split('\n')
-    .filter((l) => l.trim())
-    .map((l) => JSON.parse(l) as EpochRecord);
-}
-
 /** Trains one configuration in `dir`, resuming or skipping it when an earlier invocation got there. */
 async function runOnce(config: TrainConfig, data: TrainingData, dir: string, teacher: Teacher | undefined, label: string, exportOnnx = false): Promise<RunOutcome['records']> {
-  const done = readLog(dir);
+  const done = readEpochLog(path.join(dir, RUN_FILES.log));
   if (done.length >= config.epochs && (!exportOnnx || existsSync(path.join(dir, RUN_FILES.onnx)))) {
     console.log(`${label}: done earlier (val top-1 ${(100 * done.at(-1)!.valTop1).toFixed(2)}%)`);
     return done;

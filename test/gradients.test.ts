@@ -11,7 +11,7 @@ import test from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { setupBackend } from './helpers/backend.js';
-import { createModel, Model } from '../src/models/model.js';
+import { Model } from '../src/models/model.js';
 import type { ResNetConfig } from '../src/models/resnet.js';
 import type { ConvBnSpec, ConvSpec, GraphBuilder, PoolSpec } from '../src/models/graph.js';
 import { defaultPadding } from '../src/models/count.js';

@@ -15,7 +15,7 @@
  * The validator is pure apart from the optional category-file reads, so tests can feed it broken
  * copies; `loadModelsJson` runs it against the real registry before handing out any entry.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findPackageDir } from '../util/package.js';

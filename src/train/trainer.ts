@@ -20,7 +20,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor, Tensor2D } from '@tensorflow/tfjs-core';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../errors.js';
@@ -184,6 +184,24 @@ export function validateConfig(c: TrainConfig): void {
   }
 }
 
+/** Optimizer updates in one epoch: whole effective batches of whole micro-batches. */
+export function updatesPerEpoch(c: TrainConfig): number {
+  return Math.floor(Math.floor(c.data.train / c.microBatch) / (c.batchSize / c.microBatch));
+}
+
+/** The learning-rate schedule of a run. */
+export function scheduleOf(c: TrainConfig): LrSchedule {
+  return new LrSchedule({
+    baseLr: c.baseLr,
+    batch: c.batchSize,
+    linearScaling: c.tricks.linearScaling,
+    itersPerEpoch: updatesPerEpoch(c),
+    epochs: c.epochs,
+    warmupEpochs: c.tricks.warmupEpochs,
+    decay: c.tricks.cosine ? 'cosine' : 'step',
+  });
+}
+
 /** The evaluation preprocessing of a run, as recorded in the ONNX file and the local zoo. */
 export function runPreprocessing(imageSize: number) {
   return {
@@ -224,18 +242,23 @@ function sameConfig(a: TrainConfig, b: TrainConfig): string[] {
   return diffs;
 }
 
-async function readLog(file: string): Promise<EpochRecord[]> {
+/** The records of a log.jsonl (none if the file does not exist); a malformed line is an error naming it. */
+export function readEpochLog(file: string): EpochRecord[] {
   if (!existsSync(file)) return [];
-  const text = await fsp.readFile(file, 'utf8');
   const out: EpochRecord[] = [];
-  for (const line of text.split('\n')) {
-    if (!line.trim()) continue;
-    try {
-      out.push(JSON.parse(line) as EpochRecord);
-    } catch {
-      break; // a line cut by a kill: drop it and what follows
-    }
-  }
+  readFileSync(file, 'utf8')
+    .split('\n')
+    .forEach((line, i) => {
+      if (!line.trim()) return;
+      let r: EpochRecord;
+      try {
+        r = JSON.parse(line) as EpochRecord;
+      } catch {
+        throw new UserError(`${file}:${i + 1}: not a JSON record`);
+      }
+      if (typeof r.epoch !== 'number' || typeof r.loss !== 'number') throw new UserError(`${file}:${i + 1}: a record without 'epoch' and 'loss'`);
+      out.push(r);
+    });
   return out;
 }
 
@@ -286,17 +309,8 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
   let loader: BatchLoader | undefined;
   let finished = false;
   try {
-    const loaderBatches = Math.floor(c.data.train / c.microBatch);
-    const itersPerEpoch = Math.floor(loaderBatches / accumulate);
-    const schedule = new LrSchedule({
-      baseLr: c.baseLr,
-      batch: c.batchSize,
-      linearScaling: t.linearScaling,
-      itersPerEpoch,
-      epochs: c.epochs,
-      warmupEpochs: t.warmupEpochs,
-      decay: t.cosine ? 'cosine' : 'step',
-    });
+    const itersPerEpoch = updatesPerEpoch(c);
+    const schedule = scheduleOf(c);
 
     let state: RunState = { epoch: 0, updateInEpoch: 0, globalUpdate: 0, lossSum: 0, lossCount: 0, trainSeconds: 0, waitSeconds: 0 };
     let records: EpochRecord[] = [];
@@ -308,7 +322,7 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
       }
       state = (await loadCheckpoint(files.checkpoint, model, opt)) as RunState;
       // Epochs after the checkpoint's position may have been logged before the run was killed.
-      records = (await readLog(files.log)).filter((r) => r.epoch <= state.epoch);
+      records = readEpochLog(files.log).filter((r) => r.epoch <= state.epoch);
       await writeLog(files.log, records);
     } else {
       await writeFileAtomic(files.config, `${JSON.stringify(c, null, 2)}\n`);
@@ -340,7 +354,6 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
 
     const varList = [...model.params.trainable()];
     const size = c.imageSize;
-    const perImage = size * size * 3;
     const startUpdate = state.globalUpdate;
     let lastCheckpoint = performance.now();
     const checkpointMs = (options.checkpointMinutes ?? 10) * 60_000;

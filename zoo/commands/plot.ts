@@ -2,8 +2,7 @@ import { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { chartSvg, runPanels, writePng, PALETTE, type LinePanel } from '../../src/train/plot.js';
-import { LrSchedule } from '../../src/train/schedule.js';
-import { RUN_FILES, type EpochRecord, type TrainConfig } from '../../src/train/trainer.js';
+import { RUN_FILES, readEpochLog, scheduleOf, updatesPerEpoch, type EpochRecord, type TrainConfig } from '../../src/train/trainer.js';
 import { UserError } from '../../src/errors.js';
 import { action } from '../run.js';
 
@@ -11,20 +10,7 @@ import { action } from '../run.js';
 export function readRunLog(target: string): { name: string; file: string; records: EpochRecord[]; config?: TrainConfig } {
   const file = existsSync(target) && !target.endsWith('.jsonl') && existsSync(path.join(target, RUN_FILES.log)) ? path.join(target, RUN_FILES.log) : target;
   if (!existsSync(file)) throw new UserError(`${target}: no such log (give a log.jsonl or a run directory)`, { exitCode: 2 });
-  const records: EpochRecord[] = [];
-  readFileSync(file, 'utf8')
-    .split('\n')
-    .forEach((line, i) => {
-      if (!line.trim()) return;
-      let r: EpochRecord;
-      try {
-        r = JSON.parse(line) as EpochRecord;
-      } catch {
-        throw new UserError(`${file}:${i + 1}: not a JSON record`);
-      }
-      if (typeof r.epoch !== 'number' || typeof r.loss !== 'number') throw new UserError(`${file}:${i + 1}: a record without 'epoch' and 'loss'`);
-      records.push(r);
-    });
+  const records = readEpochLog(file);
   if (records.length === 0) throw new UserError(`${file} has no epochs logged yet`);
   const cfgFile = path.join(path.dirname(file), RUN_FILES.config);
   const config = existsSync(cfgFile) ? (JSON.parse(readFileSync(cfgFile, 'utf8')) as TrainConfig) : undefined;
@@ -33,17 +19,8 @@ export function readRunLog(target: string): { name: string; file: string; record
 
 /** The learning rate of every update, from the run's configuration (x in epochs). */
 function scheduleSeries(config: TrainConfig, upToEpoch: number, color: string, label: string) {
-  const accumulate = config.batchSize / config.microBatch;
-  const iters = Math.floor(Math.floor(config.data.train / config.microBatch) / accumulate);
-  const s = new LrSchedule({
-    baseLr: config.baseLr,
-    batch: config.batchSize,
-    linearScaling: config.tricks.linearScaling,
-    itersPerEpoch: iters,
-    epochs: config.epochs,
-    warmupEpochs: config.tricks.warmupEpochs,
-    decay: config.tricks.cosine ? 'cosine' : 'step',
-  });
+  const s = scheduleOf(config);
+  const iters = updatesPerEpoch(config);
   const n = Math.min(s.total, iters * upToEpoch);
   const stride = Math.max(1, Math.floor(n / 600));
   const x: number[] = [];

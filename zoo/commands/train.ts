@@ -4,7 +4,7 @@ import { initBackend, describeBackend } from '../../src/backend/index.js';
 import { getModelEntry } from '../../src/models/registry.js';
 import { RECIPES, RECIPE_NAMES, type RecipeName, type Tricks } from '../../src/train/recipes.js';
 import { openTrainingData } from '../../src/train/data.js';
-import { train, validateConfig, runPreprocessing, type TrainConfig } from '../../src/train/trainer.js';
+import { train, validateConfig, runPreprocessing, updatesPerEpoch, type TrainConfig } from '../../src/train/trainer.js';
 import { trainingPrinter, formatDuration } from '../../src/train/progress.js';
 import { loadTeacher, type Teacher } from '../../src/train/teacher.js';
 import { addToLocalZoo, checkOwnModelName, findLocalModel } from '../../src/hub/local.js';
@@ -230,7 +230,7 @@ Examples:
         process.stderr.write(`${describeBackend(info)}\n`);
         const printer = trainingPrinter();
         for (const n of notices) printer({ type: 'notice', message: n });
-        const updates = Math.floor(Math.floor(config.data.train / config.microBatch) / (config.batchSize / config.microBatch));
+        const updates = updatesPerEpoch(config);
         if (updates < 20) {
           printer({
             type: 'notice',
