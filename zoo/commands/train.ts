@@ -140,7 +140,7 @@ export function trainCommand(globals: () => { backend?: string }): Command {
     .option('--no-fp16', 'float32')
     .option('--cosine', 'cosine learning-rate decay')
     .option('--no-cosine', 'step decay: /10 at 1/4, 1/2 and 3/4 of the run')
-    .option('--label-smoothing <eps>', 'label smoothing epsilon (paper: 0.1)', fraction('--label-smoothing'))
+    .option('--label-smoothing <eps>', 'label smoothing epsilon (paper: 0.1): the true class gets 1 - eps, every other eps / (K - 1)', fraction('--label-smoothing'))
     .option('--no-label-smoothing', 'hard labels')
     .option('--mixup <alpha>', 'mixup with Beta(alpha, alpha) (paper: 0.2)', nonNegative('--mixup'))
     .option('--no-mixup', 'no mixup')
