@@ -1,8 +1,8 @@
 /**
  * The trainer end to end on a small slice of the embedded Fashion-MNIST: loss goes down, the run
  * directory holds what it promises, an interrupted and resumed run ends bit-identical to an
- * uninterrupted one, mixup reaches the teacher, a non-finite loss stops the run with the checkpoint
- * intact, and nothing leaks.
+ * uninterrupted one, mixup reaches the teacher, a transient non-finite loss is computed again and
+ * leaves no trace, a lasting one stops the run with the checkpoint intact, and nothing leaks.
  */
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
@@ -227,6 +227,62 @@ test.serial('a teacher from a weights file (tfjs), an ONNX file and a local zoo 
   for (let i = 0; i < n * 10; i++) diff = Math.max(diff, Math.abs(outs[0]![i]! - outs[1]![i]!));
   t.true(diff < 1e-4, `tfjs and ONNX Runtime teachers agree within 1e-4 (max |diff| ${diff})`);
   t.deepEqual(outs[2], outs[1], 'the zoo name runs the same ONNX file');
+});
+
+test.serial('a non-finite loss that does not recur is computed again from the same state; the run ends as if it had not happened', async (t) => {
+  const c = config({ epochs: 1, batchSize: 16, microBatch: 8, tricks: { mixup: 0.2, labelSmoothing: 0.1 } });
+  const clean = await train({ config: c, data, outDir: path.join(tmp, 'clean'), workers: 1, export: false });
+  clean.model.dispose();
+
+  // A transient fault: one NaN written into the output of one training-mode batch norm, once.
+  const backendName = tf.getBackend();
+  const original = tf.getKernel('ZooBatchNormTrain', backendName)!;
+  t.truthy(original, 'the batch-norm training kernel to wrap');
+  let calls = 0;
+  let poisoned = 0;
+  tf.unregisterKernel('ZooBatchNormTrain', backendName);
+  tf.registerKernel({
+    ...original,
+    kernelFunc: ((args: Parameters<tf.KernelFunc>[0]) => {
+      const out = original.kernelFunc(args) as tf.TensorInfo | tf.TensorInfo[];
+      if (++calls === 50) {
+        const y = Array.isArray(out) ? out[0]! : out;
+        const b = args.backend as unknown as { typedArrayFromHeap?: (i: tf.TensorInfo) => Float32Array; data: { get(id: unknown): { values: Float32Array } } };
+        const values = b.typedArrayFromHeap ? b.typedArrayFromHeap(y) : b.data.get(y.dataId).values;
+        values[0] = NaN;
+        poisoned++;
+      }
+      return out;
+    }) as tf.KernelFunc,
+  });
+  const notices: string[] = [];
+  try {
+    const r = await train({
+      config: c,
+      data,
+      outDir: path.join(tmp, 'fault'),
+      workers: 1,
+      export: false,
+      onEvent: (e) => {
+        if (e.type === 'notice') notices.push(e.message);
+      },
+    });
+    r.model.dispose();
+  } finally {
+    tf.unregisterKernel('ZooBatchNormTrain', backendName);
+    tf.registerKernel(original);
+  }
+  t.is(poisoned, 1);
+  t.is(notices.filter((n) => /did not recur when the micro-batch was computed again/.test(n)).length, 1, notices.join('\n'));
+  const log = readLog(path.join(tmp, 'fault'));
+  t.is(log[0]!.recomputed, 1);
+  // Batch-norm statistics were restored before the recomputation: every tensor ends bit-identical.
+  const x = await readSafetensors(path.join(tmp, 'clean', RUN_FILES.checkpoint));
+  const y = await readSafetensors(path.join(tmp, 'fault', RUN_FILES.checkpoint));
+  const bytes = (d: { buffer: ArrayBufferLike; byteOffset: number; byteLength: number }) => Buffer.from(d.buffer, d.byteOffset, d.byteLength);
+  const differing = [...x.tensors].filter(([k, tx]) => !bytes(tx.data).equals(bytes(y.tensors.get(k)!.data))).map(([k]) => k);
+  t.deepEqual(differing, [], 'tensors that differ from the run without the fault');
+  t.deepEqual(log.map((r) => [r.loss, r.valTop1]), readLog(path.join(tmp, 'clean')).map((r) => [r.loss, r.valTop1]));
 });
 
 test.serial('a non-finite loss stops the run naming the update, and the last checkpoint stays intact', async (t) => {
