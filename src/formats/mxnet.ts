@@ -19,6 +19,7 @@ import { openZip } from './zip.js';
 import {
   ByteReader,
   DTYPE_SIZE,
+  byteSize,
   FormatError,
   decodeElements,
   newWarnedTensorMap,
@@ -131,17 +132,6 @@ function checkNdim(r: ByteReader, what: string, ndim: number, dimBytes: number):
     throw r.fail(`${what} has ${ndim} dimensions (or an unknown record magic 0x${(ndim >>> 0).toString(16)}); not an NDArray record`);
   }
   r.need(ndim * dimBytes, `${what} shape`);
-}
-
-/** Bytes of data, or undefined when more than `limit` (checked step by step, so nothing overflows). */
-function byteSize(shape: number[], itemSize: number, limit: number): number | undefined {
-  if (shape.includes(0)) return 0;
-  let n = itemSize;
-  for (const d of shape) {
-    n *= d;
-    if (n > limit) return undefined;
-  }
-  return n;
 }
 
 function readNames(r: ByteReader, count: number): string[] {

@@ -12,6 +12,7 @@ import { promises as fsp } from 'node:fs';
 import { endianness } from 'node:os';
 import {
   DTYPE_SIZE,
+  byteSize,
   FormatError,
   decodeElements,
   float32ToFloat16Bits,
@@ -158,17 +159,6 @@ function readEntry(name: string, value: unknown, dataLength: number, fail: (p: s
     );
   }
   return { name, dtype, shape: shape as number[], begin, end };
-}
-
-/** Bytes a tensor needs, or undefined when that exceeds `limit` (so no product can overflow). */
-function byteSize(shape: number[], itemSize: number, limit: number): number | undefined {
-  if (shape.includes(0)) return 0;
-  let n = itemSize;
-  for (const d of shape) {
-    n *= d;
-    if (n > limit) return undefined;
-  }
-  return n;
 }
 
 /** Sorts entries by offset and checks they cover the data buffer exactly once, as the reference does. */

@@ -262,3 +262,14 @@ export function quoteName(name: string, max = 120): string {
   const s = JSON.stringify(name.length > max ? `${name.slice(0, max)}...` : name);
   return `'${s.slice(1, -1)}'`;
 }
+
+/** Bytes a tensor of `shape` needs, or undefined when more than `limit` (checked step by step, so no product overflows). */
+export function byteSize(shape: readonly number[], itemSize: number, limit: number): number | undefined {
+  if (shape.includes(0)) return 0;
+  let n = itemSize;
+  for (const d of shape) {
+    n *= d;
+    if (n > limit) return undefined;
+  }
+  return n;
+}

@@ -230,7 +230,10 @@ export class KernelContext {
   }
 }
 
-/** Axes merged where they stay adjacent: the sizes of the merged input axes and their permutation. */
+/**
+ * Axes merged where they stay adjacent (runs of input axes that appear consecutively, in order, in
+ * perm; size-1 groups dropped since they move no data): the merged input sizes and their permutation.
+ */
 function mergedPermutation(shape: readonly number[], perm: readonly number[]): { dims: number[]; perm: number[] } {
   const groups: number[][] = [];
   for (const p of perm) {
@@ -283,18 +286,7 @@ function simdTranspose(ctx: KernelContext, simd: SimdPool, plan: { dims: number[
  * transposes become a batch of 2-D transposes done in 32x32 tiles.
  */
 export function transposeF32(src: Float32Array, shape: readonly number[], perm: readonly number[], dst: Float32Array): void {
-  // Merge runs of input axes that appear consecutively, in order, in perm.
-  const groups: number[][] = [];
-  for (const p of perm) {
-    const last = groups[groups.length - 1];
-    if (last && last[last.length - 1]! + 1 === p) last.push(p);
-    else groups.push([p]);
-  }
-  // Drop size-1 groups: they do not move data.
-  const kept = groups.filter((g) => sizeOf(g.map((a) => shape[a]!)) !== 1);
-  const order = [...kept].sort((a, b) => a[0]! - b[0]!);
-  const dims = order.map((g) => sizeOf(g.map((a) => shape[a]!))); // merged input dims
-  const mperm = kept.map((g) => order.indexOf(g)); // merged permutation
+  const { dims, perm: mperm } = mergedPermutation(shape, perm);
   const n = sizeOf(dims);
   if (mperm.every((p, i) => p === i)) {
     dst.set(src.subarray(0, n));

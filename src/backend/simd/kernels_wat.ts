@@ -116,14 +116,21 @@ function bnApply(relu: boolean, residual: boolean): string {
     )})`;
 }
 
+/** The gradient reaching batch norm's output at channel $c of rows $dyr/$yr: dy, gated by y > 0 after a fused ReLU (vector, scalar). */
+function upstreamGrad(relu: boolean): { g: string; gs: string } {
+  return {
+    g: relu
+      ? `(v128.and (v128.load ${addr('dyr', i('c'))}) (f32x4.gt (v128.load ${addr('yr', i('c'))}) ${ZERO}))`
+      : `(v128.load ${addr('dyr', i('c'))})`,
+    gs: relu
+      ? `(f32.mul (f32.load ${addr('dyr', i('c'))}) (f32.convert_i32_u (f32.gt (f32.load ${addr('yr', i('c'))}) (f32.const 0))))`
+      : `(f32.load ${addr('dyr', i('c'))})`,
+  };
+}
+
 function bnGradReduce(relu: boolean, residual: boolean): string {
   const name = `bn_grad_reduce${relu ? '_relu' : ''}${residual ? '_res' : ''}`;
-  const g = relu
-    ? `(v128.and (v128.load ${addr('dyr', i('c'))}) (f32x4.gt (v128.load ${addr('yr', i('c'))}) ${ZERO}))`
-    : `(v128.load ${addr('dyr', i('c'))})`;
-  const gs = relu
-    ? `(f32.mul (f32.load ${addr('dyr', i('c'))}) (f32.convert_i32_u (f32.gt (f32.load ${addr('yr', i('c'))}) (f32.const 0))))`
-    : `(f32.load ${addr('dyr', i('c'))})`;
+  const { g, gs } = upstreamGrad(relu);
   return `(func (export "${name}")
     (param $dy i32) (param $x i32) (param $y i32) (param $dres i32) (param $mean i32) (param $C i32)
     (param $sg i32) (param $sgx i32) (param $stride i32)
@@ -176,12 +183,7 @@ function bnGradReduce(relu: boolean, residual: boolean): string {
 
 function bnGradApply(relu: boolean): string {
   const name = `bn_grad_apply${relu ? '_relu' : ''}`;
-  const g = relu
-    ? `(v128.and (v128.load ${addr('dyr', i('c'))}) (f32x4.gt (v128.load ${addr('yr', i('c'))}) ${ZERO}))`
-    : `(v128.load ${addr('dyr', i('c'))})`;
-  const gs = relu
-    ? `(f32.mul (f32.load ${addr('dyr', i('c'))}) (f32.convert_i32_u (f32.gt (f32.load ${addr('yr', i('c'))}) (f32.const 0))))`
-    : `(f32.load ${addr('dyr', i('c'))})`;
+  const { g, gs } = upstreamGrad(relu);
   const at = (v: string, kind: 'v' | 's') =>
     kind === 'v' ? `(v128.load ${addr(v, i('c'))})` : `(f32.load ${addr(v, i('c'))})`;
   return `(func (export "${name}")
