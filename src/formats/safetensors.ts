@@ -8,7 +8,6 @@
  * the file, byte sizes that match dtype and shape, and tensors that tile the data buffer exactly, with
  * no overlap, gap or trailing bytes.
  */
-import { promises as fsp } from 'node:fs';
 import { endianness } from 'node:os';
 import {
   DTYPE_SIZE,
@@ -21,6 +20,7 @@ import {
   type SourceDType,
   type TensorMap,
 } from './types.js';
+import { writeFileAtomic } from '../io/atomic.js';
 
 /** The reference implementation's header limit: larger headers are refused before reading them. */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -192,32 +192,14 @@ const WRITE_DTYPE = { float32: 'F32', float16: 'F16' } as const;
 /**
  * Writes tensors as a safetensors file the reference library reads: entries ordered as its serializer
  * orders them (wider dtype first, then by name, which keeps every tensor aligned), header padded with
- * spaces to a multiple of 8 bytes. The file appears atomically: it is written to `<path>.tmp-<pid>`
- * and renamed.
+ * spaces to a multiple of 8 bytes. The file appears atomically (io/atomic.ts).
  */
 export async function writeSafetensors(
   path: string,
   tensors: Map<string, SafetensorsInput>,
   metadata?: Record<string, string>,
 ): Promise<void> {
-  const bytes = serializeSafetensors(tensors, metadata);
-  const tmp = `${path}.tmp-${process.pid}`;
-  try {
-    const fh = await fsp.open(tmp, 'w');
-    try {
-      for (const chunk of bytes) {
-        // write() may take less than asked for; loop until the chunk is out.
-        for (let off = 0; off < chunk.length; ) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
-      }
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fsp.rename(tmp, path);
-  } catch (e) {
-    await fsp.rm(tmp, { force: true });
-    throw e;
-  }
+  await writeFileAtomic(path, serializeSafetensors(tensors, metadata));
 }
 
 /**

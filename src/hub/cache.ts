@@ -20,6 +20,7 @@ import {
 } from './download.js';
 import { withLock, type LockHolder, type LockOptions } from './lock.js';
 import { formatDuration } from '../util/format.js';
+import { writeFileAtomic } from '../io/atomic.js';
 import { hasScheme, hubSettings, resolveSourceUrl, type HubSettings } from './settings.js';
 
 /** File name of a model's manifest inside its directory. */
@@ -137,23 +138,7 @@ export async function readManifest(name: string, settings: HubSettings = hubSett
 
 /** Writes model `name`'s manifest atomically (temporary file, fsync, rename). Hold the model's lock. */
 export async function writeManifest(name: string, manifest: Manifest, settings: HubSettings = hubSettings()): Promise<void> {
-  const dir = modelDir(name, settings);
-  await fsp.mkdir(dir, { recursive: true });
-  const target = path.join(dir, MANIFEST_FILE);
-  const tmp = `${target}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`;
-  try {
-    const fh = await fsp.open(tmp, 'w');
-    try {
-      await fh.writeFile(`${JSON.stringify(manifest, null, 2)}\n`);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fsp.rename(tmp, target);
-  } catch (err) {
-    await fsp.rm(tmp, { force: true });
-    throw err;
-  }
+  await writeFileAtomic(path.join(modelDir(name, settings), MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
 }
 
 function isAuxiliary(file: string): boolean {
