@@ -1,6 +1,6 @@
 /**
  * models.json, the registry of published weights: the real file against the real registry (names,
- * parameter counts and GFLOPs recomputed from the builder), the ImageNet categories file, lookup by
+ * parameter counts and GMACs recomputed from the builder), the ImageNet categories file, lookup by
  * name and alias, and the validator catching broken copies.
  */
 import test from 'ava';
@@ -33,7 +33,7 @@ function counts(arch: string, size = 224) {
 const options: ValidateOptions = {
   archNames: listModels(),
   archParams: (arch) => counts(arch).params,
-  archGflops: (arch, size) => counts(arch, size).macs / 1e9,
+  archGmacs: (arch, size) => counts(arch, size).macs / 1e9,
   baseDir,
 };
 
@@ -54,7 +54,8 @@ test('the issue\'s entries are there: A, B, C, D (paper best), 152-D teacher, th
   const arch = (n: string) => resolveModel(n).arch;
   t.is(arch('resnet50d-best'), 'resnet50d');
   t.is(arch('resnet152d-teacher'), 'resnet152d');
-  t.is(arch('resnet50.gluon_in1k'), 'resnet50');
+  t.is(arch('resnet50.gluon_v1_in1k'), 'resnet50');
+  t.is(arch('resnet50-a'), 'resnet50');
   t.is(arch('resnet50b.gluon_in1k'), 'resnet50b');
   t.is(arch('resnet50b.tv_in1k'), 'resnet50b');
   t.is(arch('resnet50c.gluon_in1k'), 'resnet50c');
@@ -136,6 +137,21 @@ test('resolveModel finds entries by name and by alias, and lists near matches fo
   t.regex(arch!.message, /resnet152d\.gluon_in1k/);
 });
 
+test('timm ids mean what timm means: resnet50.gluon_in1k is the ResNet-B weights, in every spelling timm uses', (t) => {
+  for (const id of ['resnet50.gluon_in1k', 'timm/resnet50.gluon_in1k', 'hf-hub:timm/resnet50.gluon_in1k']) {
+    const e = resolveModel(id);
+    t.is(e.name, 'resnet50b.gluon_in1k', id);
+    t.is(e.arch, 'resnet50b', id);
+  }
+  t.is(resolveModel('resnet50.tv_in1k').name, 'resnet50b.tv_in1k');
+  t.is(resolveModel('timm/resnet50d.gluon_in1k').name, 'resnet50d.gluon_in1k');
+  t.is(resolveModel('resnet18.gluon_in1k').arch, 'resnet18b');
+  // zoo's ResNet-A weights are not reachable through a timm spelling, and a zoo name is not a timm id.
+  t.throws(() => resolveModel('timm/resnet50.gluon_v1_in1k'), { instanceOf: UserError, message: /as a timm id/ });
+  t.throws(() => resolveModel('timm/resnet50b.gluon_in1k'), { instanceOf: UserError });
+  for (const m of raw.models) if (m.timm) t.is(resolveModel(`timm/${m.timm}`).name, m.name);
+});
+
 type Breaker = [what: string, expect: RegExp, breakIt: (doc: ModelsJson) => void];
 
 const breakers: Breaker[] = [
@@ -147,7 +163,7 @@ const breakers: Breaker[] = [
   ['a member that does not match the zip', /does not match the zip/, (d) => (entry(d, 'resnet50c.gluon_in1k').sources[1]!.member = 'resnet50_v1d-117a384e.params')],
   ['a sha1 that does not match the file name', /first 8 digits/, (d) => (entry(d, 'resnet50c.gluon_in1k').sources[1]!.sha1 = 'f'.repeat(40))],
   ['a wrong parameter count', /numParams: 25557032 differs from resnet50d's 25576264/, (d) => (entry(d, 'resnet50d.gluon_in1k').numParams = 25557032)],
-  ['a wrong GFLOPs figure', /gflops: 3\.8 differs/, (d) => (entry(d, 'resnet50c.gluon_in1k').gflops = 3.8)],
+  ['a wrong GMACs figure', /gmacs: 3\.8 differs/, (d) => (entry(d, 'resnet50c.gluon_in1k').gmacs = 3.8)],
   ['an unknown arch', /arch: 'resnet50x' is not a registered architecture/, (d) => (entry(d, 'resnet50c.gluon_in1k').arch = 'resnet50x')],
   ['a name whose arch part differs from arch', /arch part 'resnet50c' differs from arch 'resnet50d'/, (d) => (entry(d, 'resnet50c.gluon_in1k').arch = 'resnet50d')],
   ['an http URL', /url: expected an https URL/, (d) => (entry(d, 'resnet50d.ra2_in1k').sources[0]!.url = 'http://huggingface.co/timm/resnet50d.ra2_in1k/resolve/main/model.safetensors')],
@@ -166,6 +182,10 @@ const breakers: Breaker[] = [
   ['no sources', /sources: expected a non-empty array/, (d) => (entry(d, 'resnet50d.gluon_in1k').sources = [])],
   ['a sha256 prefix the file name does not carry', /does not carry it/, (d) => (entry(d, 'resnet50b.tv_in1k').sources[1]!.sha256Prefix = '19c8e357')],
   ['a wrong version', /version: expected 1/, (d) => ((d as { version: number }).version = 2)],
+  ['a timm id that means another architecture', /timm: timm's resnet50 is zoo's resnet50b, not resnet50d/, (d) => (entry(d, 'resnet50d.ra2_in1k').timm = 'resnet50.ra2_in1k')],
+  ['a name that is another entry\'s timm id', /'resnet50\.gluon_in1k' is already used/, (d) => (entry(d, 'resnet50.gluon_v1_in1k').name = 'resnet50.gluon_in1k')],
+  ['a malformed timm id', /timm: expected null or timm's arch\.tag id/, (d) => (entry(d, 'resnet50d.ra2_in1k').timm = 'timm/resnet50d')],
+  ['an alias that is an architecture name', /'resnet50d' is an architecture name/, (d) => entry(d, 'resnet50d.ra2_in1k').aliases.push('resnet50d')],
   ['a categories path outside the package', /relative path inside the package/, (d) => (d.categories['imagenet-1k'] = '../imagenet_classes.json')],
 ];
 

@@ -19,9 +19,10 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findPackageDir } from '../util/package.js';
+import { checkCropFields, checkPreprocessingFields, type Interpolation } from '../predict/preprocessing.js';
 import { UserError, nearMatches } from '../errors.js';
 import { countNetwork } from '../models/count.js';
-import { getModelEntry, listModels } from '../models/registry.js';
+import { archFromTimm, getModelEntry, listModels } from '../models/registry.js';
 import { ResNet } from '../models/resnet.js';
 
 export const MODELS_JSON_VERSION = 1;
@@ -38,8 +39,7 @@ export const SOURCE_HOSTS = ['huggingface', 'gluoncv', 'torchvision'] as const;
 /** Who serves the file; each host has its own mirror setting (hub/settings.ts). */
 export type SourceHost = (typeof SOURCE_HOSTS)[number];
 
-export const INTERPOLATIONS = ['bilinear', 'bicubic', 'nearest'] as const;
-export type Interpolation = (typeof INTERPOLATIONS)[number];
+export { INTERPOLATIONS, type Interpolation } from '../predict/preprocessing.js';
 
 /** Which namings each format can carry. */
 const FORMAT_NAMINGS: Record<SourceFormat, readonly SourceNaming[]> = {
@@ -109,6 +109,11 @@ export interface PublishedModel {
   name: string;
   /** Other names, unique across the file (e.g. `resnet50d-best`). */
   aliases: string[];
+  /**
+   * timm's id for the same weights (`resnet50.gluon_in1k` for zoo's `resnet50b.gluon_in1k`), or null
+   * (or absent) where timm has none. A timm id always means what timm means: `resolveModel` takes it as a name.
+   */
+  timm?: string | null;
   /** A zoo registry name: picks the builder. */
   arch: string;
   description: string;
@@ -121,7 +126,7 @@ export interface PublishedModel {
   /** Trainable parameters (weights, biases, BN gamma and beta; not running statistics). */
   numParams: number;
   /** Multiply-adds per image at preprocessing.inputSize, in billions (models/count.ts convention). */
-  gflops: number;
+  gmacs: number;
   metrics: Metric[];
   recipe: string;
   /** Of the weights, as the host states it. */
@@ -143,8 +148,8 @@ export interface ValidateOptions {
   archNames?: readonly string[];
   /** Trainable parameter count of a registered architecture with 1000 classes. */
   archParams?: (arch: string) => number;
-  /** GFLOPs of an architecture at an input size; entries must agree to 0.01. */
-  archGflops?: (arch: string, inputSize: number) => number;
+  /** GMACs of an architecture at an input size; entries must agree to 0.01. */
+  archGmacs?: (arch: string, inputSize: number) => number;
   /** Directory holding models.json, to read category files from. */
   baseDir?: string;
 }
@@ -202,22 +207,14 @@ export function readCategoryFile(file: string): string[] | string {
   return data.names as string[];
 }
 
-function checkCrop(p: (field: string, msg: string) => void, c: Obj, where: string): void {
-  for (const k of ['inputSize', 'resizeShorter', 'crop'] as const) {
-    if (!isPositiveInt(c[k])) p(`${where}.${k}`, `expected a positive integer, got ${show(c[k])}`);
-  }
-  if (isPositiveInt(c.crop) && isPositiveInt(c.resizeShorter) && c.crop > c.resizeShorter) {
-    p(`${where}.crop`, `crop ${c.crop} is larger than the resized shorter side ${c.resizeShorter}`);
-  }
-  if (isPositiveInt(c.crop) && isPositiveInt(c.inputSize) && c.crop !== c.inputSize) {
-    p(`${where}.inputSize`, `input size ${c.inputSize} differs from the crop ${c.crop}`);
-  }
-  if (c.cropPct !== undefined) {
-    if (typeof c.cropPct !== 'number' || !(c.cropPct > 0 && c.cropPct <= 1)) {
-      p(`${where}.cropPct`, `expected a number in (0, 1], got ${show(c.cropPct)}`);
-    } else if (isPositiveInt(c.crop) && isPositiveInt(c.resizeShorter) && Math.round(c.crop / c.cropPct) !== c.resizeShorter) {
-      p(`${where}.resizeShorter`, `expected round(${c.crop} / ${c.cropPct}) = ${Math.round(c.crop / c.cropPct)}, got ${c.resizeShorter}`);
-    }
+const CROP_FIELDS = ['inputSize', 'resizeShorter', 'crop'] as const;
+
+function checkCropPct(p: (field: string, msg: string) => void, c: Obj, where: string): void {
+  if (c.cropPct === undefined) return;
+  if (typeof c.cropPct !== 'number' || !(c.cropPct > 0 && c.cropPct <= 1)) {
+    p(`${where}.cropPct`, `expected a number in (0, 1], got ${show(c.cropPct)}`);
+  } else if (isPositiveInt(c.crop) && isPositiveInt(c.resizeShorter) && Math.round(c.crop / c.cropPct) !== c.resizeShorter) {
+    p(`${where}.resizeShorter`, `expected round(${c.crop} / ${c.cropPct}) = ${Math.round(c.crop / c.cropPct)}, got ${c.resizeShorter}`);
   }
 }
 
@@ -226,21 +223,15 @@ function checkPreprocessing(p: (field: string, msg: string) => void, pre: unknow
     p('preprocessing', 'expected an object');
     return;
   }
-  checkCrop(p, pre, 'preprocessing');
-  if (!INTERPOLATIONS.includes(pre.interpolation as Interpolation)) {
-    p('preprocessing.interpolation', `expected one of ${INTERPOLATIONS.join(', ')}, got ${show(pre.interpolation)}`);
-  }
-  for (const k of ['mean', 'std'] as const) {
-    const v = pre[k];
-    if (!Array.isArray(v) || v.length !== 3 || v.some((x) => typeof x !== 'number' || !Number.isFinite(x))) {
-      p(`preprocessing.${k}`, `expected 3 finite numbers (RGB, on the 0..1 scale), got ${show(v)}`);
-    } else if (k === 'std' && v.some((x) => x <= 0)) {
-      p('preprocessing.std', 'every std must be positive');
-    }
-  }
+  checkPreprocessingFields(p, pre, 'preprocessing', CROP_FIELDS);
+  checkCropPct(p, pre, 'preprocessing');
   if (pre.test !== undefined) {
-    if (!isObj(pre.test)) p('preprocessing.test', 'expected an object');
-    else checkCrop(p, pre.test, 'preprocessing.test');
+    if (!isObj(pre.test)) {
+      p('preprocessing.test', 'expected an object');
+    } else {
+      checkCropFields(p, pre.test, 'preprocessing.test', CROP_FIELDS);
+      checkCropPct(p, pre.test, 'preprocessing.test');
+    }
   }
 }
 
@@ -380,8 +371,20 @@ export function validateModelsJson(data: unknown, options: ValidateOptions = {})
     } else {
       entry.aliases.forEach((a: unknown, j: number) => {
         if (typeof a !== 'string' || !ALIAS.test(a)) p(`aliases[${j}]`, `expected letters, digits, '_', '.' or '-', got ${show(a)}`);
+        else if (archs?.has(a)) p(`aliases[${j}]`, `'${a}' is an architecture name; an alias must name weights`);
         else claim(a, `aliases[${j}]`);
       });
+    }
+    // timm ids share the namespace of names and aliases: a timm user's id must find exactly the network timm means.
+    if (entry.timm !== undefined && entry.timm !== null && (typeof entry.timm !== 'string' || !ENTRY_NAME.test(entry.timm))) {
+      p('timm', `expected null or timm's arch.tag id, got ${show(entry.timm)}`);
+    } else if (typeof entry.timm === 'string') {
+      const timmArch = entry.timm.split('.')[0]!;
+      const means = archFromTimm(timmArch);
+      if (typeof entry.arch === 'string' && means !== entry.arch) {
+        p('timm', `timm's ${timmArch} is ${means ? `zoo's ${means}` : 'no architecture zoo builds'}, not ${entry.arch}`);
+      }
+      if (entry.timm !== entry.name) claim(entry.timm, 'timm');
     }
 
     if (typeof entry.arch !== 'string') p('arch', 'expected a registry name');
@@ -426,10 +429,10 @@ export function validateModelsJson(data: unknown, options: ValidateOptions = {})
       const expected = options.archParams(entry.arch as string);
       if (expected !== entry.numParams) p('numParams', `${entry.numParams} differs from ${entry.arch}'s ${expected}`);
     }
-    if (typeof entry.gflops !== 'number' || !(entry.gflops > 0)) p('gflops', `expected a positive number, got ${show(entry.gflops)}`);
-    else if (options.archGflops && archKnown && isObj(entry.preprocessing) && isPositiveInt(entry.preprocessing.inputSize)) {
-      const expected = options.archGflops(entry.arch as string, entry.preprocessing.inputSize);
-      if (Math.abs(expected - entry.gflops) > 0.01) p('gflops', `${entry.gflops} differs from ${entry.arch}'s ${expected.toFixed(3)} at ${entry.preprocessing.inputSize}`);
+    if (typeof entry.gmacs !== 'number' || !(entry.gmacs > 0)) p('gmacs', `expected a positive number, got ${show(entry.gmacs)}`);
+    else if (options.archGmacs && archKnown && isObj(entry.preprocessing) && isPositiveInt(entry.preprocessing.inputSize)) {
+      const expected = options.archGmacs(entry.arch as string, entry.preprocessing.inputSize);
+      if (Math.abs(expected - entry.gmacs) > 0.01) p('gmacs', `${entry.gmacs} differs from ${entry.arch}'s ${expected.toFixed(3)} at ${entry.preprocessing.inputSize}`);
     }
 
     if (!Array.isArray(entry.metrics)) p('metrics', 'expected an array (may be empty)');
@@ -439,12 +442,12 @@ export function validateModelsJson(data: unknown, options: ValidateOptions = {})
 }
 
 /** Registry-backed checks: architecture names, and parameter counts and GFLOPs from the builder. */
-export function registryChecks(): Required<Pick<ValidateOptions, 'archNames' | 'archParams' | 'archGflops'>> {
+export function registryChecks(): Required<Pick<ValidateOptions, 'archNames' | 'archParams' | 'archGmacs'>> {
   const counts = (arch: string, size: number) => countNetwork(new ResNet({ ...getModelEntry(arch).config, numClasses: 1000 }), size);
   return {
     archNames: listModels(),
     archParams: (arch) => counts(arch, 224).params,
-    archGflops: (arch, size) => counts(arch, size).macs / 1e9,
+    archGmacs: (arch, size) => counts(arch, size).macs / 1e9,
   };
 }
 
@@ -485,24 +488,53 @@ export function loadModelsJson(file: string = defaultModelsJsonPath()): ModelsJs
   return doc;
 }
 
-/** Every name and alias a user can give, each with its entry. */
+/** Every name, alias and timm id a user can give, each with its entry. */
 export function modelNames(data: ModelsJson = loadModelsJson()): Map<string, PublishedModel> {
   const names = new Map<string, PublishedModel>();
   for (const m of data.models) {
     names.set(m.name, m);
     for (const a of m.aliases) names.set(a, m);
+    if (m.timm) names.set(m.timm, m);
   }
   return names;
 }
 
-/** The entry called `name` (its name or an alias); an unknown name is a UserError listing near matches. */
+/**
+ * timm's ways of naming hub weights, reduced to the bare id: `timm/resnet50d.gluon_in1k` (the hub repo)
+ * and `hf-hub:timm/resnet50d.gluon_in1k` (timm.create_model's form). Other names come back unchanged.
+ */
+export function stripTimmPrefix(name: string): { id: string; timm: boolean } {
+  const m = /^(?:hf[-_]hub:)?timm\/(.+)$/i.exec(name);
+  return m ? { id: m[1]!, timm: true } : { id: name, timm: false };
+}
+
+/** How a name found its entry, for a note when it is not the entry's own name. */
+export interface ResolvedName {
+  entry: PublishedModel;
+  /** 'name', 'alias', or 'timm' (the name is timm's id of the weights). */
+  via: 'name' | 'alias' | 'timm';
+}
+
+/** The entry a name means, or undefined. A timm id means what timm means (validated unique, see above). */
+export function findPublished(name: string, data: ModelsJson = loadModelsJson()): ResolvedName | undefined {
+  const { id, timm } = stripTimmPrefix(name);
+  for (const entry of data.models) {
+    if (entry.timm === id) return { entry, via: 'timm' };
+    if (timm) continue;
+    if (entry.name === id) return { entry, via: 'name' };
+    if (entry.aliases.includes(id)) return { entry, via: 'alias' };
+  }
+  return undefined;
+}
+
+/** The entry called `name` (its name, an alias or its timm id); an unknown name is a UserError listing near matches. */
 export function resolveModel(name: string, data: ModelsJson = loadModelsJson()): PublishedModel {
-  const names = modelNames(data);
-  const hit = names.get(name);
-  if (hit) return hit;
-  const near = nearMatches(name, names.keys());
+  const hit = findPublished(name, data);
+  if (hit) return hit.entry;
+  const { id, timm } = stripTimmPrefix(name);
+  const near = nearMatches(id, modelNames(data).keys());
   throw new UserError(
-    `no published model '${name}' in models.json.` +
+    `no published model '${name}' in models.json${timm ? ' (as a timm id)' : ''}.` +
       (near.length ? ` Did you mean: ${near.join(', ')}?` : '') +
       ` Published: ${data.models.map((m) => (m.aliases.length ? `${m.name} (${m.aliases.join(', ')})` : m.name)).join('; ')}.`,
     { exitCode: 2 },
@@ -515,8 +547,8 @@ export function resolveModel(name: string, data: ModelsJson = loadModelsJson()):
  */
 export function loadCategories(key: string, file: string = defaultModelsJsonPath()): string[] {
   const data = loadModelsJson(file);
-  const rel = data.categories[key];
-  if (rel === undefined) {
+  const rel = Object.hasOwn(data.categories, key) ? data.categories[key] : undefined;
+  if (typeof rel !== 'string') {
     throw new UserError(`unknown label set '${key}'; models.json defines ${Object.keys(data.categories).join(', ') || 'none'}`);
   }
   const names = readCategoryFile(path.join(path.dirname(path.resolve(file)), rel));

@@ -127,3 +127,15 @@ export function listModels(filter: { include?: string | string[]; exclude?: stri
     .filter((n) => (inc.length === 0 || inc.some((r) => r.test(n))) && !exc.some((r) => r.test(n)))
     .sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
 }
+
+/**
+ * The zoo architecture a timm architecture name means, or undefined when zoo builds no such network.
+ * timm names the ResNet-B layout plainly (`resnet50`, as torchvision does), where zoo's `resnet50` is
+ * the paper's original ResNet-A; timm's `c`, `d` and `s` variants are zoo's of the same name.
+ */
+export function archFromTimm(timmArch: string): string | undefined {
+  const m = /^resnet(18|34|50|101|152)([cds]?)$/.exec(timmArch);
+  if (!m) return undefined;
+  const zoo = `resnet${m[1]}${m[2] || 'b'}`;
+  return registry.has(zoo) ? zoo : undefined;
+}
