@@ -11,6 +11,7 @@ import { createModel, modelConfig } from '../src/models/model.js';
 import { getModelEntry, listModels } from '../src/models/registry.js';
 import { ResNet } from '../src/models/resnet.js';
 import { countNetwork } from '../src/models/count.js';
+import { forwardLogits, type ConvSpec, type GraphBuilder } from '../src/models/graph.js';
 import { xavierBound } from '../src/models/params.js';
 import { UserError } from '../src/errors.js';
 
@@ -112,6 +113,61 @@ test('dilated stages: dilation 2 then 4 (2 in the first block of the dilation-4 
   const layer2 = c.layers.find((l) => l.name === 'layer2.0.downsample.1')!;
   t.deepEqual(layer3.outShape.slice(0, 2), [8, 8]);
   t.deepEqual(layer2.outShape.slice(0, 2), [8, 8]);
+});
+
+/** The convolutions a network definition asks for, in order (a GraphBuilder that records and computes nothing). */
+function recordConvs(net: ResNet): Map<string, { stride: number; dilation: number; kernel: number }> {
+  const convs = new Map<string, { stride: number; dilation: number; kernel: number }>();
+  const record = (x: null, s: ConvSpec) => {
+    convs.set(s.name, { stride: s.stride ?? 1, dilation: s.dilation ?? 1, kernel: s.kernel });
+    return x;
+  };
+  const b: GraphBuilder<null> = {
+    convBn: record,
+    conv: record,
+    maxPool: (x) => x,
+    avgPool: (x) => x,
+    globalAvgPool: (x) => x,
+    linear: (x) => x,
+  };
+  forwardLogits(net, b, null);
+  return convs;
+}
+
+test("dilated stages: every 3x3 convolution's dilation and stride (the first block of a dilated stage keeps the previous stage's dilation)", (t) => {
+  // GluonCV `dilated=True`, timm and torchvision `replace_stride_with_dilation`: the stride of a stage
+  // becomes dilation from its second block on; its first block's 3x3 convolution keeps the dilation of
+  // the stage before (SPEC section 1: "first block of the dilation-4 stage uses dilation 2").
+  const expected = (os: 8 | 16 | 32, stage: number, block: number) => {
+    const dil = os === 8 ? [1, 1, 2, 4] : os === 16 ? [1, 1, 1, 2] : [1, 1, 1, 1];
+    const strided = os === 8 ? [false, true, false, false] : os === 16 ? [false, true, true, false] : [false, true, true, true];
+    return { dilation: block === 0 && stage > 0 ? dil[stage - 1]! : dil[stage]!, stride: block === 0 && strided[stage] ? 2 : 1 };
+  };
+  for (const [arch, conv3x3, layers] of [['resnet50d', 'conv2', [3, 4, 6, 3]], ['resnet18d', 'conv1', [2, 2, 2, 2]]] as const) {
+    for (const os of [8, 16, 32] as const) {
+      const convs = recordConvs(new ResNet(modelConfig(arch, { outputStride: os })));
+      const got: string[] = [];
+      const want: string[] = [];
+      layers.forEach((n, s) => {
+        for (let i = 0; i < n; i++) {
+          const name = `layer${s + 1}.${i}.${conv3x3}`;
+          const c = convs.get(name);
+          t.truthy(c, `${arch}: ${name} exists`);
+          got.push(`${name} d${c?.dilation} s${c?.stride}`);
+          const e = expected(os, s, i);
+          want.push(`${name} d${e.dilation} s${e.stride}`);
+          // The basic block's second 3x3 convolution always takes the stage's own dilation.
+          if (conv3x3 === 'conv1') {
+            const second = convs.get(`layer${s + 1}.${i}.conv2`)!;
+            t.is(second.dilation, expected(os, s, 1).dilation, `${arch} os ${os}: layer${s + 1}.${i}.conv2 dilation`);
+          }
+        }
+      });
+      t.deepEqual(got, want, `${arch}, output stride ${os}`);
+      // 1x1 convolutions are never dilated; the stem never is.
+      for (const [name, c] of convs) if (c.kernel === 1 || name.startsWith('conv1.')) t.is(c.dilation, 1, `${arch} os ${os}: ${name}`);
+    }
+  }
 });
 
 test('Xavier initialization: conv and fc weights within sqrt(6 / (fan_in + fan_out)), variance a^2 / 3', (t) => {
