@@ -18,8 +18,23 @@ let ortModule: typeof OrtTypes | undefined;
 
 /** The onnxruntime-node module, loaded on first use. */
 export function ort(): typeof OrtTypes {
-  ortModule ??= require('onnxruntime-node') as typeof OrtTypes;
+  if (!ortModule) {
+    disableOrtTelemetry();
+    ortModule = require('onnxruntime-node') as typeof OrtTypes;
+  }
   return ortModule;
+}
+
+/**
+ * Turns ONNX Runtime's telemetry off for this process (and the processes it starts) unless
+ * ORT_DISABLE_TELEMETRY is already set. The official builds for Linux and macOS carry Microsoft's 1DS
+ * telemetry SDK, on by default; on Linux the first session of a process creates or truncates
+ * `$TMPDIR/mat-debug-<pid>.log` and `$TMPDIR/.ses` (following a symlink planted there) and keeps an
+ * event database and a device id under `$XDG_CACHE_HOME/Microsoft/DeveloperTools/.onnxruntime/`.
+ * ONNX Runtime reads the variable when it initializes, so this runs before the module is loaded.
+ */
+export function disableOrtTelemetry(env: NodeJS.ProcessEnv = process.env): void {
+  if (!env.ORT_DISABLE_TELEMETRY) env.ORT_DISABLE_TELEMETRY = '1';
 }
 
 export type ProviderChoice = 'auto' | 'cpu' | 'cuda';
