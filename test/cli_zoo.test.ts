@@ -61,7 +61,7 @@ test.before(async () => {
     ],
     preprocessing: { inputSize: 64, resizeShorter: 73, crop: 64, interpolation: 'bilinear', mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
     numParams: counts.params,
-    gflops: counts.macs / 1e9,
+    gmacs: counts.macs / 1e9,
     metrics: [],
     recipe: 'test',
     license: 'test',
@@ -102,7 +102,7 @@ test.serial('pull by alias, then predict, list, import and rm', async (t) => {
   t.regex(again.stdout, /already in the cache/);
 
   const published = await zoo('list', '--published');
-  t.regex(published.stdout, /resnet_test\.fixture\s+fixture-best\s+resnet_test/);
+  t.regex(published.stdout, /resnet_test\.fixture\s+resnet_test\s+-\s+hf\s+fixture-best/);
   const local = JSON.parse((await zoo('list', '--local', '--json')).stdout) as { name: string; converted: boolean }[];
   t.deepEqual(local.map((m) => [m.name, m.converted]), [['resnet_test.fixture', true]]);
 

@@ -13,6 +13,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { hubSettings, type HubSettings } from './settings.js';
 import { hashFile, listCached, modelDir, readManifest, withModelLock, writeManifest, type Manifest } from './cache.js';
 import { loadCategories, modelNames } from './models_json.js';
+import { listModels } from '../models/registry.js';
 import type { ConvertedRecord, PullPreprocessing } from './pull.js';
 
 export interface LocalModel {
@@ -29,9 +30,10 @@ export function checkModelName(name: string): void {
   }
 }
 
-/** A name for the user's own model: valid as a directory, and not a name or alias from models.json. */
+/** A name for the user's own model: valid as a directory, not an architecture, and not a name, alias or timm id from models.json. */
 export function checkOwnModelName(name: string): void {
   checkModelName(name);
+  if (listModels().includes(name)) throw new UserError(`'${name}' is an architecture's name; choose another name for your own model`, { exitCode: 2 });
   const published = modelNames().get(name);
   if (published) {
     const what = published.name === name ? "a published model's name" : `an alias of the published model ${published.name}`;

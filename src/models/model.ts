@@ -11,6 +11,7 @@ import { ParamStore } from './params.js';
 import { TfBuilder, clearFoldCache, type RunMode } from './tf_builder.js';
 import { countNetwork, type NetworkCounts } from './count.js';
 import type { FeatureInfo } from './graph.js';
+import { UserError } from '../errors.js';
 
 export interface CreateModelOptions {
   numClasses?: number;
@@ -20,6 +21,9 @@ export interface CreateModelOptions {
   /** Seed of the initialization. */
   seed?: number;
 }
+
+/** The four stage outputs of a ResNet backbone, C2 (stride 4) to C5 (stride 32, or less when dilated). */
+export type StageFeatures = [c2: Tensor4D, c3: Tensor4D, c4: Tensor4D, c5: Tensor4D];
 
 export interface ForwardOptions {
   /** 'eval' (default): running statistics, folded BN. 'train': batch statistics. 'frozen': see TfBuilder. */
@@ -71,11 +75,11 @@ export class Model {
     return tf.tidy(() => this.net.head(b, this.net.features(b, x as Tensor)) as Tensor2D);
   }
 
-  /** Stage outputs C2..C5 (NHWC), for detection and segmentation heads. */
-  features(x: Tensor4D, options: ForwardOptions = {}): Tensor4D[] {
+  /** Stage outputs [C2, C3, C4, C5] (NHWC; channels and reduction in `featureInfo`), for detection and segmentation heads. */
+  features(x: Tensor4D, options: ForwardOptions = {}): StageFeatures {
     checkInput(x, this.config.inChannels ?? 3);
     const b = this.builder(options.mode ?? 'eval');
-    return tf.tidy(() => this.net.features(b, x as Tensor) as Tensor4D[]);
+    return tf.tidy(() => this.net.features(b, x as Tensor) as StageFeatures);
   }
 
   /** Parameters, multiply-adds and stage shapes at an input size. */
@@ -95,9 +99,24 @@ function checkInput(x: Tensor, channels: number): void {
   if (x.dtype !== 'float32') throw new Error(`model input must be float32, got ${x.dtype}`);
 }
 
+/** Largest classifier accepted, in float32 weights: 1 GiB, a quarter of the WebAssembly heap. */
+export const MAX_CLASSIFIER_WEIGHTS = 2 ** 28;
+
 /** The configuration of a registered architecture with options applied. */
 export function modelConfig(arch: string, options: CreateModelOptions = {}): ResNetConfig {
   const entry = getModelEntry(arch);
+  const k = options.numClasses;
+  if (k !== undefined) {
+    if (!Number.isInteger(k) || k < 1) throw new UserError(`the number of classes must be a positive integer, got ${k}`, { exitCode: 2 });
+    const features = new ResNet({ ...entry.config, numClasses: 1 }).featureInfo.at(-1)!.channels;
+    if (k * features > MAX_CLASSIFIER_WEIGHTS) {
+      throw new UserError(
+        `${k} classes would need a ${features} x ${k} classifier (${((4 * k * features) / 2 ** 30).toFixed(1)} GiB of weights); ` +
+          `${arch} takes at most ${Math.floor(MAX_CLASSIFIER_WEIGHTS / features)} classes`,
+        { exitCode: 2 },
+      );
+    }
+  }
   return {
     ...entry.config,
     ...(options.numClasses !== undefined ? { numClasses: options.numClasses } : {}),

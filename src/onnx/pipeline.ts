@@ -8,11 +8,17 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { UserError } from '../errors.js';
 import { exportOnnx, type ExportOptions } from './export.js';
 import { checkExport, type CheckReport } from './check.js';
+import { metadataProps, type ModelMetadata } from './metadata.js';
 
 export interface ExportJob extends ExportOptions, CreateModelOptions {
   arch: string;
+  /** A weights file to load first (any format convert/convert.ts reads); default: untrained. */
   weights?: string;
+  /** What travels with the model into the file's metadata: preprocessing, class names, name. */
+  meta?: ModelMetadata;
   output: string;
+  /** Write through a symbolic link at `output` (else refused). */
+  followSymlinks?: boolean;
   /** Run the model in tfjs and ONNX Runtime on the same input (default true). */
   check?: boolean;
   checkBatch?: number;
@@ -42,8 +48,9 @@ export async function runExport(job: ExportJob): Promise<ExportResult> {
     } else {
       log(`no --weights given: exporting the untrained network (seed ${job.seed ?? 0})`);
     }
-    const size = job.imageSize ?? 224;
-    const bytes = exportOnnx(model, job);
+    const size = job.imageSize ?? job.meta?.preprocessing?.crop ?? 224;
+    const metadata = { ...metadataProps({ ...job.meta, arch: job.arch }), ...job.metadata };
+    const bytes = exportOnnx(model, { ...job, imageSize: size, metadata });
     let check: CheckReport | undefined;
     if (job.check ?? true) {
       check = await checkExport(model, bytes, {
@@ -58,7 +65,7 @@ export async function runExport(job: ExportJob): Promise<ExportResult> {
         );
       }
     }
-    await writeFileAtomic(job.output, bytes);
+    await writeFileAtomic(job.output, bytes, { followSymlinks: job.followSymlinks ?? false });
     return { output: job.output, bytes: bytes.length, params: model.params.countTrainable(), untrained, ...(check ? { check } : {}) };
   } finally {
     model.dispose();

@@ -4,12 +4,11 @@
  * checkpoint of a registered architecture run in tfjs.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { existsSync } from 'node:fs';
-import { extname } from 'node:path';
 import { UserError } from '../errors.js';
-import { createSession, runClassifier, type Session } from '../runtime/ort.js';
-import { findLocalModel } from '../hub/local.js';
-import { checkClassOrder, resolveModelTarget } from '../predict/target.js';
+import { runClassifier, type Session } from '../runtime/ort.js';
+import { resolveModelRef } from '../hub/resolve.js';
+import { ImageClassifier } from '../predict/classifier.js';
+import { checkClassOrder } from '../predict/target.js';
 import { toNCHW } from '../onnx/check.js';
 import { createModel, type Model } from '../models/model.js';
 import { loadWeights } from '../io/weights.js';
@@ -55,23 +54,35 @@ class TfjsTeacher implements Teacher {
 }
 
 /**
- * `spec`: an .onnx file, a weights file (needs `arch`), or a name in the local zoo.
- * `numClasses` must match the student's; with `classes` (the training data's, in order), an ONNX or
- * local zoo teacher that records its labels must have the same ones, in the same order.
+ * `spec`: anything the model resolver takes that can run (a local zoo name, a pulled published name, an
+ * .onnx file, a run directory), or a weights file (with `arch`, unless it records its own).
+ * `numClasses` must match the student's; with `classes` (the training data's, in order), a teacher that
+ * records its labels must have the same ones, in the same order.
  * The teacher gets the student's input as it is: same size, mean and std (ImageNet's for every zoo model).
  */
 export async function loadTeacher(spec: string, options: { arch?: string; numClasses: number; classes?: readonly string[] }): Promise<Teacher> {
-  if (existsSync(spec) && extname(spec).toLowerCase() !== '.onnx') {
-    if (!options.arch) throw new UserError(`the teacher ${spec} is a weights file: give its architecture with --teacher-arch`, { exitCode: 2 });
-    const model = createModel(options.arch, { numClasses: options.numClasses });
-    await loadWeights(model, spec);
-    return new TfjsTeacher(model, `${options.arch} from ${spec} (tfjs)`);
+  const r = await resolveModelRef(spec, { purpose: 'describe', command: 'zoo train --teacher' });
+  if (r.kind === 'weights' || (options.arch && r.weights && !r.onnx)) {
+    const arch = options.arch ?? r.arch;
+    if (!arch) throw new UserError(`the teacher ${spec} is a weights file: give its architecture with --teacher-arch`, { exitCode: 2 });
+    if (options.classes && r.meta.labels) checkClassOrder(r.meta.labels, options.classes, `the teacher ${r.label}`, 'the training data');
+    const model = createModel(arch, { numClasses: options.numClasses });
+    try {
+      await loadWeights(model, r.weights!);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+    return new TfjsTeacher(model, `${arch} from ${spec} (tfjs)`);
   }
-  if (!existsSync(spec) && !(await findLocalModel(spec))) {
-    throw new UserError(`teacher '${spec}' is neither a file nor in the local zoo; 'zoo pull ${spec}' first, or give an .onnx file`);
+  if (r.kind === 'arch') throw new UserError(`the teacher '${spec}' is an architecture without weights: give a trained model or a weights file`, { exitCode: 2 });
+  const run = await resolveModelRef(spec, { purpose: 'run', command: 'zoo train --teacher' });
+  const classifier = await ImageClassifier.open(run);
+  try {
+    if (options.classes) checkClassOrder(classifier.labels, options.classes, `the teacher ${run.label}`, 'the training data');
+  } catch (e) {
+    await classifier.dispose();
+    throw e;
   }
-  const target = await resolveModelTarget(spec);
-  if (options.classes) checkClassOrder(target.labels, options.classes, `the teacher ${target.label}`, 'the training data');
-  const session = await createSession(target.onnx);
-  return new OrtTeacher(session, existsSync(spec) ? `ONNX ${spec}` : `${target.label} (ONNX Runtime)`);
+  return new OrtTeacher(classifier.session, run.kind === 'onnx' ? `ONNX ${spec}` : `${run.label} (ONNX Runtime)`);
 }

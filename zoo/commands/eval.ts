@@ -1,7 +1,9 @@
 import { Command } from 'commander';
-import { checkClassOrder, resolveModelTarget } from '../../src/predict/target.js';
+import { checkClassOrder } from '../../src/predict/target.js';
+import { resolveModelRef } from '../../src/hub/resolve.js';
+import { ImageClassifier } from '../../src/predict/classifier.js';
 import { balancedPrefix, openTrainingData } from '../../src/train/data.js';
-import { evaluateOnnx, openOnnx } from '../../src/train/evaluate.js';
+import { evaluateOnnx } from '../../src/train/evaluate.js';
 import { datasetSize } from '../../src/data/dataset.js';
 import { UserError } from '../../src/errors.js';
 import { action, positiveInt } from '../run.js';
@@ -20,7 +22,7 @@ interface EvalOpts {
 export function evalCommand(): Command {
   return new Command('eval')
     .description('top-1 and top-5 accuracy of a model on a data set, run in ONNX Runtime')
-    .argument('<model>', 'a model in the local zoo, or an .onnx file')
+    .argument('<model>', 'a local zoo name, a published name or alias after zoo pull, an .onnx file, or a training run directory')
     .requiredOption('--data <dir>', "an image folder (train/ and val/), a directory of IDX files, or 'fashion' (the embedded subset)")
     .option('--split <name>', 'which split: val (default) or train', (v) => {
       if (v !== 'val' && v !== 'train') throw new UserError(`--split must be val or train, got '${v}'`, { exitCode: 2 });
@@ -47,14 +49,17 @@ Examples:
     )
     .action(
       action(async (model: string, opts: EvalOpts) => {
-        const t = await resolveModelTarget(model);
+        const t = await resolveModelRef(model, { purpose: 'run', command: 'zoo eval' });
         const data = await openTrainingData(opts.data, { ...(opts.valSplit !== undefined ? { valFraction: opts.valSplit, seed: opts.seed } : {}) });
         let split = opts.split === 'train' ? data.train : data.val;
         if (opts.limit) split = balancedPrefix(split, opts.limit);
-        checkClassOrder(t.labels, data.classes, t.label, opts.data);
-        const pre = t.pre;
-        const session = await openOnnx(t.onnx);
+        const notes = [...t.notes];
+        const classifier = await ImageClassifier.open(t, { notes });
+        const session = classifier.session;
         try {
+          for (const n of notes) process.stderr.write(`note: ${n}\n`);
+          checkClassOrder(classifier.labels, data.classes, t.label, opts.data);
+          const pre = classifier.preprocessing;
           const tty = process.stderr.isTTY;
           const r = await evaluateOnnx(session, split, {
             imageSize: pre.crop,
@@ -87,7 +92,7 @@ Examples:
             );
           }
         } finally {
-          await session.session.release();
+          await classifier.dispose();
         }
       }),
     );
