@@ -10,7 +10,7 @@ import { UserError } from './errors.js';
 function positiveInt(name: string, value: string | undefined): number | undefined {
   if (value === undefined || value === '') return undefined;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new UserError(`${name} must be a positive integer, got '${value}'`);
+  if (!Number.isInteger(n) || n < 1) throw new UserError(`${name} must be a positive integer, got '${value}'`, { exitCode: 2 });
   return n;
 }
 
@@ -26,4 +26,13 @@ export function readSettings(source: NodeJS.ProcessEnv = process.env): Settings 
   };
 }
 
-export const settings: Settings = readSettings();
+let processSettings: Settings | undefined;
+
+/**
+ * This process's settings, read from process.env on first use (not at import: a bad value must reach
+ * the command line's error policy as a one-line error, not crash the import).
+ */
+export function settings(): Settings {
+  processSettings ??= readSettings();
+  return processSettings;
+}

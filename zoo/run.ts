@@ -37,11 +37,27 @@ export function positiveInt(name: string): (value: string) => number {
   };
 }
 
-/** Left-aligned text table. */
-export function table(rows: string[][], header?: string[]): string {
+/** Widest line the command line's tables print (the standard terminal width, with room to spare). */
+export const TABLE_WIDTH = 100;
+
+function cut(text: string, width: number): string {
+  return text.length <= width ? text : `${text.slice(0, Math.max(0, width - 3))}...`;
+}
+
+/**
+ * Left-aligned text table. With `shrink`, that column (default the last) is cut short with '...' so
+ * that no line is wider than `width` (default TABLE_WIDTH).
+ */
+export function table(rows: string[][], header?: string[], options: { width?: number; shrink?: number } = {}): string {
   const all = header ? [header, ...rows] : rows;
+  if (!all.length) return '';
+  const ncol = all[0]!.length;
   const widths = all[0]!.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
-  const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  const limit = options.width ?? TABLE_WIDTH;
+  const shrink = options.shrink ?? ncol - 1;
+  const total = widths.reduce((a, w) => a + w, 0) + 2 * (ncol - 1);
+  if (total > limit) widths[shrink] = Math.max((header?.[shrink] ?? '').length, 8, widths[shrink]! - (total - limit));
+  const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? cut(c, widths[i]!) : cut(c, widths[i]!).padEnd(widths[i]!))).join('  ').trimEnd();
   const out = all.map(line);
   if (header) out.splice(1, 0, widths.map((w) => '-'.repeat(w)).join('  '));
   return out.join('\n');

@@ -139,7 +139,7 @@ async function activate(choice: Exclude<BackendChoice, 'auto'>, threads: number)
  * what was chosen. Calling it again with the same request returns the active backend.
  */
 export async function initBackend(options: BackendOptions = {}): Promise<BackendInfo> {
-  const requested = parseChoice(options.backend ?? settings.backend ?? 'auto');
+  const requested = parseChoice(options.backend ?? settings().backend ?? 'auto');
   const purpose = options.purpose ?? 'inference';
   // zoo reports its backend itself; keep tfjs's "install tfjs-node" banner out of the output.
   tf.env().set('PROD', true);
@@ -150,7 +150,7 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
     }
     return current;
   }
-  const threads = options.threads ?? settings.threads;
+  const threads = options.threads ?? settings().threads;
   const order: Exclude<BackendChoice, 'auto'>[] =
     requested === 'auto' ? ['tfjs-node-gpu', 'tfjs-node', 'wasm', 'cpu'] : [requested];
   const skipped: { choice: string; reason: string }[] = [];

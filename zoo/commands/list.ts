@@ -13,6 +13,9 @@ function globMatch(patterns: string[], ...names: string[]): boolean {
   return names.some((n) => res.some((r) => r.test(n)));
 }
 
+/** Hosts as the published table names them (its width is 100 columns). */
+const HOST_SHORT: Record<string, string> = { huggingface: 'hf', gluoncv: 'gluon', torchvision: 'tv' };
+
 async function listPublished(patterns: string[], json: boolean): Promise<void> {
   const models = loadModelsJson().models.filter((m) => globMatch(patterns, m.name, ...(m.aliases ?? [])));
   if (json) {
@@ -21,10 +24,10 @@ async function listPublished(patterns: string[], json: boolean): Promise<void> {
   }
   const rows = models.map((m) => {
     const top1 = Math.max(...(m.metrics ?? []).map((x) => x.top1 ?? -1));
-    return [m.name, (m.aliases ?? []).join(', '), m.arch, top1 > 0 ? top1.toFixed(2) : '-', m.sources.map((s) => s.host ?? s.format).join(' > ')];
+    return [m.name, m.arch, top1 > 0 ? top1.toFixed(2) : '-', m.sources.map((s) => HOST_SHORT[s.host] ?? s.host).join('>'), (m.aliases ?? []).join(', ')];
   });
-  process.stdout.write(`${table(rows, ['name', 'aliases', 'arch', 'top-1', 'sources'])}\n`);
-  process.stdout.write(`\n'zoo pull <name or alias>' downloads, converts and checks one (needs access to the hosts or a mirror).\n`);
+  process.stdout.write(`${table(rows, ['name', 'arch', 'top-1', 'sources', 'aliases'])}\n`);
+  process.stdout.write(`\nsources: hf = huggingface.co (timm), gluon = GluonCV's model store, tv = download.pytorch.org.\n'zoo pull <name or alias>' downloads, converts and checks one (it needs the hosts or a mirror);\n'zoo info <name>' shows its sources, checksums, timm id and metrics.\n`);
 }
 
 async function listLocalModels(patterns: string[], json: boolean): Promise<void> {
