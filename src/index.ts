@@ -1,12 +1,33 @@
 /**
  * zoo: the ResNet family of "Bag of Tricks for Image Classification with Convolutional Neural Networks"
  * (He et al., 2019) in TensorFlow.js, exported to ONNX and checked in ONNX Runtime.
+ *
+ * The first level is what most code needs (as transformers.js' `pipeline` and timm's `create_model`):
+ *
+ *   pipeline('image-classification', 'resnet50d-best')   a function from images to labels (ONNX Runtime)
+ *   predict(model, images)                                 the same, once
+ *   pull(name, { onProgress })                             a published model into the cache
+ *   fromPretrained(name, { numClasses })                   a tfjs model with its weights, to fine-tune
+ *   train(options, { onEpoch, onProgress, signal })       the paper's training, as `zoo train`
+ *
+ * Below it are the pieces they are made of: backends, the model registry and builder, ONNX export and
+ * checks, the resolver and the hub. All share the command line's cache (ZOO_CACHE), settings and
+ * errors: a `UserError` is bad input (its message says what), anything else is a bug.
  */
-export { initBackend, activeBackend, describeBackend, BACKEND_CHOICES } from './backend/index.js';
+/** tfjs-core, the very instance zoo's models use (a second copy of it would hold no zoo tensors). */
+export * as tf from '@tensorflow/tfjs-core';
+export { pipeline, predict, PIPELINE_TASKS } from './api/pipelines.js';
+export type { ImageClassificationPipeline, PipelineOptions, PipelineTask, ClassifyCallOptions } from './api/pipelines.js';
+export { pull, fromPretrained } from './api/pretrained.js';
+export type { PullOptions, PullProgress, PullResult, FromPretrainedOptions, PretrainedModel, LoadOptions } from './api/pretrained.js';
+export type { Classification, ImageInput, ImageResult } from './predict/classifier.js';
+export { ImageClassifier } from './predict/classifier.js';
+
+export { initBackend, activeBackend, describeBackend, registerCoreGradients, BACKEND_CHOICES } from './backend/index.js';
 export type { BackendChoice, BackendInfo, BackendOptions } from './backend/index.js';
 export { createModel, modelConfig, Model } from './models/model.js';
-export type { CreateModelOptions, ForwardOptions } from './models/model.js';
-export { getModelEntry, listModels, registerModel, VARIANTS } from './models/registry.js';
+export type { CreateModelOptions, ForwardOptions, StageFeatures } from './models/model.js';
+export { getModelEntry, listModels, registerModel, archFromTimm, VARIANTS } from './models/registry.js';
 export type { ModelEntry } from './models/registry.js';
 export { ResNet } from './models/resnet.js';
 export type { ResNetConfig } from './models/resnet.js';
@@ -14,6 +35,15 @@ export { countNetwork } from './models/count.js';
 export type { NetworkCounts } from './models/count.js';
 export type { FeatureInfo, GraphBuilder, NetworkDefinition } from './models/graph.js';
 export { UserError } from './errors.js';
+
+export { resolveModelRef } from './hub/resolve.js';
+export type { ResolvedModel, ModelKind, Purpose } from './hub/resolve.js';
+export { loadModelsJson, resolveModel as findPublishedModel } from './hub/models_json.js';
+export type { PublishedModel } from './hub/models_json.js';
+export { hubSettings, readHubSettings } from './hub/settings.js';
+export type { HubSettings } from './hub/settings.js';
+export { listLocal } from './hub/local.js';
+
 export { exportOnnx } from './onnx/export.js';
 export type { ExportOptions } from './onnx/export.js';
 export { checkExport } from './onnx/check.js';
@@ -21,7 +51,12 @@ export type { CheckReport, CheckOptions } from './onnx/check.js';
 export { importOnnxFile, importOnnxInto } from './onnx/import.js';
 export { runExport } from './onnx/pipeline.js';
 export type { ExportJob, ExportResult } from './onnx/pipeline.js';
+export { metadataProps, readMetadata } from './onnx/metadata.js';
+export type { ModelMetadata } from './onnx/metadata.js';
+export { IMAGENET_PREPROCESSING, preprocessingForSize } from './predict/preprocessing.js';
+export type { Preprocessing } from './predict/preprocessing.js';
 export { createSession, runClassifier, cudaProviderInstalled } from './runtime/ort.js';
+export { loadWeights } from './io/weights.js';
 export { trainedLikeInit } from './models/calibrate.js';
 export { SGD } from './train/optim.js';
 export type { SgdOptions } from './train/optim.js';

@@ -39,12 +39,14 @@ const elf = (tag: string) => Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46,
 test('zoo doctor reports ONNX Runtime, its providers and the backend', async (t) => {
   const r = await zoo('doctor', '--json');
   t.is(r.code, 0, r.stderr);
-  const j = JSON.parse(r.stdout) as { onnxruntime: { version: string; pinned: boolean; session: { provider: string }; cudaFiles: { present: boolean }[] }; tfjs: { backend: string }; cache: { dir: string } };
+  const j = JSON.parse(r.stdout) as { onnxruntime: { version: string; pinned: boolean; session: { provider: string }; cudaFiles: { present: boolean }[] }; tfjs: { backend: string; threads: number; detail: string }; cache: { dir: string } };
   t.is(j.onnxruntime.version, '1.29.0');
   t.true(j.onnxruntime.pinned);
   t.is(j.onnxruntime.cudaFiles.length, 3);
   t.true(['cpu', 'cuda'].includes(j.onnxruntime.session.provider));
-  t.regex(j.tfjs.backend, /wasm/);
+  t.is(j.tfjs.backend, 'wasm', 'a value, not a sentence');
+  t.true(j.tfjs.threads >= 1);
+  t.regex(j.tfjs.detail, /thread/);
   t.is(j.cache.dir, join(dir, 'cache'));
   const text = await zoo('doctor');
   t.regex(text.stdout, /onnxruntime-node 1\.29\.0/);

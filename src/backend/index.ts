@@ -27,6 +27,12 @@ export interface BackendOptions {
   threads?: number;
   /** 'training' refuses to fall back to the cpu backend silently. */
   purpose?: 'inference' | 'training';
+  /**
+   * Register tfjs-core's gradient functions, so `tf.variableGrads` works on zoo's models in a training
+   * loop of one's own (default true; about a second, once per process). Commands that only run
+   * models forward pass false.
+   */
+  gradients?: boolean;
 }
 
 export interface BackendInfo {
@@ -143,7 +149,7 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
   const purpose = options.purpose ?? 'inference';
   // zoo reports its backend itself; keep tfjs's "install tfjs-node" banner out of the output.
   tf.env().set('PROD', true);
-  if (purpose === 'training') await registerCoreGradients();
+  if (purpose === 'training' || (options.gradients ?? true)) await registerCoreGradients();
   if (current && (requested === 'auto' || requested === current.choice)) {
     if (purpose === 'training' && current.choice === 'cpu' && requested === 'auto') {
       throw cpuForTraining(current.detail);

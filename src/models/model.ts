@@ -71,6 +71,7 @@ export class Model {
   /** Logits [N, numClasses] for NHWC images [N, H, W, C]. */
   forward(x: Tensor4D, options: ForwardOptions = {}): Tensor2D {
     checkInput(x, this.config.inChannels ?? 3);
+    if (options.mode === 'train') checkGradients();
     const b = this.builder(options.mode ?? 'eval');
     return tf.tidy(() => this.net.head(b, this.net.features(b, x as Tensor)) as Tensor2D);
   }
@@ -82,6 +83,19 @@ export class Model {
     return tf.tidy(() => this.net.features(b, x as Tensor) as StageFeatures);
   }
 
+  /**
+   * The gradients `tf.variableGrads` returns (keyed by the tfjs variables' names) by parameter name,
+   * as `SGD.step` takes them: for a training loop of one's own.
+   */
+  gradientsByName(grads: tf.NamedTensorMap): Map<string, Tensor> {
+    const out = new Map<string, Tensor>();
+    for (const [name, v] of this.params.trainable()) {
+      const g = grads[v.name];
+      if (g) out.set(name, g);
+    }
+    return out;
+  }
+
   /** Parameters, multiply-adds and stage shapes at an input size. */
   counts(height = 224, width = height): NetworkCounts {
     return countNetwork(this.net, height, width, this.config.inChannels ?? 3);
@@ -90,6 +104,16 @@ export class Model {
   dispose(): void {
     clearFoldCache(this.params);
     this.params.dispose();
+  }
+}
+
+/**
+ * A training-mode pass is for taking gradients, which tfjs-core's Node bundle does not register: say
+ * how to get them instead of failing later with "gradient function not found for RealDiv".
+ */
+function checkGradients(): void {
+  if (!tf.getGradient('RealDiv')) {
+    throw new Error("tfjs-core's gradient functions are not registered: call `await initBackend()` (or `await registerCoreGradients()`) from zoo before training");
   }
 }
 
@@ -125,7 +149,13 @@ export function modelConfig(arch: string, options: CreateModelOptions = {}): Res
   };
 }
 
-/** Builds a registered architecture with freshly initialized parameters. */
+/** Builds a registered architecture with freshly initialized parameters (on the active tfjs backend). */
 export function createModel(arch: string, options: CreateModelOptions = {}): Model {
-  return new Model(arch, modelConfig(arch, options), { seed: options.seed ?? 0 });
+  const config = modelConfig(arch, options);
+  try {
+    tf.engine().backend; // initializes the best registered backend, or throws when none is
+  } catch {
+    throw new Error('no tfjs backend is active: call `await initBackend()` (from zoo) before creating a model');
+  }
+  return new Model(arch, config, { seed: options.seed ?? 0 });
 }

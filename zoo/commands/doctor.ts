@@ -48,7 +48,7 @@ Examples:
           process.stdout.write(`installed ${files.length} CUDA execution provider files in ${opts.target ?? ortInfo().binaryDir}\n`);
           if (opts.target) return;
         }
-        const backend = await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}) });
+        const backend = await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), gradients: false });
         const ort = ortInfo();
         const gpu = detectGpu();
         // A real session on a tiny network: ONNX Runtime loads, and which provider it ends up on.
@@ -75,7 +75,15 @@ Examples:
           platform: `${process.platform} ${process.arch}`,
           cores: os.availableParallelism(),
           memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
-          tfjs: { backend: describeBackend(backend), threads: backend.threads, float16: backend.float16, native: nativeBackends() },
+          tfjs: {
+            backend: backend.choice,
+            tfjsBackend: backend.name,
+            detail: backend.detail,
+            threads: backend.threads,
+            float16: backend.float16,
+            skipped: backend.skipped,
+            native: nativeBackends(),
+          },
           onnxruntime: { ...ort, session },
           gpu,
           cache: { dir: settings.cacheDir, offline: settings.offline, hfEndpoint: settings.hfEndpoint ?? null, gluonRepo: settings.gluonRepo ?? null, mirror: settings.mirror ?? null },
@@ -88,7 +96,7 @@ Examples:
         const yes = (b: boolean) => (b ? 'yes' : 'no');
         const lines = [
           `node ${report.node} on ${report.platform}, ${report.cores} cores, ${report.memoryGiB} GiB`,
-          `tfjs ${report.tfjs.backend}`,
+          `tfjs ${describeBackend(backend)}`,
           `  native backends: ${report.tfjs.native.map((n) => `${n.name} ${n.installed ? 'installed' : 'not installed'}`).join(', ')}`,
           `  float16 compute: ${yes(backend.float16)} (FP16 training runs in float32; FP16 ONNX export works everywhere)`,
           `onnxruntime-node ${ort.version}${ort.pinned ? '' : ` (zoo pins ${ORT_VERSION})`}: ${ort.binaryDir}`,

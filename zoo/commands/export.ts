@@ -95,7 +95,7 @@ Examples:
           throw new UserError(`${output} exists; give -o to choose where to write (an explicit -o replaces a file)`, { exitCode: 2 });
         }
 
-        const info = await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}) });
+        const info = await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), gradients: false });
         const log = (s: string) => process.stderr.write(`${s}\n`);
         log(describeBackend(info));
         for (const n of notes) log(`note: ${n}`);

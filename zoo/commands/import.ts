@@ -105,7 +105,7 @@ Examples:
         const output = opts.output ?? (opts.name ? undefined : `${path.parse(file).name}${opts.fp16 ? '-fp16' : ''}.onnx`);
         if (output && !opts.output && existsSync(output)) throw new UserError(`${output} exists; give -o to choose where to write`, { exitCode: 2 });
 
-        const info = await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}) });
+        const info = await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), gradients: false });
         process.stderr.write(`${describeBackend(info)}\n`);
         for (const n of notes) process.stderr.write(`note: ${n}\n`);
         const model = createModel(arch, { ...(numClasses ? { numClasses } : {}) });

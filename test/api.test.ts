@@ -1,0 +1,202 @@
+/**
+ * The library's first level, as a user's own code meets it: pipeline(), predict(), pull() with
+ * progress, fromPretrained() (same weights, or a new classifier for one's own classes), and a training
+ * loop of one's own over createModel / forward / tf.variableGrads / SGD from the package entry, in a
+ * fresh process where nothing else registered tfjs-core's gradients.
+ */
+import test from 'ava';
+import * as tf from '@tensorflow/tfjs-core';
+import { execFile } from 'node:child_process';
+import crypto from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import sharp from 'sharp';
+import { setupBackend, maxAbsDiff } from './helpers/backend.js';
+import { FixtureServer } from './helpers/http_server.js';
+import { safetensorsBytes, torchStateDict } from './helpers/weights_fixtures.js';
+import { makeRunDir, RUN_LABELS } from './helpers/run_fixture.js';
+import { countNetwork } from '../src/models/count.js';
+import { createModel, fromPretrained, pipeline, predict, pull, readHubSettings, trainedLikeInit, UserError } from '../src/index.js';
+import { ImageClassifier } from '../src/predict/classifier.js';
+import { preprocessImage } from '../src/predict/predict.js';
+import { resolveModelRef } from '../src/hub/resolve.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'zoo-api-'));
+const runDir = join(dir, 'run');
+const img = join(dir, 'img.png');
+let server: FixtureServer;
+let settings: ReturnType<typeof readHubSettings>;
+const index = fileURLToPath(new URL('../src/index.js', import.meta.url));
+
+test.before(async () => {
+  await setupBackend();
+  await makeRunDir(runDir);
+  const px = Buffer.alloc(64 * 48 * 3);
+  for (let k = 0; k < px.length; k++) px[k] = (k * 17) % 253;
+  await sharp(px, { raw: { width: 64, height: 48, channels: 3 } }).toFile(img);
+
+  // A published model of the test's own, served from 127.0.0.1 through a mirror.
+  server = await FixtureServer.start();
+  const m = createModel('resnet_test', { seed: 3 });
+  trainedLikeInit(m);
+  const weights = safetensorsBytes(torchStateDict(m));
+  const counts = countNetwork(m.net, 32);
+  m.dispose();
+  server.route('/timm/apitest/model.safetensors', { data: Buffer.from(weights) });
+  const entry = {
+    name: 'resnet_test.apitest',
+    aliases: ['api-model'],
+    arch: 'resnet_test',
+    description: 'test fixture',
+    numClasses: 10,
+    categories: null,
+    sources: [
+      { format: 'safetensors', naming: 'timm', url: 'https://fixtures.invalid/timm/apitest/model.safetensors', sha256: crypto.createHash('sha256').update(weights).digest('hex'), size: weights.length, host: 'huggingface' },
+    ],
+    preprocessing: { inputSize: 32, resizeShorter: 37, crop: 32, interpolation: 'bilinear', mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
+    numParams: counts.params,
+    gmacs: counts.macs / 1e9,
+    metrics: [],
+    recipe: 'test',
+    license: 'test',
+    origin: 'test',
+  };
+  writeFileSync(join(dir, 'models.json'), JSON.stringify({ version: 1, categories: {}, models: [entry] }));
+  process.env.ZOO_MODELS_JSON = join(dir, 'models.json');
+  settings = readHubSettings({ ZOO_CACHE: join(dir, 'cache'), ZOO_MIRROR: `https://fixtures.invalid=${server.url('')}` }, dir);
+});
+
+test.after.always(async () => {
+  delete process.env.ZOO_MODELS_JSON;
+  await server?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test.serial('pull() downloads with progress; pipeline() then classifies from the cache; predict() once', async (t) => {
+  const seen: { file: string; received: number; total?: number }[] = [];
+  const r = await pull('api-model', { settings, onProgress: (p) => seen.push(p) });
+  t.false(r.fromCache);
+  t.true(seen.length > 0);
+  t.is(seen.at(-1)!.received, seen.at(-1)!.total ?? -1);
+  t.is(seen[0]!.file, 'model.safetensors');
+  t.true((await pull('api-model', { settings })).fromCache);
+
+  const classify = await pipeline('image-classification', 'api-model', { settings });
+  try {
+    t.is(classify.task, 'image-classification');
+    t.is(classify.model, 'resnet_test.apitest');
+    t.is(classify.preprocessing.crop, 32);
+    const top = await classify(img, { topk: 3 });
+    t.is(top.length, 3);
+    t.true(top[0]!.probability >= top[1]!.probability);
+    const two = await classify([img, img]);
+    t.is(two.length, 2);
+    t.deepEqual(two[0]!.map((c) => c.index), two[1]!.map((c) => c.index));
+    const bytes = await sharp(img).png().toBuffer();
+    t.deepEqual((await classify(bytes))[0]!.index, two[0]![0]!.index, 'encoded bytes work as well as a path');
+    await t.throwsAsync(classify(join(dir, 'missing.png')), { instanceOf: UserError, message: /does not exist/ });
+    const each = await classify.classifyEach([img, join(dir, 'missing.png')]);
+    t.truthy(each[0]!.top);
+    t.regex(each[1]!.error!, /missing\.png' does not exist/);
+  } finally {
+    await classify.dispose();
+  }
+  const once = await predict(runDir, [img], { topk: 2, settings });
+  t.true(RUN_LABELS.includes(once[0]!.top![0]!.label));
+});
+
+test.serial('a published model that is not pulled is pulled by pipeline() unless pull: false', async (t) => {
+  const fresh = readHubSettings({ ZOO_CACHE: join(dir, 'cache2'), ZOO_MIRROR: `https://fixtures.invalid=${server.url('')}` }, dir);
+  await t.throwsAsync(pipeline('image-classification', 'api-model', { settings: fresh, pull: false }), { instanceOf: UserError, message: /not in the local cache yet/ });
+  const p = await pipeline('image-classification', 'api-model', { settings: fresh });
+  t.is((await p(img)).length, 5);
+  await p.dispose();
+  await t.throwsAsync(pipeline('object-detection' as 'image-classification', 'api-model', { settings }), { instanceOf: UserError, message: /unknown pipeline task 'object-detection'; the tasks are image-classification/ });
+});
+
+test.serial('fromPretrained() gives the tfjs model of the weights, or a new classifier for other classes', async (t) => {
+  const { model, meta, classifierLoaded } = await fromPretrained(runDir, { settings });
+  try {
+    t.true(classifierLoaded);
+    t.deepEqual(meta.labels, RUN_LABELS);
+    // The tfjs model computes what the run's ONNX file computes, within the export check's 1e-4.
+    const resolved = await resolveModelRef(runDir, { purpose: 'run', settings });
+    const clf = await ImageClassifier.open(resolved);
+    const x = await preprocessImage(img, clf.preprocessing);
+    const onnx = await clf.logits(x, 1);
+    await clf.dispose();
+    const c = clf.preprocessing.crop;
+    const nhwc = new Float32Array(x.length);
+    for (let ch = 0; ch < 3; ch++) for (let i = 0; i < c * c; i++) nhwc[i * 3 + ch] = x[ch * c * c + i]!;
+    tf.tidy(() => model.forward(tf.zeros([1, c, c, 3]))); // the first pass caches the folded batch norm
+    const before = tf.memory().numTensors;
+    const y = tf.tidy(() => model.forward(tf.tensor4d(nhwc, [1, c, c, 3])));
+    t.true(maxAbsDiff(y.dataSync(), onnx) < 1e-4);
+    y.dispose();
+    // The stage features are a fixed tuple: C2..C5 with the shapes featureInfo promises.
+    const feats = tf.tidy(() => model.features(tf.zeros([1, 32, 32, 3])));
+    t.deepEqual(feats.map((f) => f.shape[3]), model.featureInfo.map((f) => f.channels));
+    tf.dispose(feats);
+    t.is(tf.memory().numTensors, before, 'no tensor leaked');
+
+    const fine = await fromPretrained(runDir, { numClasses: 7, settings });
+    try {
+      t.false(fine.classifierLoaded);
+      t.is(fine.model.numClasses, 7);
+      t.is(fine.meta.labels, undefined, "the run's class names do not describe the new classifier");
+      t.deepEqual(fine.model.params.get('layer4.0.conv3.weight').dataSync(), model.params.get('layer4.0.conv3.weight').dataSync());
+      t.deepEqual(fine.model.params.get('fc.weight').shape, [model.params.get('fc.weight').shape[0]!, 7]);
+    } finally {
+      fine.model.dispose();
+    }
+  } finally {
+    model.dispose();
+  }
+  await t.throwsAsync(fromPretrained('resnet_test', { settings }), { instanceOf: UserError, message: /is an architecture, without weights/ });
+});
+
+/** Runs an ES module in a fresh Node process; resolves with its exit code and output. */
+function runScript(source: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  const file = join(dir, `script-${crypto.randomBytes(4).toString('hex')}.mjs`);
+  writeFileSync(file, source);
+  return new Promise((resolve) => {
+    execFile(process.execPath, [file], { env: { ...process.env, ZOO_CACHE: join(dir, 'cache') }, timeout: 120_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+test('a training loop of one\'s own over the public API works in a fresh process, and lowers the loss', async (t) => {
+  const r = await runScript(`
+    import { tf, initBackend, createModel, SGD } from ${JSON.stringify(index)};
+    await initBackend({ backend: 'wasm' });
+    const model = createModel('resnet_test', { numClasses: 3, seed: 1 });
+    const opt = new SGD(model.params, { momentum: 0.9, weightDecay: 0 });
+    const x = tf.randomNormal([6, 32, 32, 3], 0, 1, 'float32', 7);
+    const y = tf.oneHot(tf.tensor1d([0, 1, 2, 0, 1, 2], 'int32'), 3);
+    const losses = [];
+    for (let step = 0; step < 8; step++) {
+      const { value, grads } = tf.variableGrads(() => tf.losses.softmaxCrossEntropy(y, model.forward(x, { mode: 'train' })));
+      losses.push((await value.data())[0]);
+      value.dispose();
+      opt.step(model.gradientsByName(grads), 0.05);
+      tf.dispose(Object.values(grads));
+    }
+    console.log(JSON.stringify(losses));
+  `);
+  t.is(r.code, 0, r.stderr);
+  const losses = JSON.parse(r.stdout.trim()) as number[];
+  t.true(losses.every(Number.isFinite));
+  t.true(losses.at(-1)! < losses[0]! * 0.9, `loss ${losses[0]} -> ${losses.at(-1)}`);
+});
+
+test('without a backend, createModel and a training pass say what to call first', async (t) => {
+  const r = await runScript(`
+    import { tf, createModel } from ${JSON.stringify(index)};
+    try { createModel('resnet_test'); } catch (e) { console.log(e.message); }
+  `);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /no tfjs backend is active: call `await initBackend\(\)`/);
+});
