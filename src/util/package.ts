@@ -1,6 +1,6 @@
 /**
  * Finding files of the package at run time. Code runs from dist/src/... (or another build directory,
- * or node_modules/zoo/dist/src/... when installed), so paths are found by walking up to the package root.
+ * or node_modules/@zoo-ml/zoo/dist/src/... when installed), so paths are found by walking up to the package root.
  */
 import path from 'node:path';
 import { existsSync } from 'node:fs';
