@@ -5,7 +5,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { UserError } from '../src/errors.js';
-import { download, DownloadError, parseDeclaredSha256, parseRetryAfter, redactUrl, type DownloadProgress } from '../src/hub/download.js';
+import type { LookupAddress, LookupOptions } from 'node:dns';
+import { defaultDeadlineMs, download, DownloadError, parseDeclaredSha256, parseRetryAfter, redactUrl, type DownloadProgress } from '../src/hub/download.js';
+import type { LookupFunction } from '../src/hub/net.js';
 import { FixtureServer, fixture } from './helpers/http_server.js';
 
 const MB = 1 << 20;
@@ -291,4 +293,80 @@ test('header parsing: declared sha256 and Retry-After', (t) => {
 test('a malformed pinned checksum is rejected before any transfer', async (t) => {
   await t.throwsAsync(download(server.url('/never'), dest('never.bin'), { expected: { sha256: 'abc' } }), { message: /64 hex digits/ });
   t.is(server.requests('/never').length, 0);
+});
+
+// --- the overall deadline -------------------------------------------------------------------
+
+test('the default deadline scales with the size: 10 min + 10 s per MB, at most 4 h; 1 h when unknown', (t) => {
+  t.is(defaultDeadlineMs(0), 600_000);
+  t.is(defaultDeadlineMs(100e6), 600_000 + 1_000_000);
+  t.is(defaultDeadlineMs(1e12), 4 * 3600_000);
+  t.is(defaultDeadlineMs(undefined), 3600_000);
+});
+
+test.serial('a server sending a byte now and then cannot keep a download alive past its deadline', async (t) => {
+  t.timeout(30_000);
+  const f = fixture(MB);
+  server.route('/trickle.bin', { data: f.data, faults: [{ kind: 'trickle', everyMs: 20 }] });
+  const url = server.url('/trickle.bin');
+  const out = dest('trickle.bin');
+  // Each byte comes well within the idle timeout; only the deadline can end this.
+  const err = await t.throwsAsync(download(url, out, { timeoutMs: 5000, retries: 3, backoffMs: 5, deadlineMs: 400 }), { instanceOf: DownloadError });
+  t.is(err!.message, `download failed: ${url}: not finished within 0.4 s (the download deadline; set ZOO_DOWNLOAD_TIMEOUT=<seconds> to change it)`);
+  t.is(server.requests('/trickle.bin').length, 1, 'the deadline is not retried');
+  t.true(server.requests('/trickle.bin')[0]!.sent < f.data.length);
+  t.false(exists(out));
+});
+
+// --- redirects from a public host -----------------------------------------------------------
+
+/**
+ * Made-up names for the redirect tests, all answered with 127.0.0.1: the source `public.example` is
+ * treated as a public host (`allowPrivateRedirects: false`), and `internal.example` stands for a name
+ * whose DNS answer points into the machine's own network.
+ */
+function testLookup(calls: string[]): LookupFunction {
+  return ((host: string, options: LookupOptions, cb: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void) => {
+    calls.push(host);
+    if (host !== 'public.example' && host !== 'internal.example') {
+      return cb(Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' }), '', 0);
+    }
+    if (options.all) cb(null, [{ address: '127.0.0.1', family: 4 }]);
+    else cb(null, '127.0.0.1', 4);
+  }) as LookupFunction;
+}
+
+test('a redirect from a public host to http, to a loopback, private or link-local address, or to a name resolving there is refused before connecting', async (t) => {
+  const f = fixture(1000);
+  server.route('/inside/secret', { data: f.data });
+  const targets: [string, string, RegExp][] = [
+    ['http', `http://127.0.0.1:${server.port}/inside/secret`, /only https redirects are followed from a public host/],
+    ['loopback', `https://127.0.0.1:${server.port}/inside/secret`, /127\.0\.0\.1 is a loopback address/],
+    ['mapped', `https://[::ffff:127.0.0.1]:${server.port}/inside/secret`, /::ffff:7f00:1 is a loopback address/],
+    ['metadata', 'https://169.254.169.254/latest/meta-data/', /169\.254\.169\.254 is a link-local address/],
+    ['private', 'https://10.0.0.8/x', /10\.0\.0\.8 is a private address/],
+    ['cgnat', 'https://100.64.0.1/x', /100\.64\.0\.1 is a shared address/],
+    ['unspecified', 'https://0.0.0.0/x', /0\.0\.0\.0 is a unspecified address/],
+    ['dns', `https://internal.example:${server.port}/inside/secret`, /refusing a redirect to internal\.example: it resolves to 127\.0\.0\.1, a loopback address/],
+  ];
+  for (const [label, location, re] of targets) {
+    server.route(`/pub/${label}`, { redirect: location });
+    const calls: string[] = [];
+    const err = await t.throwsAsync(download(`http://public.example:${server.port}/pub/${label}`, dest(`redirect-${label}.bin`), {
+      ...quick, retries: 2, network: { lookup: testLookup(calls), allowPrivateRedirects: false },
+    }), { instanceOf: DownloadError }, label);
+    t.regex(err!.message, re, label);
+    t.is(server.requests(`/pub/${label}`).length, 1, `${label}: not retried`);
+    t.deepEqual(calls.filter((h) => h !== 'public.example'), label === 'dns' ? ['internal.example'] : [], `${label}: lookups`);
+  }
+  t.is(server.requests('/inside/secret').length, 0, 'no redirect reached the inside');
+});
+
+test('a source on a loopback or private address (a LAN mirror) may redirect within its network', async (t) => {
+  const f = fixture(1000);
+  server.route('/lan/file', { redirect: `http://127.0.0.1:${server.port}/lan/blob` });
+  server.route('/lan/blob', { data: f.data });
+  const r = await download(server.url('/lan/file'), dest('lan.bin'), { ...quick, expected: { sha256: f.sha256 } });
+  t.is(r.sha256, f.sha256);
+  t.is(server.requests('/lan/blob').length, 1);
 });

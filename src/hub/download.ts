@@ -8,6 +8,11 @@
  *
  * One `.part` file has one writer: callers that may race (two processes pulling one model) hold a lock
  * around the call (see cache.ts).
+ *
+ * Two clocks bound a transfer: an idle timeout (no bytes for `timeoutMs`) and an overall deadline for
+ * the whole file, retries included (`deadlineMs`, by default scaled to the expected size), so a server
+ * that sends a byte now and then cannot hold a pull forever. Redirects from a public host are followed
+ * only to https URLs on public addresses, checked on the address a name resolves to when connecting.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -18,6 +23,7 @@ import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
+import { AddressRefusedError, classifyAddress, ipLiteral, isNonPublic, publicOnlyLookup, type LookupFunction } from './net.js';
 import { hasScheme } from './settings.js';
 
 /** Checksums a file is expected to have. A sha1 may be a prefix of 8 or more hex digits (GluonCV file names). */
@@ -44,8 +50,34 @@ export interface DownloadOptions {
   timeoutMs?: number;
   /** Base of the exponential backoff between attempts (default 500 ms). */
   backoffMs?: number;
+  /** Overall deadline of the whole file, retries included (default `defaultDeadlineMs` of the expected size). */
+  deadlineMs?: number;
+  /** Name resolution and the redirect policy. */
+  network?: NetworkOptions;
   onProgress?: (p: DownloadProgress) => void;
   signal?: AbortSignal;
+}
+
+/** How a download resolves names and which redirects it follows. */
+export interface NetworkOptions {
+  /** Resolves host names before connecting (default `dns.lookup`); redirect targets' answers are checked. */
+  lookup?: LookupFunction;
+  /**
+   * Whether redirects may go to http: URLs and to loopback, link-local, private or shared addresses.
+   * Default: only when the source itself was reached on such an address (a mirror on the LAN).
+   */
+  allowPrivateRedirects?: boolean;
+}
+
+const MINUTE_MS = 60_000;
+
+/**
+ * The default overall deadline for one file: 10 minutes plus 10 s per MB (a floor of 100 kB/s), at
+ * most 4 hours; 1 hour when the size is not known in advance nor announced by the server.
+ */
+export function defaultDeadlineMs(bytes: number | undefined): number {
+  if (bytes === undefined) return 60 * MINUTE_MS;
+  return Math.min(240 * MINUTE_MS, 10 * MINUTE_MS + (bytes / 1e6) * 10_000);
 }
 
 /** What was downloaded: the verified file at `path` and its digests. */
@@ -65,12 +97,21 @@ export class DownloadError extends UserError {
   readonly url: string;
   /** The HTTP status, when the failure was one. */
   readonly status: number | undefined;
+  /** What went wrong, without the URL. */
+  readonly reason: string;
+  /** The source has no such file (HTTP 404 or 410, or a missing local file). */
+  readonly notFound: boolean;
+  /** 'checksum': the bytes arrived and are not the expected ones; 'transfer': they did not arrive. */
+  readonly kind: 'transfer' | 'checksum';
 
-  constructor(url: string, reason: string, options: { status?: number; cause?: unknown } = {}) {
+  constructor(url: string, reason: string, options: { status?: number; cause?: unknown; notFound?: boolean; kind?: 'transfer' | 'checksum' } = {}) {
     super(`download failed: ${url}: ${reason}`, { cause: options.cause });
     this.name = 'DownloadError';
     this.url = url;
     this.status = options.status;
+    this.reason = reason;
+    this.notFound = options.notFound ?? (options.status === 404 || options.status === 410);
+    this.kind = options.kind ?? 'transfer';
   }
 }
 
@@ -251,12 +292,41 @@ interface AttemptContext {
   timeoutMs: number;
   signal: AbortSignal | undefined;
   timedOut: boolean;
+  network: NetworkOptions;
+  /** Redirects may lead anywhere http(s): decided from where the source itself was reached. */
+  privateOk: boolean;
+  /** The overall deadline: start time, allowance, whether it still scales with an announced size. */
+  startedAt: number;
+  deadlineMs: number;
+  scaleWithTotal: boolean;
+  deadlineHit: boolean;
+  deadlineTimer: NodeJS.Timeout | undefined;
+  req: http.ClientRequest | undefined;
 }
 
-function requestOnce(url: string, headers: Record<string, string>, ctx: AttemptContext): Promise<http.IncomingMessage> {
+function armDeadline(ctx: AttemptContext): void {
+  clearTimeout(ctx.deadlineTimer);
+  ctx.deadlineTimer = setTimeout(() => {
+    ctx.deadlineHit = true;
+    ctx.req?.destroy(new AttemptError('deadline', false));
+  }, Math.max(0, ctx.startedAt + ctx.deadlineMs - Date.now()));
+}
+
+function deadlineError(ctx: AttemptContext, cause?: unknown): DownloadError {
+  return new DownloadError(
+    ctx.shown,
+    `not finished within ${+(ctx.deadlineMs / 1000).toFixed(1)} s (the download deadline; set ZOO_DOWNLOAD_TIMEOUT=<seconds> to change it)`,
+    { cause },
+  );
+}
+
+function requestOnce(url: string, headers: Record<string, string>, ctx: AttemptContext, checkAddress: boolean): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
     const client = url.startsWith('https:') ? https : http;
-    const req = client.get(url, { headers, signal: ctx.signal }, resolve);
+    // A fresh connection per request (agent: false): a pooled socket would skip the address check.
+    const lookup = checkAddress ? publicOnlyLookup(ctx.network.lookup) : ctx.network.lookup;
+    const req = client.get(url, { headers, signal: ctx.signal, agent: false, ...(lookup ? { lookup } : {}) }, resolve);
+    ctx.req = req;
     req.setTimeout(ctx.timeoutMs, () => {
       // After a long synchronous stretch the event loop runs timers before it reads sockets: look again
       // once pending reads are done, and only give up if nothing arrived (a read re-arms the timer).
@@ -275,13 +345,31 @@ function isRedirect(status: number | undefined): boolean {
   return status === 301 || status === 302 || status === 303 || status === 307 || status === 308;
 }
 
+/**
+ * Where a redirect from a public host may not go: anything but https, and IP literals that are not
+ * public (names are checked when they resolve, in the connection's lookup).
+ */
+function redirectRefusal(next: URL): string | undefined {
+  if (next.protocol !== 'https:') return 'only https redirects are followed from a public host';
+  const literal = ipLiteral(next.hostname);
+  if (literal !== undefined && isNonPublic(literal)) {
+    return `${literal} is a ${classifyAddress(literal)} address, and a redirect from a public host may not lead there`;
+  }
+  return undefined;
+}
+
 /** Sends the request and follows redirects, noting the checksum a host declares on any hop. */
 async function openResponse(headers: Record<string, string>, p: PartFile, ctx: AttemptContext): Promise<http.IncomingMessage> {
   let current = ctx.url;
   let linked: string | undefined;
   let etag: string | undefined;
   for (let hop = 0; ; hop++) {
-    const res = await requestOnce(current, headers, ctx);
+    const res = await requestOnce(current, headers, ctx, hop > 0 && !ctx.privateOk);
+    if (hop === 0) {
+      // A source reached on a loopback or private address (a LAN mirror, a test server) may redirect
+      // within that network; one reached on a public address may not.
+      ctx.privateOk = ctx.network.allowPrivateRedirects ?? isNonPublic(res.socket?.remoteAddress ?? '');
+    }
     // The hub puts the LFS sha256 on its own 302 (X-Linked-Etag), which outranks any later hop's ETag
     // (a CDN's ETag is usually an MD5 or something opaque, and then ignored as not 64 hex digits).
     linked ??= parseDeclaredSha256(res.headers['x-linked-etag']);
@@ -297,6 +385,8 @@ async function openResponse(headers: Record<string, string>, p: PartFile, ctx: A
     if (current.startsWith('https:') && next.protocol === 'http:') {
       throw new AttemptError(`refusing a redirect from https to http (${redactUrl(next.href)})`, false);
     }
+    const refusal = ctx.privateOk ? undefined : redirectRefusal(next);
+    if (refusal) throw new AttemptError(`refusing a redirect to ${redactUrl(next.href)}: ${refusal}`, false);
     current = next.href;
   }
 }
@@ -369,8 +459,15 @@ async function attemptHttp(p: PartFile, options: DownloadOptions, ctx: AttemptCo
     if (p.etag && !p.etag.startsWith('W/')) headers['if-range'] = p.etag;
   }
   ctx.timedOut = false;
+  if (ctx.deadlineHit) throw new AttemptError('deadline', false);
   const res = await openResponse(headers, p, ctx);
   if (await acceptResponse(res, p)) return;
+  if (ctx.scaleWithTotal && p.total !== undefined) {
+    // The deadline scales with the size the server announces when nothing said it in advance.
+    ctx.scaleWithTotal = false;
+    ctx.deadlineMs = defaultDeadlineMs(p.total);
+    armDeadline(ctx);
+  }
   if (options.size !== undefined && p.total !== undefined && p.total !== options.size) {
     res.destroy();
     await restartPartFile(p);
@@ -396,6 +493,10 @@ function retryDelay(err: unknown, attempt: number, backoffMs: number): number | 
 function describe(err: unknown, idle?: { timeoutMs: number }): string {
   if (idle) return `no data for ${idle.timeoutMs / 1000} s (idle timeout)`;
   if (err instanceof AttemptError) return err.message;
+  if (err instanceof AddressRefusedError) {
+    return `refusing a redirect to ${err.host}: it resolves to ${err.address}, a ${err.addressClass} address, ` +
+      'and a redirect from a public host may not lead there';
+  }
   const e = err as { code?: string; message?: string };
   if (e.code === 'ECONNRESET' || e.message === 'aborted') return 'connection lost (ECONNRESET)';
   if (e.code === 'ECONNREFUSED') return 'connection refused (ECONNREFUSED)';
@@ -421,6 +522,7 @@ async function fetchHttp(p: PartFile, options: DownloadOptions, ctx: AttemptCont
       return;
     } catch (err) {
       if (ctx.signal?.aborted) throw abortReason(ctx.signal);
+      if (ctx.deadlineHit) throw deadlineError(ctx, err);
       // A failure with neither our classification nor a system error code is a bug: let it surface.
       if (!(err instanceof AttemptError) && typeof (err as { code?: unknown }).code !== 'string' && !ctx.timedOut) throw err;
       const wait = retryDelay(ctx.timedOut ? new AttemptError('idle', true) : err, attempt, backoffMs);
@@ -429,9 +531,12 @@ async function fetchHttp(p: PartFile, options: DownloadOptions, ctx: AttemptCont
         const suffix = wait === undefined || attempt === 0 ? '' : ` (gave up after ${attempt + 1} attempts)`;
         throw new DownloadError(ctx.shown, describe(err, ctx.timedOut ? ctx : undefined) + suffix, { status, cause: err });
       }
-      await delay(wait, undefined, { signal: ctx.signal }).catch(() => {
+      const left = ctx.startedAt + ctx.deadlineMs - Date.now();
+      if (left <= 0) throw deadlineError(ctx, err);
+      await delay(Math.min(wait, left), undefined, { signal: ctx.signal }).catch(() => {
         throw abortReason(ctx.signal!);
       });
+      if (ctx.deadlineHit) throw deadlineError(ctx, err);
       await adoptPartFile(p);
     }
   }
@@ -440,11 +545,11 @@ async function fetchHttp(p: PartFile, options: DownloadOptions, ctx: AttemptCont
 /** Copies a local file into the partial file (no resume: a local copy is cheap to redo). */
 async function copyLocal(file: string, p: PartFile, options: DownloadOptions, shown: string): Promise<void> {
   const stat = await fsp.stat(file).catch((err: NodeJS.ErrnoException) => {
-    throw new DownloadError(shown, err.code === 'ENOENT' ? 'no such file' : `${err.message}`, { cause: err });
+    throw new DownloadError(shown, err.code === 'ENOENT' ? 'no such file' : `${err.message}`, { cause: err, notFound: err.code === 'ENOENT' });
   });
   if (!stat.isFile()) throw new DownloadError(shown, 'not a regular file');
   if (options.size !== undefined && stat.size !== options.size) {
-    throw new DownloadError(shown, `size mismatch: expected ${options.size} bytes, the file has ${stat.size}`);
+    throw new DownloadError(shown, `size mismatch: expected ${options.size} bytes, the file has ${stat.size}`, { kind: 'checksum' });
   }
   await restartPartFile(p);
   p.total = stat.size;
@@ -480,7 +585,7 @@ async function verifyPartial(p: PartFile, options: DownloadOptions, shown: strin
   problems.push(...checksumProblems(digests, options.expected, p.declaredSha256));
   if (problems.length > 0) {
     await fsp.rm(p.file, { force: true });
-    throw new DownloadError(shown, `checksum mismatch: ${problems.join('; ')}; the download was deleted`);
+    throw new DownloadError(shown, `checksum mismatch: ${problems.join('; ')}; the download was deleted`, { kind: 'checksum' });
   }
   return digests;
 }
@@ -489,8 +594,20 @@ async function fetchInto(source: string, p: PartFile, options: DownloadOptions, 
   const local = localSource(source);
   if (local !== undefined) return copyLocal(local, p, options, shown);
   if (!/^https?:\/\//i.test(source)) throw new DownloadError(shown, 'unsupported URL scheme (use http, https, file or a path)');
-  const ctx: AttemptContext = { url: source, shown, timeoutMs: options.timeoutMs ?? 30_000, signal: options.signal, timedOut: false };
-  await fetchHttp(p, options, ctx);
+  const ctx: AttemptContext = {
+    url: source, shown, timeoutMs: options.timeoutMs ?? 30_000, signal: options.signal, timedOut: false,
+    network: options.network ?? {}, privateOk: false,
+    startedAt: Date.now(),
+    deadlineMs: options.deadlineMs ?? defaultDeadlineMs(options.size),
+    scaleWithTotal: options.deadlineMs === undefined && options.size === undefined,
+    deadlineHit: false, deadlineTimer: undefined, req: undefined,
+  };
+  armDeadline(ctx);
+  try {
+    await fetchHttp(p, options, ctx);
+  } finally {
+    clearTimeout(ctx.deadlineTimer);
+  }
 }
 
 /**

@@ -17,6 +17,8 @@ export type Fault =
   | { kind: 'drop'; at: number }
   /** Announce the full length, send `at` bytes, then send nothing more until the server closes. */
   | { kind: 'stall'; at: number }
+  /** Announce the full length, then send one byte every `everyMs` (a server that never quite stalls). */
+  | { kind: 'trickle'; everyMs: number }
   /** Answer 200 with the whole file even to a Range request. */
   | { kind: 'ignoreRange' }
   /** Wait for `until` before answering normally. */
@@ -121,6 +123,20 @@ export class FixtureServer {
     if (range !== undefined) headers['content-range'] = `bytes ${start}-${data.length - 1}/${data.length}`;
     entry.status = range !== undefined ? 206 : 200;
     res.writeHead(entry.status, headers);
+    if (fault?.kind === 'trickle') {
+      let at = 0;
+      const timer = setInterval(() => {
+        if (at >= body.length || res.destroyed) {
+          clearInterval(timer);
+          if (!res.destroyed) res.end();
+          return;
+        }
+        res.write(body.subarray(at, at + 1));
+        entry.sent = ++at;
+      }, fault.everyMs);
+      res.on('close', () => clearInterval(timer));
+      return;
+    }
     if (fault?.kind === 'truncate' || fault?.kind === 'drop' || fault?.kind === 'stall') {
       const part = body.subarray(0, Math.min(fault.at, body.length));
       entry.sent = part.length;
