@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { UserError } from '../src/errors.js';
-import { isStale, withLock, type LockHolder } from '../src/hub/lock.js';
+import { describeLockHolder, isStale, withLock, type LockHolder } from '../src/hub/lock.js';
 
 let tmp: string;
 
@@ -104,4 +104,35 @@ test('staleness rule', (t) => {
   t.true(isStale({ ...holder(10, 'there') }, 5000, opts), 'too old');
   t.false(isStale(undefined, 10, opts), 'being written');
   t.true(isStale(undefined, 2000, opts), 'unreadable and old');
+});
+
+test('a wait on a live lock of another host is reported when it starts and again while it lasts, and the timeout says whose lock it is', async (t) => {
+  const lock = path.join(tmp, 'foreign.lock');
+  const since = new Date(Date.now() - 90_000).toISOString();
+  await fsp.writeFile(lock, JSON.stringify({ ...holder(4242, 'build-box-7'), time: since }));
+  const reports: { pid: number | undefined; waitedMs: number }[] = [];
+  const err = await t.throwsAsync(withLock(lock, () => 'never', {
+    timeoutMs: 600, pollMs: 10, reportMs: 100,
+    onWait: (h, waitedMs) => reports.push({ pid: h?.pid, waitedMs }),
+  }), { instanceOf: UserError });
+  t.true(reports.length >= 3, `${reports.length} reports`);
+  t.deepEqual(reports[0], { pid: 4242, waitedMs: 0 });
+  for (let i = 1; i < reports.length; i++) {
+    t.true(reports[i]!.waitedMs > reports[i - 1]!.waitedMs, 'the waited time grows');
+    t.is(reports[i]!.pid, 4242);
+  }
+  t.regex(err!.message, new RegExp(`timed out after 0.6 s waiting for the lock .*foreign\\.lock, held by pid 4242 on another host, 'build-box-7'`));
+  t.true(err!.message.includes(`since ${since}, 90 s ago`) || err!.message.includes(`since ${since}, 91 s ago`), err!.message);
+  t.true(fs.existsSync(lock));
+});
+
+test('describeLockHolder: this host or another, since when and how long ago', (t) => {
+  const h = { pid: 7, hostname: 'here', time: '2024-05-01T10:00:00.000Z', token: 'x' };
+  const now = Date.parse('2024-05-01T10:05:00.000Z');
+  t.is(describeLockHolder(h, { hostname: 'here', now }), 'pid 7 on this host (here) since 2024-05-01T10:00:00.000Z, 5 min ago');
+  t.is(
+    describeLockHolder({ ...h, hostname: 'there' }, { hostname: 'here', now, staleMs: 600_000 }),
+    "pid 7 on another host, 'there' (its lock counts as abandoned once untouched for 10 min) since 2024-05-01T10:00:00.000Z, 5 min ago",
+  );
+  t.regex(describeLockHolder(undefined), /not written its name/);
 });

@@ -32,8 +32,13 @@ export interface LockOptions {
   staleMs?: number;
   /** First polling interval; it grows to 1 s (default 50 ms). */
   pollMs?: number;
-  /** Called once, when the lock is found held and the caller starts waiting. */
-  onWait?: (holder: LockHolder | undefined) => void;
+  /**
+   * Called when the lock is found held and the caller starts waiting (`waitedMs` 0), then every
+   * `reportMs` while it still waits, so a long wait is never silent.
+   */
+  onWait?: (holder: LockHolder | undefined, waitedMs: number) => void;
+  /** Interval of the `onWait` reports after the first (default 15 s). */
+  reportMs?: number;
   signal?: AbortSignal;
 }
 
@@ -45,6 +50,9 @@ interface Observed {
 }
 
 const MAX_POLL_MS = 1000;
+const DEFAULT_TIMEOUT_MS = 30 * 60_000;
+const DEFAULT_STALE_MS = 10 * 60_000;
+const DEFAULT_REPORT_MS = 15_000;
 const MAX_HEARTBEAT_MS = 30_000;
 /** A lock file with no readable owner yet is normal for a moment (created, not yet written). */
 const UNREADABLE_GRACE_MS = 5000;
@@ -124,40 +132,67 @@ async function breakLock(lockPath: string, stale: Observed): Promise<boolean> {
   }
 }
 
-function timeoutError(lockPath: string, timeoutMs: number, holder: LockHolder | undefined): UserError {
-  const who = holder ? `pid ${holder.pid} on ${holder.hostname} since ${holder.time}` : 'an unknown process';
+/** A duration for messages: 0.4 s, 42 s, 30 min. */
+export function formatWait(ms: number): string {
+  const s = ms / 1000;
+  if (s < 10) return `${+s.toFixed(1)} s`;
+  return s < 120 ? `${Math.round(s)} s` : `${Math.round(s / 60)} min`;
+}
+
+/**
+ * Who holds a lock, for messages: `pid 123 on host 'a' (this host) since 2024-05-01T10:00:00Z, 3 min ago`.
+ * A lock of another host can only be judged by its age, which the text says.
+ */
+export function describeLockHolder(
+  holder: LockHolder | undefined,
+  options: { hostname?: string; now?: number; staleMs?: number } = {},
+): string {
+  if (!holder) return 'a process that has not written its name into the lock yet';
+  const here = options.hostname ?? os.hostname();
+  const since = Date.parse(holder.time);
+  const age = Number.isNaN(since) ? '' : `, ${formatWait((options.now ?? Date.now()) - since)} ago`;
+  const where = holder.hostname === here
+    ? `on this host (${holder.hostname})`
+    : `on another host, '${holder.hostname}' (its lock counts as abandoned once untouched for ${formatWait(options.staleMs ?? DEFAULT_STALE_MS)})`;
+  return `pid ${holder.pid} ${where} since ${holder.time || 'an unknown time'}${age}`;
+}
+
+function timeoutError(lockPath: string, timeoutMs: number, holder: LockHolder | undefined, staleMs: number): UserError {
   return new UserError(
-    `timed out after ${Math.round(timeoutMs / 1000)} s waiting for the lock ${lockPath}, held by ${who}; ` +
+    `timed out after ${formatWait(timeoutMs)} waiting for the lock ${lockPath}, held by ${describeLockHolder(holder, { staleMs })}; ` +
       'if no zoo process is running there, delete the lock file',
   );
 }
 
 async function acquire(lockPath: string, holder: LockHolder, options: LockOptions): Promise<void> {
-  const timeoutMs = options.timeoutMs ?? 30 * 60_000;
-  const staleMs = options.staleMs ?? 10 * 60_000;
-  const deadline = Date.now() + timeoutMs;
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const staleMs = options.staleMs ?? DEFAULT_STALE_MS;
+  const reportMs = Math.max(1, options.reportMs ?? DEFAULT_REPORT_MS);
+  const started = Date.now();
+  const deadline = started + timeoutMs;
   const content = `${JSON.stringify(holder)}\n`;
   const hostname = os.hostname();
   let poll = options.pollMs ?? 50;
-  let waiting = false;
+  let nextReport: number | undefined;
   await fsp.mkdir(path.dirname(lockPath), { recursive: true });
   let last: Observed | undefined;
   for (;;) {
     options.signal?.throwIfAborted();
-    if (Date.now() > deadline) throw timeoutError(lockPath, timeoutMs, last?.holder);
+    if (Date.now() > deadline) throw timeoutError(lockPath, timeoutMs, last?.holder, staleMs);
     if (await tryCreate(lockPath, content)) return;
     const seen = await observe(lockPath);
     last = seen ?? last;
     const stale = seen !== undefined && isStale(seen.holder, Date.now() - seen.mtimeMs, { staleMs, hostname, alive: pidAlive });
     if (stale && (await breakLock(lockPath, seen))) continue;
     if (seen === undefined) continue; // released between our two looks: try again at once
-    if (!waiting) {
-      waiting = true;
-      options.onWait?.(seen.holder);
+    const now = Date.now();
+    if (nextReport === undefined || now >= nextReport) {
+      options.onWait?.(seen.holder, nextReport === undefined ? 0 : now - started);
+      nextReport = (nextReport ?? now) + reportMs;
     }
-    const left = deadline - Date.now();
-    if (left <= 0) throw timeoutError(lockPath, timeoutMs, seen.holder);
-    await delay(Math.min(poll, left), undefined, { signal: options.signal });
+    const left = deadline - now;
+    if (left <= 0) throw timeoutError(lockPath, timeoutMs, seen.holder, staleMs);
+    await delay(Math.min(poll, left, Math.max(1, nextReport - now)), undefined, { signal: options.signal });
     poll = Math.min(poll * 1.5, MAX_POLL_MS);
   }
 }
@@ -181,7 +216,7 @@ export async function withLock<T>(lockPath: string, fn: () => Promise<T> | T, op
     token: crypto.randomUUID(),
   };
   await acquire(lockPath, holder, options);
-  const staleMs = options.staleMs ?? 10 * 60_000;
+  const staleMs = options.staleMs ?? DEFAULT_STALE_MS;
   const heartbeat = setInterval(() => {
     const now = new Date();
     fsp.utimes(lockPath, now, now).catch(() => undefined);
