@@ -1,5 +1,6 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
@@ -7,10 +8,10 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { UserError } from '../src/errors.js';
 import {
-  checkCached, fetchFile, listCached, modelDir, modelLockPath, progressPrinter, readManifest, removeCached,
+  checkCached, FetchError, fetchFile, listCached, modelDir, modelLockPath, progressPrinter, readManifest, removeCached,
   writeManifest, type ProgressStream,
 } from '../src/hub/cache.js';
-import { parseMirror, readHubSettings, resolveSourceUrl, type HubSettings } from '../src/hub/settings.js';
+import { mirrorSetting, parseMirror, readHubSettings, resolveSourceCandidates, resolveSourceUrl, type HubSettings } from '../src/hub/settings.js';
 import { FixtureServer, fixture } from './helpers/http_server.js';
 
 const MB = 1 << 20;
@@ -83,11 +84,35 @@ test('ZOO_MIRROR as a prefix map: longest prefix wins, rest of the path kept, lo
   t.is(resolveSourceUrl(GLUON, s), GLUON, 'no entry: unchanged');
 });
 
-test('ZOO_MIRROR as a flat directory or base URL: <base>/<file name>', (t) => {
-  t.is(resolveSourceUrl(GLUON, readHubSettings({ ZOO_MIRROR: '/srv/weights' })), '/srv/weights/resnet50_v1d-117a384e.zip');
+test('ZOO_MIRROR as a directory or base URL is laid out per source: two hub repos never share a file', (t) => {
+  const dir = readHubSettings({ ZOO_MIRROR: '/srv/weights' });
+  const strong = 'https://huggingface.co/timm/resnet50d.ra2_in1k/resolve/main/model.safetensors';
+  t.is(resolveSourceUrl(HF, dir), '/srv/weights/timm/resnet50d.gluon_in1k/resolve/main/model.safetensors');
+  t.is(resolveSourceUrl(strong, dir), '/srv/weights/timm/resnet50d.ra2_in1k/resolve/main/model.safetensors');
+  t.deepEqual(resolveSourceCandidates(GLUON, dir), ['/srv/weights/resnet50_v1d-117a384e.zip', '/srv/weights/gluon/models/resnet50_v1d-117a384e.zip']);
+  t.deepEqual(resolveSourceCandidates('https://download.pytorch.org/models/resnet50-0676ba61.pth', dir), ['/srv/weights/resnet50-0676ba61.pth']);
+  t.deepEqual(resolveSourceCandidates('https://example.org/a/b%20c.bin', dir), ['/srv/weights/example.org/a/b c.bin'], 'any other host: <host>/<path>');
   t.is(resolveSourceUrl(GLUON, readHubSettings({ ZOO_MIRROR: 'file:///srv/weights/' })), '/srv/weights/resnet50_v1d-117a384e.zip');
-  t.is(resolveSourceUrl(HF, readHubSettings({ ZOO_MIRROR: 'http://lan/w/' })), 'http://lan/w/model.safetensors');
-  t.is(resolveSourceUrl(HF, readHubSettings({ ZOO_MIRROR: '/srv/a=b' })), '/srv/a=b/model.safetensors', "'=' in a path is not a map");
+  t.is(resolveSourceUrl(HF, readHubSettings({ ZOO_MIRROR: 'http://lan/w/' })), 'http://lan/w/timm/resnet50d.gluon_in1k/resolve/main/model.safetensors');
+  t.deepEqual(resolveSourceCandidates(GLUON, readHubSettings({ ZOO_MIRROR: 'http://lan/w' })), ['http://lan/w/resnet50_v1d-117a384e.zip', 'http://lan/w/gluon/models/resnet50_v1d-117a384e.zip']);
+  t.is(resolveSourceUrl(HF, readHubSettings({ ZOO_MIRROR: '/srv/a=b' })), '/srv/a=b/timm/resnet50d.gluon_in1k/resolve/main/model.safetensors', "'=' in a path is not a map");
+  t.throws(() => resolveSourceUrl('https://example.org/a/..%2F..%2Fetc/passwd', dir), { instanceOf: UserError, message: /would leave the mirror directory/ });
+});
+
+test('which setting sends a source elsewhere', (t) => {
+  t.is(mirrorSetting(HF, readHubSettings({ ZOO_MIRROR: '/srv/w' })), 'ZOO_MIRROR');
+  t.is(mirrorSetting(HF, readHubSettings({ HF_ENDPOINT: 'https://m.example' })), 'HF_ENDPOINT');
+  t.is(mirrorSetting(GLUON, readHubSettings({ HF_ENDPOINT: 'https://m.example' })), undefined);
+  t.is(mirrorSetting(GLUON, readHubSettings({ MXNET_GLUON_REPO: 'https://g.example/' })), 'MXNET_GLUON_REPO');
+  t.is(mirrorSetting(GLUON, readHubSettings({ ZOO_MIRROR: 'https://huggingface.co=http://lan/hf' })), undefined, 'no prefix entry for it');
+});
+
+test('ZOO_DOWNLOAD_TIMEOUT is seconds; a bad value is a usage error naming it', (t) => {
+  t.is(readHubSettings({ ZOO_DOWNLOAD_TIMEOUT: '90' }).downloadTimeoutMs, 90_000);
+  t.is(readHubSettings({}).downloadTimeoutMs, undefined);
+  const err = t.throws(() => readHubSettings({ ZOO_DOWNLOAD_TIMEOUT: 'soon' }), { instanceOf: UserError });
+  t.is((err as UserError).exitCode, 2);
+  t.regex(err!.message, /ZOO_DOWNLOAD_TIMEOUT .* 'soon'/);
 });
 
 test('local sources and file:// URLs are not rewritten; a malformed map is a usage error', (t) => {
@@ -153,7 +178,7 @@ test('a local directory source means <dir>/<file name>; file:// works too', asyn
   await fsp.writeFile(path.join(dir, 'w.bin'), f.data);
   const a = await fetchFile({ name: 'fromdir', fileName: 'w.bin', sources: [dir], expected: { sha1: f.sha1 }, settings });
   t.is(a.entry.resolved, path.join(dir, 'w.bin'));
-  const b = await fetchFile({ name: 'fromurl', fileName: 'w.bin', sources: [pathToFileURL(path.join(dir, 'w.bin')).href], settings });
+  const b = await fetchFile({ name: 'fromurl', fileName: 'w.bin', sources: [pathToFileURL(path.join(dir, 'w.bin')).href], expected: { sha256: f.sha256 }, settings });
   t.is(b.entry.sha256, f.sha256);
 });
 
@@ -170,7 +195,7 @@ test('mirror settings apply to fetchFile and the manifest records both URLs', as
 test('a corrupted cached file is detected and fetched again', async (t) => {
   const settings = await freshSettings();
   const f = fixture(MB);
-  server.route('/c/heal.bin', { data: f.data });
+  server.route('/c/heal.bin', { data: f.data, headers: { 'x-linked-etag': `"${f.sha256}"` } });
   const opts = { name: 'heal', fileName: 'w.bin', sources: [server.url('/c/heal.bin')], settings, transfer: quick };
   const first = await fetchFile(opts);
   const damaged = Buffer.from(f.data);
@@ -209,8 +234,8 @@ test('listCached and removeCached', async (t) => {
   const f = fixture(300_000);
   const dir = await fsp.mkdtemp(path.join(tmp, 'src-'));
   await fsp.writeFile(path.join(dir, 'a.bin'), f.data);
-  await fetchFile({ name: 'zeta', fileName: 'a.bin', sources: [dir], settings });
-  await fetchFile({ name: 'alpha', fileName: 'a.bin', sources: [dir], settings });
+  await fetchFile({ name: 'zeta', fileName: 'a.bin', sources: [dir], expected: { sha256: f.sha256 }, settings });
+  await fetchFile({ name: 'alpha', fileName: 'a.bin', sources: [dir], expected: { sha256: f.sha256 }, settings });
   await writeManifest('alpha', { ...(await readManifest('alpha', settings))!, meta: { converted: 'model.onnx' } }, settings);
   await fsp.writeFile(path.join(modelDir('alpha', settings), 'b.bin.part'), 'partial');
   const list = await listCached(settings);
@@ -222,6 +247,155 @@ test('listCached and removeCached', async (t) => {
   t.false(await removeCached('alpha', settings));
   t.deepEqual((await listCached(settings)).map((m) => m.name), ['zeta']);
   t.throws(() => modelDir('../escape', settings), { instanceOf: UserError });
+});
+
+// --- only what was verified ----------------------------------------------------------------
+
+test('a cached file that disagrees with its pinned checksum is refused even when the manifest vouches for it', async (t) => {
+  const settings = await freshSettings();
+  const good = fixture(MB);
+  server.route('/c/pinned.bin', { data: good.data });
+  const opts = { name: 'pinwins', fileName: 'w.bin', sources: [server.url('/c/pinned.bin')], expected: { sha256: good.sha256 }, settings, transfer: quick };
+  const first = await fetchFile(opts);
+  // Another file in its place, and a manifest entry that matches it: only the pin can tell.
+  const other = fixture(MB);
+  await fsp.writeFile(first.path, other.data);
+  const manifest = (await readManifest('pinwins', settings))!;
+  manifest.files['w.bin'] = { ...manifest.files['w.bin']!, sha256: other.sha256, sha1: other.sha1, size: other.data.length };
+  await writeManifest('pinwins', manifest, settings);
+  const check = await checkCached('pinwins', 'w.bin', { expected: { sha256: good.sha256 }, settings });
+  t.is(check.state, 'bad');
+  t.regex((check as { reason: string }).reason, new RegExp(`sha256 expected ${good.sha256}, got ${other.sha256}`));
+  t.is((await checkCached('pinwins', 'w.bin', { settings })).state, 'ok', 'without the pin the manifest is all there is');
+  const again = await fetchFile(opts);
+  t.false(again.fromCache);
+  t.true((await fsp.readFile(again.path)).equals(good.data));
+  t.is(server.requests('/c/pinned.bin').length, 2);
+});
+
+test('a file nothing vouches for (no pin, no declared sha256) is refused with its sha256, and leaves nothing behind', async (t) => {
+  const settings = await freshSettings();
+  const page = Buffer.from('<!doctype html><html><body>Sign in to continue</body></html>');
+  server.route('/c/portal', { data: page });
+  const err = await t.throwsAsync(fetchFile({ name: 'portal', fileName: 'model.safetensors', sources: [server.url('/c/portal')], settings, transfer: quick }), { instanceOf: FetchError });
+  const sha = crypto.createHash('sha256').update(page).digest('hex');
+  t.regex(err!.message, /refused: no checksum is pinned for it and the host declared none/);
+  t.true(err!.message.includes(`Its sha256 is ${sha}`) && err!.message.includes(`pin "sha256": "${sha}"`));
+  t.false(fs.existsSync(modelDir('portal', settings)), 'no model directory is left');
+});
+
+test('a mirror directory is laid out per source; its unpinned files are refused, its pinned ones used and named', async (t) => {
+  const mirror = await fsp.mkdtemp(path.join(tmp, 'layout-'));
+  const best = fixture(MB);
+  const bestUrl = 'https://huggingface.co/timm/resnet50d.gluon_in1k/resolve/main/model.safetensors';
+  const strongUrl = 'https://huggingface.co/timm/resnet50d.ra2_in1k/resolve/main/model.safetensors';
+  const bestPath = path.join(mirror, 'timm/resnet50d.gluon_in1k/resolve/main/model.safetensors');
+  await fsp.mkdir(path.dirname(bestPath), { recursive: true });
+  await fsp.writeFile(bestPath, best.data);
+  const settings = await freshSettings({ ZOO_MIRROR: mirror });
+  // The other repo's identical file name does not make its file this one's.
+  const missing = await t.throwsAsync(fetchFile({ name: 'strong', fileName: 'model.safetensors', sources: [strongUrl], settings }), { instanceOf: FetchError });
+  t.is(missing!.message, `${strongUrl} (via ${path.join(mirror, 'timm/resnet50d.ra2_in1k/resolve/main/model.safetensors')}): no such file`);
+  t.false(fs.existsSync(modelDir('strong', settings)));
+  // Present but unpinned: refused, saying why and what to do.
+  const refused = await t.throwsAsync(fetchFile({ name: 'best', fileName: 'model.safetensors', sources: [bestUrl], settings }), { instanceOf: FetchError });
+  t.true(refused!.message.startsWith(`${bestUrl} (via ${bestPath}): refused: no checksum is pinned for it and a ZOO_MIRROR directory declares none`), refused!.message);
+  t.true(refused!.message.includes(`Its sha256 is ${best.sha256}`));
+  t.regex(refused!.message, /or fetch it from the host itself \(unset ZOO_MIRROR\)/);
+  t.false(fs.existsSync(modelDir('best', settings)));
+  // Pinned: used, and the manifest says where it really came from.
+  const ok = await fetchFile({ name: 'best', fileName: 'model.safetensors', sources: [bestUrl], expected: { sha256: best.sha256 }, settings });
+  t.like(ok.entry, { source: bestUrl, resolved: bestPath, sha256: best.sha256, verified: 'pinned' });
+  t.is(ok.verified, 'pinned');
+  // GluonCV's file names, also under gluon/models/.
+  const zip = fixture(1000);
+  await fsp.mkdir(path.join(mirror, 'gluon/models'), { recursive: true });
+  await fsp.writeFile(path.join(mirror, 'gluon/models/resnet50_v1d-117a384e.zip'), zip.data);
+  const g = await fetchFile({ name: 'g', fileName: 'resnet50_v1d-117a384e.zip', sources: [GLUON], expected: { sha256: zip.sha256 }, settings });
+  t.is(g.entry.resolved, path.join(mirror, 'gluon/models/resnet50_v1d-117a384e.zip'));
+});
+
+test('a mirror URL that relays the hub\'s declared sha256 is accepted without a pin, and recorded as declared', async (t) => {
+  const f = fixture(MB);
+  server.route('/m/timm/r/resolve/main/model.safetensors', { data: f.data, headers: { 'x-linked-etag': `"${f.sha256}"` } });
+  const settings = await freshSettings({ ZOO_MIRROR: server.url('/m') });
+  const r = await fetchFile({ name: 'relay', fileName: 'model.safetensors', sources: ['https://huggingface.co/timm/r/resolve/main/model.safetensors'], settings, transfer: quick });
+  t.like(r.entry, { resolved: server.url('/m/timm/r/resolve/main/model.safetensors'), declaredSha256: f.sha256, verified: 'declared' });
+  t.is(r.verified, 'declared');
+  t.true((await fetchFile({ name: 'relay', fileName: 'model.safetensors', sources: ['https://huggingface.co/timm/r/resolve/main/model.safetensors'], settings })).fromCache);
+});
+
+test('the caller\'s check runs before a download enters the cache: a failing copy is deleted and the next source tried', async (t) => {
+  const settings = await freshSettings();
+  const bad = fixture(2000);
+  const good = fixture(3000);
+  server.route('/c/v-bad.bin', { data: bad.data, headers: { 'x-linked-etag': `"${bad.sha256}"` } });
+  server.route('/c/v-good.bin', { data: good.data, headers: { 'x-linked-etag': `"${good.sha256}"` } });
+  const checked: string[] = [];
+  const verify = async (file: string) => {
+    const bytes = await fsp.readFile(file);
+    checked.push(path.relative(settings.cacheDir, file));
+    if (!bytes.equals(good.data)) throw new UserError(`${file}: not a weights file`);
+  };
+  const r = await fetchFile({ name: 'checked', fileName: 'w.bin', sources: [server.url('/c/v-bad.bin'), server.url('/c/v-good.bin')], verify, settings, transfer: quick });
+  t.false(r.fromCache);
+  t.deepEqual(checked, [path.join('checked', '.incoming', 'w.bin'), path.join('checked', '.incoming', 'w.bin')], 'checked where it was downloaded, before it moved into place');
+  t.deepEqual(Object.keys((await readManifest('checked', settings))!.files), ['w.bin']);
+  t.is((await readManifest('checked', settings))!.files['w.bin']!.source, server.url('/c/v-good.bin'));
+  t.deepEqual(await fsp.readdir(modelDir('checked', settings)), ['manifest.json', 'w.bin']);
+  // A cached copy that no longer passes is removed with its entry and fetched again.
+  checked.length = 0;
+  let fail = true;
+  const again = await fetchFile({
+    name: 'checked', fileName: 'w.bin', sources: [server.url('/c/v-good.bin')], settings, transfer: quick,
+    verify: async (file) => {
+      checked.push(path.relative(settings.cacheDir, file));
+      if (fail) {
+        fail = false;
+        throw new UserError('does not convert');
+      }
+    },
+  });
+  t.false(again.fromCache);
+  t.deepEqual(checked, [path.join('checked', 'w.bin'), path.join('checked', '.incoming', 'w.bin')]);
+  t.is(server.requests('/c/v-good.bin').length, 2);
+});
+
+test('force downloads again and keeps the good old copy until the new one passes', async (t) => {
+  const settings = await freshSettings();
+  const f = fixture(MB);
+  server.route('/c/force.bin', { data: f.data, headers: { 'x-linked-etag': `"${f.sha256}"` } });
+  const opts = { name: 'forced', fileName: 'w.bin', sources: [server.url('/c/force.bin')], settings, transfer: quick };
+  await fetchFile(opts);
+  const before = (await readManifest('forced', settings))!.files['w.bin']!;
+  const again = await fetchFile({ ...opts, force: true });
+  t.false(again.fromCache);
+  t.is(server.requests('/c/force.bin').length, 2);
+  // A forced download that fails (the server is down, then the new copy fails the check): the old copy stays.
+  server.route('/c/force.bin', { data: f.data, faults: [{ kind: 'status', status: 503 }, { kind: 'status', status: 503 }] });
+  await t.throwsAsync(fetchFile({ ...opts, force: true }), { instanceOf: FetchError, message: /HTTP 503/ });
+  server.route('/c/force.bin', { data: f.data, headers: { 'x-linked-etag': `"${f.sha256}"` } });
+  await t.throwsAsync(fetchFile({ ...opts, force: true, verify: async () => { throw new UserError('nope'); } }), { instanceOf: FetchError, message: /nope/ });
+  t.true((await fsp.readFile(path.join(modelDir('forced', settings), 'w.bin'))).equals(f.data));
+  t.is((await readManifest('forced', settings))!.files['w.bin']!.sha256, before.sha256);
+  t.deepEqual(await fsp.readdir(modelDir('forced', settings)), ['manifest.json', 'w.bin']);
+});
+
+test('an entry an older cache recorded without any checksum (an HTML page, say) is not handed out but fetched again', async (t) => {
+  const settings = await freshSettings();
+  const f = fixture(MB);
+  server.route('/c/old.bin', { data: f.data, headers: { 'x-linked-etag': `"${f.sha256}"` } });
+  const page = Buffer.from('<html>error</html>');
+  await fsp.mkdir(modelDir('legacy', settings), { recursive: true });
+  await fsp.writeFile(path.join(modelDir('legacy', settings), 'w.bin'), page);
+  const digest = (algo: string) => crypto.createHash(algo).update(page).digest('hex');
+  await writeManifest('legacy', { name: 'legacy', files: { 'w.bin': { source: server.url('/c/old.bin'), size: page.length, sha256: digest('sha256'), sha1: digest('sha1'), time: new Date().toISOString() } } }, settings);
+  const logs: string[] = [];
+  const r = await fetchFile({ name: 'legacy', fileName: 'w.bin', sources: [server.url('/c/old.bin')], settings, transfer: quick, log: (l) => logs.push(l) });
+  t.false(r.fromCache);
+  t.true((await fsp.readFile(r.path)).equals(f.data));
+  t.is(server.requests('/c/old.bin').length, 1);
+  t.regex(logs.join('\n'), /cached copy was removed \(it was recorded without a pinned or host-declared checksum\)/);
 });
 
 // --- progress ---------------------------------------------------------------------------------

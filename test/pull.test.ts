@@ -8,7 +8,7 @@
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
 import crypto from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setupBackend } from './helpers/backend.js';
@@ -19,7 +19,8 @@ import { referenceLogits, type RefConfig } from './helpers/reference_resnet.js';
 import { gluonV1Names, gluonV1bNames, gluonZip, safetensorsBytes, torchPth, torchStateDict } from './helpers/weights_fixtures.js';
 import { createModel } from '../src/models/model.js';
 import { trainedLikeInit } from '../src/models/calibrate.js';
-import { pullModel, type PullEntry, type PullSource } from '../src/hub/pull.js';
+import { pullModel, PullError, type PullEntry, type PullSource } from '../src/hub/pull.js';
+import { readManifest, writeManifest } from '../src/hub/cache.js';
 import { readHubSettings } from '../src/hub/settings.js';
 import { createSession, runClassifier } from '../src/runtime/ort.js';
 import { checkInput, toNCHW } from '../src/onnx/check.js';
@@ -92,9 +93,10 @@ const formats: [string, string, RefConfig, () => { path: string; bytes: Uint8Arr
     const { zip, member, memberSha1 } = gluonFixture(gluonV1Names(sd.get('resnet_test_a')!), 'test_v1');
     return { path: `/gluon/models/${member.replace('.params', '.zip')}`, bytes: zip, source: { format: 'gluon-zip', naming: 'gluon-v1', sha1: memberSha1.slice(0, 8), member } };
   }],
-  ['PyTorch .pth, torchvision names (ResNet A)', 'resnet_test_a', A, () => {
+  ['PyTorch .pth, torchvision names (ResNet A; the sha256 prefix in the file name, as torchvision publishes it)', 'resnet_test_a', A, () => {
     const bytes = torchPth(sd.get('resnet_test_a')!);
-    return { path: '/tv/test-a.pth', bytes, source: { format: 'pth', naming: 'torchvision' } };
+    const prefix = sha256(bytes).slice(0, 8);
+    return { path: `/tv/test-a-${prefix}.pth`, bytes, source: { format: 'pth', naming: 'torchvision', sha256Prefix: prefix } };
   }],
 ];
 
@@ -171,7 +173,7 @@ test.serial('a truncated .params inside the zip, a zip entry with ../ and safete
   for (const [name, bytes, format, re] of cases) {
     const file = format === 'safetensors' ? 'model.safetensors' : 'test_v1d-00000000.zip';
     server.route(`/${name}/${file}`, { data: Buffer.from(bytes) });
-    const e = entry(name, 'resnet_test', [{ format, naming: format === 'safetensors' ? 'timm' : 'gluon-v1b', url: server.url(`/${name}/${file}`) }]);
+    const e = entry(name, 'resnet_test', [{ format, naming: format === 'safetensors' ? 'timm' : 'gluon-v1b', url: server.url(`/${name}/${file}`), sha256: sha256(bytes) }]);
     const err = await t.throwsAsync(pullModel(e, { settings: settings() }), { instanceOf: UserError }, name);
     t.regex(err!.message, re, name);
     noConvertedModel(t, name);
@@ -181,7 +183,7 @@ test.serial('a truncated .params inside the zip, a zip entry with ../ and safete
 test.serial('weights of another architecture: a report of missing and mis-shaped tensors, nothing converted', async (t) => {
   const bytes = safetensorsBytes(sd.get('resnet_test_a')!);
   server.route('/wrong/model.safetensors', { data: Buffer.from(bytes) });
-  const e = entry('wrong-arch', 'resnet_test', [{ format: 'safetensors', naming: 'timm', url: server.url('/wrong/model.safetensors') }]);
+  const e = entry('wrong-arch', 'resnet_test', [{ format: 'safetensors', naming: 'timm', url: server.url('/wrong/model.safetensors'), sha256: sha256(bytes) }]);
   const err = await t.throwsAsync(pullModel(e, { settings: settings() }), { instanceOf: UserError });
   t.regex(err!.message, /does not match resnet_test \(timm names\): missing \d+: .*unexpected \d+: .*No parameter was changed/);
   noConvertedModel(t, 'wrong-arch');
@@ -219,4 +221,182 @@ test.serial('offline, a model not in the cache fails and says what is missing', 
   t.regex(err!.message, /offline/i);
   t.regex(err!.message, /never\/model\.safetensors/);
   t.is(server.log.length, before, 'no request offline');
+});
+
+// --- the cache keeps only what it verified ---------------------------------------------------
+
+const html = Buffer.from('<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Please sign in to continue.</body></html>\n');
+const goodSafetensors = () => Buffer.from(safetensorsBytes(sd.get('resnet_test')!));
+
+/** Every file under the model's cache directory, relative to it. */
+function cacheFiles(name: string): string[] {
+  const dir = join(root, 'cache', name);
+  return existsSync(dir) ? (readdirSync(dir, { recursive: true }) as string[]).sort() : [];
+}
+
+test.serial('a 200 HTML page from a source without a pin is refused, the next source is used, and the page is not kept', async (t) => {
+  const good = goodSafetensors();
+  server.route('/portal/model.safetensors', { data: html });
+  server.route('/good1/model.safetensors', { data: good });
+  const e = entry('html-unpinned', 'resnet_test', [
+    { format: 'safetensors', naming: 'timm', url: server.url('/portal/model.safetensors') },
+    { format: 'safetensors', naming: 'timm', url: server.url('/good1/model.safetensors'), sha256: sha256(good) },
+  ]);
+  const logs: string[] = [];
+  const r = await pullModel(e, { settings: settings(), log: (l) => logs.push(l) });
+  t.is(r.record.source.url, server.url('/good1/model.safetensors'));
+  t.regex(logs.join('\n'), /source 1 of 2 failed: .*\/portal\/model\.safetensors: refused: no checksum is pinned for it and the host declared none.*\ntrying source 2 of 2: /);
+  t.deepEqual(Object.keys((await readManifest('html-unpinned', settings()))!.files), ['model.safetensors']);
+  t.is((await readManifest('html-unpinned', settings()))!.files['model.safetensors']!.sha256, sha256(good));
+});
+
+test.serial('a download its host vouches for that does not parse is removed with its manifest entry, and the next source is tried', async (t) => {
+  const good = goodSafetensors();
+  server.route('/declared-html/model.safetensors', { data: html, headers: { 'x-linked-etag': `"${sha256(html)}"` } });
+  server.route('/good2/model.safetensors', { data: good });
+  const e = entry('html-declared', 'resnet_test', [
+    { format: 'safetensors', naming: 'timm', url: server.url('/declared-html/model.safetensors') },
+    { format: 'safetensors', naming: 'timm', url: server.url('/good2/model.safetensors'), sha256: sha256(good) },
+  ]);
+  const logs: string[] = [];
+  const r = await pullModel(e, { settings: settings(), log: (l) => logs.push(l) });
+  t.is(r.record.source.url, server.url('/good2/model.safetensors'));
+  t.regex(logs.join('\n'), /source 1 of 2 failed: .*declared-html\/model\.safetensors: .*safetensors/i);
+  const manifest = (await readManifest('html-declared', settings()))!;
+  t.is(manifest.files['model.safetensors']!.source, server.url('/good2/model.safetensors'));
+  t.is(manifest.files['model.safetensors']!.sha256, sha256(good));
+  t.false(cacheFiles('html-declared').includes('.incoming'), JSON.stringify(cacheFiles('html-declared')));
+});
+
+test.serial('a cached download that does not convert (as an older zoo left it) is removed and fetched again, also with --force', async (t) => {
+  const good = goodSafetensors();
+  server.route('/stale/model.safetensors', { data: good, headers: { 'x-linked-etag': `"${sha256(good)}"` } });
+  const e = entry('stale-html', 'resnet_test', [{ format: 'safetensors', naming: 'timm', url: server.url('/stale/model.safetensors') }]);
+  const s = settings();
+  // What an older zoo recorded: the HTML page, "verified" against nothing.
+  mkdirSync(join(root, 'cache', 'stale-html'), { recursive: true });
+  writeFileSync(join(root, 'cache', 'stale-html', 'model.safetensors'), html);
+  await writeManifest('stale-html', {
+    name: 'stale-html',
+    files: { 'model.safetensors': { source: server.url('/stale/model.safetensors'), size: html.length, sha256: sha256(html), sha1: sha1(html), time: new Date().toISOString() } },
+  }, s);
+  for (const force of [false, true]) {
+    if (force) {
+      writeFileSync(join(root, 'cache', 'stale-html', 'model.safetensors'), html);
+      const m = (await readManifest('stale-html', s))!;
+      m.files['model.safetensors'] = { ...m.files['model.safetensors']!, size: html.length, sha256: sha256(html), sha1: sha1(html), declaredSha256: sha256(html) };
+      await writeManifest('stale-html', m, s);
+    }
+    const before = server.fullDownloads('/stale/model.safetensors');
+    const r = await pullModel(e, { settings: s, force });
+    t.false(r.fromCache);
+    t.is(server.fullDownloads('/stale/model.safetensors'), before + 1, `force=${force}: the server was asked again`);
+    t.is(r.record.source.sha256, sha256(good));
+  }
+});
+
+test.serial('--force downloads and converts again; a forced pull that fails leaves the good model in place', async (t) => {
+  const good = goodSafetensors();
+  server.route('/forced/model.safetensors', { data: good });
+  const e = entry('forced-pull', 'resnet_test', [{ format: 'safetensors', naming: 'timm', url: server.url('/forced/model.safetensors'), sha256: sha256(good) }]);
+  const first = await pullModel(e, { settings: settings() });
+  t.true((await pullModel(e, { settings: settings() })).fromCache);
+  const again = await pullModel(e, { settings: settings(), force: true });
+  t.false(again.fromCache);
+  t.is(server.fullDownloads('/forced/model.safetensors'), 2);
+  server.route('/forced/model.safetensors', { data: html });
+  const err = await t.throwsAsync(pullModel(e, { settings: settings(), force: true }), { instanceOf: UserError });
+  t.regex(err!.message, /checksum mismatch/);
+  t.is(sha256(readFileSync(join(first.dir, 'model.safetensors'))), sha256(good), 'the good download stays');
+  const kept = await pullModel(e, { settings: settings() });
+  t.true(kept.fromCache, 'the converted model stays too');
+  t.is(kept.record.onnx.sha256, again.record.onnx.sha256);
+});
+
+test.serial('a failed pull leaves no entry behind and reports each source once, with the mirror settings to try', async (t) => {
+  const hf = 'https://huggingface.co/timm/nothing.here/resolve/main/model.safetensors';
+  const gluon = 'https://apache-mxnet.s3-accelerate.dualstack.amazonaws.com/gluon/models/nothing-00000000.zip';
+  server.route('/hf/timm/nothing.here/resolve/main/model.safetensors', { data: html });
+  server.route('/mx/gluon/models/nothing-00000000.zip', { data: html, faults: [0, 1, 2].map(() => ({ kind: 'status', status: 503 }) as const) });
+  const e = entry('all-fail', 'resnet_test', [
+    { format: 'safetensors', naming: 'timm', url: hf },
+    { format: 'gluon-zip', naming: 'gluon-v1b', url: gluon, sha1: 'f'.repeat(40), member: 'nothing-00000000.params' },
+  ]);
+  const logs: string[] = [];
+  const s = settings({ HF_ENDPOINT: server.url('/hf'), MXNET_GLUON_REPO: server.url('/mx') });
+  const err = await t.throwsAsync(pullModel(e, { settings: s, log: (l) => logs.push(l), transfer: { retries: 2, backoffMs: 5 } }), { instanceOf: PullError });
+  t.false(existsSync(join(root, 'cache', 'all-fail')), 'no model directory is left');
+  const pe = err as PullError;
+  t.is(pe.failures.length, 2);
+  t.regex(pe.message, /^could not pull all-fail: all 2 of its sources failed:\n  1\. https:\/\/huggingface\.co\/timm\/nothing\.here\/.*\(via http:\/\/127\.0\.0\.1:\d+\/hf\/timm\/nothing\.here\/resolve\/main\/model\.safetensors\): refused: no checksum is pinned for it and the HF_ENDPOINT mirror declared none/);
+  t.regex(pe.message, /\n  2\. https:\/\/apache-mxnet\.s3-accelerate\.dualstack\.amazonaws\.com\/gluon\/models\/nothing-00000000\.zip \(via http:\/\/127\.0\.0\.1:\d+\/mx\/gluon\/models\/nothing-00000000\.zip\): HTTP 503 Service Unavailable \(gave up after 3 attempts\)/);
+  for (const hint of ['HF_ENDPOINT=', 'MXNET_GLUON_REPO=', 'ZOO_MIRROR=', 'ZOO_OFFLINE=1', '(HF_ENDPOINT and MXNET_GLUON_REPO are set here']) t.true(pe.message.includes(hint), hint);
+  // Each failure once in what the user sees: the lines as it happened, then the summary.
+  const shown = [...logs, pe.summary].join('\n');
+  for (const f of pe.failures) t.is(shown.split(f.reason).length - 1, 1, f.reason);
+  t.false(pe.summary.includes('HTTP 503'));
+  t.true(pe.summary.includes('ZOO_MIRROR='));
+});
+
+test.serial('a source without a pinned checksum: the first pull prints the sha256 it recorded, and says it was not pinned', async (t) => {
+  const good = goodSafetensors();
+  server.route('/unpinned/model.safetensors', { data: good, headers: { 'x-linked-etag': `"${sha256(good)}"` } });
+  const e = entry('unpinned', 'resnet_test', [{ format: 'safetensors', naming: 'timm', url: server.url('/unpinned/model.safetensors') }]);
+  const logs: string[] = [];
+  const r = await pullModel(e, { settings: settings(), log: (l) => logs.push(l) });
+  t.true(logs.some((l) => l.includes(`models.json pins no checksum for ${server.url('/unpinned/model.safetensors')}`) && l.includes(`"sha256": "${sha256(good)}"`)), logs.join('\n'));
+  t.like(r.files[0], { pinned: false, sha256: sha256(good), fromCache: false, from: server.url('/unpinned/model.safetensors') });
+  const quiet: string[] = [];
+  const again = await pullModel(e, { settings: settings(), log: (l) => quiet.push(l) });
+  t.true(again.fromCache);
+  t.like(again.files[0], { pinned: false, fromCache: true });
+  t.false(quiet.some((l) => l.includes('pins no checksum')));
+});
+
+test.serial("ZOO_MIRROR: resnet50d-strong's pull never takes resnet50d-best's file; the result names where the file came from", async (t) => {
+  const mirror = join(root, 'mirror');
+  const best = goodSafetensors();
+  const bestUrl = 'https://huggingface.co/timm/fixture_best/resolve/main/model.safetensors';
+  const strongUrl = 'https://huggingface.co/timm/fixture_strong/resolve/main/model.safetensors';
+  const bestPath = join(mirror, 'timm/fixture_best/resolve/main/model.safetensors');
+  mkdirSync(join(mirror, 'timm/fixture_best/resolve/main'), { recursive: true });
+  writeFileSync(bestPath, best);
+  const s = settings({ ZOO_MIRROR: mirror });
+  const strong = entry('mirror-strong', 'resnet_test', [{ format: 'safetensors', naming: 'timm', url: strongUrl }]);
+  const err = await t.throwsAsync(pullModel(strong, { settings: s }), { instanceOf: PullError });
+  t.regex(err!.message, /fixture_strong\/resolve\/main\/model\.safetensors\): no such file/);
+  t.false(existsSync(join(root, 'cache', 'mirror-strong')));
+  // The same file copied to strong's place, unpinned: refused.
+  mkdirSync(join(mirror, 'timm/fixture_strong/resolve/main'), { recursive: true });
+  writeFileSync(join(mirror, 'timm/fixture_strong/resolve/main/model.safetensors'), best);
+  const refused = await t.throwsAsync(pullModel(strong, { settings: s }), { instanceOf: PullError });
+  t.regex(refused!.message, /refused: no checksum is pinned for it and a ZOO_MIRROR directory declares none/);
+  const bestEntry = entry('mirror-best', 'resnet_test', [{ format: 'safetensors', naming: 'timm', url: bestUrl, sha256: sha256(best) }]);
+  const r = await pullModel(bestEntry, { settings: s });
+  t.deepEqual(r.files.map((f) => [f.source, f.from, f.pinned]), [[bestUrl, bestPath, true]]);
+  t.is(r.record.source.resolved, bestPath);
+  t.is((await pullModel(bestEntry, { settings: s })).files[0]!.from, bestPath, 'also when served from the cache');
+});
+
+test.serial('a pull waiting on a lock held by another host says whose it is, and gives up after lockTimeoutMs', async (t) => {
+  const e = entry('locked-elsewhere', 'resnet_test', [{ format: 'safetensors', naming: 'timm', url: server.url('/never/model.safetensors') }]);
+  const lock = join(root, 'cache', '.locks', 'locked-elsewhere.lock');
+  mkdirSync(join(root, 'cache', '.locks'), { recursive: true });
+  writeFileSync(lock, JSON.stringify({ pid: 31337, hostname: 'gpu-node-3', time: new Date().toISOString(), token: 'theirs' }));
+  const logs: string[] = [];
+  const err = await t.throwsAsync(pullModel(e, { settings: settings(), log: (l) => logs.push(l), lockTimeoutMs: 400 }), { instanceOf: UserError });
+  t.regex(logs[0]!, /^locked-elsewhere is locked by pid 31337 on another host, 'gpu-node-3' .* since .*; waiting up to 0.4 s for it \(--lock-timeout <seconds> to change\)$/);
+  t.regex(err!.message, /timed out after 0.4 s waiting for the lock .*locked-elsewhere\.lock, held by pid 31337 on another host, 'gpu-node-3'/);
+  t.is(server.requests('/never/model.safetensors').length, 0);
+  rmSync(lock);
+});
+
+test.serial('downloadTimeoutMs bounds a download that trickles in', async (t) => {
+  t.timeout(30_000);
+  const good = goodSafetensors();
+  server.route('/slow/model.safetensors', { data: good, faults: [{ kind: 'trickle', everyMs: 20 }] });
+  const e = entry('slow', 'resnet_test', [{ format: 'safetensors', naming: 'timm', url: server.url('/slow/model.safetensors'), sha256: sha256(good) }]);
+  const err = await t.throwsAsync(pullModel(e, { settings: settings(), downloadTimeoutMs: 300 }), { instanceOf: PullError });
+  t.regex(err!.message, /not finished within 0\.3 s \(the download deadline; set ZOO_DOWNLOAD_TIMEOUT=<seconds> to change it\)/);
+  t.false(existsSync(join(root, 'cache', 'slow')));
 });

@@ -2,11 +2,17 @@
  * The local weight cache, laid out for a person to read:
  *
  *   <cache>/<model name>/<file>            verified files, only ever created by an atomic rename
- *   <cache>/<model name>/manifest.json     per file: source URL, size, sha256, sha1, declared checksum, time
+ *   <cache>/<model name>/manifest.json     per file: source URL, where it came from, size, sha256, sha1,
+ *                                          declared checksum, how it was verified, time
+ *   <cache>/<model name>/.incoming/        downloads being verified, and partial downloads to resume
  *   <cache>/.locks/<model name>.lock       held while a process fills that model's directory
  *
  * `fetchFile` is the one way files enter the cache: it checks what is there, downloads under the model's
- * lock (so two processes pulling one model end with one good copy) and records the result.
+ * lock (so two processes pulling one model end with one good copy) and records the result. A file
+ * enters only when something vouches for it: a checksum pinned by the caller (models.json), or the
+ * sha256 its host declares; and only after the caller's own check (`verify`: parsing, converting) has
+ * passed on the downloaded copy. A file nothing vouches for is refused, with its sha256, so it can be
+ * pinned.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -15,13 +21,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
 import {
-  checksumProblems, download, redactUrl,
+  checksumProblems, download, DownloadError, redactUrl,
   type DownloadOptions, type DownloadProgress, type ExpectedDigests,
 } from './download.js';
 import { withLock, type LockHolder, type LockOptions } from './lock.js';
 import { formatDuration } from '../util/format.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { hasScheme, hubSettings, resolveSourceUrl, type HubSettings } from './settings.js';
+import { hasScheme, hubSettings, mirrorSetting, resolveSourceCandidates, type HubSettings } from './settings.js';
 
 /** File name of a model's manifest inside its directory. */
 export const MANIFEST_FILE = 'manifest.json';
@@ -38,9 +44,14 @@ export interface ManifestFile {
   /** The sha256 the host declared (Hugging Face's X-Linked-Etag), when it declared one. */
   declaredSha256?: string;
   etag?: string;
+  /** What vouched for the file: a pinned checksum, or the sha256 the host declared (absent in older caches). */
+  verified?: Verification;
   /** When the file was fetched, ISO 8601. */
   time: string;
 }
+
+/** How a file in the cache was verified. */
+export type Verification = 'pinned' | 'declared';
 
 /** `<cache>/<model name>/manifest.json`. `meta` is free for callers (conversion records, for example). */
 export interface Manifest {
@@ -70,13 +81,32 @@ export interface FetchFileOptions {
   /** Pinned checksums; they win over the manifest when both exist. */
   expected?: ExpectedDigests;
   size?: number;
+  /**
+   * The caller's check of the file beyond its checksum (parse it, convert it, check a zip member),
+   * run on a fresh download before it enters the cache and on a cached copy before it is handed out.
+   * A `UserError` rejects the file: a fresh download is deleted and the next source tried; a cached
+   * copy is deleted (with its manifest entry) and fetched again.
+   */
+  verify?: (file: string) => Promise<void>;
+  /**
+   * Set when `verify` checks a published checksum that `expected` cannot hold (GluonCV's SHA-1 of the
+   * .params inside its zip, torchvision's sha256 prefix): the file then counts as pinned. Says what
+   * pins it.
+   */
+  pinnedBy?: string;
+  /** Download again even when the cache has a good copy; the old copy stays until the new one passes. */
+  force?: boolean;
+  /** The caller holds the model's lock (`withModelLock`), so `fetchFile` does not take it. */
+  lockHeld?: boolean;
   onProgress?: (p: DownloadProgress) => void;
+  /** Notes worth a line (a cached copy that failed its check and is fetched again). */
+  log?: (line: string) => void;
   settings?: HubSettings;
   signal?: AbortSignal;
   /** Transfer tuning passed to `download`. */
-  transfer?: Pick<DownloadOptions, 'retries' | 'timeoutMs' | 'backoffMs'>;
+  transfer?: Pick<DownloadOptions, 'retries' | 'timeoutMs' | 'backoffMs' | 'deadlineMs' | 'network'>;
   /** Lock tuning; `onWait` tells the user another process is fetching this model. */
-  lock?: Pick<LockOptions, 'timeoutMs' | 'staleMs' | 'onWait'>;
+  lock?: Pick<LockOptions, 'timeoutMs' | 'staleMs' | 'onWait' | 'reportMs'>;
 }
 
 /** A file in the cache, verified. */
@@ -85,6 +115,40 @@ export interface FetchedFile {
   /** True when no transfer was needed. */
   fromCache: boolean;
   entry: ManifestFile;
+  /** What vouches for it under the options of this call. */
+  verified: Verification;
+}
+
+/** Why one source could not deliver a file. */
+export interface SourceFailure {
+  /** The source as listed (credentials removed). */
+  source: string;
+  /** Where it was looked for, when a mirror or a directory sent it elsewhere. */
+  tried: string[];
+  /** What went wrong, naming the file or URL where that helps. */
+  reason: string;
+  /** The source (every place tried) has no such file. */
+  notFound: boolean;
+  /** The bytes did not arrive from a remote place (HTTP errors, connection failures, timeouts). */
+  network: boolean;
+}
+
+/** `fetchFile` found no usable copy at any source; `failures` has one item per source, in order. */
+export class FetchError extends UserError {
+  constructor(readonly what: string, readonly failures: SourceFailure[]) {
+    super(failures.length === 0
+      ? `no source is known for ${what}`
+      : failures.length === 1
+        ? describeFailure(failures[0]!)
+        : `could not fetch ${what} from any of its ${failures.length} sources:\n${failures.map((f, i) => `  ${i + 1}. ${describeFailure(f)}`).join('\n')}`);
+    this.name = 'FetchError';
+  }
+}
+
+/** One line for a failed source: the source, where it was looked for if elsewhere, and why. */
+export function describeFailure(f: SourceFailure): string {
+  const elsewhere = f.tried.filter((t) => t !== f.source);
+  return `${f.source}${elsewhere.length > 0 ? ` (via ${elsewhere.join(', then ')})` : ''}: ${f.reason}`;
 }
 
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+@-]*$/;
@@ -141,8 +205,42 @@ export async function writeManifest(name: string, manifest: Manifest, settings: 
   await writeFileAtomic(path.join(modelDir(name, settings), MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
 }
 
+/** Directory of downloads being verified (and partial downloads) inside a model's directory. */
+const INCOMING = '.incoming';
+
 function isAuxiliary(file: string): boolean {
   return file === MANIFEST_FILE || file.endsWith('.part') || file.endsWith('.part.source') || file.endsWith('.tmp');
+}
+
+/** Removes `fileName` and its manifest entry from model `name` (a file that failed a check). Hold the lock. */
+export async function forgetCachedFile(name: string, fileName: string, settings: HubSettings = hubSettings()): Promise<void> {
+  checkName('file name', fileName);
+  await fsp.rm(path.join(modelDir(name, settings), fileName), { force: true });
+  const manifest = await readManifest(name, settings).catch(() => undefined);
+  if (manifest && fileName in manifest.files) {
+    const { [fileName]: _dropped, ...rest } = manifest.files;
+    await writeManifest(name, { ...manifest, files: rest }, settings);
+  }
+}
+
+/**
+ * Removes model `name`'s directory when it holds nothing of value: no files, and a manifest (if any)
+ * that records no file and no converted model. A failed pull leaves no empty entry behind. Hold the lock.
+ */
+export async function pruneModelDir(name: string, settings: HubSettings = hubSettings()): Promise<boolean> {
+  const dir = modelDir(name, settings);
+  const incoming = path.join(dir, INCOMING);
+  if ((await fsp.readdir(incoming).catch(() => ['?'])).length === 0) await fsp.rmdir(incoming).catch(() => undefined);
+  const entries = await fsp.readdir(dir).catch(() => undefined);
+  if (entries === undefined) return false;
+  if (entries.some((e) => e !== MANIFEST_FILE)) return false;
+  if (entries.includes(MANIFEST_FILE)) {
+    const manifest = await readManifest(name, settings).catch(() => undefined);
+    if (!manifest) return false; // corrupt: leave it for the user to see
+    if (Object.keys(manifest.files).length > 0 || Object.keys(manifest.meta ?? {}).length > 0) return false;
+  }
+  await fsp.rm(dir, { recursive: true, force: true });
+  return true;
 }
 
 async function diskUse(dir: string): Promise<number> {
@@ -236,23 +334,33 @@ export async function checkCached(
 }
 
 /**
- * Where `source` is fetched from: mirrors applied (pure, `resolveSourceUrl`), then a local directory
- * turned into `<dir>/<fileName>`.
+ * Where `source` may be fetched from, in order: mirrors applied (pure, `resolveSourceCandidates`), a
+ * local directory turned into `<dir>/<fileName>`, and of a mirror directory's places the ones that
+ * exist first.
  */
-export async function resolveSource(source: string, fileName: string, settings: HubSettings): Promise<string> {
-  const resolved = resolveSourceUrl(source, settings);
-  const local = resolved.startsWith('file://') ? fileURLToPath(resolved) : hasScheme(resolved) ? undefined : path.resolve(resolved);
-  if (local === undefined) return resolved;
-  const stat = await fsp.stat(local).catch(() => undefined);
-  return stat?.isDirectory() ? path.join(local, fileName) : resolved;
+export async function resolveSource(source: string, fileName: string, settings: HubSettings): Promise<string[]> {
+  const out: string[] = [];
+  const missing: string[] = [];
+  for (const resolved of resolveSourceCandidates(source, settings)) {
+    const local = resolved.startsWith('file://') ? fileURLToPath(resolved) : hasScheme(resolved) ? undefined : path.resolve(resolved);
+    if (local === undefined) {
+      out.push(resolved);
+      continue;
+    }
+    const stat = await fsp.stat(local).catch(() => undefined);
+    if (stat?.isDirectory()) out.push(path.join(local, fileName));
+    else if (stat) out.push(resolved);
+    else missing.push(resolved);
+  }
+  return [...out, ...missing];
 }
 
 function offlineError(opts: FetchFileOptions, file: string, check: CacheCheck, settings: HubSettings): UserError {
   const what = `${opts.name}/${opts.fileName}`;
   const state = check.state === 'bad' ? `is in the cache but fails verification (${check.reason})` : 'is not in the cache';
   const from = opts.sources.map((s, i) => {
-    const r = resolveSourceUrl(s, settings);
-    return `  ${i + 1}. ${redactUrl(s)}${r === s ? '' : ` (via mirror: ${redactUrl(r)})`}`;
+    const r = resolveSourceCandidates(s, settings).filter((c) => c !== s);
+    return `  ${i + 1}. ${redactUrl(s)}${r.length === 0 ? '' : ` (via mirror: ${r.map(redactUrl).join(' or ')})`}`;
   });
   return new UserError(
     [
@@ -283,53 +391,168 @@ async function claimPartial(file: string, source: string): Promise<void> {
   }
 }
 
-async function fetchFromSources(opts: FetchFileOptions, file: string, settings: HubSettings): Promise<FetchedFile> {
-  const failures: string[] = [];
-  for (const source of opts.sources) {
-    const resolved = await resolveSource(source, opts.fileName, settings);
-    await claimPartial(file, resolved);
+async function removeStaged(staged: string, keepPartial: boolean): Promise<void> {
+  await fsp.rm(staged, { force: true });
+  if (keepPartial) return;
+  await fsp.rm(`${staged}.part`, { force: true });
+  await fsp.rm(`${staged}.part.source`, { force: true });
+}
+
+function isPinned(opts: FetchFileOptions): boolean {
+  return hasPin(opts.expected) || opts.pinnedBy !== undefined;
+}
+
+/** Why a file nothing vouches for is refused, and how to pin it. */
+function unverifiedReason(source: string, resolved: string, sha256: string, settings: HubSettings): string {
+  const setting = mirrorSetting(source, settings);
+  const remote = hasScheme(resolved) && !resolved.startsWith('file:');
+  const declarer = setting
+    ? remote ? `the ${setting} mirror declared none` : `a ${setting} directory declares none`
+    : remote ? 'the host declared none' : 'a local file declares none';
+  const what = setting ? `the file published at ${redactUrl(source)} and not another model's` : 'the file you expect';
+  const fix = `pin "sha256": "${sha256}" for this source in models.json (or your ZOO_MODELS_JSON)` +
+    (setting ? `, or fetch it from the host itself (unset ${setting})` : '');
+  return `refused: no checksum is pinned for it and ${declarer}, so nothing shows it is ${what}. ` +
+    `Its sha256 is ${sha256}; if it is the right file, ${fix}.`;
+}
+
+/** The cached copy, if the cache may hand it out: bytes match the pin (or the manifest), and something vouched for it. */
+async function usableCached(opts: FetchFileOptions, settings: HubSettings): Promise<CacheCheck> {
+  const check = await checkCached(opts.name, opts.fileName, { expected: opts.expected, size: opts.size, settings });
+  if (check.state !== 'ok' || isPinned(opts)) return check;
+  // With nothing pinned, only a copy that matched the sha256 its host declared is vouched for.
+  const e = check.entry;
+  if (!e.declaredSha256 || e.declaredSha256 !== e.sha256) {
+    return { state: 'bad', reason: 'it was recorded without a pinned or host-declared checksum' };
+  }
+  return check;
+}
+
+/** Downloads from one source (trying each place a mirror may hold it), verifies, and moves the file into place. */
+async function fetchOneSource(opts: FetchFileOptions, source: string, places: string[], file: string, settings: HubSettings): Promise<FetchedFile> {
+  const staged = path.join(path.dirname(file), INCOMING, opts.fileName);
+  const shown = places.map(redactUrl);
+  for (const [i, resolved] of places.entries()) {
+    await claimPartial(staged, resolved);
+    let r;
     try {
-      const r = await download(resolved, file, {
+      r = await download(resolved, staged, {
         ...opts.transfer, expected: opts.expected, size: opts.size, onProgress: opts.onProgress, signal: opts.signal,
       });
-      await fsp.rm(`${file}.part.source`, { force: true });
-      const entry: ManifestFile = { source: redactUrl(source), size: r.bytes, sha256: r.sha256, sha1: r.sha1, time: new Date().toISOString() };
-      if (resolved !== source) entry.resolved = redactUrl(resolved);
-      if (r.declaredSha256) entry.declaredSha256 = r.declaredSha256;
-      if (r.etag) entry.etag = r.etag;
-      await recordFile(opts.name, opts.fileName, entry, settings);
-      return { path: file, fromCache: false, entry };
     } catch (err) {
+      if (err instanceof DownloadError && err.notFound && i + 1 < places.length) continue;
+      if (err instanceof DownloadError && err.notFound && places.length > 1) {
+        const network = places.some((pl) => hasScheme(pl) && !pl.startsWith('file:'));
+        throw new SourceError({ source: redactUrl(source), tried: shown, reason: 'not found at any of these places', notFound: true, network });
+      }
+      throw err;
+    }
+    await fsp.rm(`${staged}.part.source`, { force: true });
+    const pinned = isPinned(opts);
+    if (!pinned && !r.declaredSha256) {
+      throw new SourceError({
+        source: redactUrl(source), tried: [redactUrl(resolved)], reason: unverifiedReason(source, resolved, r.sha256, settings), notFound: false, network: false,
+      });
+    }
+    await opts.verify?.(staged);
+    await fsp.rename(staged, file);
+    await fsp.rmdir(path.dirname(staged)).catch(() => undefined); // kept while it holds another partial download
+    const entry: ManifestFile = { source: redactUrl(source), size: r.bytes, sha256: r.sha256, sha1: r.sha1, time: new Date().toISOString() };
+    if (resolved !== source) entry.resolved = redactUrl(resolved);
+    if (r.declaredSha256) entry.declaredSha256 = r.declaredSha256;
+    if (r.etag) entry.etag = r.etag;
+    entry.verified = pinned ? 'pinned' : 'declared';
+    await recordFile(opts.name, opts.fileName, entry, settings);
+    return { path: file, fromCache: false, entry, verified: entry.verified };
+  }
+  throw new SourceError({ source: redactUrl(source), tried: [], reason: 'no place to fetch it from', notFound: true, network: false });
+}
+
+/** A source's failure, already in its final form. */
+class SourceError extends UserError {
+  constructor(readonly failure: SourceFailure) {
+    super(describeFailure(failure));
+  }
+}
+
+function toFailure(source: string, places: string[], err: UserError): SourceFailure {
+  if (err instanceof SourceError) return err.failure;
+  const tried = places.map(redactUrl);
+  if (err instanceof DownloadError) {
+    // The error names the place it failed at; say it once, as the source or the place tried.
+    const where = err.url === redactUrl(source) ? '' : `${err.url}: `;
+    const network = err.kind === 'transfer' && hasScheme(err.url) && !err.url.startsWith('file:');
+    return { source: redactUrl(source), tried, reason: `${tried.length > 1 ? where : ''}${err.reason}`, notFound: err.notFound, network };
+  }
+  return { source: redactUrl(source), tried, reason: err.message, notFound: false, network: false };
+}
+
+async function fetchFromSources(opts: FetchFileOptions, file: string, settings: HubSettings): Promise<FetchedFile> {
+  const failures: SourceFailure[] = [];
+  const staged = path.join(path.dirname(file), INCOMING, opts.fileName);
+  for (const source of opts.sources) {
+    const places = await resolveSource(source, opts.fileName, settings);
+    try {
+      return await fetchOneSource(opts, source, places, file, settings);
+    } catch (err) {
+      // An abort keeps the partial download for a later resume; any other failure leaves nothing.
+      const aborted = opts.signal?.aborted ?? false;
+      await removeStaged(staged, aborted);
       // An abort or a bug stops here; a failed source hands over to the next one.
-      if (opts.signal?.aborted || !(err instanceof UserError)) throw err;
-      failures.push(err.message);
+      if (aborted || !(err instanceof UserError)) throw err;
+      failures.push(toFailure(source, places, err));
     }
   }
-  const what = `${opts.name}/${opts.fileName}`;
-  if (failures.length === 0) throw new UserError(`no source is known for ${what}`);
-  throw new UserError(`could not fetch ${what} from any of its ${failures.length} source(s):\n  ${failures.join('\n  ')}`);
+  await pruneModelDir(opts.name, settings);
+  throw new FetchError(`${opts.name}/${opts.fileName}`, failures);
+}
+
+async function fetchLocked(opts: FetchFileOptions, file: string, settings: HubSettings): Promise<FetchedFile> {
+  if (!opts.force) {
+    // Another process may have fetched it while this one waited for the lock.
+    const check = await usableCached(opts, settings);
+    let state: CacheCheck = check;
+    if (check.state === 'ok') {
+      try {
+        await opts.verify?.(file);
+        return { path: file, fromCache: true, entry: check.entry, verified: isPinned(opts) ? 'pinned' : 'declared' };
+      } catch (err) {
+        if (!(err instanceof UserError)) throw err;
+        state = { state: 'bad', reason: err.message };
+      }
+    }
+    if (state.state === 'bad') {
+      await forgetCachedFile(opts.name, opts.fileName, settings);
+      if (!settings.offline) opts.log?.(`${opts.name}/${opts.fileName}: the cached copy was removed (${state.reason}); fetching it again`);
+    }
+    if (settings.offline) {
+      if (state.state === 'bad') await pruneModelDir(opts.name, settings);
+      throw offlineError(opts, file, state, settings);
+    }
+  } else if (settings.offline) {
+    throw new UserError(`offline mode (ZOO_OFFLINE): cannot download ${opts.name}/${opts.fileName} again; unset ZOO_OFFLINE to force a download`);
+  }
+  return fetchFromSources(opts, file, settings);
 }
 
 /**
  * The verified file `<cache>/<name>/<fileName>`, fetched from the first source that delivers a good copy
- * unless the cache already has one. In offline mode only the cache is used, and a missing file is a
- * `UserError` that lists where it would come from. Failed sources are listed in the final error.
+ * unless the cache already has one (or `force` is set). In offline mode only the cache is used, and a
+ * missing file is a `UserError` that lists where it would come from. A `FetchError` lists each source's
+ * failure once.
  */
 export async function fetchFile(opts: FetchFileOptions): Promise<FetchedFile> {
   const settings = opts.settings ?? hubSettings();
   checkName('file name', opts.fileName);
   const file = path.join(modelDir(opts.name, settings), opts.fileName);
-  const check = { expected: opts.expected, size: opts.size, settings };
-  const first = await checkCached(opts.name, opts.fileName, check);
-  if (first.state === 'ok') return { path: file, fromCache: true, entry: first.entry };
-  if (settings.offline) throw offlineError(opts, file, first, settings);
-  return withModelLock(opts.name, async () => {
-    // Another process may have fetched it while this one waited for the lock.
-    const again = await checkCached(opts.name, opts.fileName, check);
-    if (again.state === 'ok') return { path: file, fromCache: true, entry: again.entry };
-    if (again.state === 'bad') await fsp.rm(file, { force: true });
-    return fetchFromSources(opts, file, settings);
-  }, settings, { ...opts.lock, signal: opts.signal });
+  if (!opts.force && !opts.verify && !opts.lockHeld) {
+    // The common case without waiting for the lock: a good copy is already there.
+    const first = await usableCached(opts, settings);
+    if (first.state === 'ok') return { path: file, fromCache: true, entry: first.entry, verified: isPinned(opts) ? 'pinned' : 'declared' };
+    if (settings.offline && first.state === 'missing') throw offlineError(opts, file, first, settings);
+  }
+  if (opts.lockHeld) return fetchLocked(opts, file, settings);
+  return withModelLock(opts.name, () => fetchLocked(opts, file, settings), settings, { ...opts.lock, signal: opts.signal });
 }
 
 /** Stream a progress printer writes to: stderr, or anything with `write` (tests). */

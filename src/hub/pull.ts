@@ -5,12 +5,14 @@
  * Layout: <cache>/<entry name>/ holds the downloaded file(s) as published, `model.onnx` (and
  * `model-fp16.onnx` on request) and `manifest.json` (hub/cache.ts) whose `meta.converted` records the
  * source, its checksums, the converted files' checksums and the check's figures. Sources are tried
- * in the entry's priority order; a source that fails (network, checksum, format) is reported and the
- * next one tried. Nothing is written to the cache that has not passed its checksum and its check.
+ * in the entry's priority order; a source that fails (network, checksum, format, conversion) is
+ * reported and the next one tried. The conversion runs on the downloaded copy before it enters the
+ * cache, so a file that downloads but does not convert (an HTML error page served with status 200)
+ * never lands there, and a cached copy that no longer converts is removed and fetched again. The
+ * whole pull holds the model's lock: two pulls of one model download and convert it once.
  */
 import { basename, join } from 'node:path';
 import { existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { openZip } from '../formats/zip.js';
 import { readFileBytes } from '../formats/types.js';
@@ -21,9 +23,13 @@ import type { Naming } from '../convert/naming.js';
 import { exportOnnx } from '../onnx/export.js';
 import { checkExport, type CheckReport } from '../onnx/check.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { hubSettings, type HubSettings } from './settings.js';
-import { checkCached, fetchFile, hashFile, modelDir, readManifest, withModelLock, writeManifest, type Manifest } from './cache.js';
-import type { DownloadProgress } from './download.js';
+import { hubSettings, mirrorSetting, sourceHost, type HubSettings } from './settings.js';
+import {
+  checkCached, describeFailure, FetchError, fetchFile, hashFile, modelDir, pruneModelDir, readManifest, withModelLock,
+  writeManifest, type FetchedFile, type Manifest, type ManifestFile, type SourceFailure, type Verification,
+} from './cache.js';
+import { redactUrl, type DownloadOptions, type DownloadProgress } from './download.js';
+import { describeLockHolder, formatWait } from './lock.js';
 
 /** The parts of a models.json entry the puller needs (hub/models_json.ts has the full type). */
 export interface PullSource {
@@ -60,17 +66,31 @@ export interface PullEntry {
 export interface PullOptions {
   /** Also write model-fp16.onnx. */
   fp16?: boolean;
-  /** Convert again even if the cache has a converted model. */
+  /** Download and convert again even if the cache has the model; what is there stays until the new copy passes. */
   force?: boolean;
   settings?: HubSettings;
   /** Progress of each download, by label. */
   onProgress?: (label: string) => ((p: DownloadProgress) => void) | undefined;
+  /** Lines for a person: what is being done, failed sources, waits for a lock, unpinned checksums. */
   log?: (line: string) => void;
+  /** Longest wait for another process's lock on the model (default 30 min). */
+  lockTimeoutMs?: number;
+  /** Overall deadline of each file's download (default: ZOO_DOWNLOAD_TIMEOUT, else scaled to the size). */
+  downloadTimeoutMs?: number;
+  /** Transfer tuning (retries, idle timeout, backoff, name resolution) passed to the downloader. */
+  transfer?: Pick<DownloadOptions, 'retries' | 'timeoutMs' | 'backoffMs' | 'network'>;
+  signal?: AbortSignal;
 }
 
 export interface ConvertedRecord {
   arch: string;
-  source: { url: string; format: string; naming: string; file: string; sha256: string; sha1: string; bytes: number };
+  source: {
+    url: string; format: string; naming: string; file: string; sha256: string; sha1: string; bytes: number;
+    /** Where the file was actually read from, when a mirror sent it elsewhere. */
+    resolved?: string;
+    /** What vouched for it: a checksum pinned in models.json, or the sha256 its host declared. */
+    verified?: Verification;
+  };
   onnx: { file: string; sha256: string; bytes: number };
   onnxFp16?: { file: string; sha256: string; bytes: number };
   check: Pick<CheckReport, 'maxAbsDiff' | 'maxAbsLogit' | 'top1Agreement' | 'provider'>;
@@ -80,14 +100,47 @@ export interface ConvertedRecord {
   time: string;
 }
 
+/** One downloaded file of a pull, and where it really came from. */
+export interface PulledFile {
+  /** File name in the model's cache directory. */
+  file: string;
+  path: string;
+  /** The source URL as models.json lists it. */
+  source: string;
+  /** Where the bytes were read from: the mirror path or URL, or the source itself. */
+  from: string;
+  sha256: string;
+  bytes: number;
+  /** models.json pins its checksum; false when only the host's declared sha256 vouched for it. */
+  pinned: boolean;
+  fromCache: boolean;
+}
+
 export interface PullResult {
   name: string;
+  arch: string;
   dir: string;
   onnx: string;
   onnxFp16?: string;
   record: ConvertedRecord;
+  files: PulledFile[];
   /** Everything came from the cache. */
   fromCache: boolean;
+}
+
+/** Every source of a model failed; `failures` has one item per source, in priority order. */
+export class PullError extends UserError {
+  /** The first line and the hints, without the failures: for a caller that showed each failure as it happened. */
+  readonly summary: string;
+
+  constructor(readonly model: string, readonly failures: SourceFailure[], readonly hints: string[]) {
+    const n = failures.length;
+    const head = `could not pull ${model}: ${n === 1 ? 'its only source failed' : `all ${n} of its sources failed`}`;
+    const listed = failures.map((f, i) => `  ${i + 1}. ${describeFailure(f)}`);
+    super([`${head}:`, ...listed, ...hints].join('\n'));
+    this.name = 'PullError';
+    this.summary = [`${head} (${n === 1 ? 'its error is' : 'each error is'} above)`, ...hints].join('\n');
+  }
 }
 
 function sourceFileName(url: string): string {
@@ -99,6 +152,19 @@ function sourceFileName(url: string): string {
 
 function formatOf(s: PullSource): WeightFormat {
   return s.format;
+}
+
+function pulledFile(dir: string, fileName: string, entry: ManifestFile | undefined, record: ConvertedRecord['source'], fromCache: boolean): PulledFile {
+  return {
+    file: fileName,
+    path: join(dir, fileName),
+    source: record.url,
+    from: entry?.resolved ?? record.resolved ?? entry?.source ?? record.url,
+    sha256: record.sha256,
+    bytes: record.bytes,
+    pinned: (entry?.verified ?? record.verified) === 'pinned',
+    fromCache,
+  };
 }
 
 async function cachedResult(entry: PullEntry, options: PullOptions, settings: HubSettings): Promise<PullResult | undefined> {
@@ -116,10 +182,12 @@ async function cachedResult(entry: PullEntry, options: PullOptions, settings: Hu
   }
   return {
     name: entry.name,
+    arch: entry.arch,
     dir,
     onnx: join(dir, record.onnx.file),
     ...(record.onnxFp16 ? { onnxFp16: join(dir, record.onnxFp16.file) } : {}),
     record,
+    files: [pulledFile(dir, record.source.file, manifest?.files[record.source.file], record.source, true)],
     fromCache: true,
   };
 }
@@ -129,69 +197,54 @@ async function offlineMissing(entry: PullEntry, settings: HubSettings): Promise<
   const lines: string[] = [];
   for (const source of entry.sources) {
     const fileName = sourceFileName(source.url);
-    if ((await checkCached(entry.name, fileName, { settings })).state === 'ok') return undefined;
+    if ((await checkCached(entry.name, fileName, { expected: pinOf(source), settings })).state === 'ok') return undefined;
     lines.push(`${join(modelDir(entry.name, settings), fileName)}  (from ${source.url})`);
   }
   return new UserError(
     `offline (ZOO_OFFLINE) and ${entry.name} is not in the cache; any one of these files would do:\n  ${lines.join('\n  ')}\n` +
-      'unset ZOO_OFFLINE to download, or point ZOO_MIRROR at a directory holding one of these files.',
+      'unset ZOO_OFFLINE to download, or pull it where the hosts can be reached and copy that cache directory (ZOO_CACHE) here.',
   );
 }
 
-/** Downloads (or finds) the first source that can be had and verified. */
-async function fetchSource(entry: PullEntry, options: PullOptions, settings: HubSettings) {
-  if (settings.offline) {
-    const missing = await offlineMissing(entry, settings);
-    if (missing) throw missing;
-  }
-  const failures: string[] = [];
-  for (const source of entry.sources) {
-    const fileName = sourceFileName(source.url);
-    try {
-      // GluonCV publishes the SHA-1 of the .params inside its zip: the zip itself is then checked by its
-      // CRCs while downloading, and the member against the SHA-1 before conversion.
-      const memberPin = source.member && source.sha1 ? source.sha1 : undefined;
-      const expected = {
-        ...(source.sha256 ? { sha256: source.sha256 } : {}),
-        ...(source.sha1 && !memberPin ? { sha1: source.sha1 } : {}),
-      };
-      const fetched = await fetchFile({
-        name: entry.name,
-        fileName,
-        sources: [source.url],
-        expected,
-        ...(source.size ? { size: source.size } : {}),
-        ...(options.onProgress?.(fileName) ? { onProgress: options.onProgress(fileName)! } : {}),
-        settings,
-      });
-      if (memberPin) await verifyMember(fetched.path, source.member!, memberPin);
-      if (source.sha256Prefix && !source.sha256) {
-        const got = (await hashFile(fetched.path)).sha256;
-        if (!got.startsWith(source.sha256Prefix.toLowerCase())) {
-          await rm(fetched.path, { force: true });
-          throw new UserError(`${fetched.path}: checksum mismatch: sha256 should start with ${source.sha256Prefix}, got ${got}`);
-        }
-      }
-      return { source, path: fetched.path, fileName, fromCache: fetched.fromCache };
-    } catch (e) {
-      if (!(e instanceof UserError)) throw e;
-      failures.push(`${source.url}: ${e.message}`);
-      options.log?.(`source failed, trying the next: ${e.message}`);
-    }
-  }
-  throw new UserError(`could not fetch ${entry.name} from any source:\n  ${failures.join('\n  ')}`);
+/**
+ * The checksums models.json pins for the file itself. GluonCV publishes the SHA-1 of the .params
+ * inside its zip instead: the zip is then checked by its CRCs while reading, and the member against
+ * the SHA-1 (`memberPin`).
+ */
+function pinOf(source: PullSource): { sha256?: string; sha1?: string } {
+  const memberPin = source.member && source.sha1;
+  return {
+    ...(source.sha256 ? { sha256: source.sha256 } : {}),
+    ...(source.sha1 && !memberPin ? { sha1: source.sha1 } : {}),
+  };
 }
 
-/** Checks the SHA-1 of a zip member; a mismatch removes the zip from the cache (a later pull fetches it again). */
+/** What pins a source beyond `pinOf`: GluonCV's member SHA-1, torchvision's sha256 prefix. */
+function pinnedBy(source: PullSource): string | undefined {
+  if (source.member && source.sha1) return `GluonCV's SHA-1 of ${source.member}`;
+  if (source.sha256Prefix && !source.sha256) return `the sha256 prefix ${source.sha256Prefix} in its file name`;
+  return undefined;
+}
+
+/** The published checksums `fetchFile` cannot check by itself. */
+async function sourceChecks(source: PullSource, file: string): Promise<void> {
+  if (source.member && source.sha1) await verifyMember(file, source.member, source.sha1);
+  if (source.sha256Prefix && !source.sha256) {
+    const got = (await hashFile(file)).sha256;
+    if (!got.startsWith(source.sha256Prefix.toLowerCase())) {
+      throw new UserError(`checksum mismatch: sha256 should start with ${source.sha256Prefix}, got ${got}`);
+    }
+  }
+}
+
+/** Checks the SHA-1 of a zip member. */
 async function verifyMember(zipPath: string, member: string, sha1: string): Promise<void> {
   const zip = openZip(await readFileBytes(zipPath), zipPath);
   if (!zip.has(member)) {
-    await rm(zipPath, { force: true });
     throw new UserError(`${zipPath}: has no '${member}' (entries: ${zip.entries.map((e) => e.name).join(', ')})`);
   }
   const got = createHash('sha1').update(zip.read(member)).digest('hex');
   if (!got.startsWith(sha1.toLowerCase())) {
-    await rm(zipPath, { force: true });
     throw new UserError(`${zipPath}: checksum mismatch for '${member}': expected sha1 ${sha1}, got ${got}`);
   }
 }
@@ -200,70 +253,189 @@ function summary(c: CheckReport) {
   return { maxAbsDiff: c.maxAbsDiff, maxAbsLogit: c.maxAbsLogit, top1Agreement: c.top1Agreement, provider: c.provider };
 }
 
+/** The ONNX export(s) of one weights file and their checks, made before the file enters the cache. */
+interface Converted {
+  bytes: Uint8Array;
+  check: CheckReport;
+  half?: { bytes: Uint8Array; check: CheckReport };
+}
+
+async function convert(entry: PullEntry, source: PullSource, file: string, fileName: string, options: PullOptions, log: (l: string) => void): Promise<Converted> {
+  log(`converting ${fileName} (${source.format}, ${source.naming} names) to ${entry.arch}`);
+  const model: Model = createModel(entry.arch, { numClasses: entry.numClasses });
+  try {
+    const { tensors, warnings } = await readTensors(file, formatOf(source));
+    for (const w of warnings) log(`warning: ${w}`);
+    const report = loadTensorsInto(model, tensors, source.naming, file);
+    if (report.folded.length) log(`folded ${report.folded.length} convolution biases into batch-norm means`);
+    const size = entry.preprocessing.crop;
+    const metadata = {
+      'zoo.name': entry.name,
+      'zoo.preprocessing': JSON.stringify(entry.preprocessing),
+      ...(entry.categories ? { 'zoo.categories': entry.categories } : {}),
+    };
+    const bytes = exportOnnx(model, { imageSize: size, metadata });
+    const check = await checkExport(model, bytes, { imageSize: size, batch: 2 });
+    if (!check.passed) {
+      throw new UserError(`the converted ${entry.name} does not reproduce in ONNX Runtime: max |logit difference| ${check.maxAbsDiff.toExponential(2)} > ${check.tolerance}`);
+    }
+    log(`checked in ONNX Runtime: max |logit difference| ${check.maxAbsDiff.toExponential(2)} (largest logit ${check.maxAbsLogit.toFixed(2)})`);
+    const out: Converted = { bytes, check };
+    if (options.fp16) {
+      const half = exportOnnx(model, { imageSize: size, metadata, fp16: true });
+      const c16 = await checkExport(model, half, { imageSize: size, batch: 8, fp16: true });
+      if (!c16.passed) throw new UserError(`the FP16 export of ${entry.name} disagrees with FP32 on the top class`);
+      out.half = { bytes: half, check: c16 };
+    }
+    return out;
+  } finally {
+    model.dispose();
+  }
+}
+
+/** Writes the converted model next to its verified download and records it. Holds the model's lock. */
+async function store(entry: PullEntry, source: PullSource, fetched: FetchedFile, fileName: string, converted: Converted, settings: HubSettings): Promise<PullResult> {
+  const dir = modelDir(entry.name, settings);
+  const onnxPath = join(dir, 'model.onnx');
+  await writeFileAtomic(onnxPath, converted.bytes);
+  const onnxHash = await hashFile(onnxPath);
+  const e = fetched.entry;
+  const record: ConvertedRecord = {
+    arch: entry.arch,
+    source: {
+      url: source.url, format: source.format, naming: source.naming, file: fileName, sha256: e.sha256, sha1: e.sha1, bytes: e.size,
+      ...(e.resolved ? { resolved: e.resolved } : {}),
+      verified: fetched.verified,
+    },
+    onnx: { file: 'model.onnx', sha256: onnxHash.sha256, bytes: onnxHash.bytes },
+    check: summary(converted.check),
+    preprocessing: entry.preprocessing,
+    categories: entry.categories ?? null,
+    time: new Date().toISOString(),
+  };
+  let onnxFp16: string | undefined;
+  if (converted.half) {
+    onnxFp16 = join(dir, 'model-fp16.onnx');
+    await writeFileAtomic(onnxFp16, converted.half.bytes);
+    const h16 = await hashFile(onnxFp16);
+    record.onnxFp16 = { file: 'model-fp16.onnx', sha256: h16.sha256, bytes: h16.bytes };
+    record.checkFp16 = { ...summary(converted.half.check), decisiveAgreement: converted.half.check.decisiveAgreement };
+  }
+  const manifest: Manifest = (await readManifest(entry.name, settings)) ?? { name: entry.name, files: {} };
+  manifest.meta = { ...(manifest.meta ?? {}), converted: record };
+  await writeManifest(entry.name, manifest, settings);
+  return {
+    name: entry.name,
+    arch: entry.arch,
+    dir,
+    onnx: onnxPath,
+    ...(onnxFp16 ? { onnxFp16 } : {}),
+    record,
+    files: [pulledFile(dir, fileName, fetched.entry, record.source, fetched.fromCache)],
+    fromCache: false,
+  };
+}
+
+/**
+ * What to try when no source could be used: where a host could not be reached, the mirror settings for
+ * the hosts involved and the offline cache; offline, how to go online.
+ */
+export function pullHints(entry: PullEntry, settings: HubSettings, failures: SourceFailure[]): string[] {
+  if (settings.offline) return ['unset ZOO_OFFLINE (and HF_HUB_OFFLINE) to download.'];
+  if (!failures.some((f) => f.network)) return [];
+  const hosts = new Set(entry.sources.map((s) => sourceHost(s.url)));
+  const active = [...new Set(entry.sources.map((s) => mirrorSetting(s.url, settings)).filter((m) => m !== undefined))];
+  const lines = ['If these hosts cannot be reached from this machine, fetch through a mirror:'];
+  if (hosts.has('huggingface')) lines.push('  HF_ENDPOINT=https://<hub mirror>        instead of https://huggingface.co');
+  if (hosts.has('gluoncv')) lines.push("  MXNET_GLUON_REPO=https://<mirror>/      instead of GluonCV's S3 bucket");
+  lines.push(
+    '  ZOO_MIRROR=<directory or URL>           the files laid out as the hosts serve them: <repo>/resolve/<revision>/<file>',
+    '                                          for Hugging Face, the file name for GluonCV and torchvision (see zoo pull --help)',
+    '  or pull where the hosts can be reached, copy that cache (ZOO_CACHE) here and set ZOO_OFFLINE=1.',
+  );
+  if (active.length > 0) lines.push(`(${active.join(' and ')} ${active.length > 1 ? 'are set here: check that they serve' : 'is set here: check that it serves'} these files)`);
+  return lines;
+}
+
+function lockWaitLine(name: string, timeoutMs: number | undefined) {
+  return (holder: Parameters<typeof describeLockHolder>[0], waitedMs: number): string => {
+    const limit = formatWait(timeoutMs ?? 30 * 60_000);
+    return waitedMs === 0
+      ? `${name} is locked by ${describeLockHolder(holder)}; waiting up to ${limit} for it (--lock-timeout <seconds> to change)`
+      : `still waiting for the lock on ${name}, held by ${describeLockHolder(holder)}: ${formatWait(waitedMs)} so far`;
+  };
+}
+
 /** Pulls `entry`: download, verify, convert, export, check, cache. */
 export async function pullModel(entry: PullEntry, options: PullOptions = {}): Promise<PullResult> {
   const settings = options.settings ?? hubSettings();
   const log = options.log ?? (() => {});
   const cached = await cachedResult(entry, options, settings);
   if (cached) return cached;
-  const fetched = await fetchSource(entry, options, settings);
+  if (settings.offline) {
+    const missing = await offlineMissing(entry, settings);
+    if (missing) throw missing;
+  }
+  const waitLine = lockWaitLine(entry.name, options.lockTimeoutMs);
+  const deadlineMs = options.downloadTimeoutMs ?? settings.downloadTimeoutMs;
   return withModelLock(
     entry.name,
     async () => {
-      // Another process may have converted it while this one waited.
+      // Another process may have pulled it while this one waited.
       const again = await cachedResult(entry, options, settings);
       if (again) return again;
-      const dir = modelDir(entry.name, settings);
-      log(`converting ${fetched.fileName} (${fetched.source.format}, ${fetched.source.naming} names) to ${entry.arch}`);
-      const model: Model = createModel(entry.arch, { numClasses: entry.numClasses });
-      try {
-        const { tensors, warnings } = await readTensors(fetched.path, formatOf(fetched.source));
-        for (const w of warnings) log(`warning: ${w}`);
-        const report = loadTensorsInto(model, tensors, fetched.source.naming, fetched.path);
-        if (report.folded.length) log(`folded ${report.folded.length} convolution biases into batch-norm means`);
-        const size = entry.preprocessing.crop;
-        const metadata = {
-          'zoo.name': entry.name,
-          'zoo.preprocessing': JSON.stringify(entry.preprocessing),
-          ...(entry.categories ? { 'zoo.categories': entry.categories } : {}),
-        };
-        const bytes = exportOnnx(model, { imageSize: size, metadata });
-        const check = await checkExport(model, bytes, { imageSize: size, batch: 2 });
-        if (!check.passed) {
-          throw new UserError(`the converted ${entry.name} does not reproduce in ONNX Runtime: max |logit difference| ${check.maxAbsDiff.toExponential(2)} > ${check.tolerance}`);
+      const failures: SourceFailure[] = [];
+      const n = entry.sources.length;
+      for (const [i, source] of entry.sources.entries()) {
+        const fileName = sourceFileName(source.url);
+        let converted: Converted | undefined;
+        try {
+          const by = pinnedBy(source);
+          const onProgress = options.onProgress?.(fileName);
+          const fetched = await fetchFile({
+            name: entry.name,
+            fileName,
+            sources: [source.url],
+            expected: pinOf(source),
+            ...(by ? { pinnedBy: by } : {}),
+            ...(source.size ? { size: source.size } : {}),
+            verify: async (file) => {
+              await sourceChecks(source, file);
+              converted = await convert(entry, source, file, fileName, options, log);
+            },
+            force: options.force ?? false,
+            lockHeld: true,
+            ...(onProgress ? { onProgress } : {}),
+            log,
+            settings,
+            ...(options.signal ? { signal: options.signal } : {}),
+            transfer: { ...options.transfer, ...(deadlineMs !== undefined ? { deadlineMs } : {}) },
+          });
+          if (!fetched.fromCache && fetched.verified === 'declared') {
+            log(
+              `${entry.name}/${fileName}: models.json pins no checksum for ${source.url}; it matched the sha256 the host declares, ` +
+                `recorded as ${fetched.entry.sha256}. Pin it in models.json with "sha256": "${fetched.entry.sha256}".`,
+            );
+          }
+          return await store(entry, source, fetched, fileName, converted!, settings);
+        } catch (e) {
+          if (!(e instanceof UserError) || options.signal?.aborted) throw e;
+          const failure = e instanceof FetchError && e.failures.length === 1
+            ? e.failures[0]!
+            : { source: redactUrl(source.url), tried: [], reason: e.message, notFound: false, network: false };
+          failures.push(failure);
+          log(`source ${i + 1} of ${n} failed: ${describeFailure(failure)}`);
+          if (i + 1 < n) log(`trying source ${i + 2} of ${n}: ${redactUrl(entry.sources[i + 1]!.url)}`);
         }
-        log(`checked in ONNX Runtime: max |logit difference| ${check.maxAbsDiff.toExponential(2)} (largest logit ${check.maxAbsLogit.toFixed(2)})`);
-        const onnxPath = join(dir, 'model.onnx');
-        await writeFileAtomic(onnxPath, bytes);
-        const src = await hashFile(fetched.path);
-        const onnxHash = await hashFile(onnxPath);
-        const record: ConvertedRecord = {
-          arch: entry.arch,
-          source: { url: fetched.source.url, format: fetched.source.format, naming: fetched.source.naming, file: fetched.fileName, ...src },
-          onnx: { file: 'model.onnx', sha256: onnxHash.sha256, bytes: onnxHash.bytes },
-          check: summary(check),
-          preprocessing: entry.preprocessing,
-          categories: entry.categories ?? null,
-          time: new Date().toISOString(),
-        };
-        if (options.fp16) {
-          const half = exportOnnx(model, { imageSize: size, metadata, fp16: true });
-          const c16 = await checkExport(model, half, { imageSize: size, batch: 8, fp16: true });
-          if (!c16.passed) throw new UserError(`the FP16 export of ${entry.name} disagrees with FP32 on the top class`);
-          const p16 = join(dir, 'model-fp16.onnx');
-          await writeFileAtomic(p16, half);
-          const h16 = await hashFile(p16);
-          record.onnxFp16 = { file: 'model-fp16.onnx', sha256: h16.sha256, bytes: h16.bytes };
-          record.checkFp16 = { ...summary(c16), decisiveAgreement: c16.decisiveAgreement };
-        }
-        const manifest: Manifest = (await readManifest(entry.name, settings)) ?? { name: entry.name, files: {} };
-        manifest.meta = { ...(manifest.meta ?? {}), converted: record };
-        await writeManifest(entry.name, manifest, settings);
-        return { name: entry.name, dir, onnx: onnxPath, ...(record.onnxFp16 ? { onnxFp16: join(dir, 'model-fp16.onnx') } : {}), record, fromCache: false };
-      } finally {
-        model.dispose();
       }
+      await pruneModelDir(entry.name, settings);
+      throw new PullError(entry.name, failures, pullHints(entry, settings, failures));
     },
     settings,
+    {
+      ...(options.lockTimeoutMs !== undefined ? { timeoutMs: options.lockTimeoutMs } : {}),
+      onWait: (holder, waitedMs) => log(waitLine(holder, waitedMs)),
+      ...(options.signal ? { signal: options.signal } : {}),
+    },
   );
 }

@@ -1,15 +1,24 @@
 /**
- * Hub settings: where the cache lives, whether the network may be used, and which mirrors replace
- * the public weight hosts. Read from the environment once; the resolution functions are pure so that
- * tests pass their own environment (transformers.js `buildResourcePaths` style).
+ * Hub settings: where the cache lives, whether the network may be used, which mirrors replace the
+ * public weight hosts, and how long one download may take. Read from the environment once; the
+ * resolution functions are pure so that tests pass their own environment (transformers.js
+ * `buildResourcePaths` style).
  *
- * ZOO_CACHE          cache directory (else $XDG_CACHE_HOME/zoo, else ~/.cache/zoo)
- * ZOO_OFFLINE=1      use only the cache (HF_HUB_OFFLINE=1 is honoured too)
- * HF_ENDPOINT        replaces https://huggingface.co (as huggingface_hub does)
- * MXNET_GLUON_REPO   replaces GluonCV's S3 base; the rest of the path is kept: {repo}gluon/models/{file}
- * ZOO_MIRROR         either a prefix map, `https://host/a=https://mirror/b;https://other=/srv/other`
- *                    (the rest of the path is kept), or one flat directory or base URL holding every
- *                    file by its last path segment: `<dir>/<file name>`
+ * ZOO_CACHE              cache directory (else $XDG_CACHE_HOME/zoo, else ~/.cache/zoo)
+ * ZOO_OFFLINE=1          use only the cache (HF_HUB_OFFLINE=1 is honoured too)
+ * HF_ENDPOINT            replaces https://huggingface.co (as huggingface_hub does)
+ * MXNET_GLUON_REPO       replaces GluonCV's S3 base; the rest of the path is kept: {repo}gluon/models/{file}
+ * ZOO_MIRROR             either a prefix map, `https://host/a=https://mirror/b;https://other=/srv/other`
+ *                        (the rest of the path is kept), or one directory or base URL laid out per source:
+ *                          Hugging Face   <mirror>/<repo>/resolve/<revision>/<file>   (the hub's own paths)
+ *                          GluonCV        <mirror>/<file>, or <mirror>/gluon/models/<file>
+ *                          torchvision    <mirror>/<file>
+ *                          any other URL  <mirror>/<host>/<path>
+ *                        A mirror is trusted for bytes, not for identity: a file from it is accepted only
+ *                        when models.json pins its checksum or the mirror relays the hub's declared sha256.
+ * ZOO_DOWNLOAD_TIMEOUT   seconds one file's download may take in all, retries included (default: 10 min
+ *                        plus 10 s per MB of the expected size, at most 4 h; 1 h when the size is unknown),
+ *                        besides the 30 s idle timeout
  */
 import os from 'node:os';
 import path from 'node:path';
@@ -28,10 +37,13 @@ export const GLUON_REPOS: readonly string[] = [
   'https://apache-mxnet.s3-accelerate.amazonaws.com/',
 ];
 
+/** torchvision's download host; its file names carry a sha256 prefix and are unique. */
+export const TORCHVISION_BASE = 'https://download.pytorch.org/models/';
+
 /** A mirror given by `ZOO_MIRROR`. */
 export type Mirror =
-  /** Every file sits directly under `base` (a directory or a URL) by its last path segment. */
-  | { kind: 'flat'; base: string }
+  /** A directory or a URL laid out per source (see `mirrorCandidates`). */
+  | { kind: 'base'; base: string }
   /** Each URL prefix is replaced by its target; the rest of the path is kept. */
   | { kind: 'prefix'; map: readonly (readonly [from: string, to: string])[] };
 
@@ -47,6 +59,8 @@ export interface HubSettings {
   gluonRepo: string | undefined;
   /** The generic mirror of `ZOO_MIRROR`. */
   mirror: Mirror | undefined;
+  /** Overall deadline of one file's download (ZOO_DOWNLOAD_TIMEOUT); undefined: scaled to the size. */
+  downloadTimeoutMs: number | undefined;
 }
 
 type Env = Record<string, string | undefined>;
@@ -78,13 +92,13 @@ export function hasScheme(source: string): boolean {
   return SCHEME.test(source);
 }
 
-/** Parses `ZOO_MIRROR`: a prefix map when its entries look like `scheme://...=target`, else a flat base. */
+/** Parses `ZOO_MIRROR`: a prefix map when its entries look like `scheme://...=target`, else a base laid out per source. */
 export function parseMirror(value: string | undefined): Mirror | undefined {
   const v = nonEmpty(value);
   if (!v) return undefined;
   const entries = v.split(/[;\n]/).map((e) => e.trim()).filter((e) => e !== '');
   const looksLikeMap = entries.some((e) => e.includes('=') && hasScheme(e.slice(0, e.indexOf('='))));
-  if (!looksLikeMap) return { kind: 'flat', base: v };
+  if (!looksLikeMap) return { kind: 'base', base: v };
   const map = entries.map((entry) => {
     const eq = entry.indexOf('=');
     const from = eq > 0 ? entry.slice(0, eq).trim() : '';
@@ -99,6 +113,17 @@ export function parseMirror(value: string | undefined): Mirror | undefined {
   return { kind: 'prefix', map };
 }
 
+/** Parses `ZOO_DOWNLOAD_TIMEOUT` (seconds, > 0) into milliseconds. */
+export function parseDownloadTimeout(value: string | undefined): number | undefined {
+  const v = nonEmpty(value);
+  if (v === undefined) return undefined;
+  const seconds = Number(v);
+  if (!Number.isFinite(seconds) || seconds <= 0) {
+    throw new UserError(`ZOO_DOWNLOAD_TIMEOUT must be a number of seconds greater than 0, got '${v}'`, { exitCode: 2 });
+  }
+  return seconds * 1000;
+}
+
 /** Builds the settings from an environment (default: this process's). */
 export function readHubSettings(env: Env = process.env, homeDir: string = os.homedir()): HubSettings {
   const gluon = nonEmpty(env.MXNET_GLUON_REPO);
@@ -110,6 +135,7 @@ export function readHubSettings(env: Env = process.env, homeDir: string = os.hom
     // GluonCV appends '/' when the variable lacks it, then formats '{repo}gluon/models/{file}'.
     gluonRepo: gluon ? (gluon.endsWith('/') ? gluon : `${gluon}/`) : undefined,
     mirror: parseMirror(env.ZOO_MIRROR),
+    downloadTimeoutMs: parseDownloadTimeout(env.ZOO_DOWNLOAD_TIMEOUT),
   };
 }
 
@@ -132,49 +158,104 @@ function replacePrefix(url: string, prefix: string, target: string): string | un
   const rest = url.slice(from.length);
   if (hasScheme(target) && !target.startsWith('file://')) return trimSlash(target) + rest;
   // A local directory target: the rest of the URL path becomes a path below it.
-  return path.join(localPath(target), decodeURIComponent(rest.replace(/[?#].*$/, '')));
-}
-
-function lastSegment(url: string): string {
-  const pathname = new URL(url).pathname;
-  return pathname.slice(pathname.lastIndexOf('/') + 1);
+  return underBase(target, rest.replace(/[?#].*$/, '').replace(/^\/+/, ''));
 }
 
 function localPath(target: string): string {
   return target.startsWith('file://') ? fileURLToPath(target) : path.resolve(target);
 }
 
-function flatMirror(url: string, base: string): string {
-  const segment = lastSegment(url);
-  if (hasScheme(base) && !base.startsWith('file://')) return `${trimSlash(base)}/${segment}`;
-  return path.join(localPath(base), decodeURIComponent(segment));
+/** One URL path segment as a file name; an encoded separator or a '..' could leave the mirror directory. */
+function pathSegment(seg: string, rel: string): string {
+  let name: string;
+  try {
+    name = decodeURIComponent(seg);
+  } catch {
+    name = seg;
+  }
+  if (name === '..' || name.includes('/') || name.includes('\\') || name.includes('\0')) {
+    throw new UserError(`a source path '${rel}' would leave the mirror directory`);
+  }
+  return name;
+}
+
+/** `base` (a directory, a file:// URL or a base URL) joined with a relative, still URL-encoded path. */
+function underBase(base: string, rel: string): string {
+  if (hasScheme(base) && !base.startsWith('file://')) return `${trimSlash(base)}/${rel}`;
+  return path.join(localPath(base), ...rel.split('/').filter((seg) => seg !== '').map((seg) => pathSegment(seg, rel)));
+}
+
+/** The public host a source URL belongs to, by its prefix; undefined for any other URL. */
+export function sourceHost(url: string): 'huggingface' | 'gluoncv' | 'torchvision' | undefined {
+  if (url.startsWith(`${HF_HOST}/`)) return 'huggingface';
+  if (GLUON_REPOS.some((repo) => url.startsWith(repo))) return 'gluoncv';
+  if (url.startsWith(TORCHVISION_BASE)) return 'torchvision';
+  return undefined;
 }
 
 /**
- * Where a source URL is actually fetched from under the mirror settings. Pure: no I/O.
- * ZOO_MIRROR comes first (it is zoo's own and the most specific), then HF_ENDPOINT and
- * MXNET_GLUON_REPO for their hosts. Local paths and file:// URLs are returned unchanged.
- * The result is a URL or, for a mirror that is a local directory, an absolute path.
+ * Where a source URL lies in a mirror laid out per source, most likely first. Pure: no I/O.
+ * Hugging Face keeps the hub's own path (`<repo>/resolve/<revision>/<file>`), so two repos' identical
+ * file names (every timm repo has a `model.safetensors`) never meet; GluonCV's and torchvision's file
+ * names carry a checksum prefix and are unique by themselves.
  */
-export function resolveSourceUrl(url: string, settings: HubSettings): string {
-  if (!hasScheme(url) || url.startsWith('file://')) return url;
+export function mirrorCandidates(url: string, base: string): string[] {
+  const u = new URL(url);
+  const rel = u.pathname.replace(/^\/+/, '');
+  const file = rel.slice(rel.lastIndexOf('/') + 1);
+  switch (sourceHost(url)) {
+    case 'huggingface':
+      return [underBase(base, rel)];
+    case 'gluoncv':
+      return [underBase(base, file), underBase(base, `gluon/models/${file}`)];
+    case 'torchvision':
+      return [underBase(base, file)];
+    default:
+      return [underBase(base, `${u.host}/${rel}`)];
+  }
+}
+
+/**
+ * Where a source URL is actually fetched from under the mirror settings, in the order to try. Pure:
+ * no I/O. ZOO_MIRROR comes first (it is zoo's own and the most specific), then HF_ENDPOINT and
+ * MXNET_GLUON_REPO for their hosts. Local paths and file:// URLs are returned unchanged. Each result
+ * is a URL or, for a mirror that is a local directory, an absolute path.
+ */
+export function resolveSourceCandidates(url: string, settings: HubSettings): string[] {
+  if (!hasScheme(url) || url.startsWith('file://')) return [url];
   const { mirror } = settings;
   if (mirror?.kind === 'prefix') {
     for (const [from, to] of mirror.map) {
       const hit = replacePrefix(url, from, to);
-      if (hit !== undefined) return hit;
+      if (hit !== undefined) return [hit];
     }
-  } else if (mirror?.kind === 'flat') {
-    return flatMirror(url, mirror.base);
+  } else if (mirror?.kind === 'base') {
+    return mirrorCandidates(url, mirror.base);
   }
   if (settings.hfEndpoint) {
     const hit = replacePrefix(url, HF_HOST, settings.hfEndpoint);
-    if (hit !== undefined) return hit;
+    if (hit !== undefined) return [hit];
   }
   if (settings.gluonRepo) {
     for (const repo of GLUON_REPOS) {
-      if (url.startsWith(repo)) return settings.gluonRepo + url.slice(repo.length);
+      if (url.startsWith(repo)) return [settings.gluonRepo + url.slice(repo.length)];
     }
   }
-  return url;
+  return [url];
+}
+
+/** The first place `resolveSourceCandidates` gives: where a source is fetched from. Pure. */
+export function resolveSourceUrl(url: string, settings: HubSettings): string {
+  return resolveSourceCandidates(url, settings)[0]!;
+}
+
+/** Which setting sends `url` elsewhere ('ZOO_MIRROR', 'HF_ENDPOINT', 'MXNET_GLUON_REPO'), if any. */
+export function mirrorSetting(url: string, settings: HubSettings): 'ZOO_MIRROR' | 'HF_ENDPOINT' | 'MXNET_GLUON_REPO' | undefined {
+  if (!hasScheme(url) || url.startsWith('file://')) return undefined;
+  const { mirror } = settings;
+  if (mirror?.kind === 'base') return 'ZOO_MIRROR';
+  if (mirror?.kind === 'prefix' && mirror.map.some(([from, to]) => replacePrefix(url, from, to) !== undefined)) return 'ZOO_MIRROR';
+  if (settings.hfEndpoint && replacePrefix(url, HF_HOST, settings.hfEndpoint) !== undefined) return 'HF_ENDPOINT';
+  if (settings.gluonRepo && GLUON_REPOS.some((repo) => url.startsWith(repo))) return 'MXNET_GLUON_REPO';
+  return undefined;
 }
