@@ -96,7 +96,7 @@ Examples:
     .action(
       action(async (name: string, opts: { fp16?: boolean; force?: boolean; json?: boolean; lockTimeout?: number; downloadTimeout?: number }) => {
         const entry = resolveModel(name);
-        await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}) });
+        await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), gradients: false });
         const log = (s: string) => process.stderr.write(`${s}\n`);
         const printers: ReturnType<typeof progressPrinter>[] = [];
         const t0 = performance.now();
