@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors } from '../src/formats/safetensors.js';
 import { FormatError, float16BitsToFloat32Bits, float32ToFloat16Bits, toFloat32 } from '../src/formats/types.js';
 import { UserError } from '../src/errors.js';
+import { ByteBudget } from '../src/formats/budget.js';
 import { concat, f32Bytes, rawSafetensors, tempDir, u16Bytes } from './helpers/fixtures.js';
 
 const LABEL = 'model.safetensors';
@@ -206,6 +207,32 @@ test('invalid JSON, a non-object header, unknown dtypes and bad metadata are ref
   const badUtf8 = rawSafetensors('{"a":1}', data);
   badUtf8[9] = 0xff;
   rejects(t, badUtf8, 'not valid UTF-8');
+});
+
+test('a key given twice anywhere in the header is refused, not last-wins', (t) => {
+  const a = '"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}';
+  const b = '"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}';
+  const data = f32Bytes([1, 2]);
+  rejects(t, rawSafetensors(`{${a},${b},${a.replace('[0,4]', '[4,8]').replace('"a"', '"b"')}}`, data), "key 'b' appears twice in the header");
+  rejects(t, rawSafetensors(`{${a},"\\u0062":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},${b}}`, data), "key 'b' appears twice in the header");
+  rejects(t, rawSafetensors(`{"a":{"dtype":"F32","dtype":"F16","shape":[1],"data_offsets":[0,4]},${b}}`, data), "key 'dtype' appears twice in the entry 'a'");
+  rejects(t, rawSafetensors(`{"__metadata__":{"k":"1","k":"2"},${a},${b}}`, data), "key 'k' appears twice in the entry '__metadata__'");
+  // The same names in different objects, and in strings that are not keys, are fine.
+  const ok = rawSafetensors(`{"__metadata__":{"a":"b","dtype":"\\"a\\":1,"},${a},${b}}`, data);
+  t.deepEqual([...parseSafetensors(ok, LABEL).tensors.keys()], ['a', 'b']);
+  t.deepEqual(parseSafetensors(ok, LABEL).metadata, { a: 'b', dtype: '"a":1,' });
+});
+
+test('decoding is charged to the budget: the default fits any valid file, a smaller one refuses it', (t) => {
+  const bytes = concat(serializeSafetensors(new Map([['h', { dtype: 'float16' as const, shape: [1000], data: new Float32Array(1000) }]])));
+  const budget = new ByteBudget(LABEL, 20_000, 'test');
+  const { tensors } = parseSafetensors(bytes, LABEL, { budget });
+  t.is(tensors.get('h')!.data.length, 1000);
+  t.true(budget.used >= 4000, 'the float16 tensor widened to float32 is charged at 4 bytes a value');
+  const small = new ByteBudget(LABEL, 3000, 'test');
+  const err = t.throws(() => parseSafetensors(bytes, LABEL, { budget: small }), { instanceOf: FormatError });
+  t.regex(err!.message, /^model\.safetensors: decoding tensor 'h' needs 4000 bytes \(3\.9 KiB\) on top of the \d+ bytes .* past its memory budget of 3000 bytes \(2\.9 KiB\) \(test\); refusing$/);
+  t.true(small.peak <= small.limit);
 });
 
 test('a "__proto__" metadata key stays an ordinary entry', (t) => {

@@ -22,12 +22,17 @@ import {
   byteSize,
   FormatError,
   decodeElements,
-  newWarnedTensorMap,
+  decodedSize,
+  materializeAll,
   quoteName,
   readFileBytes,
+  Warnings,
   type SourceDType,
+  type TensorDescriptor,
+  type TensorSource,
   type WarnedTensorMap,
 } from './types.js';
+import { fileBudget, type ByteBudget } from './budget.js';
 
 const LIST_MAGIC = 0x112;
 const V1_MAGIC = 0xf993fac8;
@@ -56,12 +61,33 @@ interface NDArrayRecord {
   bytes: Uint8Array;
 }
 
+/** Options of the MXNet readers. */
+export interface MxnetReadOptions {
+  /**
+   * What reading may allocate (budget.ts). Default for a bare `.params`: twice its size plus 16 MiB,
+   * which no valid file reaches; for a GluonCV zip, whose entry is deflated: 8 x the zip's size plus 16 MiB.
+   */
+  budget?: ByteBudget;
+}
+
+/** Nominal bytes of the JS objects one record or name costs while the file is parsed. */
+const RECORD_COST = 64;
+
 /**
  * Parses an MXNet `.params` file. Names lose their `arg:`/`aux:` prefixes (older checkpoints carry them).
  * `warnings` says what was accepted but unusual: arrays saved without names (then named by index),
  * empty arrays (skipped), trailing bytes.
  */
-export function parseMxnetParams(bytes: Uint8Array, label: string): WarnedTensorMap {
+export function parseMxnetParams(bytes: Uint8Array, label: string, options: MxnetReadOptions = {}): WarnedTensorMap {
+  return materializeAll(openMxnetParams(bytes, label, options.budget ?? fileBudget(label, bytes.length, 2)));
+}
+
+/**
+ * Checks the structure of a `.params` file and describes its arrays without decoding any; each
+ * descriptor's `read()` decodes one array, charged to `budget`. The errors name `label`; the budget's
+ * errors name the budget's own file (for a zip member, the zip).
+ */
+export function openMxnetParams(bytes: Uint8Array, label: string, budget: ByteBudget): TensorSource {
   const r = new ByteReader(bytes, label);
   const lo = r.u32('list magic');
   const hi = r.u32('list magic');
@@ -69,14 +95,15 @@ export function parseMxnetParams(bytes: Uint8Array, label: string): WarnedTensor
     const seen = ((BigInt(hi) << 32n) | BigInt(lo)).toString(16);
     throw r.fail(`not an MXNet NDArray file (magic 0x${seen}, expected 0x112)`);
   }
-  r.u64('reserved field');
+  r.take(8, 'reserved field'); // MXNet ignores it, whatever it holds
   const count = r.u64('array count');
   // The smallest record is a legacy empty array (4 bytes); refuse counts the file cannot hold before looping.
   if (count * 4 > r.remaining) throw r.fail(`truncated or corrupt: declares ${count} arrays but only ${r.remaining} bytes follow`);
+  budget.charge(count * RECORD_COST, `the ${count} array records`);
   const arrays: (NDArrayRecord | undefined)[] = [];
   for (let i = 0; i < count; i++) arrays.push(readNDArray(r, i));
   const names = readNames(r, count);
-  return assemble(r, arrays, names);
+  return assemble(r, arrays, names, budget);
 }
 
 function readNDArray(r: ByteReader, index: number): NDArrayRecord | undefined {
@@ -152,34 +179,51 @@ function readNames(r: ByteReader, count: number): string[] {
   return names;
 }
 
-function assemble(r: ByteReader, arrays: (NDArrayRecord | undefined)[], names: string[]): WarnedTensorMap {
-  const out = newWarnedTensorMap();
-  if (names.length === 0 && arrays.length > 0) out.warnings.push(`the ${arrays.length} arrays have no names; named by index ('0', '1', ...)`);
+function assemble(r: ByteReader, arrays: (NDArrayRecord | undefined)[], names: string[], budget: ByteBudget): TensorSource {
+  const warnings = new Warnings();
+  const tensors = new Map<string, TensorDescriptor>();
+  if (names.length === 0 && arrays.length > 0) warnings.add(`the ${arrays.length} arrays have no names; named by index ('0', '1', ...)`);
   arrays.forEach((a, i) => {
     const raw = names[i] ?? String(i);
     const name = raw.startsWith('arg:') || raw.startsWith('aux:') ? raw.slice(4) : raw;
     if (!a) {
-      out.warnings.push(`array ${quoteName(name)} is empty (no shape); skipped`);
+      warnings.add(`array ${quoteName(name)} is empty (no shape); skipped`);
       return;
     }
-    if (out.has(name)) throw r.fail(`name ${quoteName(name)} appears twice`);
-    out.set(name, { dtype: a.dtype, shape: a.shape, data: decodeElements(a.bytes, a.dtype) });
+    if (tensors.has(name)) throw r.fail(`name ${quoteName(name)} appears twice`);
+    const count = a.shape.reduce((x, y) => x * y, 1);
+    tensors.set(name, {
+      name,
+      dtype: a.dtype,
+      shape: a.shape,
+      byteLength: a.bytes.length,
+      read: () => {
+        budget.charge(decodedSize(a.dtype, count), `decoding array ${quoteName(name)}`);
+        return decodeElements(a.bytes, a.dtype);
+      },
+    });
   });
-  if (r.remaining > 0) out.warnings.push(`${r.remaining} bytes after the name list ignored`);
-  return out;
+  if (r.remaining > 0) warnings.add(`${r.remaining} bytes after the name list ignored`);
+  return { label: r.label, tensors, warnings: warnings.list(), budget };
 }
 
 /**
  * Reads a GluonCV model zip (e.g. `resnet50_v1d-117a384e.zip`) and parses its one `.params` entry.
  * The zip's own label is used in errors, with the entry name where the problem is inside it.
  */
-export async function readGluonZip(path: string): Promise<WarnedTensorMap> {
-  const zip = openZip(await readFileBytes(path), path);
+export async function readGluonZip(path: string, options: MxnetReadOptions = {}): Promise<WarnedTensorMap> {
+  const bytes = await readFileBytes(path, options.budget);
+  return materializeAll(openGluonZip(bytes, path, options.budget ?? fileBudget(path, bytes.length, 8)));
+}
+
+/** openMxnetParams for the one `.params` entry of GluonCV zip bytes; inflating it is charged to `budget`. */
+export function openGluonZip(bytes: Uint8Array, path: string, budget: ByteBudget): TensorSource {
+  const zip = openZip(bytes, path, { budget });
   const params = zip.entries.filter((e) => e.name.endsWith('.params'));
   if (params.length !== 1) {
     const listed = zip.entries.map((e) => quoteName(e.name)).join(', ') || 'none';
     throw new FormatError(path, `expected exactly one .params entry, found ${params.length} (entries: ${listed})`);
   }
   const entry = params[0]!;
-  return parseMxnetParams(zip.read(entry.name), `${path}:${entry.name}`);
+  return openMxnetParams(zip.read(entry.name), `${path}:${entry.name}`, budget);
 }

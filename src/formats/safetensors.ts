@@ -14,12 +14,17 @@ import {
   byteSize,
   FormatError,
   decodeElements,
+  decodedSize,
   float32ToFloat16Bits,
+  materializeAll,
   quoteName,
   readFileBytes,
   type SourceDType,
+  type TensorDescriptor,
   type TensorMap,
+  type TensorSource,
 } from './types.js';
+import { BUDGET_SLACK_BYTES, ByteBudget } from './budget.js';
 import { writeFileAtomic } from '../io/atomic.js';
 
 /** The reference implementation's header limit: larger headers are refused before reading them. */
@@ -45,9 +50,24 @@ export interface SafetensorsContents {
   metadata: Record<string, string>;
 }
 
+/** An opened safetensors file: its tensors as descriptors, read on demand, and its metadata. */
+export interface SafetensorsSource extends TensorSource {
+  readonly metadata: Record<string, string>;
+}
+
+/** Options of the safetensors readers. */
+export interface SafetensorsReadOptions {
+  /**
+   * What reading may allocate (budget.ts). Default: what a valid file needs at most, 24 x its header
+   * (for what JSON.parse makes of it) plus 2 x its data (float16 widening to float32 is the most any
+   * tensor grows) plus 16 MiB.
+   */
+  budget?: ByteBudget;
+}
+
 /** Reads a safetensors file; throws FormatError naming the file when anything is wrong with it. */
-export async function readSafetensors(path: string): Promise<SafetensorsContents> {
-  return parseSafetensors(await readFileBytes(path), path);
+export async function readSafetensors(path: string, options: SafetensorsReadOptions = {}): Promise<SafetensorsContents> {
+  return parseSafetensors(await readFileBytes(path, options.budget), path, options);
 }
 
 interface Entry {
@@ -59,7 +79,16 @@ interface Entry {
 }
 
 /** Parses safetensors bytes held in memory; `label` names them in errors. */
-export function parseSafetensors(bytes: Uint8Array, label: string): SafetensorsContents {
+export function parseSafetensors(bytes: Uint8Array, label: string, options: SafetensorsReadOptions = {}): SafetensorsContents {
+  const source = openSafetensors(bytes, label, options.budget);
+  return { tensors: materializeAll(source), metadata: source.metadata };
+}
+
+/**
+ * Checks the header of safetensors bytes and describes their tensors without decoding any; each
+ * descriptor's `read()` decodes one tensor, charged to `budget` (default as for readSafetensors).
+ */
+export function openSafetensors(bytes: Uint8Array, label: string, budget?: ByteBudget): SafetensorsSource {
   const fail = (problem: string): FormatError => new FormatError(label, problem);
   if (bytes.length < 8) throw fail(`file is ${bytes.length} bytes, too short for the 8-byte header length`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -69,16 +98,44 @@ export function parseSafetensors(bytes: Uint8Array, label: string): SafetensorsC
   if (8 + headerLen > bytes.length) {
     throw fail(`header length ${headerLen} runs past the end of the file (${bytes.length} bytes)`);
   }
+  budget ??= defaultBudget(label, headerLen, bytes.length - 8 - headerLen);
+  // JSON.parse builds objects several times the size of their text; the header is charged for them.
+  budget.charge(headerLen * JSON_BYTES_FACTOR, `parsing the ${headerLen}-byte header`);
   const header = parseHeaderJson(bytes.subarray(8, 8 + headerLen), fail);
   const data = bytes.subarray(8 + headerLen);
   const { entries, metadata } = readHeader(header, data.length, fail);
-  checkTiling(entries, data.length, fail);
-  const tensors: TensorMap = new Map();
+  checkTiling(entries, data.length, fail); // sorts by offset: tensors come out in file order
+  const tensors = new Map<string, TensorDescriptor>();
   for (const e of entries) {
-    tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: decodeElements(data.subarray(e.begin, e.end), e.dtype) });
+    const count = e.shape.reduce((a, b) => a * b, 1);
+    tensors.set(e.name, {
+      name: e.name,
+      dtype: e.dtype,
+      shape: e.shape,
+      byteLength: e.end - e.begin,
+      read: () => {
+        budget.charge(decodedSize(e.dtype, count), `decoding tensor ${quoteName(e.name)}`);
+        return decodeElements(data.subarray(e.begin, e.end), e.dtype);
+      },
+    });
   }
-  return { tensors, metadata };
+  return { label, tensors, warnings: [], budget, metadata };
 }
+
+/** What any valid file needs at most: its header parsed, and every tensor decoded (at most 2 x its bytes). */
+function defaultBudget(label: string, headerLen: number, dataLen: number): ByteBudget {
+  return new ByteBudget(
+    label,
+    JSON_BYTES_FACTOR * headerLen + 2 * dataLen + BUDGET_SLACK_BYTES,
+    `${JSON_BYTES_FACTOR} x the ${headerLen}-byte header + 2 x the ${dataLen} data bytes + 16 MiB`,
+  );
+}
+
+/**
+ * Bytes charged per header byte for what JSON.parse makes of it: measured in V8, about 3 for a header
+ * of real entries and at most about 21 for the worst text (a long list of empty objects).
+ */
+const JSON_BYTES_FACTOR = 24;
 
 function parseHeaderJson(raw: Uint8Array, fail: (p: string) => FormatError): Record<string, unknown> {
   let text: string;
@@ -96,7 +153,62 @@ function parseHeaderJson(raw: Uint8Array, fail: (p: string) => FormatError): Rec
   if (json === null || typeof json !== 'object' || Array.isArray(json)) {
     throw fail('header is not a JSON object');
   }
+  const dup = duplicateKey(text);
+  if (dup) throw fail(`key ${quoteName(dup.key)} appears twice in ${dup.where}; a header names each tensor and field once`);
   return json as Record<string, unknown>;
+}
+
+/**
+ * The first key that repeats within one object of `text`, which JSON.parse has accepted (it keeps the
+ * last value of a repeated key, silently). One linear pass over the text with a set per open object.
+ */
+export function duplicateKey(text: string): { key: string; where: string } | undefined {
+  const objects: { keys: Set<string>; name: string }[] = [];
+  // What the innermost open container is, and the key of the value being read in an object.
+  const containers: ('object' | 'array')[] = [];
+  let expectKey = false;
+  let lastKey = '';
+  let i = 0;
+  while (i < text.length) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      let j = i + 1;
+      let escaped = false;
+      while (j < text.length && text.charCodeAt(j) !== 0x22) {
+        if (text.charCodeAt(j) === 0x5c /* \ */) {
+          escaped = true;
+          j++;
+        }
+        j++;
+      }
+      const token = text.slice(i, j + 1);
+      i = j + 1;
+      if (containers[containers.length - 1] === 'object' && expectKey) {
+        const key = escaped ? (JSON.parse(token) as string) : token.slice(1, -1);
+        const top = objects[objects.length - 1]!;
+        if (top.keys.has(key)) return { key, where: top.name };
+        top.keys.add(key);
+        lastKey = key;
+        expectKey = false;
+      }
+      continue;
+    }
+    if (c === 0x7b /* { */) {
+      const name = objects.length === 0 ? 'the header' : objects.length === 1 ? `the entry ${quoteName(lastKey)}` : `an object inside ${objects[1]!.name}`;
+      objects.push({ keys: new Set(), name });
+      containers.push('object');
+      expectKey = true;
+    } else if (c === 0x5b /* [ */) {
+      containers.push('array');
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      if (containers.pop() === 'object') objects.pop();
+      expectKey = false;
+    } else if (c === 0x2c /* , */) {
+      expectKey = containers[containers.length - 1] === 'object';
+    }
+    i++;
+  }
+  return undefined;
 }
 
 function readHeader(

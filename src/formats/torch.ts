@@ -7,24 +7,46 @@
  * allow-list to inert descriptors (OrderedDict, the tensor and parameter rebuild functions, typed storage
  * classes); any other global is refused by name before anything else happens, REDUCE only applies
  * those descriptors, and persistent ids only name storages in the archive. Stack, memo and the number of
- * values created are bounded, so a hostile pickle can neither execute code nor exhaust memory.
+ * values created are bounded, and charged to the file's budget, so a hostile pickle can neither execute
+ * code nor exhaust memory.
+ *
+ * Tensors come out as descriptors first: no storage is touched until a tensor is read. Each storage
+ * is then inflated (if deflated) and decoded once, however many tensors view it; a contiguous view is
+ * a subarray of its decoded storage, a strided or broadcast one a gathered copy, and a tensor the
+ * pickle names under several keys (memo references) is read once. Every allocation is charged to
+ * the budget (budget.ts) before it is made.
  */
-import { openZip, type ZipArchive } from './zip.js';
+import { openZip, type ZipArchive, type ZipEntry } from './zip.js';
 import {
   DTYPE_SIZE,
   FormatError,
   decodeElements,
-  newWarnedTensorMap,
+  decodedSize,
+  materializeAll,
   quoteName,
   readFileBytes,
+  Warnings,
   type LoadedTensor,
   type SourceDType,
+  type TensorDescriptor,
+  type TensorSource,
   type WarnedTensorMap,
 } from './types.js';
+import { fileBudget, type ByteBudget } from './budget.js';
+
+/** Options of the torch readers. */
+export interface TorchReadOptions {
+  /**
+   * What reading may allocate (budget.ts). Default: 8 x the file's size plus 16 MiB. A `.pth` can
+   * legitimately need more than its size (views sharing a storage, broadcast views, deflated entries),
+   * so a caller that knows the architecture passes a budget from it (convert/convert.ts modelBudget).
+   */
+  budget?: ByteBudget;
+}
 
 /** Reads a torch.save checkpoint: a state dict, or one under 'state_dict' / 'model'. */
-export async function readTorchCheckpoint(path: string): Promise<WarnedTensorMap> {
-  return parseTorchCheckpoint(await readFileBytes(path), path);
+export async function readTorchCheckpoint(path: string, options: TorchReadOptions = {}): Promise<WarnedTensorMap> {
+  return parseTorchCheckpoint(await readFileBytes(path, options.budget), path, options);
 }
 
 /** Largest data.pkl accepted: a state dict pickle is kilobytes to a few megabytes. */
@@ -32,17 +54,27 @@ const MAX_PICKLE_BYTES = 16 * 2 ** 20;
 /** Bounds on the unpickler's state: far above any state dict, far below exhausting memory. */
 const MAX_VALUES = 5_000_000;
 const MAX_MEMO = 1_000_000;
+/** Nominal bytes charged per value the unpickler creates and per memo entry (JS objects and slots). */
+const VALUE_COST = 64;
 const MAX_MARK_DEPTH = 10_000;
 const MAX_NDIM = 64;
 /** A stride-0 view may address fewer elements than it has; expanding beyond this many is refused. */
 const MAX_BROADCAST_ELEMENTS = 2 ** 24;
 
 /** Parses torch.save bytes held in memory; `label` names them in errors. */
-export function parseTorchCheckpoint(bytes: Uint8Array, label: string): WarnedTensorMap {
+export function parseTorchCheckpoint(bytes: Uint8Array, label: string, options: TorchReadOptions = {}): WarnedTensorMap {
+  return materializeAll(openTorchCheckpoint(bytes, label, options.budget ?? fileBudget(label, bytes.length, 8)));
+}
+
+/**
+ * Runs the checkpoint's pickle and describes its state dict's tensors without reading a storage;
+ * each descriptor's `read()` materializes one tensor, charged to `budget`.
+ */
+export function openTorchCheckpoint(bytes: Uint8Array, label: string, budget: ByteBudget): TensorSource {
   if (bytes[0] === 0x80) {
     throw new FormatError(label, 'legacy (pre-1.6, non-zip) torch checkpoint format is not supported; re-save it with torch >= 1.6');
   }
-  const zip = openZip(bytes, label);
+  const zip = openZip(bytes, label, { budget });
   const prefix = findPrefix(zip);
   checkByteOrder(zip, prefix);
   const pklName = `${prefix}/data.pkl`;
@@ -50,9 +82,9 @@ export function parseTorchCheckpoint(bytes: Uint8Array, label: string): WarnedTe
   if (pklEntry.size > MAX_PICKLE_BYTES) {
     throw new FormatError(label, `${pklName} is ${pklEntry.size} bytes, more than the ${MAX_PICKLE_BYTES}-byte limit for a state dict pickle`);
   }
-  const storages = new StorageResolver(zip, prefix);
-  const root = new Unpickler(zip.read(pklName), `${label}:${pklName}`, storages).load();
-  return collectTensors(root, label, storages);
+  const storages = new StorageResolver(zip, prefix, budget);
+  const root = new Unpickler(zip.read(pklName), `${label}:${pklName}`, storages, budget).load();
+  return collectTensors(root, label, storages, budget);
 }
 
 /** The archive's folder: PyTorch puts every record under one top-level directory. */
@@ -156,11 +188,15 @@ function describe(v: PValue): string {
 class StorageResolver {
   private readonly decoded = new Map<string, LoadedTensor['data']>();
   private readonly declared = new Map<string, PStorage>();
+  private readonly byName: Map<string, ZipEntry>;
 
   constructor(
     private readonly zip: ZipArchive,
     private readonly prefix: string,
-  ) {}
+    private readonly budget: ByteBudget,
+  ) {
+    this.byName = new Map(zip.entries.map((e) => [e.name, e]));
+  }
 
   entryName(key: string): string {
     return `${this.prefix}/data/${key}`;
@@ -174,17 +210,22 @@ class StorageResolver {
     }
     this.declared.set(s.key, s);
     const name = this.entryName(s.key);
-    const entry = this.zip.entries.find((e) => e.name === name);
+    const entry = this.byName.get(name);
     if (!entry) throw fail(`storage ${quoteName(s.key)} (${name}) is missing from the archive`);
     const need = s.numel * DTYPE_SIZE[s.dtype];
     if (entry.size < need) throw fail(`storage ${quoteName(s.key)} declares ${s.numel} ${s.dtype} elements (${need} bytes) but ${name} holds ${entry.size}`);
   }
 
+  /** The decoded storage: inflated (charged, then released) and decoded (charged) the first time. */
   data(s: PStorage): LoadedTensor['data'] {
     let d = this.decoded.get(s.key);
     if (!d) {
-      const raw = this.zip.read(this.entryName(s.key));
+      const name = this.entryName(s.key);
+      const entry = this.byName.get(name)!;
+      const raw = this.zip.read(name);
+      this.budget.charge(decodedSize(s.dtype, s.numel), `decoding storage ${quoteName(s.key)} (${name})`);
       d = decodeElements(raw.subarray(0, s.numel * DTYPE_SIZE[s.dtype]), s.dtype);
+      if (entry.method !== 0) this.budget.release(entry.size);
       this.decoded.set(s.key, d);
     }
     return d;
@@ -251,6 +292,7 @@ class Unpickler {
     private readonly bytes: Uint8Array,
     private readonly label: string,
     private readonly storages: StorageResolver,
+    private readonly budget: ByteBudget,
   ) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
@@ -352,11 +394,11 @@ class Unpickler {
       case OP.NEWFALSE:
         return this.push(false);
       case OP.SHORT_BINUNICODE:
-        return this.push(this.utf8.decode(this.take(this.u8())));
+        return this.push(this.text(this.take(this.u8())));
       case OP.BINUNICODE:
-        return this.push(this.utf8.decode(this.take(this.u32())));
+        return this.push(this.text(this.take(this.u32())));
       case OP.BINUNICODE8:
-        return this.push(this.utf8.decode(this.take(this.u64())));
+        return this.push(this.text(this.take(this.u64())));
       case OP.SHORT_BINBYTES:
         return this.push(this.take(this.u8()));
       case OP.BINBYTES:
@@ -400,7 +442,14 @@ class Unpickler {
 
   private push(v: PValue): void {
     if (++this.created > MAX_VALUES) throw this.fail(`the pickle builds more than ${MAX_VALUES} values; refusing`);
+    this.budget.charge(VALUE_COST, 'the values the pickle builds');
     this.stack.push(v);
+  }
+
+  /** A string operand; a JS string takes up to two bytes per UTF-8 byte. */
+  private text(raw: Uint8Array): string {
+    this.budget.charge(2 * raw.length, 'the strings the pickle builds');
+    return this.utf8.decode(raw);
   }
 
   private pop(): PValue {
@@ -443,12 +492,17 @@ class Unpickler {
     for (let i = 0; i < items.length; i += 2) {
       const k = items[i]!;
       if (k !== null && typeof k === 'object') throw this.fail(`dict key of type ${describe(k)} is not supported`);
+      // Python keeps the last value of a repeated key; a file that repeats one is refused instead.
+      if (d.map.has(k)) throw this.fail(`dict key ${typeof k === 'string' ? quoteName(k) : String(k)} appears twice`);
       d.map.set(k, items[i + 1]!);
     }
   }
 
   private put(index: number): void {
-    if (!this.memo.has(index) && this.memo.size >= MAX_MEMO) throw this.fail(`memo holds more than ${MAX_MEMO} entries`);
+    if (!this.memo.has(index)) {
+      if (this.memo.size >= MAX_MEMO) throw this.fail(`memo holds more than ${MAX_MEMO} entries`);
+      this.budget.charge(VALUE_COST, 'the pickle memo');
+    }
     this.memo.set(index, this.top());
   }
 
@@ -600,19 +654,36 @@ function extentProblem(t: PTensor): string | undefined {
 // ---------------------------------------------------------------------------------------------------
 // From the unpickled value to tensors
 
-function collectTensors(root: PValue, label: string, storages: StorageResolver): WarnedTensorMap {
+function collectTensors(root: PValue, label: string, storages: StorageResolver, budget: ByteBudget): TensorSource {
   const dict = chooseStateDict(root, label);
-  const out = newWarnedTensorMap();
+  const warnings = new Warnings();
+  const tensors = new Map<string, TensorDescriptor>();
+  // A tensor the pickle names under several keys (one object, memo references) is read once.
+  const done = new Map<PTensor, TypedData>();
   for (const [key, value] of dict.map) {
     if (typeof key !== 'string') {
-      out.warnings.push(`skipped a ${describe(key)} key: state dict keys are strings`);
+      warnings.add(`skipped a ${describe(key)} key: state dict keys are strings`);
     } else if (!(value instanceof PTensor)) {
-      out.warnings.push(`skipped ${quoteName(key)}: a ${describe(value)}, not a tensor`);
+      warnings.add(`skipped ${quoteName(key)}: a ${describe(value)}, not a tensor`);
     } else {
-      out.set(key, materialize(value, storages));
+      const t = value;
+      tensors.set(key, {
+        name: key,
+        dtype: t.storage.dtype,
+        shape: t.shape,
+        byteLength: numelOf(t.shape) * DTYPE_SIZE[t.storage.dtype],
+        read: () => {
+          let d = done.get(t);
+          if (!d) {
+            d = materialize(t, storages, budget);
+            done.set(t, d);
+          }
+          return d;
+        },
+      });
     }
   }
-  return out;
+  return { label, tensors, warnings: warnings.list(), budget };
 }
 
 function chooseStateDict(root: PValue, label: string): PDict {
@@ -625,14 +696,24 @@ function chooseStateDict(root: PValue, label: string): PDict {
 }
 
 type TypedData = LoadedTensor['data'];
-type AnyTyped = { length: number; [i: number]: number | bigint; slice(a: number, b: number): TypedData };
+type AnyTyped = { length: number; [i: number]: number | bigint; subarray(a: number, b: number): TypedData };
 
-/** The tensor's elements as a new contiguous row-major array. */
-function materialize(t: PTensor, storages: StorageResolver): LoadedTensor {
+function numelOf(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/**
+ * The tensor's elements, row-major: a subarray of its decoded storage when the view is contiguous
+ * (shared with every other view of it), else a gathered copy, charged to the budget first.
+ */
+function materialize(t: PTensor, storages: StorageResolver, budget: ByteBudget): TypedData {
   const src = storages.data(t.storage) as unknown as AnyTyped;
-  const numel = t.shape.reduce((a, b) => a * b, 1);
-  const shape = [...t.shape];
-  if (isContiguous(t.shape, t.stride)) return { dtype: t.storage.dtype, shape, data: src.slice(t.offset, t.offset + numel) };
+  const numel = numelOf(t.shape);
+  if (isContiguous(t.shape, t.stride)) return src.subarray(t.offset, t.offset + numel);
+  budget.charge(
+    decodedSize(t.storage.dtype, numel),
+    `gathering a ${numel}-element view (size [${t.shape.join(', ')}], stride [${t.stride.join(', ')}]) of storage ${quoteName(t.storage.key)}`,
+  );
   const ctor = (src as unknown as { constructor: new (n: number) => AnyTyped }).constructor;
   const dst = new ctor(numel);
   const ndim = t.shape.length;
@@ -650,7 +731,7 @@ function materialize(t: PTensor, storages: StorageResolver): LoadedTensor {
       index[d] = 0;
     }
   }
-  return { dtype: t.storage.dtype, shape, data: dst as unknown as TypedData };
+  return dst as unknown as TypedData;
 }
 
 /** Row-major contiguous; dimensions of size 1 may carry any stride. */

@@ -3,12 +3,16 @@
  * exact half-precision decoding, a bounds-checked byte cursor and a guarded file read.
  *
  * The readers treat every file as hostile: each size or offset is checked against the bytes that are
- * really there before anything is allocated or sliced, so a bad file ends in a FormatError that names
- * the file, never in a RangeError, a hang or an allocation sized by the file.
+ * really there before anything is allocated or sliced, and what a file makes them allocate in all is
+ * charged to one budget per file (budget.ts), so a bad file ends in a FormatError that names the
+ * file, never in a RangeError, a hang or an allocation sized by the file. Readers describe a file's
+ * tensors first (TensorSource) and decode each on demand, so a loader can check names and shapes
+ * before any data is touched.
  */
 import { promises as fsp } from 'node:fs';
 import { endianness } from 'node:os';
 import { UserError } from '../errors.js';
+import type { ByteBudget } from './budget.js';
 
 /** Element types the readers understand, named as in PyTorch and NumPy. */
 export type SourceDType =
@@ -27,6 +31,7 @@ export type SourceDType =
  * One tensor as read from a file. `dtype` is the type stored in the file; `data` is row-major and
  * contiguous. float16 and bfloat16 arrive widened to Float32Array (exactly: every half value is a
  * float32 value), float64 stays Float64Array, integers keep their width and bool is a Uint8Array of 0/1.
+ * Tensors that view one storage of a `.pth` share its memory: treat `data` as read-only.
  */
 export interface LoadedTensor {
   dtype: SourceDType;
@@ -46,6 +51,57 @@ export function newWarnedTensorMap(): WarnedTensorMap {
 }
 
 /**
+ * A tensor a file declares, before any of its data is read: what a loader checks against the
+ * architecture first. `read()` decodes the elements (row-major, contiguous, typed as in LoadedTensor),
+ * charging what it allocates to the source's budget; the result may share memory with other tensors
+ * viewing the same storage, so treat it as read-only.
+ */
+export interface TensorDescriptor {
+  readonly name: string;
+  readonly dtype: SourceDType;
+  readonly shape: readonly number[];
+  /** Bytes of the elements in the file's dtype (element count x DTYPE_SIZE). */
+  readonly byteLength: number;
+  read(): LoadedTensor['data'];
+}
+
+/** The tensors of one file as descriptors, in file order, with the budget their reads are charged to. */
+export interface TensorSource {
+  readonly label: string;
+  readonly tensors: ReadonlyMap<string, TensorDescriptor>;
+  /** What the reader noticed without refusing the file. */
+  readonly warnings: readonly string[];
+  readonly budget: ByteBudget;
+}
+
+/** Reads every tensor of `source` (each read charged to its budget). */
+export function materializeAll(source: TensorSource): WarnedTensorMap {
+  const out = newWarnedTensorMap();
+  out.warnings.push(...source.warnings);
+  for (const [name, d] of source.tensors) out.set(name, { dtype: d.dtype, shape: [...d.shape], data: d.read() });
+  return out;
+}
+
+/** At most this many warnings are listed one by one; the rest are counted in a last line. */
+const MAX_LISTED_WARNINGS = 20;
+
+/** A warning list that stays short whatever a file repeats. */
+export class Warnings {
+  readonly items: string[] = [];
+  private more = 0;
+
+  add(text: string): void {
+    if (this.items.length < MAX_LISTED_WARNINGS) this.items.push(text);
+    else this.more++;
+  }
+
+  /** The warnings, with a count of those not listed. */
+  list(): string[] {
+    return this.more ? [...this.items, `... and ${this.more} more like these`] : [...this.items];
+  }
+}
+
+/**
  * A weights file that is malformed, truncated, hostile or of an unsupported variant. The message always
  * starts with the file and says what is wrong, e.g.
  * `model.safetensors: tensor 'fc.weight' data_offsets [0, 4096000] run past the end of the data (4000000 bytes)`.
@@ -61,7 +117,7 @@ export class FormatError extends UserError {
   }
 }
 
-/** Bytes per element of each source dtype. */
+/** Bytes per element of each source dtype as stored. */
 export const DTYPE_SIZE: Readonly<Record<SourceDType, number>> = {
   float32: 4,
   float16: 2,
@@ -74,6 +130,11 @@ export const DTYPE_SIZE: Readonly<Record<SourceDType, number>> = {
   uint8: 1,
   bool: 1,
 };
+
+/** Bytes `count` elements of `dtype` take once decoded (float16 and bfloat16 widen to float32). */
+export function decodedSize(dtype: SourceDType, count: number): number {
+  return count * (dtype === 'float16' || dtype === 'bfloat16' ? 4 : DTYPE_SIZE[dtype]);
+}
 
 /**
  * The tensor's values as float32. float32 (and widened half) data is returned as is, not copied;
@@ -105,12 +166,18 @@ import { bfloat16ToFloat32, float16ToFloat32 } from '../util/float16.js';
 const hostIsLittleEndian = endianness() === 'LE';
 
 /**
- * Decodes `count` little-endian elements of `dtype` from exactly `bytes` (the caller has checked the
- * length). The result never aliases the input, so a file buffer can be dropped afterwards and the
- * typed arrays are always aligned.
+ * Decodes little-endian elements of `dtype` from exactly `bytes` (the caller has checked the length).
+ * The result never aliases the input, so a file buffer can be dropped afterwards and the typed
+ * arrays are always aligned. It allocates decodedSize(dtype, count) bytes and nothing more that
+ * outlives the call.
  */
 export function decodeElements(bytes: Uint8Array, dtype: SourceDType): LoadedTensor['data'] {
   const size = DTYPE_SIZE[dtype];
+  if ((dtype === 'float16' || dtype === 'bfloat16') && hostIsLittleEndian && bytes.byteOffset % 2 === 0) {
+    // Widen straight from the file's bytes: no intermediate copy beside the float32 result.
+    const bits = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.length / 2);
+    return dtype === 'float16' ? float16ToFloat32(bits) : bfloat16ToFloat32(bits);
+  }
   const copy = new Uint8Array(bytes); // aligned private copy
   if (!hostIsLittleEndian && size > 1) swapBytes(copy, size);
   const buf = copy.buffer;
@@ -238,8 +305,11 @@ export class ByteReader {
 /** Largest file the readers load into memory (Node's Buffer limit is near 4 GiB; weights are far smaller). */
 export const MAX_FILE_BYTES = 2 ** 31 - 1;
 
-/** Reads a whole file after checking it is a regular file of a loadable size. */
-export async function readFileBytes(path: string): Promise<Uint8Array> {
+/**
+ * Reads a whole file after checking it is a regular file of a loadable size, and no larger than
+ * `budget` when one is given (see budget.ts).
+ */
+export async function readFileBytes(path: string, budget?: ByteBudget): Promise<Uint8Array> {
   let size: number;
   try {
     const st = await fsp.stat(path);
@@ -250,6 +320,7 @@ export async function readFileBytes(path: string): Promise<Uint8Array> {
     throw new UserError(`cannot read ${path}: ${(e as Error).message}`, { cause: e });
   }
   if (size > MAX_FILE_BYTES) throw new FormatError(path, `file is ${size} bytes, more than the ${MAX_FILE_BYTES}-byte limit for a weights file`);
+  budget?.checkFile(size);
   try {
     return await fsp.readFile(path);
   } catch (e) {

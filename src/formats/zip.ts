@@ -7,12 +7,14 @@
  * must lie inside the file and before the central directory, local records must not overlap (the
  * overlapping-entry zip bomb), entry names must be relative paths without `..`, backslashes or NUL
  * (zip-slip), and what is read must match its CRC-32. Inflating is capped at the entry's declared size
- * (and at `maxEntryBytes`), so a zip bomb cannot exhaust memory. Encrypted entries, spanned archives and
+ * (and at `maxEntryBytes`) and charged to the archive's budget before it starts (budget.ts), so a zip
+ * bomb, or many entries that each stay under the cap, cannot exhaust memory. Encrypted entries, spanned archives and
  * archives that need ZIP64 fields are refused; a ZIP64 end record next to ordinary 32-bit fields, which
  * PyTorch writes for every `.pth`, is accepted since nothing in it is needed.
  */
 import * as zlib from 'node:zlib';
 import { ByteReader, FormatError, quoteName } from './types.js';
+import type { ByteBudget } from './budget.js';
 
 /** One file in the archive, as its central directory declares it. */
 export interface ZipEntry {
@@ -34,7 +36,9 @@ export interface ZipArchive {
   has(name: string): boolean;
   /**
    * The entry's contents, CRC-checked. A stored entry is a view into the archive bytes (no copy):
-   * treat it as read-only.
+   * treat it as read-only. A deflated entry is inflated into new memory, charged (its declared size,
+   * before inflating) to the archive's budget when it has one; the caller releases that charge when
+   * it drops the bytes.
    */
   read(name: string): Uint8Array;
 }
@@ -43,6 +47,8 @@ export interface ZipArchive {
 export interface OpenZipOptions {
   /** Largest entry that will be inflated, in bytes (default 1 GiB): bounds memory whatever the archive says. */
   maxEntryBytes?: number;
+  /** Charged with every inflated entry before it is inflated (see budget.ts). */
+  budget?: ByteBudget;
 }
 
 const EOCD_SIG = 0x06054b50;
@@ -88,7 +94,7 @@ export function openZip(bytes: Uint8Array, label: string, options: OpenZipOption
     read: (name) => {
       const rec = byName.get(name);
       if (!rec) throw new FormatError(label, `no entry ${quoteName(name)} in the archive`);
-      return readRecord(bytes, label, rec, maxEntryBytes);
+      return readRecord(bytes, label, rec, maxEntryBytes, options.budget);
     },
   };
 }
@@ -152,6 +158,8 @@ function readCentralDirectory(r: ByteReader, eocd: EndRecord): EntryRecord[] {
     seen.add(rec.name);
     records.push(rec);
   }
+  // The end record's size and the entries must agree: a larger size means a corrupt end record.
+  if (cd.remaining !== 0) throw r.fail(`central directory has ${cd.remaining} bytes after its ${eocd.count} entries (corrupt end record)`);
   return records;
 }
 
@@ -238,10 +246,10 @@ function checkLocalHeaders(r: ByteReader, records: EntryRecord[], cdOffset: numb
   }
 }
 
-function readRecord(bytes: Uint8Array, label: string, rec: EntryRecord, maxEntryBytes: number): Uint8Array {
+function readRecord(bytes: Uint8Array, label: string, rec: EntryRecord, maxEntryBytes: number, budget: ByteBudget | undefined): Uint8Array {
   const q = quoteName(rec.name);
   const raw = bytes.subarray(rec.dataStart, rec.dataStart + rec.compressedSize);
-  const data = rec.method === 0 ? raw : inflate(raw, label, rec, maxEntryBytes);
+  const data = rec.method === 0 ? raw : inflate(raw, label, rec, maxEntryBytes, budget);
   const actual = crc32(data);
   if (actual !== rec.crc32) {
     throw new FormatError(label, `entry ${q} is corrupt: CRC-32 is ${hex(actual)}, the archive says ${hex(rec.crc32)}`);
@@ -249,15 +257,18 @@ function readRecord(bytes: Uint8Array, label: string, rec: EntryRecord, maxEntry
   return data;
 }
 
-function inflate(raw: Uint8Array, label: string, rec: EntryRecord, maxEntryBytes: number): Uint8Array {
+function inflate(raw: Uint8Array, label: string, rec: EntryRecord, maxEntryBytes: number, budget: ByteBudget | undefined): Uint8Array {
   const q = quoteName(rec.name);
   if (rec.size > maxEntryBytes) throw new FormatError(label, `entry ${q} declares ${rec.size} bytes, more than the ${maxEntryBytes}-byte limit`);
   if (rec.size > rec.compressedSize * MAX_DEFLATE_RATIO + 1024) {
     throw new FormatError(label, `entry ${q} declares ${rec.size} bytes from ${rec.compressedSize} compressed: more than deflate can produce`);
   }
+  budget?.charge(rec.size, `inflating entry ${q}`);
   let out: Buffer;
   try {
-    out = zlib.inflateRawSync(raw, { maxOutputLength: Math.max(1, rec.size) });
+    // One output buffer one byte larger than the declared size: zlib then neither concatenates
+    // chunks (twice the memory at the end) nor starts a second buffer when the first is exactly full.
+    out = zlib.inflateRawSync(raw, { maxOutputLength: Math.max(1, rec.size), chunkSize: Math.max(64, rec.size + 1) });
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     if (err.code === 'ERR_BUFFER_TOO_LARGE') {

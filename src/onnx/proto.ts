@@ -70,20 +70,45 @@ export function valueInfo(name: string, elemType: number, dims: (number | string
   };
 }
 
-/** Float32 values of a tensor (raw_data or float_data; FLOAT16 converted). */
-export function tensorValues(t: OnnxNs.ITensorProto, fromHalf: (bits: Uint16Array) => Float32Array): Float32Array {
-  const n = (t.dims ?? []).reduce<number>((a, d) => a * Number(d), 1);
+/**
+ * Float32 values of a tensor (raw_data or float_data; FLOAT16 converted). What a file can get wrong
+ * (data kept in an external file, dims that are negative or beyond any file, a data size that does
+ * not match dims and type, an unsupported type) is a UserError naming `label` and the initializer.
+ */
+export function tensorValues(t: OnnxNs.ITensorProto, fromHalf: (bits: Uint16Array) => Float32Array, label = 'ONNX model'): Float32Array {
+  const what = `${label}: initializer ${JSON.stringify(t.name ?? '')}`;
+  if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL || (t.externalData?.length ?? 0) > 0) {
+    const location = t.externalData?.find((e) => e.key === 'location')?.value;
+    throw new UserError(
+      `${what} keeps its data in an external file${location ? ` (${JSON.stringify(location)})` : ''}; only ONNX files with their weights inside can be read`,
+    );
+  }
+  const dims = (t.dims ?? []).map(Number);
+  let n = 1;
+  for (const d of dims) {
+    // Past 2^32 elements no tensor fits a readable file; stopping there keeps the product exact.
+    if (!Number.isSafeInteger(d) || d < 0 || (n *= d) > 2 ** 32) {
+      throw new UserError(`${what} has dims [${(t.dims ?? []).map(String).join(', ')}], which are not the sizes of a tensor in a file`);
+    }
+  }
+  const mismatch = (have: string, per: string) => new UserError(`${what} has ${have} but dims [${dims.join(', ')}] need ${n} ${per}`);
   if (t.dataType === DataType.FLOAT) {
     if (t.rawData && t.rawData.length) {
-      if (t.rawData.length !== n * 4) throw new Error(`initializer '${t.name}': ${t.rawData.length} bytes for ${n} floats`);
+      if (t.rawData.length !== n * 4) throw mismatch(`${t.rawData.length} bytes of raw data`, 'float32 values (4 bytes each)');
       return new Float32Array(le(t.rawData).buffer);
     }
-    if (t.floatData && t.floatData.length === n) return Float32Array.from(t.floatData);
-  } else if (t.dataType === DataType.FLOAT16) {
-    if (t.rawData && t.rawData.length === n * 2) return fromHalf(new Uint16Array(le(t.rawData).buffer));
-    if (t.int32Data && t.int32Data.length === n) return fromHalf(Uint16Array.from(t.int32Data));
+    if ((t.floatData?.length ?? 0) !== n) throw mismatch(`${t.floatData?.length ?? 0} float values`, 'values');
+    return Float32Array.from(t.floatData ?? []);
   }
-  throw new Error(`initializer '${t.name}': unsupported or inconsistent data (type ${t.dataType}, ${n} values expected)`);
+  if (t.dataType === DataType.FLOAT16) {
+    if (t.rawData && t.rawData.length) {
+      if (t.rawData.length !== n * 2) throw mismatch(`${t.rawData.length} bytes of raw data`, 'float16 values (2 bytes each)');
+      return fromHalf(new Uint16Array(le(t.rawData).buffer));
+    }
+    if ((t.int32Data?.length ?? 0) !== n) throw mismatch(`${t.int32Data?.length ?? 0} float16 values`, 'values');
+    return fromHalf(Uint16Array.from(t.int32Data ?? []));
+  }
+  throw new UserError(`${what} has data type ${String(t.dataType)}; only float32 (and float16) initializers hold weights`);
 }
 
 /** Decodes ONNX model bytes; a file that is not one gives a UserError naming it. */
@@ -91,6 +116,7 @@ export function decodeModel(bytes: Uint8Array, label: string): OnnxNs.ModelProto
   try {
     return onnx.ModelProto.decode(bytes);
   } catch (e) {
-    throw new UserError(`${label}: not a readable ONNX model (${(e as Error).message})`);
+    // protobufjs reports a bad file as RangeError or Error ("index out of range", "invalid wire type").
+    throw new UserError(`${label}: not a readable ONNX model (${(e as Error).message})`, { cause: e });
   }
 }
