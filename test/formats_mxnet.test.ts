@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { parseMxnetParams, readGluonZip } from '../src/formats/mxnet.js';
 import { FormatError } from '../src/formats/types.js';
 import { MX, concat, f32Bytes, makeMxnetParams, makeZip, tempDir, u16Bytes, type MxArrayFixture, type MxFormat } from './helpers/fixtures.js';
+import { ELEMENT_SIZE, oracleElements, tensorDifference, type ExpectedTensor } from './helpers/weights_fixtures.js';
 
 const LABEL = 'resnet50_v1d-117a384e.params';
 
@@ -165,21 +166,113 @@ test('a GluonCV zip is opened and its one .params entry parsed', async (t) => {
   await t.throwsAsync(readGluonZip(evil), { instanceOf: FormatError, message: /entry '\.\.\/m\.params' has an unsafe name/ });
 });
 
-test('byte flips end in a FormatError or a valid result, never a crash', (t) => {
-  const good = makeMxnetParams(sample());
-  let seed = 3;
-  const rand = (n: number): number => {
-    seed = (seed * 1103515245 + 12345) % 2 ** 31;
-    return seed % n;
+// ---------------------------------------------------------------------------------------------------
+// Byte flips: each one must be refused naming the file, or explained exactly
+
+const TYPE_NAMES = new Map<number, string>(Object.entries(MX).map(([k, v]) => [v, k]));
+
+/** What a flipped byte of the sample file must give: an error, or exactly these tensors (named by index when `unnamed`). */
+type Expectation = { error: true } | { tensors: ExpectedTensor[] };
+
+/** The sample file's layout, field by field, as makeMxnetParams writes V2 records (fixtures.ts). */
+function expectationsFor(arrays: MxArrayFixture[]): (pos: number, bytes: Uint8Array) => Expectation {
+  const original = (): ExpectedTensor[] =>
+    arrays.map((a) => ({ name: a.name, dtype: TYPE_NAMES.get(a.typeFlag)!, shape: a.shape!, values: oracleElements(a.data, TYPE_NAMES.get(a.typeFlag)!) }));
+  type Field = { start: number; end: number; explain: (bytes: Uint8Array) => Expectation };
+  const fields: Field[] = [];
+  const error = (): Expectation => ({ error: true });
+  const same = (): Expectation => ({ tensors: original() });
+  let at = 0;
+  const field = (len: number, explain: Field['explain']) => {
+    fields.push({ start: at, end: at + len, explain });
+    at += len;
   };
-  for (let i = 0; i < 600; i++) {
-    const bad = new Uint8Array(good);
-    for (let k = 0; k <= rand(3); k++) bad[rand(bad.length)] = rand(256);
-    try {
-      parseMxnetParams(bad, LABEL);
-    } catch (e) {
-      if (!(e instanceof FormatError)) return t.fail(`flip ${i}: ${(e as Error).stack}`);
+  const u32 = (b: Uint8Array, start: number) => new DataView(b.buffer, b.byteOffset).getUint32(start, true);
+  field(8, error); // list magic
+  field(8, same); // reserved: MXNet ignores it
+  field(8, error); // array count
+  arrays.forEach((a, i) => {
+    const start = at;
+    // V2 -> V3 magic changes only how ndim 0 and -1 read, which these arrays do not use.
+    field(4, (b) => (u32(b, start) === 0xf993faca ? same() : error()));
+    field(4, error); // storage type
+    field(4 + 8 * a.shape!.length, error); // ndim and dims
+    field(8, same); // device type and id: not used
+    const flagAt = at;
+    field(4, (b) => {
+      const dtype = TYPE_NAMES.get(new DataView(b.buffer, b.byteOffset).getInt32(flagAt, true));
+      if (!dtype || ELEMENT_SIZE[dtype] !== ELEMENT_SIZE[TYPE_NAMES.get(a.typeFlag)!]) return error();
+      // Another type of the same width: the same bytes read as that type.
+      const tensors = original();
+      tensors[i] = { ...tensors[i]!, dtype, values: oracleElements(a.data, dtype) };
+      return { tensors };
+    });
+    const dataAt = at;
+    field(a.data.length, (b) => {
+      const tensors = original();
+      tensors[i] = { ...tensors[i]!, values: oracleElements(b.subarray(dataAt, dataAt + a.data.length), tensors[i]!.dtype) };
+      return { tensors };
+    });
+  });
+  const countAt = at;
+  field(8, (b) => {
+    // A name count of 0 is a file without names: the arrays are named by index.
+    if (new DataView(b.buffer, b.byteOffset).getBigUint64(countAt, true) !== 0n) return error();
+    return { tensors: original().map((t, i) => ({ ...t, name: String(i) })) };
+  });
+  arrays.forEach((a, i) => {
+    const len = Buffer.byteLength(a.name);
+    const renamed = (raw: Uint8Array): Expectation => {
+      let name: string;
+      try {
+        name = new TextDecoder('utf-8', { fatal: true }).decode(raw);
+      } catch {
+        return error();
+      }
+      if (name.startsWith('arg:') || name.startsWith('aux:')) name = name.slice(4);
+      if (arrays.some((o, j) => j !== i && o.name === name)) return error();
+      const tensors = original();
+      tensors[i] = { ...tensors[i]!, name };
+      return { tensors };
+    };
+    const lenAt = at;
+    field(8, (b) => {
+      // The last name may shrink: its tail becomes trailing bytes (a warning). Anything else misreads what follows.
+      const shorter = Number(new DataView(b.buffer, b.byteOffset).getBigUint64(lenAt, true));
+      return i === arrays.length - 1 && shorter < len ? renamed(b.subarray(lenAt + 8, lenAt + 8 + shorter)) : error();
+    });
+    const nameAt = at;
+    field(len, (b) => renamed(b.subarray(nameAt, nameAt + len)));
+  });
+  return (pos, bytes) => fields.find((f) => pos >= f.start && pos < f.end)!.explain(bytes);
+}
+
+test('every byte flip is refused naming the file, or changes the result exactly as it explains', (t) => {
+  const arrays = sample();
+  const good = makeMxnetParams(arrays);
+  const expect = expectationsFor(arrays);
+  let refusedCount = 0;
+  let explained = 0;
+  for (let pos = 0; pos < good.length; pos++) {
+    for (const mask of [0x01, 0x02, 0x10, 0x80, 0xff]) {
+      const bad = new Uint8Array(good);
+      bad[pos] ^= mask;
+      const want = expect(pos, bad);
+      let got: ReturnType<typeof parseMxnetParams> | undefined;
+      try {
+        got = parseMxnetParams(bad, LABEL);
+      } catch (e) {
+        if (!(e instanceof FormatError) || !e.message.startsWith(`${LABEL}: `)) return t.fail(`byte ${pos} ^ ${mask}: ${(e as Error).stack}`);
+        if (!('error' in want)) return t.fail(`byte ${pos} ^ ${mask} should read, but: ${e.message}`);
+        refusedCount++;
+        continue;
+      }
+      if ('error' in want) return t.fail(`byte ${pos} ^ ${mask} was accepted; it must be refused`);
+      const diff = tensorDifference(got, want.tensors);
+      if (diff) return t.fail(`byte ${pos} ^ ${mask} read, but ${diff}`);
+      explained++;
     }
   }
-  t.pass();
+  t.log(`${good.length} bytes x 5 flips: ${refusedCount} refused, ${explained} read as explained`);
+  t.true(refusedCount > 300 && explained > 300);
 });

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseTorchCheckpoint, readTorchCheckpoint } from '../src/formats/torch.js';
 import { FormatError } from '../src/formats/types.js';
+import { ELEMENT_SIZE, oracleElements, tensorDifference, type ExpectedTensor } from './helpers/weights_fixtures.js';
 import {
   PickleWriter,
   f32Bytes,
@@ -58,6 +59,7 @@ test('a torch.save state dict reads with every view, dtype and the _metadata sta
   t.deepEqual(sd.get('fc.weight_t')!.shape, [3, 2]);
   t.deepEqual(Array.from(sd.get('fc.weight_t')!.data as Float32Array), [0, 3, 1, 4, 2, 5], 'non-contiguous strides are gathered');
   t.deepEqual(Array.from(sd.get('tail')!.data as Float32Array), [4, 5]);
+  t.is(sd.get('tail')!.data.buffer, w.data.buffer, 'contiguous views of one storage share its decoded data');
   const h = sd.get('bn1.weight')!;
   t.is(h.dtype, 'float16');
   t.deepEqual(Array.from(h.data as Float32Array), [1, 2 ** -24, Infinity, -2]);
@@ -171,6 +173,14 @@ test('a storage reference to a missing entry, or past its storage, is refused', 
   for (const [tensor, fragment] of cases) refuses(t, makeTorchCheckpoint(torchStateDictPickle([tensor]), [weights]), fragment);
 });
 
+test('a state dict that repeats a key is refused (Python would keep the last value silently)', (t) => {
+  const twice = torchStateDictPickle([
+    { name: 'fc.weight', storage: weights, size: [6] },
+    { name: 'fc.weight', storage: weights, size: [2], offset: 4 },
+  ]);
+  refuses(t, makeTorchCheckpoint(twice, [weights]), "dict key 'fc.weight' appears twice");
+});
+
 test('legacy checkpoints, non-torch zips, TorchScript archives and big-endian storages are refused', (t) => {
   refuses(t, new PickleWriter().proto(2).int(0x1950a86a20f9469cfc6cn).bytes(), 'legacy (pre-1.6, non-zip) torch checkpoint');
   refuses(t, makeZip([{ name: 'readme.txt', data: new Uint8Array(1) }]), 'not a torch.save checkpoint: no <prefix>/data.pkl entry');
@@ -180,30 +190,289 @@ test('legacy checkpoints, non-torch zips, TorchScript archives and big-endian st
   t.is(parseTorchCheckpoint(makeTorchCheckpoint(torchStateDictPickle(stateDict()), storages, { byteorder: 'little' }), LABEL).size, 6);
 });
 
-test('byte flips end in a FormatError or a valid result, never a crash', (t) => {
-  const good = checkpoint();
-  let seed = 5;
-  const rand = (n: number): number => {
-    seed = (seed * 1103515245 + 12345) % 2 ** 31;
-    return seed % n;
+// ---------------------------------------------------------------------------------------------------
+// Byte flips: each one must be refused naming the file, or explained exactly
+
+const DTYPES: Record<string, string> = { FloatStorage: 'float32', HalfStorage: 'float16', BFloat16Storage: 'bfloat16', LongStorage: 'int64' };
+
+/** The tensors a state dict of these views gives, computed by hand; undefined when the file must be refused. */
+function expectedTensors(views: (TorchTensorFixture & { numel?: number })[]): ExpectedTensor[] | undefined {
+  const declared = new Map<string, number>();
+  for (const v of views) {
+    const numel = v.numel ?? v.storage.numel;
+    const first = declared.get(v.storage.key);
+    if (first !== undefined && first !== numel) return undefined; // one storage named with two sizes
+    declared.set(v.storage.key, numel);
+    if (v.storage.data.length < numel * ELEMENT_SIZE[DTYPES[v.storage.type]!]!) return undefined; // storage too short
+  }
+  if (new Set(views.map((v) => v.name)).size !== views.length) return undefined; // a key twice
+  const out: ExpectedTensor[] = [];
+  for (const v of views) {
+    const numel = declared.get(v.storage.key)!;
+    const dtype = DTYPES[v.storage.type]!;
+    const stride = v.stride ?? v.size.map((_, d) => v.size.slice(d + 1).reduce((a, b) => a * b, 1));
+    const offset = v.offset ?? 0;
+    const count = v.size.reduce((a, b) => a * b, 1);
+    if (count === 0) {
+      if (offset > numel) return undefined;
+    } else if (offset + v.size.reduce((acc, n, d) => acc + (n - 1) * stride[d]!, 0) >= numel) {
+      return undefined; // runs past its storage
+    }
+    const all = oracleElements(v.storage.data, dtype);
+    const values: (number | bigint)[] = [];
+    const index = new Array<number>(v.size.length).fill(0);
+    for (let i = 0; i < count; i++) {
+      values.push(all[offset + index.reduce((acc, x, d) => acc + x * stride[d]!, 0)]!);
+      for (let d = v.size.length - 1; d >= 0 && ++index[d]! === v.size[d]; d--) index[d] = 0;
+    }
+    out.push({ name: v.name, dtype, shape: v.size, values });
+  }
+  return out;
+}
+
+/** What a byte of the pickle is: an operand the result depends on, an ignored one, or structure. */
+type PickleByte =
+  | { kind: 'int'; tensor: number; field: 'offset' | 'numel' | 'size' | 'stride'; dim: number }
+  | { kind: 'key'; tensor: number; start: number; length: number }
+  | { kind: 'ignored' }
+  | { kind: 'structure' };
+
+/**
+ * torchStateDictPickle(views, { metadata: true }) written again, recording what each byte is. The
+ * test checks both write the same bytes.
+ */
+function spannedPickle(views: TorchTensorFixture[]): { bytes: Uint8Array; roles: PickleByte[] } {
+  const p = new PickleWriter().proto(2);
+  const roles: PickleByte[] = [];
+  const pos = () => p.bytes().length;
+  const mark = (from: number, role: PickleByte) => {
+    for (let i = from; i < pos(); i++) roles[i] = role;
   };
-  // Flip bytes of the pickle itself (rebuilding the zip so the CRC matches), then anywhere in the file.
-  const pkl = torchStateDictPickle(stateDict(), { metadata: true });
-  for (let i = 0; i < 800; i++) {
-    const bad = new Uint8Array(pkl);
-    for (let k = 0; k <= rand(2); k++) bad[rand(bad.length)] = rand(256);
-    const bytes = i % 4 === 3 ? flipped(good, rand) : makeTorchCheckpoint(bad, storages);
-    try {
-      parseTorchCheckpoint(bytes, LABEL);
-    } catch (e) {
-      if (!(e instanceof FormatError)) return t.fail(`flip ${i}: ${(e as Error).stack}`);
+  const int = (v: number, role: PickleByte) => {
+    const at = pos();
+    p.int(v);
+    mark(at + 1, role); // the opcode stays structure
+  };
+  const seen = new Set<string>();
+  const str = (v: string, role: (start: number, length: number) => PickleByte) => {
+    const at = pos();
+    p.str(v);
+    if (!seen.has(v)) mark(at + 5, role(at + 5, Buffer.byteLength(v))); // BINUNICODE, u32 length, then the text
+    seen.add(v);
+    // the BINPUT after the text stays structure
+    for (let i = at + 5 + Buffer.byteLength(v); i < pos(); i++) roles[i] = { kind: 'structure' };
+  };
+  const ignored = (): PickleByte => ({ kind: 'ignored' });
+  p.global('collections', 'OrderedDict').op(0x29).op(0x52).put().mark();
+  views.forEach((t, i) => {
+    str(t.name, (start, length) => ({ kind: 'key', tensor: i, start, length }));
+    if (t.parameter) p.global('torch._utils', '_rebuild_parameter').mark();
+    p.global('torch._utils', '_rebuild_tensor_v2').mark();
+    p.mark();
+    p.str('storage').global('torch', t.storage.type).str(t.storage.key);
+    str('cpu', ignored); // the location is not used
+    int(t.storage.numel, { kind: 'int', tensor: i, field: 'numel', dim: 0 });
+    p.op(0x74).put().op(0x51);
+    int(t.offset ?? 0, { kind: 'int', tensor: i, field: 'offset', dim: 0 });
+    const stride = t.stride ?? t.size.map((_, d) => t.size.slice(d + 1).reduce((a, b) => a * b, 1));
+    for (const [field, v] of [['size', t.size], ['stride', stride]] as const) {
+      if (v.length === 0) p.op(0x29);
+      else if (v.length <= 3) {
+        v.forEach((x, d) => int(x, { kind: 'int', tensor: i, field, dim: d }));
+        p.op([0x85, 0x86, 0x87][v.length - 1]!).put();
+      } else {
+        p.mark();
+        v.forEach((x, d) => int(x, { kind: 'int', tensor: i, field, dim: d }));
+        p.op(0x74).put();
+      }
+    }
+    p.op(0x89).global('collections', 'OrderedDict').op(0x29).op(0x52).put();
+    p.op(0x74).put().op(0x52).put();
+    if (t.parameter) p.op(0x89).global('collections', 'OrderedDict').op(0x29).op(0x52).put().op(0x74).put().op(0x52).put();
+  });
+  p.op(0x75);
+  // The `_metadata` state: BUILD ignores it, so its strings and numbers do not matter.
+  p.op(0x7d).put();
+  str('_metadata', ignored);
+  p.global('collections', 'OrderedDict').op(0x29).op(0x52).put();
+  str('', ignored);
+  p.op(0x7d).put();
+  str('version', ignored);
+  int(1, ignored());
+  p.op(0x73).op(0x73).op(0x73).op(0x62).op(0x2e);
+  const bytes = p.bytes();
+  for (let i = 0; i < bytes.length; i++) roles[i] ??= { kind: 'structure' };
+  return { bytes, roles };
+}
+
+/**
+ * What reading the checkpoint must give when pickle byte `pos` is `bad[pos]`: these tensors, 'error',
+ * or for a byte of the pickle's structure (an opcode, a length, a memo index) 'regrouped': refused, or
+ * read as a state dict every tensor of which is one the file holds, under whatever key (a string
+ * length that swallows the next entry, for one, pairs a longer key with the following tensor).
+ */
+function pickleExpectation(views: TorchTensorFixture[], role: PickleByte, bad: Uint8Array, pos: number): ExpectedTensor[] | 'error' | 'regrouped' {
+  const original = expectedTensors(views)!;
+  switch (role.kind) {
+    case 'structure':
+      return 'regrouped';
+    case 'ignored':
+      return original;
+    case 'key': {
+      const name = new TextDecoder().decode(bad.subarray(role.start, role.start + role.length)); // the unpickler's decoding
+      return expectedTensors(views.map((v, i) => (i === role.tensor ? { ...v, name } : v))) ?? 'error';
+    }
+    case 'int': {
+      const value = bad[pos]!; // every operand here is a BININT1
+      const changed = views.map((v, i) => {
+        if (i !== role.tensor) return v;
+        const stride = v.stride ?? v.size.map((_, d) => v.size.slice(d + 1).reduce((a, b) => a * b, 1));
+        if (role.field === 'offset') return { ...v, offset: value };
+        if (role.field === 'numel') return { ...v, numel: value };
+        if (role.field === 'size') return { ...v, size: v.size.map((x, d) => (d === role.dim ? value : x)), stride };
+        return { ...v, stride: stride.map((x, d) => (d === role.dim ? value : x)) };
+      });
+      return expectedTensors(changed) ?? 'error';
     }
   }
-  t.pass();
+}
+
+/**
+ * What each byte of the whole checkpoint file is, from the zip layout makeTorchCheckpoint writes:
+ * 'error' where the reader checks it (CRC-covered data, sizes, offsets, names, signatures), 'ignored'
+ * where nothing reads it (times, versions, the extra field's padding, data descriptors, the ZIP64 end
+ * record, the unread `version` entry), or a rule for the bytes whose meaning depends on the value.
+ */
+function zipRoles(file: Uint8Array): ((b: number) => 'error' | 'ignored' | 'either')[] {
+  const dv = new DataView(file.buffer, file.byteOffset, file.byteLength);
+  const roles: ((b: number) => 'error' | 'ignored' | 'either')[] = [];
+  const set = (from: number, to: number, rule: (b: number) => 'error' | 'ignored' | 'either') => {
+    for (let i = from; i < to; i++) roles[i] = rule;
+  };
+  const error = () => 'error' as const;
+  const ignored = () => 'ignored' as const;
+  const flags = (b: number) => (b & 0x41 ? 'error' : 'ignored'); // encryption bits
+  const eocd = file.length - 22;
+  const cdOffset = dv.getUint32(eocd + 16, true);
+  let at = 0;
+  const unread = (name: string) => name.endsWith('/version');
+  while (at < cdOffset) {
+    const nameLen = dv.getUint16(at + 26, true);
+    const extraLen = dv.getUint16(at + 28, true);
+    const name = Buffer.from(file.subarray(at + 30, at + 30 + nameLen)).toString();
+    set(at, at + 4, error); // signature
+    set(at + 4, at + 6, ignored); // version needed
+    roles[at + 6] = flags;
+    set(at + 7, at + 30, ignored); // flags' high byte, method (the central directory's counts), time, date, CRC and sizes (0: data descriptor)
+    set(at + 26, at + 28, error); // name length
+    // A shorter extra field moves the data start: harmless only for the entry nothing reads.
+    set(at + 28, at + 30, unread(name) ? () => 'either' : error);
+    set(at + 30, at + 30 + nameLen, error); // name, compared with the central directory's
+    set(at + 30 + nameLen, at + 30 + nameLen + extraLen, ignored); // 'FB' padding
+    const dataStart = at + 30 + nameLen + extraLen;
+    // The data's length is in the data descriptor after it (CRC, compressed size, size).
+    let dataLen = 0;
+    while (dv.getUint32(dataStart + dataLen, true) !== 0x08074b50 || dv.getUint32(dataStart + dataLen + 8, true) !== dataLen) dataLen++;
+    set(dataStart, dataStart + dataLen, unread(name) ? ignored : error); // CRC-covered, if read
+    set(dataStart + dataLen, dataStart + dataLen + 16, ignored); // data descriptor
+    at = dataStart + dataLen + 16;
+  }
+  while (dv.getUint32(at, true) === 0x02014b50) {
+    const nameLen = dv.getUint16(at + 28, true);
+    const name = Buffer.from(file.subarray(at + 46, at + 46 + nameLen)).toString();
+    set(at, at + 4, error);
+    set(at + 4, at + 8, ignored); // versions
+    roles[at + 8] = flags;
+    roles[at + 9] = ignored; // UTF-8 flag: the names are ASCII
+    // Method: an entry nothing reads may claim deflate; anything else unsupported is refused when the archive opens.
+    roles[at + 10] = unread(name) ? (b) => (b === 8 ? 'ignored' : 'error') : error;
+    roles[at + 11] = error;
+    set(at + 12, at + 16, ignored); // time, date
+    set(at + 16, at + 20, unread(name) ? ignored : error); // CRC: checked when the entry is read
+    set(at + 20, at + 36, error); // sizes, name/extra/comment lengths, disk
+    set(at + 36, at + 42, ignored); // attributes
+    set(at + 42, at + 46 + nameLen, error); // local header offset, name
+    at += 46 + nameLen;
+  }
+  set(at, at + 56, ignored); // ZIP64 end record: nothing in it is needed
+  at += 56;
+  set(at, at + 4, ignored); // ZIP64 locator signature: without it there is no locator to check
+  set(at + 4, at + 8, error); // its disk number must be 0
+  set(at + 8, at + 16, ignored); // offset of the ZIP64 end record
+  roles[at + 16] = (b) => (b > 1 ? 'error' : 'ignored'); // number of disks: 0 or 1
+  set(at + 17, at + 20, error);
+  at += 20;
+  set(at, at + 22, error); // end record
+  return roles;
+}
+
+test('every pickle byte flip is refused naming the file, or changes the state dict exactly as it explains', (t) => {
+  const views = stateDict();
+  const { bytes: pkl, roles } = spannedPickle(views);
+  t.deepEqual(Array.from(pkl), Array.from(torchStateDictPickle(views, { metadata: true })), 'the fixture writer and the spanned one agree');
+  const original = expectedTensors(views)!;
+  t.is(tensorDifference(parseTorchCheckpoint(makeTorchCheckpoint(pkl, storages), LABEL), original), undefined);
+  const counts = { refused: 0, explained: 0, regrouped: 0, unchanged: 0 };
+  for (let pos = 0; pos < pkl.length; pos++) {
+    for (const mask of [0x01, 0x04, 0x20, 0x80, 0xff]) {
+      const bad = new Uint8Array(pkl);
+      bad[pos] ^= mask;
+      const want = pickleExpectation(views, roles[pos]!, bad, pos);
+      let got: ReturnType<typeof parseTorchCheckpoint>;
+      try {
+        got = parseTorchCheckpoint(makeTorchCheckpoint(bad, storages), LABEL);
+      } catch (e) {
+        if (!(e instanceof FormatError) || !e.message.startsWith(`${LABEL}:archive/data.pkl: `)) return t.fail(`pickle byte ${pos} ^ ${mask}: ${(e as Error).stack}`);
+        if (want !== 'error' && want !== 'regrouped') return t.fail(`pickle byte ${pos} ^ ${mask} (${roles[pos]!.kind}) should read, but: ${e.message}`);
+        counts.refused++;
+        continue;
+      }
+      if (want === 'error') return t.fail(`pickle byte ${pos} ^ ${mask} (${roles[pos]!.kind}) was accepted; it must be refused`);
+      if (want === 'regrouped') {
+        for (const [name, v] of got) {
+          const same = original.filter((o) => tensorDifference(new Map([[o.name, v]]), [o]) === undefined);
+          if (same.length === 0) return t.fail(`pickle byte ${pos} ^ ${mask} (structure) read, but ${JSON.stringify(name)} is no tensor of the file`);
+        }
+        if (tensorDifference(got, original) === undefined) counts.unchanged++;
+        else counts.regrouped++;
+        continue;
+      }
+      const diff = tensorDifference(got, want);
+      if (diff) return t.fail(`pickle byte ${pos} ^ ${mask} (${roles[pos]!.kind}) read, but ${diff}`);
+      if (tensorDifference(got, original) === undefined) counts.unchanged++;
+      else counts.explained++;
+    }
+  }
+  t.log(`${pkl.length} pickle bytes x 5 flips: ${counts.refused} refused, ${counts.explained} read as explained, ${counts.regrouped} regrouped, ${counts.unchanged} read unchanged`);
+  t.true(counts.refused > 1000 && counts.explained > 100);
 });
 
-function flipped(good: Uint8Array, rand: (n: number) => number): Uint8Array {
-  const bad = new Uint8Array(good);
-  bad[rand(bad.length)] = rand(256);
-  return bad;
-}
+test('every byte flip in the file is refused naming it, or falls where the reader reads nothing', (t) => {
+  const good = checkpoint();
+  const roles = zipRoles(good);
+  t.is(roles.length, good.length);
+  const original = expectedTensors(stateDict())!;
+  const counts = { refused: 0, unchanged: 0 };
+  for (let pos = 0; pos < good.length; pos++) {
+    for (const mask of [0x01, 0x08, 0x40, 0xff]) {
+      const bad = new Uint8Array(good);
+      bad[pos] ^= mask;
+      const want = roles[pos]!(bad[pos]!);
+      let got: ReturnType<typeof parseTorchCheckpoint>;
+      try {
+        got = parseTorchCheckpoint(bad, LABEL);
+      } catch (e) {
+        if (!(e instanceof FormatError) || !e.message.startsWith(`${LABEL}:`)) return t.fail(`byte ${pos} ^ ${mask}: ${(e as Error).stack}`);
+        if (want === 'ignored') return t.fail(`byte ${pos} ^ ${mask} is not read, but: ${e.message}`);
+        counts.refused++;
+        continue;
+      }
+      if (want === 'error') return t.fail(`byte ${pos} ^ ${mask} was accepted; it must be refused`);
+      const diff = tensorDifference(got, original);
+      if (diff) return t.fail(`byte ${pos} ^ ${mask} read, but ${diff}`);
+      counts.unchanged++;
+    }
+  }
+  t.log(`${good.length} bytes x 4 flips: ${counts.refused} refused, ${counts.unchanged} read unchanged (bytes nothing reads)`);
+  t.true(counts.refused > 2000 && counts.unchanged > 500);
+});
