@@ -37,9 +37,12 @@ name=$(pkgjson .name)
 echo "npm $(npm --version), node $(node --version), package $name@$(pkgjson .version) from ${ZOO_PACKAGE_FROM:-the working tree}, skip: $skip"
 (cd "$work/tree" && npm run build --silent >"$work/build.log" 2>&1) || { tail -20 "$work/build.log"; fail "npm run build failed in a copy of the tree"; }
 (cd "$work/tree" && npm pack --ignore-scripts --silent --json --pack-destination "$work" >"$work/pack.json" 2>"$work/pack.log") || { cat "$work/pack.log"; fail "npm pack failed"; }
-tarball="$work/$(node -p "require('$work/pack.json')[0].filename")"
+# npm 11 writes [{...}], npm 12 {"<name>": {...}}.
+packed() { node -p "const j = require('$work/pack.json'); (Array.isArray(j) ? j[0] : Object.values(j)[0])$1"; }
+tarball="$work/$(packed .filename)"
 node - "$work/pack.json" <<'EOF' || fail "the tarball's file list is wrong"
-const [p] = require(process.argv[2]);
+const j = require(process.argv[2]);
+const p = Array.isArray(j) ? j[0] : Object.values(j)[0];
 const files = p.files.map((f) => f.path);
 const need = ['package.json', 'README.md', 'LICENSE', 'models.json', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/zoo/index.js',
   'dist/src/backend/simd/kernels.wasm', 'dist/src/backend/wasm-worker.cjs', 'data/imagenet_classes.json'];
@@ -125,7 +128,13 @@ pid=$(node -p "JSON.parse(process.argv[1]).pid" "$out")
 left=$(ls -A "$work/tmp")
 [ -z "$left" ] && [ ! -e "/tmp/mat-debug-$pid.log" ] || fail "the example left files behind: ${left:-/tmp/mat-debug-$pid.log}"
 
-# 4. A CommonJS consumer: require() works where Node loads ES modules from require (20.19, 22.12 and
+# 4. The command line from the dependent project: the bin link, and models.json found in the package.
+version=$(cd "$app" && npx --no-install zoo --version 2>/dev/null) || fail "npx zoo --version failed"
+[ "$version" = "$(pkgjson .version)" ] || fail "npx zoo --version printed '$version'"
+(cd "$app" && npx --no-install zoo list --published >"$work/list.log" 2>&1) || { tail -5 "$work/list.log"; fail "npx zoo list --published failed"; }
+echo "npx zoo --version: $version; zoo list --published: $(grep -c . "$work/list.log") lines"
+
+# 5. A CommonJS consumer: require() works where Node loads ES modules from require (20.19, 22.12 and
 # later); elsewhere Node's error must say to use import().
 cjs=$(cd "$app" && node -e "const z = require('$name'); console.log(typeof z.createModel)" 2>&1) || true
 cjs_old=$(cd "$app" && node --no-experimental-require-module -e "require('$name')" 2>&1) || true
