@@ -18,7 +18,9 @@ import { openZip } from '../formats/zip.js';
 import { readFileBytes } from '../formats/types.js';
 import { UserError } from '../errors.js';
 import { createModel, type Model } from '../models/model.js';
-import { readTensors, loadTensorsInto, type WeightFormat } from '../convert/convert.js';
+import { openTensors, loadTensorsInto, modelBudget, type WeightFormat } from '../convert/convert.js';
+import { fileBudget } from '../formats/budget.js';
+import { metadataProps } from '../onnx/metadata.js';
 import type { Naming } from '../convert/naming.js';
 import { exportOnnx } from '../onnx/export.js';
 import { checkExport, type CheckReport } from '../onnx/check.js';
@@ -239,7 +241,8 @@ async function sourceChecks(source: PullSource, file: string): Promise<void> {
 
 /** Checks the SHA-1 of a zip member. */
 async function verifyMember(zipPath: string, member: string, sha1: string): Promise<void> {
-  const zip = openZip(await readFileBytes(zipPath), zipPath);
+  const bytes = await readFileBytes(zipPath);
+  const zip = openZip(bytes, zipPath, { budget: fileBudget(zipPath, bytes.length, 8) });
   if (!zip.has(member)) {
     throw new UserError(`${zipPath}: has no '${member}' (entries: ${zip.entries.map((e) => e.name).join(', ')})`);
   }
@@ -264,16 +267,19 @@ async function convert(entry: PullEntry, source: PullSource, file: string, fileN
   log(`converting ${fileName} (${source.format}, ${source.naming} names) to ${entry.arch}`);
   const model: Model = createModel(entry.arch, { numClasses: entry.numClasses });
   try {
-    const { tensors, warnings } = await readTensors(file, formatOf(source));
-    for (const w of warnings) log(`warning: ${w}`);
+    // Names and shapes are checked against the architecture before any tensor is decoded, within a
+    // memory budget of a few times the model's own size.
+    const tensors = await openTensors(file, { format: formatOf(source), budget: modelBudget(model, file) });
+    for (const w of tensors.warnings) log(`warning: ${w}`);
     const report = loadTensorsInto(model, tensors, source.naming, file);
     if (report.folded.length) log(`folded ${report.folded.length} convolution biases into batch-norm means`);
     const size = entry.preprocessing.crop;
-    const metadata = {
-      'zoo.name': entry.name,
-      'zoo.preprocessing': JSON.stringify(entry.preprocessing),
-      ...(entry.categories ? { 'zoo.categories': entry.categories } : {}),
-    };
+    const metadata = metadataProps({
+      arch: entry.arch,
+      name: entry.name,
+      preprocessing: entry.preprocessing,
+      ...(entry.categories ? { categories: entry.categories } : {}),
+    });
     const bytes = exportOnnx(model, { imageSize: size, metadata });
     const check = await checkExport(model, bytes, { imageSize: size, batch: 2 });
     if (!check.passed) {
