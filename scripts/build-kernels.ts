@@ -13,4 +13,3 @@ const bytes = await assembleKernels();
 const tmp = `${file}.tmp-${process.pid}`;
 writeFileSync(tmp, bytes);
 renameSync(tmp, file);
-console.log(`${file}: ${bytes.length} bytes`);
