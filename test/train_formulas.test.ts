@@ -2,13 +2,14 @@
  * The paper's formulas (SPEC section 2) against hand computations: learning-rate schedules, label
  * smoothing, mixup, distillation, the NAG update with weight-decay groups, zero gamma and Xavier bounds.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
 import { setupBackend, maxAbsDiff } from './helpers/backend.js';
 import { LrSchedule } from '../src/train/schedule.js';
 import { smoothTargets, mixup, sampleBeta, sampleGamma, softCrossEntropy, distillationLoss, topkHits } from '../src/train/loss.js';
 import { SGD, decayedParams } from '../src/train/optim.js';
 import { RECIPES, describeTricks } from '../src/train/recipes.js';
+import { ZOO_KERNELS, hasZooKernel } from '../src/backend/kernels/index.js';
 import { createModel } from '../src/models/model.js';
 import { xavierBound } from '../src/models/params.js';
 import { Rng } from '../src/util/random.js';
@@ -157,17 +158,22 @@ test('no bias decay: weight decay only on conv and fc weights; running statistic
   m.dispose();
 });
 
-test('NAG update with weight-decay groups matches a hand computation over three steps', (t) => {
+/**
+ * Three NAG steps with weight-decay groups and a gradient scale against a float64 hand computation:
+ * v <- m v + (g s + wd w), w <- w - lr (g s + wd w + m v); plain momentum w <- w - lr v.
+ */
+function checkSgdAgainstHand(t: ExecutionContext, options: { fused: boolean; nesterov: boolean }): void {
   const m = createModel('resnet_test', { seed: 3 });
   const names = ['conv1.0.weight', 'bn1.weight', 'fc.bias'];
   const lr = 0.05;
   const mom = 0.9;
   const wd = 1e-2;
-  const opt = new SGD(m.params, { momentum: mom, nesterov: true, weightDecay: wd, noBiasDecay: true });
+  const opt = new SGD(m.params, { momentum: mom, nesterov: options.nesterov, weightDecay: wd, noBiasDecay: true, fused: options.fused });
   const w = new Map(names.map((n) => [n, Float64Array.from(m.params.get(n).dataSync())]));
   const v = new Map(names.map((n) => [n, new Float64Array(w.get(n)!.length)]));
   const rng = new Rng(11);
   const scale = 0.5; // gradient accumulation: two micro-batches summed, scaled by 1/2
+  const before = tf.memory().numTensors;
   for (let step = 0; step < 3; step++) {
     const grads = new Map<string, tf.Tensor>();
     const gv = new Map<string, Float32Array>();
@@ -186,17 +192,32 @@ test('NAG update with weight-decay groups matches a hand computation over three 
       for (let i = 0; i < W.length; i++) {
         const d = G[i]! * scale + decay * W[i]!;
         V[i] = mom * V[i]! + d;
-        W[i] = W[i]! - lr * (d + mom * V[i]!);
+        W[i] = W[i]! - lr * (options.nesterov ? d + mom * V[i]! : V[i]!);
       }
       const got = m.params.get(n).dataSync();
       const diff = maxAbsDiff(got, W);
-      t.true(diff < 1e-6, `${n} after step ${step + 1}: max diff ${diff}`);
+      t.true(diff < 1e-6, `${n} after step ${step + 1} (${options.fused ? 'fused kernel' : 'tfjs ops'}, nesterov ${options.nesterov}): max diff ${diff}`);
+      const vel = maxAbsDiff(opt.velocity.get(n)!.dataSync(), V);
+      t.true(vel < 1e-6, `${n} momentum after step ${step + 1}: max diff ${vel}`);
     }
   }
+  // One momentum buffer per parameter that had a gradient; nothing else is kept.
+  t.is(tf.memory().numTensors, before + names.length, 'tensors kept by three updates');
   const other = m.params.get('conv1.1.weight').dataSync().slice(0, 4);
   t.deepEqual(Array.from(other), Array.from(createModel('resnet_test', { seed: 3 }).params.get('conv1.1.weight').dataSync().slice(0, 4)), 'parameters without gradients stay');
   opt.dispose();
   m.dispose();
+}
+
+test('NAG update with weight-decay groups matches a hand computation over three steps (the fused kernel)', (t) => {
+  t.true(hasZooKernel(ZOO_KERNELS.sgd), `the ${tf.getBackend()} backend has the fused update kernel`);
+  checkSgdAgainstHand(t, { fused: true, nesterov: true });
+  checkSgdAgainstHand(t, { fused: true, nesterov: false });
+});
+
+test('the update from tfjs-core ops (backends without the fused kernel: tfjs-node, tfjs-node-gpu) matches the same hand computation', (t) => {
+  checkSgdAgainstHand(t, { fused: false, nesterov: true });
+  checkSgdAgainstHand(t, { fused: false, nesterov: false });
 });
 
 test('zero gamma: the last batch norm of every residual block starts at 0, every other gamma at 1', (t) => {

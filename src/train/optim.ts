@@ -15,6 +15,11 @@ export interface SgdOptions {
   weightDecay?: number;
   /** Weight decay on conv/fc weights only (paper 3.1). */
   noBiasDecay?: boolean;
+  /**
+   * Use zoo's fused update kernel where the backend has it (wasm, cpu). Default true; false computes the
+   * update from tfjs-core ops, as on the backends without the kernel (tfjs-node, tfjs-node-gpu).
+   */
+  fused?: boolean;
 }
 
 /** Which parameters get weight decay. */
@@ -32,6 +37,7 @@ export class SGD {
   readonly nesterov: boolean;
   readonly weightDecay: number;
   readonly noBiasDecay: boolean;
+  private readonly fused: boolean;
   private readonly decayed: Set<string>;
   /** Momentum buffers, by parameter name. */
   readonly velocity = new Map<string, tf.Tensor>();
@@ -44,12 +50,13 @@ export class SGD {
     this.nesterov = options.nesterov ?? true;
     this.weightDecay = options.weightDecay ?? 1e-4;
     this.noBiasDecay = options.noBiasDecay ?? false;
+    this.fused = options.fused ?? true;
     this.decayed = decayedParams(params, this.noBiasDecay);
   }
 
   /** Applies one update with learning rate `lr`; grads by parameter name. `gradScale` multiplies them. */
   step(grads: Map<string, Tensor>, lr: number, gradScale = 1): void {
-    const fused = hasZooKernel(ZOO_KERNELS.sgd);
+    const fused = this.fused && hasZooKernel(ZOO_KERNELS.sgd);
     for (const [name, variable] of this.params.trainable()) {
       const g = grads.get(name);
       if (!g) continue;
