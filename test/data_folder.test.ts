@@ -1,9 +1,10 @@
 import test from 'ava';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
-import { decodeImage, openImageFolder, splitByFraction } from '../src/data/image_folder.js';
+import { decodeImage, openImageFolder, probeImage, splitByFraction } from '../src/data/image_folder.js';
 import { UserError } from '../src/errors.js';
 
 let root = '';
@@ -125,4 +126,48 @@ test('a corrupt or truncated image is a UserError naming the file', async (t) =>
     const e = await t.throwsAsync(decodeImage(file), { instanceOf: UserError });
     t.true(e!.message.includes(file), e!.message);
   }
+});
+
+test('a FIFO, socket or device with an image name is refused by name, never read (it would block forever)', async (t) => {
+  if (process.platform === 'win32') return t.pass('no FIFOs on Windows');
+  const dir = path.join(root, 'fifo');
+  await writeImage(path.join(dir, 'train', 'a', '0.png'), 'png', 0);
+  await writeImage(path.join(dir, 'val', 'a', '0.png'), 'png', 1);
+  const fifo = path.join(dir, 'train', 'a', 'pipe.jpg');
+  execFileSync('mkfifo', [fifo]);
+  // Listing the folder names it.
+  const listed = await t.throwsAsync(openImageFolder(dir), { instanceOf: UserError });
+  t.regex(listed!.message, /pipe\.jpg is a FIFO, not an image file/);
+  // Opening it directly (a list of files made elsewhere) returns at once with the same error.
+  for (const read of [decodeImage, probeImage]) {
+    const e = await t.throwsAsync(read(fifo), { instanceOf: UserError });
+    t.regex(e!.message, /pipe\.jpg is a FIFO, not an image file/);
+  }
+  const devNull = await t.throwsAsync(decodeImage('/dev/null'), { instanceOf: UserError });
+  t.regex(devNull!.message, /\/dev\/null is a device/);
+  const dirNamedJpg = path.join(root, 'fifo-dir', 'train', 'a', 'x.jpg');
+  await mkdir(dirNamedJpg, { recursive: true });
+  await writeImage(path.join(root, 'fifo-dir', 'train', 'a', '0.png'), 'png', 0);
+  await t.throwsAsync(openImageFolder(path.join(root, 'fifo-dir')), { instanceOf: UserError, message: /x\.jpg is a directory/ });
+});
+
+test('links to images are followed; a broken link is an error naming it; an empty file is refused', async (t) => {
+  if (process.platform === 'win32') return t.pass('symbolic links need privileges on Windows');
+  const dir = path.join(root, 'links');
+  const real = path.join(root, 'link-target.png');
+  await writeImage(real, 'png', 3);
+  await mkdir(path.join(dir, 'a'), { recursive: true });
+  await symlink(real, path.join(dir, 'a', 'linked.png'));
+  await writeImage(path.join(dir, 'a', '1.png'), 'png', 4);
+  await writeImage(path.join(dir, 'b', '0.png'), 'png', 5);
+  await writeImage(path.join(dir, 'b', '1.png'), 'png', 6);
+  const f = await openImageFolder(dir, { valFraction: 0.5 });
+  t.is(f.train.labels.length + f.val.labels.length, 4);
+  const linked = [...(f.train.source as { files: readonly string[] }).files, ...(f.val.source as { files: readonly string[] }).files].find((x) => x.endsWith('linked.png'))!;
+  t.is((await decodeImage(linked)).width, 20);
+  await symlink(path.join(root, 'nowhere.png'), path.join(dir, 'b', 'broken.png'));
+  await t.throwsAsync(openImageFolder(dir, { valFraction: 0.5 }), { instanceOf: UserError, message: /broken\.png is a broken symbolic link/ });
+  const empty = path.join(root, 'empty.jpg');
+  await writeFile(empty, '');
+  await t.throwsAsync(decodeImage(empty), { instanceOf: UserError, message: /empty\.jpg is an empty file/ });
 });

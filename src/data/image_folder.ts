@@ -10,9 +10,13 @@
  *
  * Decoding uses sharp (libvips): EXIF orientation applied, alpha dropped, grayscale and CMYK converted to
  * sRGB, 16-bit reduced to 8-bit.
+ *
+ * Only regular files (or symbolic links to them) are taken as images: a FIFO, socket or device with an
+ * image's name would block the reader forever or stream without end, so it is refused by name, both when
+ * the folder is listed and when a file is opened.
  */
-import { existsSync, statSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { constants as fsConstants, existsSync, statSync, type Dirent, type Stats } from 'node:fs';
+import { open, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
 import { UserError } from '../errors.js';
@@ -68,6 +72,37 @@ function isImageName(name: string): boolean {
   return !name.startsWith('.') && IMAGE_EXTENSIONS.includes(path.extname(name).toLowerCase());
 }
 
+/** What a file that is not a regular file is, for messages. */
+function fileKind(s: Stats | Dirent): string {
+  if (s.isFIFO()) return 'a FIFO';
+  if (s.isSocket()) return 'a socket';
+  if (s.isCharacterDevice() || s.isBlockDevice()) return 'a device';
+  if (s.isDirectory()) return 'a directory';
+  if (s.isSymbolicLink()) return 'a symbolic link';
+  return 'not a regular file';
+}
+
+function notRegular(file: string, s: Stats | Dirent): UserError {
+  return new UserError(`${file} is ${fileKind(s)}, not an image file: image folders take regular files (or links to them) only`);
+}
+
+/** The image files of a class folder (sorted); an image-named entry that is not a regular file is an error. */
+async function scanImages(classDir: string): Promise<string[]> {
+  const entries = (await readdir(classDir, { withFileTypes: true })).filter((e) => isImageName(e.name));
+  const files: string[] = [];
+  for (const e of entries) {
+    const file = path.join(classDir, e.name);
+    if (!e.isFile()) {
+      // A link is followed (data sets are often trees of links); what it points to must be a regular file.
+      const target = e.isSymbolicLink() ? await stat(file).catch(() => undefined) : undefined;
+      if (e.isSymbolicLink() && !target) throw new UserError(`${file} is a broken symbolic link`);
+      if (!target?.isFile()) throw notRegular(file, target ?? e);
+    }
+    files.push(file);
+  }
+  return files.sort(byCodeUnits);
+}
+
 /** The class folders of `dir` (sorted, hidden ones skipped) with their image files (sorted). */
 async function scanClasses(dir: string): Promise<ClassFiles[]> {
   const entries = await readdir(dir, { withFileTypes: true });
@@ -78,7 +113,7 @@ async function scanClasses(dir: string): Promise<ClassFiles[]> {
   const classes: ClassFiles[] = [];
   for (const name of names) {
     const classDir = path.join(dir, name);
-    const files = (await readdir(classDir)).filter(isImageName).sort(byCodeUnits).map((f) => path.join(classDir, f));
+    const files = await scanImages(classDir);
     if (files.length === 0) {
       throw new UserError(`class folder ${classDir} has no images (${IMAGE_EXTENSIONS.join(', ')})`);
     }
@@ -183,10 +218,48 @@ export function configureSharp(options: { threads: number; cache?: boolean }): v
   if (!options.cache) sharp.cache(false);
 }
 
+/** One line of an error message (libvips's messages can span several). */
+function oneLine(message: string): string {
+  return message.replace(/\s+/g, ' ').trim();
+}
+
+/**
+ * Opens `file` without blocking (a FIFO would block an ordinary open until a writer comes) and checks that
+ * it is a regular file; `read` then gets its bytes. A UserError naming the file otherwise.
+ */
+async function openRegular(file: string): Promise<{ read(): Promise<Buffer>; close(): Promise<void> }> {
+  let fh;
+  try {
+    // O_NONBLOCK does nothing to a regular file; Windows has no FIFOs to block on and no such flag.
+    fh = await open(file, fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0));
+  } catch (e) {
+    throw new UserError(`cannot open image ${file}: ${oneLine((e as Error).message)}`, { cause: e });
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw notRegular(file, st);
+    if (st.size === 0) throw new UserError(`image ${file} is an empty file`);
+  } catch (e) {
+    await fh.close();
+    throw e;
+  }
+  const handle = fh;
+  return { read: () => handle.readFile(), close: () => handle.close() };
+}
+
 /** Decodes an image file to 8-bit sRGB, HWC, 3 channels; a corrupt or unreadable file is a UserError naming it. */
 export async function decodeImage(file: string): Promise<Image<Uint8Array>> {
+  const f = await openRegular(file);
+  let bytes: Buffer;
   try {
-    const { data, info } = await sharp(file, { failOn: 'error' })
+    bytes = await f.read();
+  } catch (e) {
+    throw new UserError(`cannot read image ${file}: ${oneLine((e as Error).message)}`, { cause: e });
+  } finally {
+    await f.close();
+  }
+  try {
+    const { data, info } = await sharp(bytes, { failOn: 'error' })
       .rotate()
       .removeAlpha()
       .toColourspace('srgb')
@@ -195,6 +268,23 @@ export async function decodeImage(file: string): Promise<Image<Uint8Array>> {
     if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels`);
     return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), height: info.height, width: info.width, channels: 3 };
   } catch (e) {
-    throw new UserError(`cannot decode image ${file}: ${(e as Error).message}`, { cause: e });
+    throw new UserError(`cannot decode image ${file}: ${oneLine((e as Error).message)}`, { cause: e });
+  }
+}
+
+/**
+ * Checks an image file cheaply: a regular, non-empty file whose header sharp reads as an image (format and
+ * size). It reads the first kilobytes, not the pixels: a file cut short after its header passes, and only
+ * `decodeImage` finds it. A UserError naming the file otherwise.
+ */
+export async function probeImage(file: string): Promise<{ format: string; width: number; height: number }> {
+  const f = await openRegular(file);
+  await f.close();
+  try {
+    const m = await sharp(file).metadata();
+    if (!m.width || !m.height) throw new Error('no image size in its header');
+    return { format: m.format ?? 'unknown', width: m.width, height: m.height };
+  } catch (e) {
+    throw new UserError(`cannot read image ${file}: ${oneLine((e as Error).message)}`, { cause: e });
   }
 }
