@@ -1,13 +1,15 @@
 /**
  * The charts of `zoo plot` and the ablation: tick values, the legend's placement away from the curves,
- * escaping of labels, and the PNG that comes out.
+ * escaping of labels, the PNG that comes out, and reading a run's files for it.
  */
 import test from 'ava';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { chartSvg, niceTicks, writePng, type Series } from '../src/train/plot.js';
+import { readRunLog } from '../zoo/commands/plot.js';
+import { UserError } from '../src/errors.js';
 
 test('niceTicks: round steps of 1, 2 or 5 that cover the range', (t) => {
   t.deepEqual(niceTicks(0, 1).map((v) => +v.toFixed(9)), [0, 0.2, 0.4, 0.6, 0.8, 1]);
@@ -70,6 +72,31 @@ test('labels are escaped and the chart renders to a PNG of the stated size', asy
     const meta = await sharp(file).metadata();
     t.is(meta.format, 'png');
     t.deepEqual([meta.width, meta.height], [r.width, r.height]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("zoo plot's reader: a log line that is not an epoch record names the file and line; a corrupt run.json only costs the per-update rate", (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'zoo-plot-'));
+  try {
+    const log = path.join(dir, 'log.jsonl');
+    writeFileSync(log, '{"epoch": 1, "loss": 2.3, "valTop1": 0.1, "valTop5": 0.5, "valLoss": 2.2, "lr": 0.1}\nnull\n');
+    t.throws(() => readRunLog(dir), { instanceOf: UserError, message: /log\.jsonl:2: not an epoch record/ });
+    writeFileSync(log, '{"epoch": 1, "loss": 2.3, "valTop1": 0.1, "valTop5": 0.5, "valLoss": 2.2, "lr": 0.1}\n');
+    writeFileSync(path.join(dir, 'run.json'), '{"arch": ');
+    const warnings: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((s: string) => (warnings.push(String(s)), true)) as typeof process.stderr.write;
+    let run;
+    try {
+      run = readRunLog(dir);
+    } finally {
+      process.stderr.write = write;
+    }
+    t.is(run.records.length, 1);
+    t.is(run.config, undefined);
+    t.regex(warnings.join(''), /warning: .*run\.json: not JSON .*the learning-rate panel shows the logged values/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -8,7 +8,7 @@ import { setupBackend, maxAbsDiff } from './helpers/backend.js';
 import { LrSchedule } from '../src/train/schedule.js';
 import { smoothTargets, mixup, sampleBeta, sampleGamma, softCrossEntropy, distillationLoss, topkHits } from '../src/train/loss.js';
 import { SGD, decayedParams } from '../src/train/optim.js';
-import { RECIPES, describeTricks } from '../src/train/recipes.js';
+import { RECIPES, describeTricks, fitRecipeWarmup } from '../src/train/recipes.js';
 import { ZOO_KERNELS, hasZooKernel } from '../src/backend/kernels/index.js';
 import { createModel } from '../src/models/model.js';
 import { xavierBound } from '../src/models/params.js';
@@ -273,4 +273,25 @@ test('recipes: baseline has no tricks; efficient adds the section 3 heuristics; 
   t.is(RECIPES.best.epochs, 200);
   t.is(RECIPES.efficient.batchSize, 1024);
   t.regex(describeTricks(RECIPES.best.tricks), /cosine.*label smoothing 0\.1.*mixup alpha 0\.2.*distillation T=20/);
+});
+
+test("a recipe's warmup that would take more than a quarter of a short run is shortened to a tenth of it, with a note", (t) => {
+  // Long enough: kept as the recipe has it, with no note.
+  t.deepEqual(fitRecipeWarmup({ recipe: 'best', warmupEpochs: 5, epochs: 20, updatesPerEpoch: 10, cosine: true }), { warmupEpochs: 5 });
+  t.deepEqual(fitRecipeWarmup({ recipe: 'efficient', warmupEpochs: 5, epochs: 120, updatesPerEpoch: 10, cosine: false }), { warmupEpochs: 5 });
+  // Longer than the run.
+  const short = fitRecipeWarmup({ recipe: 'best', warmupEpochs: 5, epochs: 3, updatesPerEpoch: 20, cosine: true });
+  t.is(short.warmupEpochs, 0.3);
+  t.regex(short.note!, /the best recipe's 5-epoch warmup is longer than this 3-epoch run: shortened to a tenth of the run, 0\.3 epochs \(6 updates\)/);
+  // Past the first step decay (a quarter of the run) without cosine.
+  const step = fitRecipeWarmup({ recipe: 'efficient', warmupEpochs: 5, epochs: 12, updatesPerEpoch: 7, cosine: false });
+  t.is(step.warmupEpochs, 1.2);
+  t.regex(step.note!, /reaches past the first step decay \(epoch 3 of 12\): shortened to a tenth of the run, 1\.2 epochs \(8 updates\)/);
+  const cosine = fitRecipeWarmup({ recipe: 'best', warmupEpochs: 5, epochs: 12, updatesPerEpoch: 7, cosine: true });
+  t.regex(cosine.note!, /would take more than a quarter of this 12-epoch run/);
+  // The fitted warmup passes the checks a run's configuration must pass (at most a quarter of the run).
+  for (const epochs of [1, 2, 3, 7, 19]) {
+    const f = fitRecipeWarmup({ recipe: 'efficient', warmupEpochs: 5, epochs, updatesPerEpoch: 5, cosine: false });
+    t.true(f.warmupEpochs <= 0.25 * epochs && f.warmupEpochs > 0, `${epochs} epochs: warmup ${f.warmupEpochs}`);
+  }
 });

@@ -6,11 +6,13 @@
  */
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setupBackend } from './helpers/backend.js';
-import { train, RUN_FILES, mixupRng, type TrainConfig, type EpochRecord } from '../src/train/trainer.js';
+import sharp from 'sharp';
+import { train, RUN_FILES, TrainingError, mixupRng, runPreprocessing, type TrainConfig, type EpochRecord } from '../src/train/trainer.js';
+import { configDiffs, parseRunConfig } from '../src/train/run_config.js';
 import { balancedPrefix, openTrainingData, type TrainingData } from '../src/train/data.js';
 import { RECIPES, type Tricks } from '../src/train/recipes.js';
 import { loadTeacher, type Teacher } from '../src/train/teacher.js';
@@ -27,7 +29,6 @@ import { UserError } from '../src/errors.js';
 import { saveCheckpoint } from '../src/train/checkpoint.js';
 import { SGD } from '../src/train/optim.js';
 import { addToLocalZoo } from '../src/hub/local.js';
-import { DEFAULT_PREPROCESSING } from '../src/predict/predict.js';
 import { checkClassOrder } from '../src/predict/target.js';
 
 let data: TrainingData;
@@ -196,7 +197,7 @@ test.serial('a teacher from a weights file (tfjs), an ONNX file and a local zoo 
     name: 'my-teacher',
     arch: 'resnet_test',
     onnxBytes: readFileSync(onnx),
-    preprocessing: DEFAULT_PREPROCESSING,
+    preprocessing: runPreprocessing(16), // what a run at 16x16 records (the graph takes 16x16 images)
     source: { url: ckpt, format: 'zoo-training-run', naming: 'zoo', file: ckpt, sha256: '', sha1: '', bytes: 0 },
     check: { maxAbsDiff: 0, maxAbsLogit: 0, top1Agreement: 1, provider: 'cpu' },
     labels: data.classes.slice(),
@@ -208,7 +209,7 @@ test.serial('a teacher from a weights file (tfjs), an ONNX file and a local zoo 
   t.notThrows(() => checkClassOrder(['tench', 'goldfish'], ['n01440764', 'n01443537'], 'm', 'd'));
   t.throws(() => checkClassOrder(['tench', 'goldfish'], ['n01440764'], 'm', 'd'), { message: /m has 2 classes; d has 1/ });
   await t.throwsAsync(loadTeacher(ckpt, { numClasses: 10 }), { instanceOf: UserError, message: /--teacher-arch/ });
-  await t.throwsAsync(loadTeacher('no-such-teacher', { numClasses: 10 }), { instanceOf: UserError, message: /neither a file nor in the local zoo/ });
+  await t.throwsAsync(loadTeacher('no-such-teacher', { numClasses: 10 }), { instanceOf: UserError, message: /unknown model 'no-such-teacher'.* --teacher takes/ });
 
   const n = 6;
   const images = Float32Array.from({ length: n * 16 * 16 * 3 }, (_, i) => Math.sin(i * 0.37) * 1.5);
@@ -324,4 +325,170 @@ test('configuration errors are clear', async (t) => {
   await t.throwsAsync(run(config({ arch: 'resnet51' })), { message: /resnet51/ });
   await t.throwsAsync(run(config({ tricks: { distill: true } })), { message: /no teacher/ });
   t.false(existsSync(path.join(tmp, 'never', RUN_FILES.log)));
+});
+
+/** Rewrites a safetensors file's metadata, keeping its tensors (header offsets are relative to the data). */
+function withMetadata(file: string, change: (m: Record<string, string>) => void): void {
+  const bytes = readFileSync(file);
+  const n = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + n).toString('utf8')) as Record<string, unknown> & { __metadata__: Record<string, string> };
+  change(header.__metadata__);
+  let text = JSON.stringify(header);
+  text += ' '.repeat((8 - (text.length % 8)) % 8);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(Buffer.byteLength(text)));
+  writeFileSync(file, Buffer.concat([len, Buffer.from(text), bytes.subarray(8 + n)]));
+}
+
+test.serial('a corrupt run.json, checkpoint or log on resume is a one-line error naming the file', async (t) => {
+  const c = config({ epochs: 1 });
+  const base = path.join(tmp, 'corrupt-base');
+  const first = await train({ config: c, data, outDir: base, workers: 1, export: false, stopAfter: 3 });
+  first.model.dispose();
+  const cases: [string, (dir: string) => void, RegExp][] = [
+    ['run.json not JSON', (d) => writeFileSync(path.join(d, RUN_FILES.config), '{"arch": "resnet_test",'), /run\.json: not JSON/],
+    ['run.json an array', (d) => writeFileSync(path.join(d, RUN_FILES.config), '[1, 2]'), /run\.json: not a zoo run configuration \(a JSON array, expected an object\)/],
+    ['run.json null', (d) => writeFileSync(path.join(d, RUN_FILES.config), 'null'), /run\.json: not a zoo run configuration \(a JSON null/],
+    [
+      'run.json with a wrong type',
+      (d) => writeFileSync(path.join(d, RUN_FILES.config), JSON.stringify({ ...c, epochs: '1' })),
+      /run\.json: not a zoo run configuration \('epochs' is "1", not an integer\)/,
+    ],
+    [
+      'run.json without tricks',
+      (d) => writeFileSync(path.join(d, RUN_FILES.config), JSON.stringify({ ...c, tricks: undefined })),
+      /run\.json: not a zoo run configuration \('tricks' is missing\)/,
+    ],
+    ['checkpoint truncated', (d) => writeFileSync(path.join(d, RUN_FILES.checkpoint), readFileSync(path.join(d, RUN_FILES.checkpoint)).subarray(0, 100)), /checkpoint\.safetensors/],
+    ['checkpoint not safetensors', (d) => writeFileSync(path.join(d, RUN_FILES.checkpoint), 'PK\u0003\u0004 not a checkpoint at all'), /checkpoint\.safetensors/],
+    [
+      'checkpoint state not JSON',
+      (d) => withMetadata(path.join(d, RUN_FILES.checkpoint), (m) => (m['zoo.checkpoint'] = '{"epoch": 0,')),
+      /checkpoint\.safetensors: its 'zoo\.checkpoint' metadata is not JSON/,
+    ],
+    [
+      'checkpoint state of the wrong shape',
+      (d) => withMetadata(path.join(d, RUN_FILES.checkpoint), (m) => (m['zoo.checkpoint'] = '{"epoch": "zero", "updateInEpoch": 0, "globalUpdate": 0}')),
+      /checkpoint\.safetensors: its run state is not a zoo checkpoint's/,
+    ],
+    [
+      'checkpoint position past the run',
+      (d) => withMetadata(path.join(d, RUN_FILES.checkpoint), (m) => (m['zoo.checkpoint'] = '{"epoch": 0, "updateInEpoch": 99, "globalUpdate": 99}')),
+      /checkpoint\.safetensors: its position \(epoch 0 update 99, 99 updates done\) does not fit this run of 1 epochs of 10 updates/,
+    ],
+    ['log with a null record', (d) => writeFileSync(path.join(d, RUN_FILES.log), '{"epoch": 1, "loss": 2}\nnull\n'), /log\.jsonl:2: not an epoch record/],
+    ['log not JSON', (d) => writeFileSync(path.join(d, RUN_FILES.log), '{"epoch": 1, "lo'), /log\.jsonl:1: not a JSON record/],
+  ];
+  const before = tf.memory().numTensors;
+  for (const [what, corrupt, message] of cases) {
+    const dir = path.join(tmp, `corrupt-${what.replace(/\W+/g, '-')}`);
+    cpSync(base, dir, { recursive: true });
+    corrupt(dir);
+    const e = await t.throwsAsync(train({ config: c, data, outDir: dir, workers: 1, export: false, resume: true }), { instanceOf: UserError }, what);
+    if (!e) continue;
+    t.regex(e.message, message, what);
+    t.false(e.message.includes('\n'), `${what}: one line`);
+  }
+  t.is(tf.memory().numTensors, before, 'nothing leaks from a refused resume');
+  // The untouched copy still resumes.
+  const ok = await train({ config: c, data, outDir: base, workers: 1, export: false, resume: true });
+  t.true(ok.finished);
+  ok.model.dispose();
+});
+
+test('resume differences are named by their flags; fields older runs did not record are not compared', (t) => {
+  const c = config();
+  t.deepEqual(configDiffs(c, c), []);
+  const d = configDiffs(c, { ...c, seed: 2, tricks: { ...c.tricks, warmupEpochs: 1 }, data: { ...c.data, train: 100 }, arch: 'resnet18d' });
+  t.deepEqual(d, [
+    'architecture: "resnet_test" in the run, "resnet18d" now',
+    '--warmup: 0 in the run, 1 now',
+    '--seed: 1 in the run, 2 now',
+    'training images (--data, --limit-train, --val-split): 200 in the run, 100 now',
+  ]);
+  // A run written before limits were recorded compares by image counts only.
+  t.deepEqual(configDiffs(c, { ...c, data: { ...c.data, limitTrain: 200 }, teacherArch: 'resnet_test' }), []);
+  t.deepEqual(configDiffs({ ...c, data: { ...c.data, limitTrain: 300 } }, { ...c, data: { ...c.data, limitTrain: 200 } }), ['--limit-train: 300 in the run, 200 now']);
+  t.notThrows(() => parseRunConfig(JSON.parse(JSON.stringify(c)), 'run.json'));
+});
+
+/** An image folder of two colour classes (train/ and val/), JPEG files. */
+async function colourFolder(root: string, perClass: { train: number; val: number }): Promise<void> {
+  const colours = { blue: { r: 30, g: 30, b: 220 }, red: { r: 220, g: 30, b: 30 } };
+  for (const split of ['train', 'val'] as const) {
+    for (const [name, c] of Object.entries(colours)) {
+      mkdirSync(path.join(root, split, name), { recursive: true });
+      for (let i = 0; i < perClass[split]; i++) {
+        const v = (x: number) => Math.max(0, Math.min(255, x + ((i * 37) % 40) - 20));
+        await sharp({ create: { width: 24 + i, height: 20 + i, channels: 3, background: { r: v(c.r), g: v(c.g), b: v(c.b) } } })
+          .jpeg()
+          .toFile(path.join(root, split, name, `${i}.jpg`));
+      }
+    }
+  }
+}
+
+/** A JPEG cut in the middle of its scan data: its header (format and size) reads, its pixels do not. */
+function truncate(file: string): void {
+  const bytes = readFileSync(file);
+  const scan = bytes.indexOf(Buffer.from([0xff, 0xda])); // start of scan: the headers end here
+  writeFileSync(file, bytes.subarray(0, bytes.length - Math.max(2, Math.floor((bytes.length - scan) / 4))));
+}
+
+function folderConfig(folder: TrainingData, over: Omit<Partial<TrainConfig>, 'tricks'> = {}): TrainConfig {
+  return config({
+    epochs: 2,
+    batchSize: 4,
+    microBatch: 4,
+    data: { spec: 'folder', train: datasetSize(folder.train), val: datasetSize(folder.val), classes: folder.classes },
+    ...over,
+  });
+}
+
+test.serial('a corrupt validation image stops the run before the first epoch, naming it', async (t) => {
+  const root = path.join(tmp, 'bad-val');
+  await colourFolder(root, { train: 6, val: 3 });
+  const bad = path.join(root, 'val', 'red', '1.jpg');
+  truncate(bad);
+  const junk = path.join(root, 'val', 'blue', '2.jpg');
+  writeFileSync(junk, '<html>not found</html>');
+  const folder = await openTrainingData(root);
+  const events: string[] = [];
+  const out = path.join(tmp, 'bad-val-run');
+  const e = await t.throwsAsync(
+    train({ config: folderConfig(folder), data: folder, outDir: out, workers: 1, export: false, onEvent: (ev) => events.push(ev.type) }),
+    { instanceOf: UserError },
+  );
+  t.is(e!.message.split('\n').length, 1, e!.message);
+  t.regex(e!.message, /^2 of 6 validation images cannot be decoded: cannot decode image .*blue\/2\.jpg: .*; cannot decode image .*red\/1\.jpg: /);
+  t.false(events.includes('progress'), 'no training happened');
+  t.false(existsSync(out), 'nothing was written');
+  // The training split's headers are read too: a file that is not an image at all is found at once.
+  writeFileSync(bad, readFileSync(path.join(root, 'val', 'red', '0.jpg')));
+  writeFileSync(junk, readFileSync(path.join(root, 'val', 'blue', '0.jpg')));
+  writeFileSync(path.join(root, 'train', 'red', '4.jpg'), 'GIF89a, not really');
+  const e2 = await t.throwsAsync(train({ config: folderConfig(folder), data: folder, outDir: out, workers: 1, export: false }), { instanceOf: UserError });
+  t.regex(e2!.message, /^1 of 12 training images cannot be read: cannot read image .*red\/4\.jpg: /);
+});
+
+test.serial('a training image that fails to decode mid-run stops it naming the file, with the last checkpoint intact', async (t) => {
+  const root = path.join(tmp, 'bad-train');
+  await colourFolder(root, { train: 6, val: 2 });
+  const folder = await openTrainingData(root);
+  const c = folderConfig(folder);
+  const out = path.join(tmp, 'bad-train-run');
+  const first = await train({ config: c, data: folder, outDir: out, workers: 1, export: false, stopAfter: 2 });
+  first.model.dispose();
+  // A file cut short after its header passes the check before the first epoch; decoding it fails.
+  const bad = path.join(root, 'train', 'blue', '3.jpg');
+  truncate(bad);
+  const ckpt = path.join(out, RUN_FILES.checkpoint);
+  const saved = readFileSync(ckpt);
+  const e = await t.throwsAsync(train({ config: c, data: folder, outDir: out, workers: 1, export: false, resume: true }), { instanceOf: TrainingError });
+  t.is(e!.message.split('\n').length, 1, e!.message);
+  t.regex(e!.message, /^cannot decode image .*blue\/3\.jpg: .* \(epoch [12], update \d of 3\)\. The run stopped; its last checkpoint \(.*checkpoint\.safetensors, update (\d+)\) is intact/);
+  const update = Number(/update (\d+)\) is intact/.exec(e!.message)![1]);
+  const ck = await readSafetensors(ckpt);
+  t.is((JSON.parse(ck.metadata['zoo.checkpoint']!) as { globalUpdate: number }).globalUpdate, update, 'the checkpoint is the one the message names');
+  if (update === 2) t.true(readFileSync(ckpt).equals(saved), 'not rewritten');
 });

@@ -67,7 +67,13 @@ export async function loadCheckpoint(path: string, model: Model, optimizer: SGD)
   const { tensors, metadata } = await readSafetensors(path);
   const raw = metadata['zoo.checkpoint'];
   if (!raw) throw new UserError(`${path} is not a zoo training checkpoint (no 'zoo.checkpoint' metadata)`);
-  const state = JSON.parse(raw) as CheckpointState;
+  let state: CheckpointState;
+  try {
+    state = JSON.parse(raw) as CheckpointState;
+  } catch (e) {
+    throw new UserError(`${path}: its 'zoo.checkpoint' metadata is not JSON (${(e as Error).message})`, { cause: e });
+  }
+  if (typeof state !== 'object' || state === null || Array.isArray(state)) throw new UserError(`${path}: its 'zoo.checkpoint' metadata is not a run state`);
   const params = new Map([...tensors].filter(([k]) => !k.startsWith(VELOCITY_PREFIX)));
   loadTensorsInto(model, params, 'zoo', path);
   optimizer.resetVelocity();
@@ -76,17 +82,20 @@ export async function loadCheckpoint(path: string, model: Model, optimizer: SGD)
     const name = k.slice(VELOCITY_PREFIX.length);
     const spec = model.params.specs.get(name);
     if (!spec) throw new UserError(`${path}: optimizer state for unknown parameter '${name}'`);
+    if (t.shape.reduce((a, b) => a * b, 1) !== spec.shape.reduce((a, b) => a * b, 1)) {
+      throw new UserError(`${path}: optimizer state '${k}' of shape [${t.shape}] does not fit the parameter's [${spec.shape}]`);
+    }
     // Back to zoo layout through the same mapping as parameters: load into a scratch copy of the shape.
-    const back = fromTorchLayout(toFloat32(t, k), t.shape, spec.shape);
+    const back = fromTorchLayout(toFloat32(t, k), t.shape, spec.shape, `${path}: '${k}'`);
     optimizer.velocity.set(name, tf.keep(tf.tensor(back, spec.shape, 'float32')));
   }
   return state;
 }
 
-function fromTorchLayout(v: Float32Array, src: number[], shape: number[]): Float32Array {
+function fromTorchLayout(v: Float32Array, src: number[], shape: number[], label: string): Float32Array {
   if (shape.length === 4) {
     const [kh, kw, ci, co] = shape as [number, number, number, number];
-    if (src.join() !== [co, ci, kh, kw].join()) throw new UserError(`checkpoint: velocity of shape [${src}] does not fit [${shape}]`);
+    if (src.join() !== [co, ci, kh, kw].join()) throw new UserError(`${label} of shape [${src}] does not fit [${co},${ci},${kh},${kw}]`);
     const o = new Float32Array(v.length);
     for (let k = 0; k < co; k++)
       for (let c = 0; c < ci; c++)
@@ -95,6 +104,7 @@ function fromTorchLayout(v: Float32Array, src: number[], shape: number[]): Float
   }
   if (shape.length === 2) {
     const [inF, outF] = shape as [number, number];
+    if (src.join() !== [outF, inF].join()) throw new UserError(`${label} of shape [${src}] does not fit [${outF},${inF}]`);
     const o = new Float32Array(v.length);
     for (let k = 0; k < outF; k++) for (let i = 0; i < inF; i++) o[i * outF + k] = v[k * inF + i]!;
     return o;

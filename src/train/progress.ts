@@ -3,6 +3,7 @@
  * running loss, the learning rate, images/s and the time left; otherwise (logs, CI) a plain line every
  * quarter of an epoch or 30 seconds. Epoch summaries, checkpoints and notices are whole lines either way.
  */
+import path from 'node:path';
 import type { ProgressStream } from '../hub/cache.js';
 import { describeTricks } from './recipes.js';
 import type { TrainEvent } from './trainer.js';
@@ -12,6 +13,8 @@ export { formatDuration };
 
 const REDRAW_MS = 200;
 const PLAIN_EVERY_MS = 30_000;
+/** Without a terminal, the check of image files is announced from this many files on (it takes a while). */
+const PLAIN_CHECK_FROM = 2000;
 
 const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
 
@@ -69,6 +72,22 @@ export function trainingPrinter(stream: ProgressStream = process.stderr, clock: 
         if (e.update === e.itersPerEpoch) lastPlainQuarter = -1;
         break;
       }
+      case 'checking': {
+        const what = `${e.split === 'val' ? 'validation' : 'training'} images (${e.depth === 'decode' ? 'decoding each' : 'reading headers'})`;
+        if (stream.isTTY) {
+          if (e.done === e.total) {
+            if (open) stream.write('\r\x1b[K');
+            open = false;
+          } else if (clock() - lastDraw >= REDRAW_MS || e.done === 0) {
+            lastDraw = clock();
+            stream.write(`\rchecking ${e.total} ${what}: ${e.done}/${e.total}\x1b[K`);
+            open = true;
+          }
+        } else if (e.done === 0 && e.total >= PLAIN_CHECK_FROM) {
+          line(`checking ${e.total} ${what}`);
+        }
+        break;
+      }
       case 'validating':
         if (stream.isTTY) {
           stream.write(`\repoch ${e.epoch + 1}: validating ${e.done}/${e.total}\x1b[K`);
@@ -90,11 +109,76 @@ export function trainingPrinter(stream: ProgressStream = process.stderr, clock: 
       case 'checkpoint':
         break; // every epoch: summarized by the epoch line
       case 'stopped':
-        line(`${e.reason}: the checkpoint ${e.checkpoint} holds the run's state; continue with the same command and --resume`);
+        line(`${e.reason}: the checkpoint ${e.checkpoint} holds the run's state; continue with: zoo train --out ${path.dirname(e.checkpoint)} --resume`);
         break;
       case 'exported':
         line(`wrote ${e.path} (${(e.bytes / 1e6).toFixed(1)} MB), checked in ONNX Runtime (${e.check.provider}): max |logit difference| ${e.check.maxAbsDiff.toExponential(2)}`);
         break;
     }
   };
+}
+
+/** One JSON line; non-finite numbers become null (JSON has none). */
+function jsonLine(stream: { write(s: string): unknown }, value: Record<string, unknown>): void {
+  stream.write(`${JSON.stringify(value)}\n`);
+}
+
+/**
+ * An `onEvent` for `train()` that writes one JSON object per line to `stream` (`zoo train --json`): the
+ * run's events with their figures, keyed by `event`. Progress within an epoch is left out (the epoch
+ * lines carry its figures); `extra.start` adds fields to the start line (the command's backend and run
+ * directory); the command adds `finished`, `added` and `error`.
+ *
+ *   {"event":"start","config":{...},"params":..,"updatesPerEpoch":..,"totalUpdates":..,"peakLr":..,"warmupUpdates":..,"resumed"?:{...}}
+ *   {"event":"notice","message":"..."}
+ *   {"event":"epoch","epochs":..,"epoch":..,"loss":..,"lr":..,"valTop1":..,"valTop5":..,"valLoss":..,...}
+ *   {"event":"checkpoint","path":"...","update":..}
+ *   {"event":"stopped","reason":"...","checkpoint":"..."}
+ *   {"event":"exported","path":"...","bytes":..,"check":{"passed":true,"maxAbsDiff":..,...}}
+ */
+export function trainingJsonPrinter(
+  stream: { write(s: string): unknown } = process.stdout,
+  extra: { start?: Record<string, unknown> } = {},
+): (e: TrainEvent) => void {
+  return (e) => {
+    switch (e.type) {
+      case 'start':
+        jsonLine(stream, {
+          event: 'start',
+          ...extra.start,
+          config: e.config,
+          params: e.params,
+          updatesPerEpoch: e.itersPerEpoch,
+          totalUpdates: e.totalUpdates,
+          peakLr: e.peakLr,
+          warmupUpdates: e.warmupUpdates,
+          ...(e.resumed ? { resumed: { epoch: e.resumed.epoch, updateInEpoch: e.resumed.updateInEpoch, globalUpdate: e.resumed.globalUpdate } } : {}),
+        });
+        break;
+      case 'notice':
+        jsonLine(stream, { event: 'notice', message: e.message });
+        break;
+      case 'epoch':
+        jsonLine(stream, { event: 'epoch', epochs: e.epochs, ...e.record });
+        break;
+      case 'checkpoint':
+        jsonLine(stream, { event: 'checkpoint', path: e.path, update: e.globalUpdate });
+        break;
+      case 'stopped':
+        jsonLine(stream, { event: 'stopped', reason: e.reason, checkpoint: e.checkpoint });
+        break;
+      case 'exported':
+        jsonLine(stream, { event: 'exported', path: e.path, bytes: e.bytes, check: e.check });
+        break;
+      case 'progress':
+      case 'validating':
+      case 'checking':
+        break;
+    }
+  };
+}
+
+/** Writes one `zoo train --json` line that the command itself adds (`finished`, `added`). */
+export function writeJsonEvent(event: string, fields: Record<string, unknown>, stream: { write(s: string): unknown } = process.stdout): void {
+  jsonLine(stream, { event, ...fields });
 }

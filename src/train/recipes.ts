@@ -113,3 +113,41 @@ export function describeTricks(t: Tricks): string {
     `distillation ${t.distill ? `T=${t.temperature}` : 'off'}`,
   ].join(', ');
 }
+
+/** The share of a run past which a recipe's warmup is shortened, and the share it is shortened to. */
+export const RECIPE_WARMUP_MAX_SHARE = 0.25;
+export const SHORT_RUN_WARMUP_SHARE = 0.1;
+
+/**
+ * A recipe's warmup fitted to a run of `epochs`. The recipes' 5 warmup epochs are meant for the paper's
+ * 120 or 200; in a run where they would take more than a quarter (longer than the whole run, or past the
+ * step schedule's first decay at a quarter, where the rate would fall tenfold the moment warmup ends), they
+ * are shortened to a tenth of the run, about the share that the small-scale ablation (docs/ablation.md: 1
+ * of 10 epochs) found to rescue linear scaling. Returns the warmup in epochs and, when shortened, a note
+ * saying to what and why. A warmup the user gave is not passed here: `validateConfig` refuses it instead.
+ */
+export function fitRecipeWarmup(options: {
+  recipe: RecipeName;
+  warmupEpochs: number;
+  epochs: number;
+  updatesPerEpoch: number;
+  cosine: boolean;
+}): { warmupEpochs: number; note?: string } {
+  const { recipe, warmupEpochs, epochs, updatesPerEpoch, cosine } = options;
+  if (warmupEpochs <= RECIPE_WARMUP_MAX_SHARE * epochs) return { warmupEpochs };
+  const fitted = Math.round(SHORT_RUN_WARMUP_SHARE * epochs * 1000) / 1000;
+  const updates = Math.round(updatesPerEpoch * fitted);
+  const plural = (n: number, w: string) => `${n} ${w}${n === 1 ? '' : 's'}`;
+  const why =
+    warmupEpochs > epochs
+      ? `is longer than this ${epochs}-epoch run`
+      : cosine
+        ? `would take more than a quarter of this ${epochs}-epoch run`
+        : `reaches past the first step decay (epoch ${RECIPE_WARMUP_MAX_SHARE * epochs} of ${epochs})`;
+  return {
+    warmupEpochs: fitted,
+    note:
+      `the ${recipe} recipe's ${warmupEpochs}-epoch warmup ${why}: shortened to a tenth of the run, ` +
+      `${plural(fitted, 'epoch')} (${plural(updates, 'update')}); give --warmup N or --no-warmup to choose`,
+  };
+}

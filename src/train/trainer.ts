@@ -20,14 +20,15 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor, Tensor2D } from '@tensorflow/tfjs-core';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { createModel, type Model } from '../models/model.js';
 import { getModelEntry } from '../models/registry.js';
-import { createLoader, type BatchLoader } from '../data/loader.js';
+import { createLoader, type Batch, type BatchLoader } from '../data/loader.js';
 import { datasetSize } from '../data/dataset.js';
+import { verifyDataset, type VerifyDepth } from '../data/verify.js';
 import { IMAGENET_MEAN, IMAGENET_STD, defaultResize, trainTransform } from '../data/transforms.js';
 import { exportOnnx } from '../onnx/export.js';
 import { checkExport, type CheckReport } from '../onnx/check.js';
@@ -39,6 +40,7 @@ import { SGD } from './optim.js';
 import { LrSchedule } from './schedule.js';
 import { distillationLoss, mixup, sampleBeta, smoothTargets, softCrossEntropy } from './loss.js';
 import { loadCheckpoint, saveCheckpoint, type CheckpointState } from './checkpoint.js';
+import { configDiffs, readRunConfig } from './run_config.js';
 import { evaluateModel, type EvalResult } from './evaluate.js';
 import type { Tricks, RecipeName } from './recipes.js';
 import type { Teacher } from './teacher.js';
@@ -65,9 +67,15 @@ export interface TrainConfig {
   minCropArea: number;
   /** Weight of the hard-label term in distillation (undefined: the paper's plain sum). */
   hardWeight?: number;
-  /** The data and the teacher, as named by the user (their content is not hashed). */
-  data: { spec: string; train: number; val: number; classes: readonly string[] };
+  /**
+   * The data and the teacher, as named by the user (their content is not hashed). `valSplit`,
+   * `limitTrain` and `limitVal` are how the splits were made, recorded when given so that
+   * `zoo train --out DIR --resume` can open the same data again.
+   */
+  data: { spec: string; train: number; val: number; classes: readonly string[]; valSplit?: number; limitTrain?: number; limitVal?: number };
   teacher?: string;
+  /** Architecture of a teacher weights file (recorded when given, for the same reason). */
+  teacherArch?: string;
 }
 
 /** One record of log.jsonl. */
@@ -97,6 +105,8 @@ export type TrainEvent =
   | { type: 'notice'; message: string }
   | { type: 'progress'; epoch: number; epochs: number; update: number; itersPerEpoch: number; batchSize: number; loss: number; lr: number; imagesPerSecond: number }
   | { type: 'validating'; epoch: number; done: number; total: number }
+  /** The image files of a split are being checked before the first epoch (src/data/verify.ts). */
+  | { type: 'checking'; split: 'train' | 'val'; depth: VerifyDepth; done: number; total: number }
   | { type: 'epoch'; record: EpochRecord; epochs: number }
   | { type: 'checkpoint'; path: string; globalUpdate: number }
   | { type: 'stopped'; reason: string; checkpoint: string }
@@ -122,6 +132,11 @@ export interface TrainOptions {
   stopAfter?: number;
   /** Export model.onnx at the end (default true). */
   export?: boolean;
+  /**
+   * Check image files before the first epoch (default true): every validation image decoded, every
+   * training image's header read (src/data/verify.ts). In-memory data sets have nothing to check.
+   */
+  checkData?: boolean;
   onEvent?: (e: TrainEvent) => void;
 }
 
@@ -231,35 +246,45 @@ interface RunState extends CheckpointState {
   recomputed?: number;
 }
 
-function sameConfig(a: TrainConfig, b: TrainConfig): string[] {
-  const diffs: string[] = [];
-  const keys = new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof TrainConfig>;
-  for (const k of keys) {
-    const x = JSON.stringify(a[k]);
-    const y = JSON.stringify(b[k]);
-    if (x !== y) diffs.push(`${k}: ${x ?? '(unset)'} in the run, ${y ?? '(unset)'} now`);
-  }
-  return diffs;
-}
-
 /** The records of a log.jsonl (none if the file does not exist); a malformed line is an error naming it. */
 export function readEpochLog(file: string): EpochRecord[] {
   if (!existsSync(file)) return [];
+  if (!statSync(file).isFile()) throw new UserError(`${file} is not a regular file (not a training log)`);
   const out: EpochRecord[] = [];
   readFileSync(file, 'utf8')
     .split('\n')
     .forEach((line, i) => {
       if (!line.trim()) return;
-      let r: EpochRecord;
+      let r: unknown;
       try {
-        r = JSON.parse(line) as EpochRecord;
+        r = JSON.parse(line);
       } catch {
         throw new UserError(`${file}:${i + 1}: not a JSON record`);
       }
-      if (typeof r.epoch !== 'number' || typeof r.loss !== 'number') throw new UserError(`${file}:${i + 1}: a record without 'epoch' and 'loss'`);
-      out.push(r);
+      const rec = r as EpochRecord | null;
+      if (typeof rec !== 'object' || rec === null || typeof rec.epoch !== 'number' || typeof rec.loss !== 'number') {
+        throw new UserError(`${file}:${i + 1}: not an epoch record (an object with numbers 'epoch' and 'loss')`);
+      }
+      out.push(rec);
     });
   return out;
+}
+
+/** A checkpoint's run state, checked against the run it continues (a UserError naming the file). */
+function runState(saved: CheckpointState, c: TrainConfig, file: string): RunState {
+  const iters = updatesPerEpoch(c);
+  const int = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+  const num = (v: unknown) => v === undefined || (typeof v === 'number' && Number.isFinite(v));
+  const s = saved as Partial<RunState>;
+  const where = `epoch ${String(s.epoch)} update ${String(s.updateInEpoch)}, ${String(s.globalUpdate)} updates done`;
+  if (!int(s.epoch) || !int(s.updateInEpoch) || !int(s.globalUpdate) || ![s.lossSum, s.lossCount, s.trainSeconds, s.waitSeconds, s.recomputed].every(num)) {
+    throw new UserError(`${file}: its run state is not a zoo checkpoint's (${where}); restore the file or start a new run`);
+  }
+  const pos = s.epoch! * iters + s.updateInEpoch!;
+  if (s.epoch! > c.epochs || s.updateInEpoch! >= Math.max(iters, 1) || s.globalUpdate !== pos || (s.epoch === c.epochs && s.updateInEpoch !== 0)) {
+    throw new UserError(`${file}: its position (${where}) does not fit this run of ${c.epochs} epochs of ${iters} updates; restore the file or start a new run`);
+  }
+  return { lossSum: 0, lossCount: 0, trainSeconds: 0, waitSeconds: 0, ...s } as RunState;
 }
 
 async function writeLog(file: string, records: EpochRecord[]): Promise<void> {
@@ -283,7 +308,6 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
   };
 
   await registerCoreGradients();
-  await fsp.mkdir(out, { recursive: true });
   // The checkpoint is what makes a run resumable: a log without one (killed between the first epoch's
   // log and its checkpoint) is an unrecoverable start, which a fresh run replaces.
   if (!options.resume && existsSync(files.checkpoint)) {
@@ -291,9 +315,32 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
       exitCode: 2,
     });
   }
-  if (options.resume && !existsSync(files.checkpoint)) {
-    throw new UserError(`--resume: ${files.checkpoint} does not exist (nothing to resume in ${out})`, { exitCode: 2 });
+  let records: EpochRecord[] = [];
+  if (options.resume) {
+    if (!existsSync(files.checkpoint)) throw new UserError(`--resume: ${files.checkpoint} does not exist (nothing to resume in ${out})`, { exitCode: 2 });
+    const diffs = configDiffs(readRunConfig(files.config), c);
+    if (diffs.length) {
+      throw new UserError(
+        `--resume: the options differ from the run in ${out} (${RUN_FILES.config}): ${diffs.join('; ')}. ` +
+          `A resumed run uses the run's own options: leave these out (zoo train --out ${out} --resume reads them all)`,
+        { exitCode: 2 },
+      );
+    }
+    records = readEpochLog(files.log);
   }
+
+  // A bad image stops the run now, by name, not at the end of the first epoch (src/data/verify.ts).
+  if (options.checkData ?? true) {
+    for (const [split, dataset, depth] of [['val', options.data.val, 'decode'], ['train', options.data.train, 'header']] as const) {
+      await verifyDataset(dataset, split === 'val' ? 'validation' : 'training', {
+        depth,
+        onProgress: (done, total) => emit({ type: 'checking', split, depth, done, total }),
+        // Ctrl-C during a long check: the run then stops before its first update, as anywhere else.
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+    }
+  }
+  await fsp.mkdir(out, { recursive: true });
 
   if (t.fp16) {
     emit({
@@ -313,16 +360,10 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
     const schedule = scheduleOf(c);
 
     let state: RunState = { epoch: 0, updateInEpoch: 0, globalUpdate: 0, lossSum: 0, lossCount: 0, trainSeconds: 0, waitSeconds: 0 };
-    let records: EpochRecord[] = [];
     if (options.resume) {
-      const saved = JSON.parse(await fsp.readFile(files.config, 'utf8')) as TrainConfig;
-      const diffs = sameConfig(saved, c);
-      if (diffs.length) {
-        throw new UserError(`--resume: the options differ from the run in ${out}; a resumed run must use the same ones:\n  ${diffs.join('\n  ')}`, { exitCode: 2 });
-      }
-      state = (await loadCheckpoint(files.checkpoint, model, opt)) as RunState;
+      state = runState(await loadCheckpoint(files.checkpoint, model, opt), c, files.checkpoint);
       // Epochs after the checkpoint's position may have been logged before the run was killed.
-      records = readEpochLog(files.log).filter((r) => r.epoch <= state.epoch);
+      records = records.filter((r) => r.epoch <= state.epoch);
       await writeLog(files.log, records);
     } else {
       await writeFileAtomic(files.config, `${JSON.stringify(c, null, 2)}\n`);
@@ -381,6 +422,17 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
       lastCheckpoint = performance.now();
       emit({ type: 'checkpoint', path: files.checkpoint, globalUpdate: state.globalUpdate });
     };
+    // What a run that stops on an error leaves: the checkpoint of the last save, untouched since.
+    const intact = () =>
+      lastSaved || options.resume
+        ? `its last checkpoint (${files.checkpoint}, update ${lastSaved}) is intact`
+        : 'no checkpoint had been written yet';
+    /** A data error (an image that cannot be decoded) as a one-line stop of the run. */
+    const dataStop = (e: unknown, where: string): unknown => {
+      if (!(e instanceof UserError) || e instanceof TrainingError) return e;
+      const next = lastSaved || options.resume ? `continue with: zoo train --out ${out} --resume` : 'start the run again';
+      return new TrainingError(`${e.message.replace(/\.$/, '')} (${where}). The run stopped; ${intact()}: replace the file with a readable image and ${next}`, { cause: e });
+    };
     const stopRequested = (): string | undefined => {
       if (options.signal?.aborted) return 'interrupted';
       if (options.stopAfter !== undefined && state.globalUpdate - startUpdate >= options.stopAfter) return `stopped after ${options.stopAfter} updates`;
@@ -411,7 +463,12 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
         try {
           for (let micro = 0; micro < accumulate; micro++) {
             const w0 = performance.now();
-            const next = await it.next();
+            let next: IteratorResult<Batch>;
+            try {
+              next = await it.next();
+            } catch (e) {
+              throw dataStop(e, `epoch ${epoch + 1}, update ${state.updateInEpoch + 1} of ${itersPerEpoch}`);
+            }
             wait += performance.now() - w0;
             if (next.done) throw new Error(`the loader ended early in epoch ${epoch}`);
             const batch = next.value;
@@ -447,8 +504,7 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
               disposeGrads(grads);
               throw new TrainingError(
                 `the loss became ${loss} at update ${u + 1} (epoch ${epoch + 1}, update ${state.updateInEpoch + 1} of ${itersPerEpoch}, ` +
-                  `learning rate ${lr.toPrecision(3)}): ${diagnose(model, images, teacherLogits)}. The run stopped; ` +
-                  (lastSaved ? `its last checkpoint (${files.checkpoint}, update ${lastSaved}) is intact. ` : 'no checkpoint had been written yet. ') +
+                  `learning rate ${lr.toPrecision(3)}): ${diagnose(model, images, teacherLogits)}. The run stopped; ${intact()}. ` +
                   'Lower --lr, lengthen --warmup, or check the data.',
               );
             }
@@ -494,12 +550,17 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
       await it.return?.(undefined);
 
       // End of epoch: validate, log, checkpoint at the start of the next epoch.
-      const val: EvalResult = await evaluateModel(model, options.data.val, {
-        imageSize: size,
-        batchSize: Math.max(c.microBatch, 32),
-        ...(options.workers !== undefined ? { workers: options.workers } : {}),
-        onProgress: (done, total) => emit({ type: 'validating', epoch, done, total }),
-      });
+      let val: EvalResult;
+      try {
+        val = await evaluateModel(model, options.data.val, {
+          imageSize: size,
+          batchSize: Math.max(c.microBatch, 32),
+          ...(options.workers !== undefined ? { workers: options.workers } : {}),
+          onProgress: (done, total) => emit({ type: 'validating', epoch, done, total }),
+        });
+      } catch (e) {
+        throw dataStop(e, `validation after epoch ${epoch + 1}`);
+      }
       const trainSeconds = state.trainSeconds;
       const record: EpochRecord = {
         epoch: epoch + 1,

@@ -1,9 +1,10 @@
 import { Command } from 'commander';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { chartSvg, runPanels, writePng, PALETTE, type LinePanel } from '../../src/train/plot.js';
 import { RUN_FILES, readEpochLog, scheduleOf, updatesPerEpoch, type EpochRecord, type TrainConfig } from '../../src/train/trainer.js';
 import { UserError } from '../../src/errors.js';
+import { readRunConfig } from '../../src/train/run_config.js';
 import { action } from '../run.js';
 
 /** Reads a log.jsonl (or the run directory holding one). */
@@ -13,7 +14,16 @@ export function readRunLog(target: string): { name: string; file: string; record
   const records = readEpochLog(file);
   if (records.length === 0) throw new UserError(`${file} has no epochs logged yet`);
   const cfgFile = path.join(path.dirname(file), RUN_FILES.config);
-  const config = existsSync(cfgFile) ? (JSON.parse(readFileSync(cfgFile, 'utf8')) as TrainConfig) : undefined;
+  let config: TrainConfig | undefined;
+  if (existsSync(cfgFile)) {
+    try {
+      config = readRunConfig(cfgFile);
+    } catch (e) {
+      if (!(e instanceof UserError)) throw e;
+      // The configuration only adds the per-update learning rate: the log alone still draws.
+      process.stderr.write(`zoo: warning: ${e.message}; the learning-rate panel shows the logged values\n`);
+    }
+  }
   return { name: path.basename(path.dirname(path.resolve(file))), file, records, ...(config ? { config } : {}) };
 }
 

@@ -1,11 +1,13 @@
 import { Command, Option } from 'commander';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { initBackend, describeBackend } from '../../src/backend/index.js';
 import { getModelEntry } from '../../src/models/registry.js';
-import { RECIPES, RECIPE_NAMES, type RecipeName, type Tricks } from '../../src/train/recipes.js';
+import { RECIPES, RECIPE_NAMES, fitRecipeWarmup, type RecipeName, type Tricks } from '../../src/train/recipes.js';
 import { openTrainingData } from '../../src/train/data.js';
-import { train, validateConfig, runPreprocessing, updatesPerEpoch, type TrainConfig } from '../../src/train/trainer.js';
-import { trainingPrinter, formatDuration } from '../../src/train/progress.js';
+import { train, validateConfig, runPreprocessing, updatesPerEpoch, RUN_FILES, type TrainConfig, type TrainEvent } from '../../src/train/trainer.js';
+import { readRunConfig } from '../../src/train/run_config.js';
+import { trainingPrinter, trainingJsonPrinter, writeJsonEvent, formatDuration } from '../../src/train/progress.js';
 import { loadTeacher, type Teacher } from '../../src/train/teacher.js';
 import { addToLocalZoo, checkOwnModelName, findLocalModel } from '../../src/hub/local.js';
 import { hashFile } from '../../src/hub/cache.js';
@@ -49,6 +51,8 @@ export interface TrainOpts {
   export: boolean;
   addToZoo?: string;
   force?: boolean;
+  checkData: boolean;
+  json?: boolean;
 }
 
 export function number(name: string, check: (v: number) => boolean = Number.isFinite, what = 'a number'): (value: string) => number {
@@ -100,6 +104,51 @@ export function resolveTricks(recipe: RecipeName, o: TrainOpts): { tricks: Trick
   return { tricks: t, notices };
 }
 
+/**
+ * The options of a resumed run: every option the command line did not give is taken from the run's
+ * run.json, so `zoo train --out DIR --resume` alone continues it; the options given stay, and the trainer
+ * then reports each one that disagrees with the run.
+ */
+export function resumeOptions(saved: TrainConfig, opts: TrainOpts, given: (key: keyof TrainOpts) => boolean): TrainOpts {
+  const o: TrainOpts = { ...opts };
+  const take = <K extends keyof TrainOpts>(key: K, value: TrainOpts[K] | undefined) => {
+    if (given(key)) return;
+    if (value === undefined) delete o[key];
+    else o[key] = value;
+  };
+  const t = saved.tricks;
+  take('data', saved.data.spec);
+  take('valSplit', saved.data.valSplit);
+  take('limitTrain', saved.data.limitTrain);
+  take('limitVal', saved.data.limitVal);
+  take('recipe', saved.recipe);
+  take('epochs', saved.epochs);
+  take('batchSize', saved.batchSize);
+  take('microBatch', saved.microBatch);
+  take('imageSize', saved.imageSize);
+  take('lr', saved.baseLr);
+  take('momentum', saved.momentum);
+  take('nesterov', saved.nesterov);
+  take('weightDecay', saved.weightDecay);
+  take('seed', saved.seed);
+  take('minCropArea', saved.minCropArea);
+  take('hardWeight', saved.hardWeight);
+  take('teacher', saved.teacher);
+  take('teacherArch', saved.teacherArch);
+  take('linearScaling', t.linearScaling);
+  take('warmup', t.warmupEpochs);
+  take('zeroGamma', t.zeroGamma);
+  take('biasDecay', !t.noBiasDecay);
+  take('fp16', t.fp16);
+  take('cosine', t.cosine);
+  take('labelSmoothing', t.labelSmoothing);
+  take('mixup', t.mixup);
+  take('temperature', t.temperature);
+  // A teacher given now turns distillation on (and disagrees with a run without one) unless --no-distill says otherwise.
+  if (!given('teacher')) take('distill', t.distill);
+  return o;
+}
+
 function timestamp(): string {
   const d = new Date();
   const p = (n: number) => String(n).padStart(2, '0');
@@ -109,7 +158,7 @@ function timestamp(): string {
 export function trainCommand(globals: () => { backend?: string }): Command {
   return new Command('train')
     .description("train a registered architecture with the paper's recipes on an image folder or Fashion-MNIST")
-    .argument('<arch>', "architecture (see 'zoo list'), e.g. resnet18d, resnet50d")
+    .argument('[arch]', "architecture (see 'zoo list'), e.g. resnet18d, resnet50d; with --resume, the run's (give it only to check)")
     .option('--data <dir>', "training data: an image folder (train/ and val/ class folders), a directory of MNIST-style IDX files, or 'fashion' (the embedded Fashion-MNIST subset)", 'fashion')
     .option('--val-split <fraction>', 'hold out this fraction of each class for validation (a folder of class folders)', number('--val-split', (v) => v > 0 && v < 1, 'in (0, 1)'))
     .option('--limit-train <n>', 'use a class-balanced subset of the training split', positiveInt('--limit-train'))
@@ -126,7 +175,7 @@ export function trainCommand(globals: () => { backend?: string }): Command {
     .option('--seed <n>', 'seed of initialization, data order, augmentation and mixup', number('--seed', Number.isInteger, 'an integer'), 0)
     .option('--min-crop-area <f>', 'smallest area of the random-resized crop (the paper: 0.08)', number('--min-crop-area', (v) => v > 0 && v <= 1, 'in (0, 1]'), 0.08)
     .option('--out <dir>', 'run directory (default runs/<arch>-<recipe>-<time>)')
-    .option('--resume', 'continue the run in --out from its checkpoint')
+    .option('--resume', "continue the run in --out from its checkpoint, with the options in its run.json (options given again must agree)")
     .optionsGroup('Tricks (each overrides the recipe):')
     .option('--linear-scaling', 'lr = lr x batch / 256')
     .option('--no-linear-scaling', 'keep lr whatever the batch')
@@ -156,6 +205,8 @@ export function trainCommand(globals: () => { backend?: string }): Command {
     .option('--no-export', 'skip the ONNX export at the end')
     .option('--add-to-zoo <name>', 'add the exported model to the local zoo under this name')
     .option('--force', 'replace a model of that name in the local zoo')
+    .option('--no-check-data', 'skip the check of image files before the first epoch (every validation image decoded, every training image header read)')
+    .option('--json', 'machine-readable output: one JSON object per line on stdout (see below); the human progress stays on stderr')
     .addHelpText(
       'after',
       `
@@ -170,133 +221,219 @@ fits in memory is fine: it is split into --micro-batch passes whose gradients ad
 The run directory gets run.json (the options), log.jsonl (one record per epoch: loss, lr, valTop1,
 valTop5, ...), checkpoint.safetensors (rewritten atomically every epoch, every --checkpoint-minutes
 and on Ctrl-C) and model.onnx at the end, checked in ONNX Runtime. Ctrl-C stops after the current
-update; the same command with --resume continues exactly where it stopped.
+update; 'zoo train --out DIR --resume' continues exactly where it stopped, with the options in
+run.json (options given again must agree with them; --workers, --checkpoint-minutes, --no-export,
+--add-to-zoo and --no-check-data are not recorded and apply to the resumed part).
+
+A recipe's 5-epoch warmup is meant for its long runs: where it would take more than a quarter of a
+shorter run, it is shortened to a tenth of the run, with a note. A --warmup you give is not changed.
+
+Before the first epoch, every validation image is decoded and every training image's header is read, so
+a bad file stops the run at once, by name (--no-check-data skips this). A training image that cannot be
+decoded later stops the run naming it, with the last checkpoint intact.
+
+--json writes one object per line on stdout, keyed by "event":
+  start       config, params, updatesPerEpoch, totalUpdates, peakLr, warmupUpdates, backend, outDir, resumed
+  notice      message
+  epoch       epoch, epochs, loss, lr, valTop1, valTop5, valLoss, updates, images, imagesPerSecond, dataWait, ...
+  checkpoint  path, update
+  stopped     reason, checkpoint (Ctrl-C; exit code 130)
+  exported    path, bytes, check (maxAbsDiff, maxAbsLogit, top1Agreement, provider, passed, ...)
+  finished    epochs, seconds, valTop1, valTop5, outDir, checkpoint, onnx
+  added       name, onnx (--add-to-zoo)
+  error       message, exitCode (then the usual message on stderr)
 
 Examples:
   zoo train resnet18d --data fashion --epochs 10 --batch-size 128 --image-size 32 --min-crop-area 0.35
   zoo train resnet50d --data ~/images --recipe efficient --epochs 30 --batch-size 256 --micro-batch 8
-  zoo train resnet50d --data ~/images --out runs/r50 --resume
+  zoo train --out runs/r50 --resume
+  zoo train resnet18d --data fashion --epochs 10 --batch-size 128 --json > events.jsonl
   zoo plot runs/r50/log.jsonl -o curves.png`,
     )
     .action(
-      action(async (arch: string, opts: TrainOpts) => {
-        getModelEntry(arch);
-        const recipeName = opts.recipe as RecipeName;
-        const recipe = RECIPES[recipeName];
-        if (opts.addToZoo) {
-          checkOwnModelName(opts.addToZoo);
-          // Found now rather than after hours of training.
-          if (!opts.force && (await findLocalModel(opts.addToZoo))) {
-            throw new UserError(`the local zoo already has '${opts.addToZoo}': choose another --add-to-zoo name, pass --force to replace it, or 'zoo rm ${opts.addToZoo}'`, { exitCode: 2 });
-          }
-        }
-        if (opts.teacherArch) getModelEntry(opts.teacherArch);
-        const { tricks, notices } = resolveTricks(recipeName, opts);
-        if (!opts.export && opts.addToZoo) throw new UserError('--add-to-zoo needs the export: drop --no-export', { exitCode: 2 });
-
-        const data = await openTrainingData(opts.data, {
-          ...(opts.valSplit !== undefined ? { valFraction: opts.valSplit } : {}),
-          seed: opts.seed,
-          ...(opts.limitTrain ? { limitTrain: opts.limitTrain } : {}),
-          ...(opts.limitVal ? { limitVal: opts.limitVal } : {}),
-        });
-        const src = data.train.source;
-        const small = src.kind === 'memory' && Math.max(src.height, src.width) <= 64;
-        const imageSize = opts.imageSize ?? (small ? 32 : 224);
-        const batchSize = opts.batchSize ?? recipe.batchSize;
-        const config: TrainConfig = {
-          arch,
-          recipe: recipeName,
-          tricks,
-          epochs: opts.epochs ?? recipe.epochs,
-          batchSize,
-          microBatch: opts.microBatch ?? defaultMicroBatch(batchSize, imageSize),
-          imageSize,
-          baseLr: opts.lr,
-          momentum: opts.momentum,
-          nesterov: opts.nesterov,
-          weightDecay: opts.weightDecay,
-          seed: opts.seed,
-          minCropArea: opts.minCropArea,
-          ...(opts.hardWeight !== undefined ? { hardWeight: opts.hardWeight } : {}),
-          data: { spec: opts.data, train: datasetSize(data.train), val: datasetSize(data.val), classes: data.classes },
-          ...(tricks.distill && opts.teacher ? { teacher: opts.teacher } : {}),
-        };
-        validateConfig(config);
-        if (opts.resume && !opts.out) throw new UserError('--resume needs --out DIR, the run directory to continue', { exitCode: 2 });
-        const outDir = opts.out ?? path.join('runs', `${arch}-${recipeName}-${timestamp()}`);
-
-        const info = await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), purpose: 'training' });
-        process.stderr.write(`${describeBackend(info)}\n`);
-        const printer = trainingPrinter();
-        for (const n of notices) printer({ type: 'notice', message: n });
-        const updates = updatesPerEpoch(config);
-        if (updates < 20) {
-          printer({
-            type: 'notice',
-            message: `batch ${config.batchSize} gives only ${updates} updates per epoch on ${config.data.train} images; a smaller --batch-size trains better on small data`,
-          });
-        }
-
-        let teacher: Teacher | undefined;
-        if (tricks.distill) {
-          teacher = await loadTeacher(opts.teacher!, { ...(opts.teacherArch ? { arch: opts.teacherArch } : {}), numClasses: data.classes.length, classes: data.classes });
-          printer({ type: 'notice', message: `teacher: ${teacher.describe}, temperature ${tricks.temperature}` });
-        }
-
-        // Ctrl-C: finish the update, checkpoint, stop. A second Ctrl-C quits at once (the last checkpoint stays intact).
-        const stop = new AbortController();
-        const onSigint = () => {
-          if (stop.signal.aborted) process.exit(130);
-          process.stderr.write('\nstopping after this update (Ctrl-C again to quit now)...\n');
-          stop.abort();
-        };
-        process.on('SIGINT', onSigint);
-        const t0 = performance.now();
+      action(async (archArg: string | undefined, given: TrainOpts, cmd: Command) => {
+        const json = given.json ?? false;
         try {
-          const r = await train({
-            config,
-            data,
-            outDir,
-            resume: opts.resume ?? false,
-            ...(teacher ? { teacher } : {}),
-            ...(opts.workers !== undefined ? { workers: opts.workers } : {}),
-            checkpointMinutes: opts.checkpointMinutes,
-            signal: stop.signal,
-            export: opts.export,
-            onEvent: printer,
-          });
-          try {
-            if (!r.finished) {
-              process.exitCode = 130;
-              return;
-            }
-            const last = r.records.at(-1);
-            const secs = (performance.now() - t0) / 1000;
-            process.stdout.write(
-              `finished ${config.epochs} epochs in ${formatDuration(secs)}${last ? `: val top-1 ${(100 * last.valTop1).toFixed(2)}%, top-5 ${(100 * last.valTop5).toFixed(2)}%` : ''} (${outDir})\n`,
-            );
-            if (opts.addToZoo && r.onnxBytes && r.check) {
-              const h = await hashFile(r.checkpoint);
-              const added = await addToLocalZoo({
-                name: opts.addToZoo,
-                arch,
-                onnxBytes: r.onnxBytes,
-                preprocessing: runPreprocessing(config.imageSize),
-                labels: [...data.classes],
-                source: { url: path.resolve(outDir), format: 'zoo-training-run', naming: 'zoo', file: path.resolve(r.checkpoint), ...h },
-                check: { maxAbsDiff: r.check.maxAbsDiff, maxAbsLogit: r.check.maxAbsLogit, top1Agreement: r.check.top1Agreement, provider: r.check.provider },
-                force: opts.force ?? false,
-              });
-              process.stdout.write(`added ${added.name} to the local zoo: ${added.onnx}\n`);
-            }
-          } finally {
-            r.model.dispose();
+          await runTrain(archArg, given, cmd, globals, json);
+        } catch (e) {
+          if (json) {
+            const err = e as Error;
+            writeJsonEvent('error', { message: err?.message ?? String(e), exitCode: e instanceof UserError ? e.exitCode : 70 });
           }
-        } finally {
-          process.off('SIGINT', onSigint);
-          await teacher?.dispose();
+          throw e;
         }
       }),
     );
+}
+
+async function runTrain(archArg: string | undefined, given: TrainOpts, cmd: Command, globals: () => { backend?: string }, json: boolean): Promise<void> {
+  let opts = given;
+  let saved: TrainConfig | undefined;
+  if (opts.resume) {
+    if (!opts.out) throw new UserError('--resume needs --out DIR, the run directory to continue', { exitCode: 2 });
+    if (!existsSync(opts.out)) throw new UserError(`--resume: ${opts.out} does not exist (give --out the directory of the run to continue)`, { exitCode: 2 });
+    const file = path.join(opts.out, RUN_FILES.config);
+    saved = readRunConfig(file);
+    try {
+      validateConfig(saved);
+    } catch (e) {
+      if (e instanceof UserError) throw new UserError(`${file}: ${e.message}`, { cause: e });
+      throw e;
+    }
+    opts = resumeOptions(saved, opts, (key) => cmd.getOptionValueSource(key) === 'cli');
+  }
+  // With --resume an architecture given disagrees or agrees with the run's like any option (the trainer says which).
+  const arch = archArg ?? saved?.arch;
+  if (!arch) {
+    throw new UserError("zoo train needs an architecture (see 'zoo list'), e.g. 'zoo train resnet18d', or --out DIR --resume to continue a run", { exitCode: 2 });
+  }
+  getModelEntry(arch);
+  const recipeName = opts.recipe as RecipeName;
+  const recipe = RECIPES[recipeName];
+  if (opts.addToZoo) {
+    checkOwnModelName(opts.addToZoo);
+    // Found now rather than after hours of training.
+    if (!opts.force && (await findLocalModel(opts.addToZoo))) {
+      throw new UserError(`the local zoo already has '${opts.addToZoo}': choose another --add-to-zoo name, pass --force to replace it, or 'zoo rm ${opts.addToZoo}'`, { exitCode: 2 });
+    }
+  }
+  if (opts.teacherArch) getModelEntry(opts.teacherArch);
+  const { tricks, notices } = resolveTricks(recipeName, opts);
+  if (!opts.export && opts.addToZoo) throw new UserError('--add-to-zoo needs the export: drop --no-export', { exitCode: 2 });
+
+  const data = await openTrainingData(opts.data, {
+    ...(opts.valSplit !== undefined ? { valFraction: opts.valSplit } : {}),
+    seed: opts.seed,
+    ...(opts.limitTrain ? { limitTrain: opts.limitTrain } : {}),
+    ...(opts.limitVal ? { limitVal: opts.limitVal } : {}),
+  });
+  const src = data.train.source;
+  const small = src.kind === 'memory' && Math.max(src.height, src.width) <= 64;
+  const imageSize = opts.imageSize ?? (small ? 32 : 224);
+  const batchSize = opts.batchSize ?? recipe.batchSize;
+  const config: TrainConfig = {
+    arch,
+    recipe: recipeName,
+    tricks,
+    epochs: opts.epochs ?? recipe.epochs,
+    batchSize,
+    microBatch: opts.microBatch ?? defaultMicroBatch(batchSize, imageSize),
+    imageSize,
+    baseLr: opts.lr,
+    momentum: opts.momentum,
+    nesterov: opts.nesterov,
+    weightDecay: opts.weightDecay,
+    seed: opts.seed,
+    minCropArea: opts.minCropArea,
+    ...(opts.hardWeight !== undefined ? { hardWeight: opts.hardWeight } : {}),
+    data: {
+      spec: opts.data,
+      train: datasetSize(data.train),
+      val: datasetSize(data.val),
+      classes: data.classes,
+      // How the splits were made, so that --resume alone opens the same data.
+      ...(opts.valSplit !== undefined ? { valSplit: opts.valSplit } : {}),
+      ...(opts.limitTrain ? { limitTrain: opts.limitTrain } : {}),
+      ...(opts.limitVal ? { limitVal: opts.limitVal } : {}),
+    },
+    ...(tricks.distill && opts.teacher ? { teacher: opts.teacher } : {}),
+    ...(tricks.distill && opts.teacher && opts.teacherArch ? { teacherArch: opts.teacherArch } : {}),
+  };
+  // The recipe's warmup, not one the user gave, is fitted to a short run (a --warmup too long is refused).
+  if (opts.warmup === undefined && tricks.warmupEpochs > 0 && config.data.train >= config.batchSize) {
+    const fit = fitRecipeWarmup({ recipe: recipeName, warmupEpochs: tricks.warmupEpochs, epochs: config.epochs, updatesPerEpoch: updatesPerEpoch(config), cosine: tricks.cosine });
+    tricks.warmupEpochs = fit.warmupEpochs;
+    if (fit.note) notices.push(fit.note);
+  }
+  validateConfig(config);
+  const outDir = opts.out ?? path.join('runs', `${arch}-${recipeName}-${timestamp()}`);
+
+  const info = await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), purpose: 'training' });
+  process.stderr.write(`${describeBackend(info)}\n`);
+  const human = trainingPrinter();
+  const machine = json ? trainingJsonPrinter(process.stdout, { start: { backend: info.name, outDir } }) : undefined;
+  const printer = (e: TrainEvent) => {
+    human(e);
+    machine?.(e);
+  };
+  for (const n of notices) printer({ type: 'notice', message: n });
+  const updates = updatesPerEpoch(config);
+  if (updates < 20) {
+    printer({
+      type: 'notice',
+      message: `batch ${config.batchSize} gives only ${updates} updates per epoch on ${config.data.train} images; a smaller --batch-size trains better on small data`,
+    });
+  }
+
+  let teacher: Teacher | undefined;
+  if (tricks.distill) {
+    teacher = await loadTeacher(opts.teacher!, { ...(opts.teacherArch ? { arch: opts.teacherArch } : {}), numClasses: data.classes.length, classes: data.classes });
+    printer({ type: 'notice', message: `teacher: ${teacher.describe}, temperature ${tricks.temperature}` });
+  }
+
+  // Ctrl-C: finish the update, checkpoint, stop. A second Ctrl-C quits at once (the last checkpoint stays intact).
+  const stop = new AbortController();
+  const onSigint = () => {
+    if (stop.signal.aborted) process.exit(130);
+    process.stderr.write('\nstopping after this update (Ctrl-C again to quit now)...\n');
+    stop.abort();
+  };
+  process.on('SIGINT', onSigint);
+  const t0 = performance.now();
+  // With --json, stdout carries only JSON lines: the human summary goes to stderr.
+  const say = json ? (s: string) => process.stderr.write(s) : (s: string) => process.stdout.write(s);
+  try {
+    const r = await train({
+      config,
+      data,
+      outDir,
+      resume: opts.resume ?? false,
+      ...(teacher ? { teacher } : {}),
+      ...(opts.workers !== undefined ? { workers: opts.workers } : {}),
+      checkpointMinutes: opts.checkpointMinutes,
+      signal: stop.signal,
+      export: opts.export,
+      checkData: opts.checkData,
+      onEvent: printer,
+    });
+    try {
+      if (!r.finished) {
+        process.exitCode = 130;
+        return;
+      }
+      const last = r.records.at(-1);
+      const secs = (performance.now() - t0) / 1000;
+      say(`finished ${config.epochs} epochs in ${formatDuration(secs)}${last ? `: val top-1 ${(100 * last.valTop1).toFixed(2)}%, top-5 ${(100 * last.valTop5).toFixed(2)}%` : ''} (${outDir})\n`);
+      if (json) {
+        writeJsonEvent('finished', {
+          epochs: config.epochs,
+          seconds: secs,
+          ...(last ? { valTop1: last.valTop1, valTop5: last.valTop5, valLoss: last.valLoss, loss: last.loss } : {}),
+          outDir,
+          checkpoint: r.checkpoint,
+          ...(r.onnx ? { onnx: r.onnx } : {}),
+        });
+      }
+      if (opts.addToZoo && r.onnxBytes && r.check) {
+        const h = await hashFile(r.checkpoint);
+        const added = await addToLocalZoo({
+          name: opts.addToZoo,
+          arch,
+          onnxBytes: r.onnxBytes,
+          preprocessing: runPreprocessing(config.imageSize),
+          labels: [...data.classes],
+          source: { url: path.resolve(outDir), format: 'zoo-training-run', naming: 'zoo', file: path.resolve(r.checkpoint), ...h },
+          check: { maxAbsDiff: r.check.maxAbsDiff, maxAbsLogit: r.check.maxAbsLogit, top1Agreement: r.check.top1Agreement, provider: r.check.provider },
+          force: opts.force ?? false,
+        });
+        say(`added ${added.name} to the local zoo: ${added.onnx}\n`);
+        if (json) writeJsonEvent('added', { name: added.name, onnx: added.onnx });
+      }
+    } finally {
+      r.model.dispose();
+    }
+  } finally {
+    process.off('SIGINT', onSigint);
+    await teacher?.dispose();
+  }
 }
