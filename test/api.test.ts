@@ -18,7 +18,7 @@ import { FixtureServer } from './helpers/http_server.js';
 import { safetensorsBytes, torchStateDict } from './helpers/weights_fixtures.js';
 import { makeRunDir, RUN_LABELS } from './helpers/run_fixture.js';
 import { countNetwork } from '../src/models/count.js';
-import { createModel, fromPretrained, pipeline, predict, pull, readHubSettings, trainedLikeInit, UserError } from '../src/index.js';
+import { createModel, fromPretrained, pipeline, predict, pull, readHubSettings, train, trainedLikeInit, UserError } from '../src/index.js';
 import { ImageClassifier } from '../src/predict/classifier.js';
 import { preprocessImage } from '../src/predict/predict.js';
 import { resolveModelRef } from '../src/hub/resolve.js';
@@ -155,6 +155,34 @@ test.serial('fromPretrained() gives the tfjs model of the weights, or a new clas
     model.dispose();
   }
   await t.throwsAsync(fromPretrained('resnet_test', { settings }), { instanceOf: UserError, message: /is an architecture, without weights/ });
+});
+
+test.serial('train() runs the paper\'s training with callbacks; a signal stops it with a checkpoint and resume: true finishes it', async (t) => {
+  const out = join(dir, 'api-run');
+  const request = { arch: 'resnet_test', data: 'fashion', recipe: 'baseline' as const, epochs: 2, batchSize: 16, imageSize: 16, limitTrain: 80, limitVal: 20, out, warmup: false as const };
+  const stop = new AbortController();
+  const progress: number[] = [];
+  const first = await train(request, {
+    signal: stop.signal,
+    onProgress: (p) => {
+      progress.push(p.update);
+      if (p.epoch === 1 && p.update === 2) stop.abort();
+    },
+  });
+  t.false(first.finished);
+  t.deepEqual(progress.slice(0, 6), [1, 2, 3, 4, 5, 1], '5 updates per epoch of 80 images in batches of 16');
+  const epochs: number[] = [];
+  const rest = await train({ out, resume: true }, { onEpoch: (r) => epochs.push(r.epoch) });
+  t.true(rest.finished);
+  t.deepEqual(epochs, [2]);
+  t.is(rest.config.arch, 'resnet_test', 'the architecture comes from run.json');
+  t.is(rest.records.length, 2);
+  t.truthy(rest.onnx);
+  const p = await pipeline('image-classification', out);
+  t.deepEqual(p.labels, rest.config.data.classes);
+  await p.dispose();
+  await t.throwsAsync(train({ out, resume: true, epochs: 3 }), { instanceOf: UserError, message: /--epochs: 2 in the run, 3 now/ });
+  await t.throwsAsync(train({ data: 'fashion' }), { instanceOf: UserError, message: /needs an architecture/ });
 });
 
 /** Runs an ES module in a fresh Node process; resolves with its exit code and output. */

@@ -28,6 +28,15 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | 
   };
 }
 
+/** Parses a number option that must pass `check`, with a message naming the option and what it must be. */
+export function number(name: string, check: (v: number) => boolean = Number.isFinite, what = 'a number'): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || !check(n)) throw new UserError(`${name} must be ${what}, got '${value}'`, { exitCode: 2 });
+    return n;
+  };
+}
+
 /** Parses a positive integer option, with a message naming the option. */
 export function positiveInt(name: string): (value: string) => number {
   return (value: string) => {

@@ -454,7 +454,7 @@ export function registryChecks(): Required<Pick<ValidateOptions, 'archNames' | '
 
 /**
  * The package's own models.json. This file runs from dist/src/hub/ (or another build directory, or
- * node_modules/zoo/dist/src/hub/ when installed), so walk up to the package root.
+ * node_modules/@zoo-ml/zoo/dist/src/hub/ when installed), so walk up to the package root.
  */
 export function defaultModelsJsonPath(): string {
   // ZOO_MODELS_JSON: a registry of one's own (private weights, an internal mirror) used instead.

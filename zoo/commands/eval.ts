@@ -6,8 +6,7 @@ import { balancedPrefix, openTrainingData } from '../../src/train/data.js';
 import { evaluateOnnx } from '../../src/train/evaluate.js';
 import { datasetSize } from '../../src/data/dataset.js';
 import { UserError } from '../../src/errors.js';
-import { action, positiveInt } from '../run.js';
-import { number } from './train.js';
+import { action, number, positiveInt } from '../run.js';
 
 interface EvalOpts {
   data: string;

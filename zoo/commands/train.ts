@@ -1,158 +1,29 @@
 import { Command, Option } from 'commander';
-import { existsSync } from 'node:fs';
-import path from 'node:path';
-import { initBackend, describeBackend } from '../../src/backend/index.js';
-import { getModelEntry } from '../../src/models/registry.js';
-import { RECIPES, RECIPE_NAMES, fitRecipeWarmup, type RecipeName, type Tricks } from '../../src/train/recipes.js';
-import { openTrainingData } from '../../src/train/data.js';
-import { train, validateConfig, runPreprocessing, updatesPerEpoch, RUN_FILES, type TrainConfig, type TrainEvent } from '../../src/train/trainer.js';
-import { readRunConfig } from '../../src/train/run_config.js';
+import { describeBackend } from '../../src/backend/index.js';
+import { RECIPES, RECIPE_NAMES } from '../../src/train/recipes.js';
+import type { TrainEvent } from '../../src/train/trainer.js';
 import { trainingPrinter, trainingJsonPrinter, writeJsonEvent, formatDuration } from '../../src/train/progress.js';
-import { loadTeacher, type Teacher } from '../../src/train/teacher.js';
-import { addToLocalZoo, checkOwnModelName, findLocalModel } from '../../src/hub/local.js';
-import { hashFile } from '../../src/hub/cache.js';
-import { datasetSize } from '../../src/data/dataset.js';
+import { train, type TrainRequest } from '../../src/api/train.js';
 import { UserError } from '../../src/errors.js';
-import { action, positiveInt } from '../run.js';
-
-export interface TrainOpts {
-  data: string;
-  valSplit?: number;
-  limitTrain?: number;
-  limitVal?: number;
-  recipe: string;
-  epochs?: number;
-  batchSize?: number;
-  microBatch?: number;
-  imageSize?: number;
-  lr: number;
-  momentum: number;
-  nesterov: boolean;
-  weightDecay: number;
-  seed: number;
-  minCropArea: number;
-  out?: string;
-  resume?: boolean;
-  linearScaling?: boolean;
-  warmup?: number | boolean;
-  zeroGamma?: boolean;
-  biasDecay?: boolean;
-  fp16?: boolean;
-  cosine?: boolean;
-  labelSmoothing?: number | boolean;
-  mixup?: number | boolean;
-  distill?: boolean;
-  teacher?: string;
-  teacherArch?: string;
-  temperature?: number;
-  hardWeight?: number;
-  workers?: number;
-  checkpointMinutes: number;
-  export: boolean;
-  addToZoo?: string;
-  force?: boolean;
-  checkData: boolean;
-  json?: boolean;
-}
-
-export function number(name: string, check: (v: number) => boolean = Number.isFinite, what = 'a number'): (value: string) => number {
-  return (value: string) => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isFinite(n) || !check(n)) throw new UserError(`${name} must be ${what}, got '${value}'`, { exitCode: 2 });
-    return n;
-  };
-}
+import { action, number, positiveInt } from '../run.js';
 
 const nonNegative = (name: string) => number(name, (v) => v >= 0, 'a number >= 0');
 const fraction = (name: string) => number(name, (v) => v >= 0 && v < 1, 'in [0, 1)');
 
-/** The largest divisor of `batch` that is at most `cap`. */
-export function defaultMicroBatch(batch: number, imageSize: number): number {
-  // Activations grow with the pixel count; the wasm heap stops at 4 GiB (resnet50d at 224 fits 4-8).
-  const cap = imageSize <= 64 ? 128 : imageSize <= 128 ? 32 : imageSize <= 160 ? 16 : 4;
-  for (let m = Math.min(cap, batch); m >= 1; m--) if (batch % m === 0) return m;
-  return 1;
-}
-
-/** The recipe's switches with the command line's overrides applied. */
-export function resolveTricks(recipe: RecipeName, o: TrainOpts): { tricks: Tricks; notices: string[] } {
-  const t: Tricks = { ...RECIPES[recipe].tricks };
-  const notices: string[] = [];
-  if (o.linearScaling !== undefined) t.linearScaling = o.linearScaling;
-  if (o.warmup === false) t.warmupEpochs = 0;
-  else if (typeof o.warmup === 'number') t.warmupEpochs = o.warmup;
-  if (o.zeroGamma !== undefined) t.zeroGamma = o.zeroGamma;
-  if (o.biasDecay !== undefined) t.noBiasDecay = !o.biasDecay;
-  if (o.fp16 !== undefined) t.fp16 = o.fp16;
-  if (o.cosine !== undefined) t.cosine = o.cosine;
-  if (o.labelSmoothing === false) t.labelSmoothing = 0;
-  else if (typeof o.labelSmoothing === 'number') t.labelSmoothing = o.labelSmoothing;
-  if (o.mixup === false) t.mixup = 0;
-  else if (typeof o.mixup === 'number') t.mixup = o.mixup;
-  if (o.temperature !== undefined) t.temperature = o.temperature;
-  if (o.distill === true) {
-    if (!o.teacher) throw new UserError('--distill needs a teacher: --teacher NAME|FILE.onnx|WEIGHTS (with --teacher-arch)', { exitCode: 2 });
-    t.distill = true;
-  } else if (o.distill === false) {
-    t.distill = false;
-  } else if (t.distill && !o.teacher) {
-    t.distill = false;
-    notices.push(`the ${recipe} recipe distills from a teacher, and none was given: distillation is off (give --teacher, e.g. a model trained with this command, or resnet152d-teacher for ImageNet classes)`);
-  } else if (o.teacher) {
-    t.distill = true;
-  }
-  return { tricks: t, notices };
-}
-
 /**
- * The options of a resumed run: every option the command line did not give is taken from the run's
- * run.json, so `zoo train --out DIR --resume` alone continues it; the options given stay, and the trainer
- * then reports each one that disagrees with the run.
+ * The library request of the options given on the command line (the flags are the request's fields):
+ * commander fills in defaults, but a default must not count as given (with --resume, everything not
+ * given comes from run.json; otherwise the library applies the same defaults).
  */
-export function resumeOptions(saved: TrainConfig, opts: TrainOpts, given: (key: keyof TrainOpts) => boolean): TrainOpts {
-  const o: TrainOpts = { ...opts };
-  const take = <K extends keyof TrainOpts>(key: K, value: TrainOpts[K] | undefined) => {
-    if (given(key)) return;
-    if (value === undefined) delete o[key];
-    else o[key] = value;
-  };
-  const t = saved.tricks;
-  take('data', saved.data.spec);
-  take('valSplit', saved.data.valSplit);
-  take('limitTrain', saved.data.limitTrain);
-  take('limitVal', saved.data.limitVal);
-  take('recipe', saved.recipe);
-  take('epochs', saved.epochs);
-  take('batchSize', saved.batchSize);
-  take('microBatch', saved.microBatch);
-  take('imageSize', saved.imageSize);
-  take('lr', saved.baseLr);
-  take('momentum', saved.momentum);
-  take('nesterov', saved.nesterov);
-  take('weightDecay', saved.weightDecay);
-  take('seed', saved.seed);
-  take('minCropArea', saved.minCropArea);
-  take('hardWeight', saved.hardWeight);
-  take('teacher', saved.teacher);
-  take('teacherArch', saved.teacherArch);
-  take('linearScaling', t.linearScaling);
-  take('warmup', t.warmupEpochs);
-  take('zeroGamma', t.zeroGamma);
-  take('biasDecay', !t.noBiasDecay);
-  take('fp16', t.fp16);
-  take('cosine', t.cosine);
-  take('labelSmoothing', t.labelSmoothing);
-  take('mixup', t.mixup);
-  take('temperature', t.temperature);
-  // A teacher given now turns distillation on (and disagrees with a run without one) unless --no-distill says otherwise.
-  if (!given('teacher')) take('distill', t.distill);
-  return o;
-}
-
-function timestamp(): string {
-  const d = new Date();
-  const p = (n: number) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+export function requestOf(arch: string | undefined, opts: Record<string, unknown>, cmd: Command, backend: string | undefined): TrainRequest {
+  const r: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(opts)) {
+    if (key === 'json' || cmd.getOptionValueSource(key) !== 'cli') continue;
+    r[key] = value;
+  }
+  if (arch) r.arch = arch;
+  if (backend) r.backend = backend;
+  return r as TrainRequest;
 }
 
 export function trainCommand(globals: () => { backend?: string }): Command {
@@ -251,10 +122,10 @@ Examples:
   zoo plot runs/r50/log.jsonl -o curves.png`,
     )
     .action(
-      action(async (archArg: string | undefined, given: TrainOpts, cmd: Command) => {
-        const json = given.json ?? false;
+      action(async (arch: string | undefined, opts: Record<string, unknown>, cmd: Command) => {
+        const json = opts.json === true;
         try {
-          await runTrain(archArg, given, cmd, globals, json);
+          await runTrain(requestOf(arch, opts, cmd, globals().backend), json);
         } catch (e) {
           if (json) {
             const err = e as Error;
@@ -266,111 +137,9 @@ Examples:
     );
 }
 
-async function runTrain(archArg: string | undefined, given: TrainOpts, cmd: Command, globals: () => { backend?: string }, json: boolean): Promise<void> {
-  let opts = given;
-  let saved: TrainConfig | undefined;
-  if (opts.resume) {
-    if (!opts.out) throw new UserError('--resume needs --out DIR, the run directory to continue', { exitCode: 2 });
-    if (!existsSync(opts.out)) throw new UserError(`--resume: ${opts.out} does not exist (give --out the directory of the run to continue)`, { exitCode: 2 });
-    const file = path.join(opts.out, RUN_FILES.config);
-    saved = readRunConfig(file);
-    try {
-      validateConfig(saved);
-    } catch (e) {
-      if (e instanceof UserError) throw new UserError(`${file}: ${e.message}`, { cause: e });
-      throw e;
-    }
-    opts = resumeOptions(saved, opts, (key) => cmd.getOptionValueSource(key) === 'cli');
-  }
-  // With --resume an architecture given disagrees or agrees with the run's like any option (the trainer says which).
-  const arch = archArg ?? saved?.arch;
-  if (!arch) {
-    throw new UserError("zoo train needs an architecture (see 'zoo list'), e.g. 'zoo train resnet18d', or --out DIR --resume to continue a run", { exitCode: 2 });
-  }
-  getModelEntry(arch);
-  const recipeName = opts.recipe as RecipeName;
-  const recipe = RECIPES[recipeName];
-  if (opts.addToZoo) {
-    checkOwnModelName(opts.addToZoo);
-    // Found now rather than after hours of training.
-    if (!opts.force && (await findLocalModel(opts.addToZoo))) {
-      throw new UserError(`the local zoo already has '${opts.addToZoo}': choose another --add-to-zoo name, pass --force to replace it, or 'zoo rm ${opts.addToZoo}'`, { exitCode: 2 });
-    }
-  }
-  if (opts.teacherArch) getModelEntry(opts.teacherArch);
-  const { tricks, notices } = resolveTricks(recipeName, opts);
-  if (!opts.export && opts.addToZoo) throw new UserError('--add-to-zoo needs the export: drop --no-export', { exitCode: 2 });
-
-  const data = await openTrainingData(opts.data, {
-    ...(opts.valSplit !== undefined ? { valFraction: opts.valSplit } : {}),
-    seed: opts.seed,
-    ...(opts.limitTrain ? { limitTrain: opts.limitTrain } : {}),
-    ...(opts.limitVal ? { limitVal: opts.limitVal } : {}),
-  });
-  const src = data.train.source;
-  const small = src.kind === 'memory' && Math.max(src.height, src.width) <= 64;
-  const imageSize = opts.imageSize ?? (small ? 32 : 224);
-  const batchSize = opts.batchSize ?? recipe.batchSize;
-  const config: TrainConfig = {
-    arch,
-    recipe: recipeName,
-    tricks,
-    epochs: opts.epochs ?? recipe.epochs,
-    batchSize,
-    microBatch: opts.microBatch ?? defaultMicroBatch(batchSize, imageSize),
-    imageSize,
-    baseLr: opts.lr,
-    momentum: opts.momentum,
-    nesterov: opts.nesterov,
-    weightDecay: opts.weightDecay,
-    seed: opts.seed,
-    minCropArea: opts.minCropArea,
-    ...(opts.hardWeight !== undefined ? { hardWeight: opts.hardWeight } : {}),
-    data: {
-      spec: opts.data,
-      train: datasetSize(data.train),
-      val: datasetSize(data.val),
-      classes: data.classes,
-      // How the splits were made, so that --resume alone opens the same data.
-      ...(opts.valSplit !== undefined ? { valSplit: opts.valSplit } : {}),
-      ...(opts.limitTrain ? { limitTrain: opts.limitTrain } : {}),
-      ...(opts.limitVal ? { limitVal: opts.limitVal } : {}),
-    },
-    ...(tricks.distill && opts.teacher ? { teacher: opts.teacher } : {}),
-    ...(tricks.distill && opts.teacher && opts.teacherArch ? { teacherArch: opts.teacherArch } : {}),
-  };
-  // The recipe's warmup, not one the user gave, is fitted to a short run (a --warmup too long is refused).
-  if (opts.warmup === undefined && tricks.warmupEpochs > 0 && config.data.train >= config.batchSize) {
-    const fit = fitRecipeWarmup({ recipe: recipeName, warmupEpochs: tricks.warmupEpochs, epochs: config.epochs, updatesPerEpoch: updatesPerEpoch(config), cosine: tricks.cosine });
-    tricks.warmupEpochs = fit.warmupEpochs;
-    if (fit.note) notices.push(fit.note);
-  }
-  validateConfig(config);
-  const outDir = opts.out ?? path.join('runs', `${arch}-${recipeName}-${timestamp()}`);
-
-  const info = await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), purpose: 'training' });
-  process.stderr.write(`${describeBackend(info)}\n`);
+async function runTrain(request: TrainRequest, json: boolean): Promise<void> {
   const human = trainingPrinter();
-  const machine = json ? trainingJsonPrinter(process.stdout, { start: { backend: info.name, outDir } }) : undefined;
-  const printer = (e: TrainEvent) => {
-    human(e);
-    machine?.(e);
-  };
-  for (const n of notices) printer({ type: 'notice', message: n });
-  const updates = updatesPerEpoch(config);
-  if (updates < 20) {
-    printer({
-      type: 'notice',
-      message: `batch ${config.batchSize} gives only ${updates} updates per epoch on ${config.data.train} images; a smaller --batch-size trains better on small data`,
-    });
-  }
-
-  let teacher: Teacher | undefined;
-  if (tricks.distill) {
-    teacher = await loadTeacher(opts.teacher!, { ...(opts.teacherArch ? { arch: opts.teacherArch } : {}), numClasses: data.classes.length, classes: data.classes });
-    printer({ type: 'notice', message: `teacher: ${teacher.describe}, temperature ${tricks.temperature}` });
-  }
-
+  let machine: ((e: TrainEvent) => void) | undefined;
   // Ctrl-C: finish the update, checkpoint, stop. A second Ctrl-C quits at once (the last checkpoint stays intact).
   const stop = new AbortController();
   const onSigint = () => {
@@ -379,61 +148,41 @@ async function runTrain(archArg: string | undefined, given: TrainOpts, cmd: Comm
     stop.abort();
   };
   process.on('SIGINT', onSigint);
-  const t0 = performance.now();
   // With --json, stdout carries only JSON lines: the human summary goes to stderr.
   const say = json ? (s: string) => process.stderr.write(s) : (s: string) => process.stdout.write(s);
   try {
-    const r = await train({
-      config,
-      data,
-      outDir,
-      resume: opts.resume ?? false,
-      ...(teacher ? { teacher } : {}),
-      ...(opts.workers !== undefined ? { workers: opts.workers } : {}),
-      checkpointMinutes: opts.checkpointMinutes,
+    const r = await train(request, {
       signal: stop.signal,
-      export: opts.export,
-      checkData: opts.checkData,
-      onEvent: printer,
+      onBackend: (info) => {
+        process.stderr.write(`${describeBackend(info)}\n`);
+        if (json) machine = trainingJsonPrinter(process.stdout, { start: { backend: info.name, outDir: request.out } });
+      },
+      onEvent: (e) => {
+        human(e);
+        machine?.(e);
+      },
     });
-    try {
-      if (!r.finished) {
-        process.exitCode = 130;
-        return;
-      }
-      const last = r.records.at(-1);
-      const secs = (performance.now() - t0) / 1000;
-      say(`finished ${config.epochs} epochs in ${formatDuration(secs)}${last ? `: val top-1 ${(100 * last.valTop1).toFixed(2)}%, top-5 ${(100 * last.valTop5).toFixed(2)}%` : ''} (${outDir})\n`);
-      if (json) {
-        writeJsonEvent('finished', {
-          epochs: config.epochs,
-          seconds: secs,
-          ...(last ? { valTop1: last.valTop1, valTop5: last.valTop5, valLoss: last.valLoss, loss: last.loss } : {}),
-          outDir,
-          checkpoint: r.checkpoint,
-          ...(r.onnx ? { onnx: r.onnx } : {}),
-        });
-      }
-      if (opts.addToZoo && r.onnxBytes && r.check) {
-        const h = await hashFile(r.checkpoint);
-        const added = await addToLocalZoo({
-          name: opts.addToZoo,
-          arch,
-          onnxBytes: r.onnxBytes,
-          preprocessing: runPreprocessing(config.imageSize),
-          labels: [...data.classes],
-          source: { url: path.resolve(outDir), format: 'zoo-training-run', naming: 'zoo', file: path.resolve(r.checkpoint), ...h },
-          check: { maxAbsDiff: r.check.maxAbsDiff, maxAbsLogit: r.check.maxAbsLogit, top1Agreement: r.check.top1Agreement, provider: r.check.provider },
-          force: opts.force ?? false,
-        });
-        say(`added ${added.name} to the local zoo: ${added.onnx}\n`);
-        if (json) writeJsonEvent('added', { name: added.name, onnx: added.onnx });
-      }
-    } finally {
-      r.model.dispose();
+    if (!r.finished) {
+      process.exitCode = 130;
+      return;
+    }
+    const last = r.records.at(-1);
+    say(`finished ${r.config.epochs} epochs in ${formatDuration(r.seconds)}${last ? `: val top-1 ${(100 * last.valTop1).toFixed(2)}%, top-5 ${(100 * last.valTop5).toFixed(2)}%` : ''} (${r.dir})\n`);
+    if (json) {
+      writeJsonEvent('finished', {
+        epochs: r.config.epochs,
+        seconds: r.seconds,
+        ...(last ? { valTop1: last.valTop1, valTop5: last.valTop5, valLoss: last.valLoss, loss: last.loss } : {}),
+        outDir: r.dir,
+        checkpoint: r.checkpoint,
+        ...(r.onnx ? { onnx: r.onnx } : {}),
+      });
+    }
+    if (r.added) {
+      say(`added ${r.added.name} to the local zoo: ${r.added.onnx}\n`);
+      if (json) writeJsonEvent('added', { name: r.added.name, onnx: r.added.onnx });
     }
   } finally {
     process.off('SIGINT', onSigint);
-    await teacher?.dispose();
   }
 }
