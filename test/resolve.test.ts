@@ -118,7 +118,7 @@ test('directories that are not runs, FIFOs and missing files are refused with th
   const brokenRun = join(dir, 'broken-run');
   mkdirSync(brokenRun);
   writeFileSync(join(brokenRun, 'run.json'), '{"arch": 3');
-  await t.throwsAsync(resolve(brokenRun, 'run'), { instanceOf: UserError, message: /run\.json: not a readable run configuration/ });
+  await t.throwsAsync(resolve(brokenRun, 'run'), { instanceOf: UserError, message: /run\.json: not JSON/ });
 });
 
 /** An ONNX file of resnet_test whose metadata says `props`. */

@@ -16,7 +16,7 @@
  * says what it needs (a `purpose`); a reference that cannot serve it is a UserError that says what the
  * command takes.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { UserError, nearMatches } from '../errors.js';
@@ -29,6 +29,7 @@ import { readOnnxMetadata } from '../predict/predict.js';
 import { parsePreprocessing, preprocessingForSize, IMAGENET_PREPROCESSING } from '../predict/preprocessing.js';
 import { checkCategories, parseLabels, readMetadata, type ModelMetadata } from '../onnx/metadata.js';
 import { RUN_FILES, runPreprocessing } from '../train/trainer.js';
+import { readRunConfig } from '../train/run_config.js';
 
 export type ModelKind = 'arch' | 'published' | 'local' | 'onnx' | 'weights' | 'run';
 
@@ -107,23 +108,13 @@ export interface RunSummary {
   classes: string[];
 }
 
-/** Reads `<dir>/run.json`; a UserError naming the file when it is not a zoo training run's. */
+/** Reads `<dir>/run.json` (train/run_config.ts checks its shape); a UserError naming the file when it is not a zoo training run's. */
 export function readRunSummary(dir: string): RunSummary {
   const file = path.join(dir, RUN_FILES.config);
-  let data: unknown;
-  try {
-    data = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new UserError(`${file}: not a readable run configuration (${(e as Error).message})`);
-  }
-  const o = (typeof data === 'object' && data !== null ? data : {}) as { arch?: unknown; imageSize?: unknown; data?: { classes?: unknown } };
-  if (typeof o.arch !== 'string') throw new UserError(`${file}: no 'arch' (not a zoo training run)`);
-  getModelEntry(o.arch);
-  if (typeof o.imageSize !== 'number' || !Number.isInteger(o.imageSize) || o.imageSize < 8 || o.imageSize > 4096) {
-    throw new UserError(`${file}: 'imageSize' must be an integer from 8 to 4096, got ${JSON.stringify(o.imageSize)}`);
-  }
-  const classes = parseLabels(o.data?.classes, `${file}: data.classes`);
-  return { arch: o.arch, imageSize: o.imageSize, classes };
+  const c = readRunConfig(file);
+  if (!listModels().includes(c.arch)) throw new UserError(`${file}: 'arch' names no architecture zoo builds ('${c.arch.slice(0, 60)}')`);
+  if (c.imageSize < 8 || c.imageSize > 4096) throw new UserError(`${file}: 'imageSize' must be an integer from 8 to 4096, got ${c.imageSize}`);
+  return { arch: c.arch, imageSize: c.imageSize, classes: parseLabels(c.data.classes, `${file}: data.classes`) };
 }
 
 function runModel(ref: string, dir: string, summary: RunSummary): ResolvedModel {
