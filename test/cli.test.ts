@@ -3,23 +3,15 @@
  * (2 for usage errors, 1 for bad input such as a missing file).
  */
 import test from 'ava';
-import { execFile } from 'node:child_process';
+import { runZoo } from './helpers/cli.js';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const cli = fileURLToPath(new URL('../zoo/index.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'zoo-cli-'));
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
 
-function zoo(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { env: { ...process.env, ZOO_BACKEND: 'wasm' }, timeout: 120_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+const zoo = (...args: string[]) => runZoo(args);
 
 test('zoo --help lists the commands and the environment', async (t) => {
   const r = await zoo('--help');

@@ -3,25 +3,18 @@
  * laid out as the npm package that carries them (made here; the real one is 230 MB).
  */
 import test from 'ava';
-import { execFile, execFileSync } from 'node:child_process';
+import { runZoo } from './helpers/cli.js';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const cli = fileURLToPath(new URL('../zoo/index.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'zoo-doctor-'));
 const FILES = ['libonnxruntime_providers_cuda.so', 'libonnxruntime_providers_shared.so', 'libonnxruntime_providers_tensorrt.so'];
 
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
 
-function zoo(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { env: { ...process.env, ZOO_BACKEND: 'wasm', ZOO_CACHE: join(dir, 'cache') }, timeout: 120_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+const zoo = (...args: string[]) => runZoo(args, { env: { ...process.env, ZOO_BACKEND: 'wasm', ZOO_CACHE: join(dir, 'cache') } });
 
 /** A package tarball with `files` (name -> content) under package/Plugins/Linux/x64/. */
 function tarball(name: string, files: Record<string, Buffer>): string {

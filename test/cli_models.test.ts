@@ -4,11 +4,11 @@
  * that ends in a one-line error naming the file or value, never in "a bug in zoo" (exit 70).
  */
 import test from 'ava';
-import { execFile, execFileSync } from 'node:child_process';
+import { runZoo, type CliRun } from './helpers/cli.js';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { setupBackend } from './helpers/backend.js';
 import { makeRunDir, RUN_LABELS } from './helpers/run_fixture.js';
@@ -17,25 +17,14 @@ import { exportOnnx } from '../src/onnx/export.js';
 import { readOnnxMetadata } from '../src/predict/predict.js';
 import { IMAGENET_PREPROCESSING } from '../src/predict/preprocessing.js';
 
-const cli = fileURLToPath(new URL('../zoo/index.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'zoo-cli-models-'));
 const runDir = join(dir, 'runs', 'pets');
 const img = join(dir, 'img.png');
 const env = { ...process.env, ZOO_BACKEND: 'wasm', ZOO_CACHE: join(dir, 'cache') };
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+type Run = CliRun;
 
-function zoo(args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { env: options.env ?? env, cwd: options.cwd ?? dir, timeout: 120_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+const zoo = (args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}) => runZoo(args, { env: options.env ?? env, cwd: options.cwd ?? dir });
 
 /** A user error: the given exit code, one message line naming what was wrong, no stack, no "bug in zoo". */
 function userError(t: { is: (a: unknown, b: unknown, m?: string) => void; regex: (s: string, r: RegExp) => void; false: (v: boolean, m?: string) => void }, r: Run, code: number, message: RegExp): void {

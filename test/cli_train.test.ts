@@ -4,26 +4,19 @@
  * files, and image folders: split by --val-split, with a FIFO, with a corrupt validation image.
  */
 import test from 'ava';
-import { spawn, execFile, execFileSync } from 'node:child_process';
+import { runZoo, ZOO_CLI } from './helpers/cli.js';
+import { spawn, execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 
-const cli = fileURLToPath(new URL('../zoo/index.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'zoo-cli-train-'));
 const env = { ...process.env, ZOO_BACKEND: 'wasm', ZOO_CACHE: join(dir, 'cache') };
 
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
 
-function zoo(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { env, timeout: 300_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+const zoo = (...args: string[]) => runZoo(args, { env, timeoutMs: 300_000 });
 
 const SMALL = ['--data', 'fashion', '--limit-train', '200', '--limit-val', '100', '--image-size', '16', '--batch-size', '10', '--warmup', '1', '--no-fp16'];
 
@@ -89,7 +82,7 @@ test.serial('a small run prints the recipe and progress, joins the local zoo, an
 
 test.serial('Ctrl-C stops after the current update with a checkpoint, and --resume finishes the run', async (t) => {
   const out = join(dir, 'interrupted');
-  const args = [cli, 'train', 'resnet_test', ...SMALL, '--epochs', '2', '--recipe', 'baseline', '--warmup', '0', '--out', out];
+  const args = [ZOO_CLI, 'train', 'resnet_test', ...SMALL, '--epochs', '2', '--recipe', 'baseline', '--warmup', '0', '--out', out];
   const first = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
     const child = spawn(process.execPath, args, { env });
     let stderr = '';

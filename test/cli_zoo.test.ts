@@ -3,12 +3,11 @@
  * of the test's own (ZOO_MODELS_JSON) whose https sources a mirror (ZOO_MIRROR) maps to a local server.
  */
 import test from 'ava';
-import { execFile } from 'node:child_process';
+import { runZoo } from './helpers/cli.js';
 import crypto from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { setupBackend } from './helpers/backend.js';
 import { FixtureServer } from './helpers/http_server.js';
@@ -17,19 +16,12 @@ import { createModel } from '../src/models/model.js';
 import { trainedLikeInit } from '../src/models/calibrate.js';
 import { countNetwork } from '../src/models/count.js';
 
-const cli = fileURLToPath(new URL('../zoo/index.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'zoo-cli-zoo-'));
 let server: FixtureServer;
 let env: NodeJS.ProcessEnv;
 const labels = ['tee', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt', 'sneaker', 'bag', 'boot'];
 
-function zoo(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { env, timeout: 120_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+const zoo = (...args: string[]) => runZoo(args, { env });
 
 test.before(async () => {
   await setupBackend();
@@ -156,11 +148,7 @@ test.serial('pull of an unknown name suggests near matches; offline without a ca
   const unknown = await zoo('pull', 'fixture-bets');
   t.is(unknown.code, 2);
   t.regex(unknown.stderr, /fixture-best/);
-  const offline = await new Promise<{ code: number; stderr: string }>((resolve) => {
-    execFile(process.execPath, [cli, 'pull', 'fixture-best'], { env: { ...env, ZOO_OFFLINE: '1', ZOO_CACHE: join(dir, 'empty-cache') } }, (err, _o, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
-    );
-  });
+  const offline = await runZoo(['pull', 'fixture-best'], { env: { ...env, ZOO_OFFLINE: '1', ZOO_CACHE: join(dir, 'empty-cache') } });
   t.is(offline.code, 1);
   t.regex(offline.stderr, /offline \(ZOO_OFFLINE\) and resnet_test\.fixture is not in the cache/);
 });

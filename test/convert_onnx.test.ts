@@ -4,10 +4,9 @@
  * user errors naming the file, from the library and from `zoo import` (exit code 1, one line).
  */
 import test from 'ava';
-import { execFile } from 'node:child_process';
+import { runZoo } from './helpers/cli.js';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { setupBackend } from './helpers/backend.js';
 import { tempDir } from './helpers/fixtures.js';
 import { createModel } from '../src/models/model.js';
@@ -96,15 +95,8 @@ test('tensorValues refuses what a file can get wrong with a UserError naming it'
   }
 });
 
-const cli = fileURLToPath(new URL('../zoo/index.js', import.meta.url));
 
-function zoo(...args: string[]): Promise<{ code: number; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { env: { ...process.env, ZOO_BACKEND: 'wasm' }, timeout: 120_000 }, (err, _stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr });
-    });
-  });
-}
+const zoo = (...args: string[]) => runZoo(args);
 
 test('zoo import of such a file exits 1 with one line naming it, not as a bug in zoo', async (t) => {
   const dir = tempDir(t);

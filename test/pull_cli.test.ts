@@ -4,12 +4,11 @@
  * pull's report, `--lock-timeout`, and `zoo rm` of an alias whose cache holds only downloads.
  */
 import test from 'ava';
-import { execFile } from 'node:child_process';
+import { runZoo } from './helpers/cli.js';
 import crypto from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { setupBackend } from './helpers/backend.js';
 import { FixtureServer } from './helpers/http_server.js';
 import { safetensorsBytes, torchStateDict } from './helpers/weights_fixtures.js';
@@ -19,7 +18,6 @@ import { countNetwork } from '../src/models/count.js';
 import { fetchFile } from '../src/hub/cache.js';
 import { readHubSettings } from '../src/hub/settings.js';
 
-const cli = fileURLToPath(new URL('../zoo/index.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'zoo-pull-cli-'));
 const cache = join(dir, 'cache');
 let server: FixtureServer;
@@ -27,13 +25,7 @@ let env: NodeJS.ProcessEnv;
 let weights: Buffer;
 const sha256 = (b: Uint8Array) => crypto.createHash('sha256').update(b).digest('hex');
 
-function zoo(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { env, timeout: 120_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+const zoo = (...args: string[]) => runZoo(args, { env });
 
 test.before(async () => {
   await setupBackend();
