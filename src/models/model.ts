@@ -64,23 +64,23 @@ export class Model {
     checkInput(x, this.config.inChannels ?? 3);
     const b = this.builder('train', 1);
     tf.tidy(() => {
-      this.net.head(b, this.net.features(b, x as Tensor));
+      this.net.head(b, this.net.features(b, x));
     });
   }
 
-  /** Logits [N, numClasses] for NHWC images [N, H, W, C]. */
-  forward(x: Tensor4D, options: ForwardOptions = {}): Tensor2D {
+  /** Logits [N, numClasses] for NHWC images [N, H, W, C] (any tensor of that shape; checked). */
+  forward(x: Tensor, options: ForwardOptions = {}): Tensor2D {
     checkInput(x, this.config.inChannels ?? 3);
     if (options.mode === 'train') checkGradients();
     const b = this.builder(options.mode ?? 'eval');
-    return tf.tidy(() => this.net.head(b, this.net.features(b, x as Tensor)) as Tensor2D);
+    return tf.tidy(() => this.net.head(b, this.net.features(b, x)) as Tensor2D);
   }
 
   /** Stage outputs [C2, C3, C4, C5] (NHWC; channels and reduction in `featureInfo`), for detection and segmentation heads. */
-  features(x: Tensor4D, options: ForwardOptions = {}): StageFeatures {
+  features(x: Tensor, options: ForwardOptions = {}): StageFeatures {
     checkInput(x, this.config.inChannels ?? 3);
     const b = this.builder(options.mode ?? 'eval');
-    return tf.tidy(() => this.net.features(b, x as Tensor) as StageFeatures);
+    return tf.tidy(() => this.net.features(b, x) as StageFeatures);
   }
 
   /**
