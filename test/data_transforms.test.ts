@@ -154,10 +154,11 @@ test('resampling: constant stays constant, shrinking averages (antialiased), enl
 test('validation geometry: shorter side to 256, center crop 224', (t) => {
   t.is(defaultResize(224), 256);
   t.is(defaultResize(32), 37);
-  // 375 x 500 resizes to 256 x 341; the crop starts at (16, 58) of that, mapped back by 375/256 and 500/341.
+  // 375 x 500 resizes to 256 x 341; the crop starts at (16, 59) of that (58.5 rounds up, as torchvision's
+  // CenterCrop and zoo predict round), mapped back by 375/256 and 500/341.
   const r = evalCropRect(375, 500, 224, 256);
   t.true(Math.abs(r.y - 16 * (375 / 256)) < 1e-9 && Math.abs(r.height - 224 * (375 / 256)) < 1e-9);
-  t.true(Math.abs(r.x - 58 * (500 / 341)) < 1e-9 && Math.abs(r.width - 224 * (500 / 341)) < 1e-9);
+  t.true(Math.abs(r.x - 59 * (500 / 341)) < 1e-9 && Math.abs(r.width - 224 * (500 / 341)) < 1e-9);
   // At scale 1 the result is exactly the center crop.
   const src = image(256, 300, 3, (y, x, c) => (y * 7 + x * 3 + c * 50) % 256);
   const out = evalTransform({ size: 224, resize: 256, mean: [0, 0, 0], std: [1, 1, 1] }).apply(src, new Rng(0));

@@ -131,7 +131,8 @@ function centerRatioRect(height: number, width: number, rmin: number, rmax: numb
 
 /**
  * The validation geometry: the image's shorter side is resized to `resize` (the longer one to
- * floor(long * resize / short)), then a centered `size` x `size` window is cut. Returns that window mapped back
+ * floor(long * resize / short)), then a centered `size` x `size` window is cut (offsets rounded, as in
+ * predict/predict.ts). Returns that window mapped back
  * to source pixels (fractional), which `resample` reads with the whole image as bounds, so the result equals
  * resize-then-crop.
  */
@@ -142,8 +143,9 @@ export function evalCropRect(height: number, width: number, size: number, resize
   const newW = height <= width ? Math.floor((width * resize) / short) : resize;
   const sy = height / newH;
   const sx = width / newW;
-  const top = Math.floor((newH - size) / 2);
-  const left = Math.floor((newW - size) / 2);
+  // Rounded as torchvision's CenterCrop rounds, so that zoo eval cuts the window zoo predict cuts.
+  const top = Math.round((newH - size) / 2);
+  const left = Math.round((newW - size) / 2);
   return { x: left * sx, y: top * sy, width: size * sx, height: size * sy };
 }
 
