@@ -20,6 +20,8 @@ import { makeRunDir, RUN_LABELS } from './helpers/run_fixture.js';
 import { countNetwork } from '../src/models/count.js';
 import { createModel, fromPretrained, pipeline, predict, pull, readHubSettings, train, trainedLikeInit, UserError } from '../src/index.js';
 import { ImageClassifier } from '../src/predict/classifier.js';
+import { exportOnnx } from '../src/onnx/export.js';
+import { loadTeacher } from '../src/train/teacher.js';
 import { preprocessImage } from '../src/predict/predict.js';
 import { resolveModelRef } from '../src/hub/resolve.js';
 
@@ -97,6 +99,9 @@ test.serial('pull() downloads with progress; pipeline() then classifies from the
     const bytes = await sharp(img).png().toBuffer();
     t.deepEqual((await classify(bytes))[0]!.index, two[0]![0]!.index, 'encoded bytes work as well as a path');
     await t.throwsAsync(classify(join(dir, 'missing.png')), { instanceOf: UserError, message: /does not exist/ });
+    for (const bad of [{ batchSize: 0 }, { batchSize: Number.NaN }, { topk: -1 }]) {
+      await t.throwsAsync(classify(img, bad), { instanceOf: UserError, message: /must be a positive integer/ }, JSON.stringify(bad));
+    }
     const each = await classify.classifyEach([img, join(dir, 'missing.png')]);
     t.truthy(each[0]!.top);
     t.regex(each[1]!.error!, /missing\.png' does not exist/);
@@ -155,6 +160,30 @@ test.serial('fromPretrained() gives the tfjs model of the weights, or a new clas
     model.dispose();
   }
   await t.throwsAsync(fromPretrained('resnet_test', { settings }), { instanceOf: UserError, message: /is an architecture, without weights/ });
+  // A weights file that names no classes: its classifier's size is read from the file, then replaced.
+  const plain = join(dir, 'plain.safetensors');
+  const m = createModel('resnet_test', { numClasses: 4, seed: 2 });
+  writeFileSync(plain, safetensorsBytes(torchStateDict(m)));
+  m.dispose();
+  const four = await fromPretrained(plain, { arch: 'resnet_test', settings });
+  t.is(four.model.numClasses, 4);
+  four.model.dispose();
+  const six = await fromPretrained(plain, { arch: 'resnet_test', numClasses: 6, settings });
+  t.false(six.classifierLoaded);
+  t.is(six.model.numClasses, 6);
+  six.model.dispose();
+});
+
+test.serial('a teacher that does not fit the student is refused when it is loaded, not mid-run', async (t) => {
+  const m = createModel('resnet_test', { numClasses: 3 });
+  const at224 = join(dir, 'teacher224.onnx');
+  writeFileSync(at224, exportOnnx(m, { imageSize: 224 }));
+  m.dispose();
+  await t.throwsAsync(loadTeacher(at224, { numClasses: 3, imageSize: 32 }), { instanceOf: UserError, message: /takes 224x224 images and the student trains at 32x32; export the teacher at the student's size/ });
+  await t.throwsAsync(loadTeacher(at224, { numClasses: 10, imageSize: 224 }), { instanceOf: UserError, message: /outputs 3 classes; the student has 10/ });
+  const ok = await loadTeacher(at224, { numClasses: 3, imageSize: 224 });
+  await ok.dispose();
+  t.pass();
 });
 
 test.serial('train() runs the paper\'s training with callbacks; a signal stops it with a checkpoint and resume: true finishes it', async (t) => {
@@ -222,9 +251,13 @@ test('a training loop of one\'s own over the public API works in a fresh process
 
 test('without a backend, createModel and a training pass say what to call first', async (t) => {
   const r = await runScript(`
-    import { tf, createModel } from ${JSON.stringify(index)};
+    import { tf, createModel, initBackend } from ${JSON.stringify(index)};
     try { createModel('resnet_test'); } catch (e) { console.log(e.message); }
+    await initBackend({ backend: 'cpu', gradients: false });
+    const model = createModel('resnet_test');
+    try { model.forward(tf.zeros([1, 16, 16, 3]), { mode: 'train' }); } catch (e) { console.log(e.message); }
   `);
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /no tfjs backend is active: call `await initBackend\(\)`/);
+  t.regex(r.stdout, /tfjs-core's gradient functions are not registered: call `await initBackend\(\)` \(or `await registerCoreGradients\(\)`\)/);
 });

@@ -14,7 +14,7 @@ import { setupBackend } from './helpers/backend.js';
 import { makeRunDir, RUN_LABELS } from './helpers/run_fixture.js';
 import { createModel } from '../src/models/model.js';
 import { exportOnnx } from '../src/onnx/export.js';
-import { readOnnxMetadata } from '../src/predict/predict.js';
+import { readOnnxMetadata } from '../src/onnx/metadata.js';
 import { IMAGENET_PREPROCESSING } from '../src/predict/preprocessing.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'zoo-cli-models-'));
@@ -100,11 +100,17 @@ test('every command takes every kind of model it can use, and says what it takes
   const local = await zoo(['export', 'pets', '-o', join(dir, 'pets-local.onnx')]);
   t.is(local.code, 0, local.stderr);
   t.is((await zoo(['export', 'resnet_test', '--weights', 'pets', '-o', join(dir, 'pets-weights.onnx')])).code, 0);
-  t.deepEqual(JSON.parse((await readOnnxMetadata(join(dir, 'pets-local.onnx')))['zoo.labels']!), RUN_LABELS);
+  for (const f of ['pets-local.onnx', 'pets-weights.onnx']) t.deepEqual(JSON.parse((await readOnnxMetadata(join(dir, f)))['zoo.labels']!), RUN_LABELS, f);
   userError(t, await zoo(['predict', 'resnet50d', img]), 2, /'resnet50d' is an architecture, without trained weights; zoo predict takes a trained model/);
   userError(t, await zoo(['predict', 'resnet50d-best', img]), 1, /not in the local cache yet; run 'zoo pull resnet50d-best' first/);
   userError(t, await zoo(['export', 'resnet_test', '--weights', 'resnet50d']), 2, /is an architecture, without weights/);
   userError(t, await zoo(['info', 'no-such-model']), 2, /unknown model 'no-such-model'/);
+  // zoo pull goes through the same resolver: an architecture is refused with its published weights,
+  // and a timm id is pulled as timm means it, saying so.
+  userError(t, await zoo(['pull', 'resnet50d']), 2, /'resnet50d' is an architecture; zoo pull takes a published name, alias or timm id .*Published weights of resnet50d: resnet50d-best, resnet50d-strong/);
+  const timmPull = await zoo(['pull', 'resnet50.gluon_in1k'], { env: { ...env, ZOO_OFFLINE: '1' } });
+  t.regex(timmPull.stderr, /note: 'resnet50\.gluon_in1k' is timm's id of resnet50b\.gluon_in1k/);
+  t.regex(timmPull.stderr, /offline \(ZOO_OFFLINE\) and resnet50b\.gluon_in1k is not in the cache/);
 });
 
 test('without -o, export writes <model>.onnx here and never replaces a file', async (t) => {
@@ -140,6 +146,10 @@ test('hostile or broken input is a one-line user error, never an internal error'
   userError(t, await zoo(['export', 'resnet_test', '--num-classes', '100000000', '-o', join(dir, 'huge.onnx')]), 2, /100000000 classes would need a 256 x 100000000 classifier .*at most \d+ classes/);
   userError(t, await zoo(['export', 'resnet_test', '-o', join(dir, 'threads.onnx')], { env: { ...env, ZOO_THREADS: 'abc' } }), 2, /ZOO_THREADS must be a positive integer, got 'abc'/);
   userError(t, await zoo(['export', 'resnet_test', '--image-size', '32', '-o', '/dev/null']), 2, /'\/dev\/null' is a device, not a regular file; refusing to replace it/);
+  // What zoo would write it must be able to read back: a resize past 4096 is refused before any work.
+  userError(t, await zoo(['export', 'resnet_test', '--image-size', '4000', '--no-check', '-o', join(dir, 'big.onnx')]), 2, /an image size of 4000 needs a resize of 4571; zoo takes sides from 1 to 4096/);
+  userError(t, await zoo(['export', 'resnet_test', '--seed', 'abc', '-o', join(dir, 'seed.onnx')]), 2, /--seed must be an integer, got 'abc'/);
+  t.false(existsSync(join(dir, 'big.onnx')) || existsSync(join(dir, 'seed.onnx')));
 });
 
 test('predict takes folders, and an unreadable or non-regular image is reported without stopping the others', async (t) => {

@@ -17,6 +17,7 @@ import { addToLocalZoo } from '../src/hub/local.js';
 import { createModel } from '../src/models/model.js';
 import { exportOnnx } from '../src/onnx/export.js';
 import { IMAGENET_PREPROCESSING } from '../src/predict/preprocessing.js';
+import { readOnnxMetadata } from '../src/onnx/metadata.js';
 import { UserError } from '../src/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'zoo-resolve-'));
@@ -103,7 +104,26 @@ test('a run directory, its checkpoint and its export all carry the run\'s labels
   const onnx = await resolve(join(runDir, 'model.onnx'), 'run');
   t.is(onnx.kind, 'onnx');
   t.deepEqual(onnx.meta.labels, RUN_LABELS);
-  t.is(onnx.meta.arch, 'resnet_test', 'the export records its architecture');
+  t.is(onnx.meta.arch, 'resnet_test');
+  t.is((await readOnnxMetadata(join(runDir, 'model.onnx')))['zoo.arch'], 'resnet_test', "the run's export records its architecture itself");
+  // The checkpoint is weights: it must not run as the run's ONNX export under the checkpoint's name.
+  t.is(ckpt.onnx, undefined);
+  await t.throwsAsync(resolve(join(runDir, 'checkpoint.safetensors'), 'run'), { instanceOf: UserError, message: /is a weights file, not an ONNX model/ });
+});
+
+test('a damaged local zoo manifest is a user error naming it, and cannot point outside the cache', async (t) => {
+  for (const [name, converted, message] of [
+    ['no-onnx', { arch: 'resnet_test' }, /'onnx\.file' undefined is not a file name/],
+    ['escape', { arch: 'resnet_test', onnx: { file: '../../etc/passwd.onnx' } }, /'onnx\.file' "\.\.\/\.\.\/etc\/passwd\.onnx" is not a file name/],
+    ['bad-arch', { arch: 'nope', onnx: { file: 'model.onnx' } }, /'arch' "nope" is no architecture zoo builds/],
+  ] as const) {
+    mkdirSync(join(dir, 'cache', name), { recursive: true });
+    writeFileSync(join(dir, 'cache', name, 'manifest.json'), JSON.stringify({ name, files: {}, meta: { converted } }));
+    const e = await t.throwsAsync(resolve(name, 'run'), { instanceOf: UserError });
+    t.regex(e!.message, /manifest\.json: /);
+    t.regex(e!.message, message);
+    t.regex(e!.message, new RegExp(`zoo rm ${name}`));
+  }
 });
 
 test('directories that are not runs, FIFOs and missing files are refused with their name', async (t) => {

@@ -20,7 +20,7 @@ export const PIPELINE_TASKS = ['image-classification'] as const;
 export type PipelineTask = (typeof PIPELINE_TASKS)[number];
 
 export interface PipelineOptions extends LoadOptions {
-  /** Where ONNX Runtime runs: 'auto' (CUDA when it can start, else the CPU, saying why), 'cpu' or 'cuda'. */
+  /** Where ONNX Runtime runs: 'auto' (CUDA when it can start, else the CPU, saying why through onNote), 'cpu' or 'cuda'. */
   device?: ProviderChoice;
   /** Receives a line for each assumption made about the model (missing preprocessing, say). */
   onNote?: (note: string) => void;
@@ -56,7 +56,12 @@ async function imageClassification(model: string, options: PipelineOptions): Pro
   const notes = [...resolved.notes];
   const classifier = await ImageClassifier.open(resolved, { ...(options.device ? { provider: options.device } : {}), notes });
   if (classifier.session.note) notes.push(classifier.session.note);
-  for (const n of notes) options.onNote?.(n);
+  try {
+    for (const n of notes) options.onNote?.(n);
+  } catch (e) {
+    await classifier.dispose();
+    throw e;
+  }
   const each = (images: readonly ImageInput[], o: ClassifyCallOptions = {}) => classifier.classify(images, o);
   const call = async (input: ImageInput | readonly ImageInput[], o: ClassifyCallOptions = {}) => {
     const list = Array.isArray(input) ? (input as readonly ImageInput[]) : [input as ImageInput];

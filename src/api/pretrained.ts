@@ -7,10 +7,11 @@ import { initBackend } from '../backend/index.js';
 import { UserError } from '../errors.js';
 import { createModel, type Model } from '../models/model.js';
 import { loadWeights } from '../io/weights.js';
-import { findPublished, loadModelsJson, resolveModel } from '../hub/models_json.js';
+import type { PublishedModel } from '../hub/models_json.js';
+import { openTensors } from '../convert/convert.js';
 import { pullModel, type PullOptions as HubPullOptions, type PullResult } from '../hub/pull.js';
 import { hubSettings, type HubSettings } from '../hub/settings.js';
-import { resolveModelRef, type Purpose, type ResolvedModel } from '../hub/resolve.js';
+import { resolveModelRef, resolvePublished, type Purpose, type ResolvedModel } from '../hub/resolve.js';
 import { labelNames, type ModelMetadata } from '../onnx/metadata.js';
 
 /** Progress of one file of a pull. */
@@ -35,7 +36,11 @@ export type { PullResult };
  * backend if none is active (the conversion checks the export against the tfjs model).
  */
 export async function pull(name: string, options: PullOptions = {}): Promise<PullResult> {
-  const entry = resolveModel(name);
+  const { entry } = await resolvePublished(name, { command: 'pull()', ...(options.settings ? { settings: options.settings } : {}) });
+  return pullEntry(entry, options);
+}
+
+async function pullEntry(entry: PublishedModel, options: PullOptions): Promise<PullResult> {
   await initBackend({ gradients: false });
   const { onProgress, ...rest } = options;
   return pullModel(entry, {
@@ -57,8 +62,8 @@ export interface LoadOptions {
 export async function resolveLoading(ref: string, purpose: Purpose, options: LoadOptions, command: string): Promise<ResolvedModel> {
   const settings = options.settings ?? hubSettings();
   const first = await resolveModelRef(ref, { purpose: 'describe', command, settings });
-  if (first.kind === 'published' && !first.local && (options.pull ?? true)) {
-    await pull(ref, { settings, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+  if (first.kind === 'published' && first.entry && !first.local && (options.pull ?? true)) {
+    await pullEntry(first.entry, { settings, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
   }
   return resolveModelRef(ref, { purpose, command, settings });
 }
@@ -74,6 +79,13 @@ export interface FromPretrainedOptions extends LoadOptions {
   arch?: string;
   /** Seed of the parts that are initialized rather than loaded. */
   seed?: number;
+}
+
+/** The classifier's output count in a weights file, from its descriptors (nothing is decoded), if it has one. */
+async function classesInWeights(file: string): Promise<number | undefined> {
+  const src = await openTensors(file);
+  const fc = src.tensors.get('fc.weight') ?? src.tensors.get('output.weight'); // timm, torchvision, zoo, GluonCV v1b / GluonCV v1
+  return fc?.shape.length === 2 ? fc.shape[0] : undefined;
 }
 
 /** A tfjs model with pretrained weights, and what travels with them. */
@@ -100,8 +112,7 @@ export async function fromPretrained(ref: string, options: FromPretrainedOptions
   if (!arch) throw new UserError(`${source.label} does not record its architecture: pass { arch }`);
   if (source.arch && options.arch && source.arch !== options.arch) throw new UserError(`${source.label} holds ${source.arch} weights, not ${options.arch}`);
   const labels = labelNames(source.meta);
-  const published = findPublished(ref, loadModelsJson())?.entry;
-  const sourceClasses = labels?.length ?? published?.numClasses;
+  const sourceClasses = labels?.length ?? source.entry?.numClasses ?? (await classesInWeights(source.weights!));
   const wanted = options.numClasses ?? sourceClasses;
   const seed = options.seed ?? 0;
   const loaded = createModel(arch, { ...(sourceClasses ?? wanted ? { numClasses: (sourceClasses ?? wanted)! } : {}), seed });

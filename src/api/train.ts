@@ -33,7 +33,7 @@ import { loadTeacher, type Teacher } from '../train/teacher.js';
 import { addToLocalZoo, checkOwnModelName, findLocalModel } from '../hub/local.js';
 import { hashFile } from '../hub/cache.js';
 import { datasetSize } from '../data/dataset.js';
-import type { CheckReport } from '../onnx/check.js';
+import { checkSummary, type CheckReport } from '../onnx/check.js';
 
 /** What to train and how; see the module comment for defaults. */
 export interface TrainRequest {
@@ -346,7 +346,7 @@ export async function train(request: TrainRequest, callbacks: TrainCallbacks = {
   for (const message of plan.notices) emit({ type: 'notice', message });
   let teacher: Teacher | undefined;
   if (config.tricks.distill) {
-    teacher = await loadTeacher(r.teacher!, { ...(r.teacherArch ? { arch: r.teacherArch } : {}), numClasses: data.classes.length, classes: data.classes });
+    teacher = await loadTeacher(r.teacher!, { ...(r.teacherArch ? { arch: r.teacherArch } : {}), numClasses: data.classes.length, classes: data.classes, imageSize: config.imageSize });
     emit({ type: 'notice', message: `teacher: ${teacher.describe}, temperature ${config.tricks.temperature}` });
   }
   const t0 = performance.now();
@@ -385,7 +385,7 @@ export async function train(request: TrainRequest, callbacks: TrainCallbacks = {
         preprocessing: runPreprocessing(config.imageSize),
         labels: [...data.classes],
         source: { url: path.resolve(outDir), format: 'zoo-training-run', naming: 'zoo', file: path.resolve(result.checkpoint), ...h },
-        check: { maxAbsDiff: result.check.maxAbsDiff, maxAbsLogit: result.check.maxAbsLogit, top1Agreement: result.check.top1Agreement, provider: result.check.provider },
+        check: checkSummary(result.check),
         force: r.force ?? false,
       });
       outcome.added = { name: added.name, onnx: added.onnx };

@@ -11,8 +11,8 @@ import { existsSync } from 'node:fs';
 import { UserError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { hubSettings, type HubSettings } from './settings.js';
-import { hashFile, listCached, modelDir, readManifest, withModelLock, writeManifest, type Manifest } from './cache.js';
-import { loadCategories, modelNames } from './models_json.js';
+import { MANIFEST_FILE, hashFile, listCached, modelDir, readManifest, withModelLock, writeManifest, type Manifest } from './cache.js';
+import { modelNames } from './models_json.js';
 import { listModels } from '../models/registry.js';
 import type { ConvertedRecord, PullPreprocessing } from './pull.js';
 
@@ -53,20 +53,30 @@ export async function findLocalModel(name: string, settings: HubSettings = hubSe
       continue;
     }
     const manifest = await readManifest(n, settings);
-    const record = manifest?.meta?.converted as LocalModel['record'] | undefined;
-    if (!record) continue;
+    if (manifest?.meta?.converted === undefined) continue;
     const dir = modelDir(n, settings);
+    const record = checkConvertedRecord(manifest.meta.converted, join(dir, MANIFEST_FILE), n);
     const onnx = join(dir, record.onnx.file);
     if (existsSync(onnx)) return { name: n, dir, onnx, record };
   }
   return undefined;
 }
 
-/** Class names of a local model (its own labels, or its categories' names), if known. */
-export function labelsOf(record: LocalModel['record']): string[] | undefined {
-  if (record.labels) return record.labels;
-  if (record.categories) return loadCategories(record.categories);
-  return undefined;
+/**
+ * The conversion record of a manifest, checked as far as zoo relies on it (the cache is on the user's
+ * disk): its ONNX file name stays inside the model's directory and its architecture is one zoo builds.
+ * Preprocessing and labels are checked where they are used (hub/resolve.ts). A UserError names the file.
+ */
+export function checkConvertedRecord(value: unknown, file: string, name: string): LocalModel['record'] {
+  const bad = (what: string): never => {
+    throw new UserError(`${file}: ${what}; the cached model is damaged: 'zoo rm ${name}' and pull or import it again`);
+  };
+  if (typeof value !== 'object' || value === null) bad('meta.converted is not an object');
+  const r = value as Partial<LocalModel['record']>;
+  if (typeof r.arch !== 'string' || !listModels().includes(r.arch)) bad(`'arch' ${JSON.stringify(r.arch)} is no architecture zoo builds`);
+  const f = r.onnx?.file;
+  if (typeof f !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]*\.onnx$/.test(f) || f.includes('..')) bad(`'onnx.file' ${JSON.stringify(f)} is not a file name in the model's directory`);
+  return r as LocalModel['record'];
 }
 
 export interface AddOptions {

@@ -21,9 +21,10 @@ import { createModel, type Model } from '../models/model.js';
 import { openTensors, loadTensorsInto, modelBudget, type WeightFormat } from '../convert/convert.js';
 import { fileBudget } from '../formats/budget.js';
 import { metadataProps } from '../onnx/metadata.js';
+import type { Preprocessing } from '../predict/preprocessing.js';
 import type { Naming } from '../convert/naming.js';
 import { exportOnnx } from '../onnx/export.js';
-import { checkExport, type CheckReport } from '../onnx/check.js';
+import { checkExport, checkSummary, type CheckReport } from '../onnx/check.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { hubSettings, mirrorSetting, sourceHost, type HubSettings } from './settings.js';
 import {
@@ -47,14 +48,8 @@ export interface PullSource {
   sha256Prefix?: string | null;
 }
 
-export interface PullPreprocessing {
-  inputSize?: number;
-  resizeShorter: number;
-  crop: number;
-  interpolation: 'bilinear' | 'bicubic' | 'nearest';
-  mean: number[];
-  std: number[];
-}
+/** A published model's evaluation preprocessing (predict/preprocessing.ts). */
+export type PullPreprocessing = Preprocessing;
 
 export interface PullEntry {
   name: string;
@@ -150,10 +145,6 @@ function sourceFileName(url: string): string {
   const name = basename(path);
   if (!name || name === '.' || name === '..') throw new UserError(`cannot derive a file name from source '${url}'`);
   return name;
-}
-
-function formatOf(s: PullSource): WeightFormat {
-  return s.format;
 }
 
 function pulledFile(dir: string, fileName: string, entry: ManifestFile | undefined, record: ConvertedRecord['source'], fromCache: boolean): PulledFile {
@@ -252,10 +243,6 @@ async function verifyMember(zipPath: string, member: string, sha1: string): Prom
   }
 }
 
-function summary(c: CheckReport) {
-  return { maxAbsDiff: c.maxAbsDiff, maxAbsLogit: c.maxAbsLogit, top1Agreement: c.top1Agreement, provider: c.provider };
-}
-
 /** The ONNX export(s) of one weights file and their checks, made before the file enters the cache. */
 interface Converted {
   bytes: Uint8Array;
@@ -269,7 +256,7 @@ async function convert(entry: PullEntry, source: PullSource, file: string, fileN
   try {
     // Names and shapes are checked against the architecture before any tensor is decoded, within a
     // memory budget of a few times the model's own size.
-    const tensors = await openTensors(file, { format: formatOf(source), budget: modelBudget(model, file) });
+    const tensors = await openTensors(file, { format: source.format, budget: modelBudget(model, file) });
     for (const w of tensors.warnings) log(`warning: ${w}`);
     const report = loadTensorsInto(model, tensors, source.naming, file);
     if (report.folded.length) log(`folded ${report.folded.length} convolution biases into batch-norm means`);
@@ -314,7 +301,7 @@ async function store(entry: PullEntry, source: PullSource, fetched: FetchedFile,
       verified: fetched.verified,
     },
     onnx: { file: 'model.onnx', sha256: onnxHash.sha256, bytes: onnxHash.bytes },
-    check: summary(converted.check),
+    check: checkSummary(converted.check),
     preprocessing: entry.preprocessing,
     categories: entry.categories ?? null,
     time: new Date().toISOString(),
@@ -325,7 +312,7 @@ async function store(entry: PullEntry, source: PullSource, fetched: FetchedFile,
     await writeFileAtomic(onnxFp16, converted.half.bytes);
     const h16 = await hashFile(onnxFp16);
     record.onnxFp16 = { file: 'model-fp16.onnx', sha256: h16.sha256, bytes: h16.bytes };
-    record.checkFp16 = { ...summary(converted.half.check), decisiveAgreement: converted.half.check.decisiveAgreement };
+    record.checkFp16 = { ...checkSummary(converted.half.check), decisiveAgreement: converted.half.check.decisiveAgreement };
   }
   const manifest: Manifest = (await readManifest(entry.name, settings)) ?? { name: entry.name, files: {} };
   manifest.meta = { ...(manifest.meta ?? {}), converted: record };

@@ -25,11 +25,9 @@ import { findPublished, modelNames, stripTimmPrefix, type PublishedModel } from 
 import { findLocalModel, type LocalModel } from './local.js';
 import { hubSettings, type HubSettings } from './settings.js';
 import { listCached } from './cache.js';
-import { readOnnxMetadata } from '../predict/predict.js';
 import { parsePreprocessing, preprocessingForSize, IMAGENET_PREPROCESSING } from '../predict/preprocessing.js';
-import { checkCategories, parseLabels, readMetadata, type ModelMetadata } from '../onnx/metadata.js';
-import { RUN_FILES, runPreprocessing } from '../train/trainer.js';
-import { readRunConfig } from '../train/run_config.js';
+import { checkCategories, parseLabels, readMetadata, readOnnxMetadata, type ModelMetadata } from '../onnx/metadata.js';
+import { RUN_FILES, readRunConfig, runPreprocessing } from '../train/run_config.js';
 
 export type ModelKind = 'arch' | 'published' | 'local' | 'onnx' | 'weights' | 'run';
 
@@ -171,7 +169,8 @@ async function resolvePath(ref: string, file: string): Promise<ResolvedModel> {
     };
   }
   if (run) {
-    const r = runModel(ref, dir, run);
+    // The run's labels and preprocessing, but this file's weights: not the run's ONNX export.
+    const { onnx: _onnx, ...r } = runModel(ref, dir, run);
     return { ...r, kind: 'weights', label: file, weights: file };
   }
   return { kind: 'weights', ref, label: file, weights: file, meta: {}, preprocessingFrom: 'assumed', notes: [] };
@@ -286,4 +285,21 @@ export function preprocessingAt(model: Pick<ResolvedModel, 'meta' | 'preprocessi
   const at = preprocessingForSize(size, own);
   if (at !== own) notes.push(`${model.label} was evaluated at ${own.crop}x${own.crop}; at ${size}x${size} the resize becomes ${at.resizeShorter} (same crop fraction, mean and std)`);
   return at;
+}
+
+/**
+ * The published entry `ref` names, for `zoo pull` and `pull()`: any other kind of model is refused with
+ * what the command takes (and, for an architecture, the published weights of it).
+ */
+export async function resolvePublished(ref: string, options: { command?: string; settings?: HubSettings } = {}): Promise<ResolvedModel & { entry: PublishedModel }> {
+  const command = options.command ?? 'pull';
+  const r = await resolveModelRef(ref, { purpose: 'describe', command, ...(options.settings ? { settings: options.settings } : {}) });
+  if (r.kind === 'published' && r.entry) return r as ResolvedModel & { entry: PublishedModel };
+  const what = r.kind === 'arch' ? 'an architecture' : r.kind === 'local' ? 'a model of your own in the local zoo' : `a ${r.kind === 'run' ? 'training run' : 'file'}`;
+  const weights = r.kind === 'arch' ? [...new Set(modelNames().values())].filter((m) => m.arch === r.arch).map((m) => m.aliases[0] ?? m.name) : [];
+  throw new UserError(
+    `'${ref}' is ${what}; ${command} takes a published name, alias or timm id ('zoo list --published')` +
+      (weights.length ? `. Published weights of ${r.arch}: ${weights.join(', ')}` : ''),
+    { exitCode: 2 },
+  );
 }

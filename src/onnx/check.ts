@@ -45,6 +45,11 @@ export interface CheckOptions {
   provider?: ProviderChoice;
 }
 
+/** The figures of a check that records keep (the local zoo's manifests, pulls, runs). */
+export function checkSummary(c: CheckReport): Pick<CheckReport, 'maxAbsDiff' | 'maxAbsLogit' | 'top1Agreement' | 'provider'> {
+  return { maxAbsDiff: c.maxAbsDiff, maxAbsLogit: c.maxAbsLogit, top1Agreement: c.top1Agreement, provider: c.provider };
+}
+
 /** NHWC -> NCHW. */
 export function toNCHW(x: Float32Array, n: number, h: number, w: number, c: number): Float32Array {
   const out = new Float32Array(x.length);

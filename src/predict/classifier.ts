@@ -60,6 +60,13 @@ function softmaxTop(logits: Float32Array, offset: number, k: number, n: number, 
 
 const dimValue = (d: number | string | undefined): number | undefined => (typeof d === 'number' && d > 0 ? d : undefined);
 
+/** An option that must be a positive integer (a batch of 0 would never advance). */
+function positive(value: number | undefined, fallback: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < 1) throw new UserError(`${name} must be a positive integer, got ${value}`, { exitCode: 2 });
+  return value;
+}
+
 export class ImageClassifier {
   private constructor(
     readonly session: Session,
@@ -69,6 +76,8 @@ export class ImageClassifier {
     readonly labels: readonly string[] | undefined,
     /** Classes the graph outputs; undefined when its output shape is symbolic. */
     readonly numClasses: number | undefined,
+    /** The side of the square images the graph takes; undefined when its height and width are symbolic. */
+    readonly inputSize: number | undefined,
   ) {}
 
   /** Where the model runs. */
@@ -108,7 +117,7 @@ export class ImageClassifier {
       if (labels && classes !== undefined && labels.length !== classes) {
         throw new UserError(`${model.label} outputs ${classes} classes but its metadata names ${labels.length}`);
       }
-      return new ImageClassifier(session, model.label, pre, labels, classes);
+      return new ImageClassifier(session, model.label, pre, labels, classes, h);
     } catch (e) {
       await session.session.release();
       throw e;
@@ -130,8 +139,8 @@ export class ImageClassifier {
    * the others; a model that fails to run throws.
    */
   async classify(images: readonly ImageInput[], options: ClassifyOptions = {}): Promise<ImageResult[]> {
-    const bs = options.batchSize ?? 8;
-    const k = options.topk ?? 5;
+    const bs = positive(options.batchSize, 8, 'batchSize');
+    const k = positive(options.topk, 5, 'topk');
     const pre = this.preprocessing;
     const per = pre.crop * pre.crop * 3;
     const results: ImageResult[] = images.map((img, i) => ({ image: typeof img === 'string' ? img : `#${i}` }));

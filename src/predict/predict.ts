@@ -2,10 +2,9 @@
  * Reading images the way a model was evaluated: resize the shorter side (the longer one in proportion,
  * rounded down as torchvision does) with the model's interpolation, center crop, scale to [0, 1],
  * subtract the mean and divide by the standard deviation, NCHW. Images are decoded by sharp (JPEG, PNG,
- * WebP, GIF, AVIF, TIFF), converted to sRGB; an alpha channel is dropped. And reading an ONNX file's
- * metadata without decoding its graph.
+ * WebP, GIF, AVIF, TIFF), converted to sRGB; an alpha channel is dropped.
  */
-import { open, readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import sharp from 'sharp';
 import { UserError } from '../errors.js';
 import { IMAGENET_PREPROCESSING, type Preprocessing } from './preprocessing.js';
@@ -70,70 +69,3 @@ export async function preprocessImage(source: string | Uint8Array, p: Preprocess
   return out;
 }
 
-/**
- * ONNX metadata_props without decoding the (large) graph: a scan of the ModelProto's top-level
- * fields, skipping all but field 14 (metadata_props: StringStringEntryProto { key = 1, value = 2 }).
- */
-export async function readOnnxMetadata(path: string): Promise<Record<string, string>> {
-  const st = await stat(path).catch((e: NodeJS.ErrnoException) => {
-    throw new UserError(`cannot read '${path}': ${e.code === 'ENOENT' ? 'no such file' : e.message}`);
-  });
-  if (!st.isFile()) throw new UserError(`'${path}' is not a regular file`);
-  const bytes = await readFile(path);
-  const out: Record<string, string> = Object.create(null) as Record<string, string>;
-  let pos = 0;
-  const varint = (): number => {
-    let result = 0;
-    let shift = 0;
-    for (let i = 0; i < 10; i++) {
-      if (pos >= bytes.length) throw new UserError(`${path}: truncated ONNX file`);
-      const b = bytes[pos++]!;
-      result += (b & 0x7f) * 2 ** shift;
-      if (!(b & 0x80)) return result;
-      shift += 7;
-    }
-    throw new UserError(`${path}: malformed ONNX file (varint)`);
-  };
-  const utf8 = new TextDecoder();
-  while (pos < bytes.length) {
-    const key = varint();
-    const field = Math.floor(key / 8);
-    const wire = key & 7;
-    if (wire === 0) varint();
-    else if (wire === 1) pos += 8;
-    else if (wire === 5) pos += 4;
-    else if (wire === 2) {
-      const len = varint();
-      if (pos + len > bytes.length) throw new UserError(`${path}: truncated ONNX file`);
-      if (field === 14) {
-        const end = pos + len;
-        let k = '';
-        let v = '';
-        while (pos < end) {
-          const kk = varint();
-          if ((kk & 7) !== 2) throw new UserError(`${path}: malformed ONNX metadata entry`);
-          const l = varint();
-          if (pos + l > end) throw new UserError(`${path}: truncated ONNX metadata entry`);
-          const s = utf8.decode(bytes.subarray(pos, pos + l));
-          pos += l;
-          if (kk >> 3 === 1) k = s;
-          else if (kk >> 3 === 2) v = s;
-        }
-        out[k] = v;
-      } else pos += len;
-    } else throw new UserError(`${path}: not an ONNX model (unexpected wire type ${wire})`);
-  }
-  return out;
-}
-
-/** True if the file starts like a protobuf ModelProto (ir_version, field 1, varint). */
-export async function looksLikeOnnx(path: string): Promise<boolean> {
-  const fh = await open(path, 'r');
-  try {
-    const b = new Uint8Array(1);
-    await fh.read(b, 0, 1, 0);
-    return b[0] === 0x08;
-  } finally {
-    await fh.close();
-  }
-}

@@ -41,7 +41,12 @@ export const IMAGENET_PREPROCESSING: Preprocessing = {
  */
 export function preprocessingForSize(size: number, base: Preprocessing = IMAGENET_PREPROCESSING): Preprocessing {
   if (base.crop === size && (base.inputSize ?? base.crop) === size) return base;
-  return { ...base, inputSize: size, crop: size, resizeShorter: Math.round((size * base.resizeShorter) / base.crop) };
+  const resizeShorter = Math.round((size * base.resizeShorter) / base.crop);
+  // What zoo writes it must be able to read back (parsePreprocessing's bounds).
+  if (!Number.isInteger(size) || size < 1 || resizeShorter > MAX_IMAGE_SIDE) {
+    throw new UserError(`an image size of ${size} needs a resize of ${resizeShorter}; zoo takes sides from 1 to ${MAX_IMAGE_SIDE}`, { exitCode: 2 });
+  }
+  return { ...base, inputSize: size, crop: size, resizeShorter };
 }
 
 type Problem = (field: string, message: string) => void;

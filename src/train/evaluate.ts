@@ -12,7 +12,7 @@ import { datasetSize, type ImageDataset } from '../data/dataset.js';
 import { evalTransform } from '../data/transforms.js';
 import type { Model } from '../models/model.js';
 import { toNCHW } from '../onnx/check.js';
-import { createSession, runClassifier, type Session } from '../runtime/ort.js';
+import { runClassifier, type Session } from '../runtime/ort.js';
 import { UserError } from '../errors.js';
 import { topkHits } from './loss.js';
 
@@ -112,9 +112,4 @@ export async function evaluateOnnx(session: Session, dataset: ImageDataset, opti
   return evaluateWith(dataset, options, dataset.classes.length, (images, n, size) =>
     runClassifier(session, toNCHW(images, n, size, size, 3), [n, 3, size, size]),
   );
-}
-
-/** Opens an ONNX file for `evaluateOnnx`. */
-export function openOnnx(path: string): Promise<Session> {
-  return createSession(path);
 }

@@ -9,6 +9,23 @@ import { readFileSync, statSync } from 'node:fs';
 import { UserError } from '../errors.js';
 import { RECIPE_NAMES, type Tricks } from './recipes.js';
 import type { TrainConfig } from './trainer.js';
+import { IMAGENET_MEAN, IMAGENET_STD, defaultResize } from '../data/transforms.js';
+
+/** The files of a run directory. */
+export const RUN_FILES = { config: 'run.json', log: 'log.jsonl', checkpoint: 'checkpoint.safetensors', onnx: 'model.onnx' } as const;
+
+/** The evaluation preprocessing of a run, as recorded in the ONNX file and the local zoo. */
+export function runPreprocessing(imageSize: number) {
+  return {
+    inputSize: imageSize,
+    resizeShorter: defaultResize(imageSize),
+    crop: imageSize,
+    interpolation: 'bilinear' as const,
+    mean: IMAGENET_MEAN.map((v) => v / 255) as [number, number, number],
+    std: IMAGENET_STD.map((v) => v / 255) as [number, number, number],
+  };
+}
+
 
 type Kind = 'number' | 'integer' | 'boolean' | 'string';
 

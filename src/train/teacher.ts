@@ -60,7 +60,7 @@ class TfjsTeacher implements Teacher {
  * records its labels must have the same ones, in the same order.
  * The teacher gets the student's input as it is: same size, mean and std (ImageNet's for every zoo model).
  */
-export async function loadTeacher(spec: string, options: { arch?: string; numClasses: number; classes?: readonly string[] }): Promise<Teacher> {
+export async function loadTeacher(spec: string, options: { arch?: string; numClasses: number; classes?: readonly string[]; imageSize?: number }): Promise<Teacher> {
   const r = await resolveModelRef(spec, { purpose: 'describe', command: 'zoo train --teacher' });
   if (r.kind === 'weights' || (options.arch && r.weights && !r.onnx)) {
     const arch = options.arch ?? r.arch;
@@ -80,6 +80,16 @@ export async function loadTeacher(spec: string, options: { arch?: string; numCla
   const classifier = await ImageClassifier.open(run);
   try {
     if (options.classes) checkClassOrder(classifier.labels, options.classes, `the teacher ${run.label}`, 'the training data');
+    if (classifier.numClasses !== undefined && classifier.numClasses !== options.numClasses) {
+      throw new UserError(`the teacher ${run.label} outputs ${classifier.numClasses} classes; the student has ${options.numClasses}`);
+    }
+    const size = options.imageSize;
+    if (size !== undefined && classifier.inputSize !== undefined && classifier.inputSize !== size) {
+      throw new UserError(
+        `the teacher ${run.label} takes ${classifier.inputSize}x${classifier.inputSize} images and the student trains at ${size}x${size}; ` +
+          `export the teacher at the student's size (zoo export ${spec} --image-size ${size}), or with --dynamic-size`,
+      );
+    }
   } catch (e) {
     await classifier.dispose();
     throw e;

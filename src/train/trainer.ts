@@ -29,11 +29,16 @@ import { getModelEntry } from '../models/registry.js';
 import { createLoader, type Batch, type BatchLoader } from '../data/loader.js';
 import { datasetSize } from '../data/dataset.js';
 import { verifyDataset, type VerifyDepth } from '../data/verify.js';
-import { IMAGENET_MEAN, IMAGENET_STD, defaultResize, trainTransform } from '../data/transforms.js';
+import { defaultResize, trainTransform } from '../data/transforms.js';
 import { exportOnnx } from '../onnx/export.js';
 import { checkExport, type CheckReport } from '../onnx/check.js';
 import { describeCheck } from '../onnx/pipeline.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { RUN_FILES, runPreprocessing } from './run_config.js';
+
+export { RUN_FILES, runPreprocessing };
+import { MAX_IMAGE_SIDE } from '../predict/preprocessing.js';
+import { metadataProps } from '../onnx/metadata.js';
 import { Rng } from '../util/random.js';
 import { registerCoreGradients } from '../backend/gradients.js';
 import { SGD } from './optim.js';
@@ -153,7 +158,6 @@ export interface TrainResult {
   model?: Model;
 }
 
-export const RUN_FILES = { config: 'run.json', log: 'log.jsonl', checkpoint: 'checkpoint.safetensors', onnx: 'model.onnx' } as const;
 
 /** A non-finite loss or a broken configuration stops the run with this error. */
 export class TrainingError extends UserError {}
@@ -168,6 +172,9 @@ export function validateConfig(c: TrainConfig): void {
   int(c.batchSize, '--batch-size');
   int(c.microBatch, '--micro-batch');
   int(c.imageSize, '--image-size', 8);
+  if (defaultResize(c.imageSize) > MAX_IMAGE_SIDE) {
+    throw new UserError(`--image-size ${c.imageSize} needs a validation resize of ${defaultResize(c.imageSize)}; zoo takes sides up to ${MAX_IMAGE_SIDE}`, { exitCode: 2 });
+  }
   if (c.batchSize % c.microBatch !== 0) {
     throw new UserError(`--batch-size ${c.batchSize} must be a multiple of --micro-batch ${c.microBatch} (the effective batch is made of whole micro-batches)`, {
       exitCode: 2,
@@ -217,17 +224,6 @@ export function scheduleOf(c: TrainConfig): LrSchedule {
   });
 }
 
-/** The evaluation preprocessing of a run, as recorded in the ONNX file and the local zoo. */
-export function runPreprocessing(imageSize: number) {
-  return {
-    inputSize: imageSize,
-    resizeShorter: defaultResize(imageSize),
-    crop: imageSize,
-    interpolation: 'bilinear' as const,
-    mean: IMAGENET_MEAN.map((v) => v / 255) as [number, number, number],
-    std: IMAGENET_STD.map((v) => v / 255) as [number, number, number],
-  };
-}
 
 /** The stream of update `u`'s mixup draw: independent of how the run was split by stops and resumes. */
 export function mixupRng(seed: number, update: number): Rng {
@@ -618,12 +614,13 @@ function diagnose(model: Model, images: Float32Array, teacherLogits: Float32Arra
 
 /** Exports a trained model with its labels and preprocessing, checks it in ONNX Runtime, writes it. */
 export async function exportRun(model: Model, c: TrainConfig, file: string): Promise<{ bytes: Uint8Array; check: CheckReport }> {
-  const metadata = {
-    'zoo.name': path.basename(path.dirname(path.resolve(file))),
-    'zoo.preprocessing': JSON.stringify(runPreprocessing(c.imageSize)),
-    'zoo.labels': JSON.stringify(c.data.classes),
-    'zoo.training': JSON.stringify({ recipe: c.recipe, tricks: c.tricks, epochs: c.epochs, batchSize: c.batchSize, data: c.data.spec }),
-  };
+  const metadata = metadataProps({
+    arch: c.arch,
+    name: path.basename(path.dirname(path.resolve(file))),
+    preprocessing: runPreprocessing(c.imageSize),
+    labels: [...c.data.classes],
+    training: JSON.stringify({ recipe: c.recipe, tricks: c.tricks, epochs: c.epochs, batchSize: c.batchSize, data: c.data.spec }),
+  });
   const bytes = exportOnnx(model, { imageSize: c.imageSize, metadata });
   const check = await checkExport(model, bytes, { imageSize: c.imageSize, batch: 4 });
   if (!check.passed) throw new UserError(`the exported model does not reproduce the trained one (${describeCheck(check)}); the checkpoint is kept, nothing was written to ${file}`);

@@ -2,6 +2,7 @@
  * Running the built command line as a user does: a child process, its exit code and both streams.
  */
 import { execFile } from 'node:child_process';
+import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 /** The built CLI entry point. */
@@ -17,7 +18,7 @@ export interface CliOptions {
   /** The child's environment (default: this process's, with the WebAssembly backend). */
   env?: NodeJS.ProcessEnv;
   cwd?: string;
-  /** Kill it after this long (default 120 s; a killed run reports its signal as a non-zero code). */
+  /** Kill it after this long (default 120 s; a killed run reports 128 + its signal number, as a shell does). */
   timeoutMs?: number;
 }
 
@@ -28,7 +29,11 @@ export function runZoo(args: readonly string[], options: CliOptions = {}): Promi
       process.execPath,
       [ZOO_CLI, ...args],
       { env: options.env ?? { ...process.env, ZOO_BACKEND: 'wasm' }, ...(options.cwd ? { cwd: options.cwd } : {}), timeout: options.timeoutMs ?? 120_000 },
-      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      (err, stdout, stderr) => {
+        const e = err as (Error & { code?: number | string | null; signal?: NodeJS.Signals | null }) | null;
+        const code = !e ? 0 : typeof e.code === 'number' ? e.code : e.signal ? 128 + (os.constants.signals[e.signal] ?? 0) : 1;
+        resolve({ code, stdout, stderr });
+      },
     );
   });
 }

@@ -1,13 +1,7 @@
 import { Command } from 'commander';
-import { existsSync } from 'node:fs';
-import path from 'node:path';
 import { initBackend, describeBackend } from '../../src/backend/index.js';
-import { runExport, describeCheck, UNTRAINED_RTOL } from '../../src/onnx/pipeline.js';
-import { preprocessingAt, resolveModelRef, type ResolvedModel } from '../../src/hub/resolve.js';
-import { labelNames } from '../../src/onnx/metadata.js';
-import { modelConfig } from '../../src/models/model.js';
-import { UserError } from '../../src/errors.js';
-import { action, positiveInt } from '../run.js';
+import { planExport, runExport, describeCheck, UNTRAINED_RTOL } from '../../src/onnx/pipeline.js';
+import { action, number, positiveInt } from '../run.js';
 
 interface ExportOpts {
   output?: string;
@@ -24,12 +18,6 @@ interface ExportOpts {
   json?: boolean;
 }
 
-/** The file name a model is exported to when -o is not given: `<name>[-fp16].onnx` in the current directory. */
-export function defaultOutput(model: ResolvedModel, fp16: boolean): string {
-  const base = model.kind === 'run' ? path.basename(path.resolve(model.runDir!)) : model.kind === 'onnx' || model.kind === 'weights' ? path.parse(model.label).name : model.label;
-  return `${base}${fp16 ? '-fp16' : ''}.onnx`;
-}
-
 export function exportCommand(globals: () => { backend?: string }): Command {
   return new Command('export')
     .description('export a model to ONNX and check it in ONNX Runtime against the tfjs model')
@@ -44,7 +32,7 @@ export function exportCommand(globals: () => { backend?: string }): Command {
     .option('--num-classes <n>', "classifier outputs (default: the weights' classes, else the architecture's)", positiveInt('--num-classes'))
     .option('--no-check', 'skip the ONNX Runtime check')
     .option('--check-batch <n>', 'images in the check', positiveInt('--check-batch'), 2)
-    .option('--seed <n>', 'seed of the untrained initialization', (v) => Number(v), 0)
+    .option('--seed <n>', 'seed of the untrained initialization', number('--seed', Number.isInteger, 'an integer'), 0)
     .option('--follow-symlinks', 'if the output is a symbolic link, replace the file it points to (default: refuse)')
     .option('--json', 'print the result as JSON')
     .addHelpText(
@@ -68,60 +56,32 @@ Examples:
     .action(
       action(async (ref: string, opts: ExportOpts) => {
         // Everything about the arguments is checked before the backend starts.
-        const src = await resolveModelRef(ref, { purpose: 'build', command: 'zoo export' });
-        const arch = src.arch!;
-        let weights: ResolvedModel | undefined;
-        if (opts.weights) {
-          if (src.kind !== 'arch') throw new UserError(`--weights goes with an architecture; ${src.label} brings its own weights`, { exitCode: 2 });
-          weights = await resolveModelRef(opts.weights, { purpose: 'weights', command: 'zoo export --weights' });
-          if (weights.arch && weights.arch !== arch) {
-            throw new UserError(`${weights.label} holds ${weights.arch} weights; it does not match ${arch} (export it as 'zoo export ${weights.ref}')`);
-          }
-        } else if (src.kind !== 'arch') {
-          weights = await resolveModelRef(ref, { purpose: 'weights', command: 'zoo export' });
-        }
-        const from = weights ?? src;
-        const notes = [...src.notes, ...(weights?.notes ?? [])];
-        const labels = labelNames(from.meta);
-        if (labels && opts.numClasses && opts.numClasses !== labels.length) {
-          throw new UserError(`--num-classes ${opts.numClasses} differs from the ${labels.length} classes ${from.label} names`, { exitCode: 2 });
-        }
-        const numClasses = opts.numClasses ?? labels?.length;
-        modelConfig(arch, { ...(numClasses ? { numClasses } : {}) }); // a classifier too large to build fails here
-        const preprocessing = preprocessingAt(from, opts.imageSize, notes);
-        const fp16 = opts.fp16 ?? false;
-        const output = opts.output ?? defaultOutput(from, fp16);
-        if (!opts.output && existsSync(output)) {
-          throw new UserError(`${output} exists; give -o to choose where to write (an explicit -o replaces a file)`, { exitCode: 2 });
-        }
-
-        const info = await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), gradients: false });
-        const log = (s: string) => process.stderr.write(`${s}\n`);
-        log(describeBackend(info));
-        for (const n of notes) log(`note: ${n}`);
-        const t0 = performance.now();
-        const r = await runExport({
-          arch,
-          output,
-          ...(weights ? { weights: weights.weights! } : {}),
-          meta: { ...from.meta, preprocessing, ...(labels ? { labels } : {}) },
-          imageSize: preprocessing.crop,
+        const plan = await planExport(ref, {
+          ...(opts.weights ? { weights: opts.weights } : {}),
+          ...(opts.output ? { output: opts.output } : {}),
+          ...(opts.imageSize ? { imageSize: opts.imageSize } : {}),
+          ...(opts.numClasses ? { numClasses: opts.numClasses } : {}),
           dynamicSize: opts.dynamicSize ?? false,
-          fp16,
+          fp16: opts.fp16 ?? false,
           ...(opts.foldBn !== undefined ? { foldBatchNorm: opts.foldBn } : {}),
-          ...(numClasses ? { numClasses } : {}),
           check: opts.check,
           checkBatch: opts.checkBatch,
           seed: opts.seed,
           followSymlinks: opts.followSymlinks ?? false,
-          log,
         });
+        const info = await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), gradients: false });
+        const log = (s: string) => process.stderr.write(`${s}\n`);
+        log(describeBackend(info));
+        for (const n of plan.notes) log(`note: ${n}`);
+        const t0 = performance.now();
+        const r = await runExport({ ...plan.job, log });
         if (r.check) log(`check (ONNX Runtime ${r.check.provider}, ${r.check.batch} images): ${describeCheck(r.check)}: passed`);
         else log('check skipped (--no-check)');
         const seconds = (performance.now() - t0) / 1000;
         if (opts.json) {
+          const { onnxBytes: _bytes, weights: _weights, ...result } = r;
           process.stdout.write(
-            `${JSON.stringify({ output: r.output, bytes: r.bytes, params: r.params, arch, untrained: r.untrained, fp16, preprocessing, labels: labels ?? null, check: r.check ?? null, seconds, notes }, null, 2)}\n`,
+            `${JSON.stringify({ ...result, arch: plan.job.arch, fp16: plan.job.fp16 ?? false, preprocessing: plan.preprocessing, labels: plan.labels ?? null, check: r.check ?? null, seconds, notes: plan.notes }, null, 2)}\n`,
           );
           return;
         }

@@ -1,19 +1,10 @@
 import { Command } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
 import { initBackend, describeBackend } from '../../src/backend/index.js';
-import { createModel, modelConfig } from '../../src/models/model.js';
-import { getModelEntry } from '../../src/models/registry.js';
-import { loadWeights } from '../../src/io/weights.js';
 import { NAMINGS, type Naming } from '../../src/convert/naming.js';
-import { exportOnnx } from '../../src/onnx/export.js';
-import { checkExport } from '../../src/onnx/check.js';
-import { describeCheck } from '../../src/onnx/pipeline.js';
-import { labelNames, metadataProps, parseLabels, type ModelMetadata } from '../../src/onnx/metadata.js';
-import { writeFileAtomic } from '../../src/io/atomic.js';
-import { addToLocalZoo, checkOwnModelName } from '../../src/hub/local.js';
-import { hashFile } from '../../src/hub/cache.js';
-import { looksLikePath, preprocessingAt, resolveModelRef } from '../../src/hub/resolve.js';
+import { describeCheck, planImport, runImport } from '../../src/onnx/pipeline.js';
+import { parseLabels } from '../../src/onnx/metadata.js';
+import { looksLikePath } from '../../src/hub/resolve.js';
 import { UserError } from '../../src/errors.js';
 import { action, positiveInt } from '../run.js';
 
@@ -82,71 +73,37 @@ Examples:
     .action(
       action(async (file: string, opts: ImportOpts) => {
         if (!looksLikePath(file) && !existsSync(file)) throw new UserError(`'${file}': no such file (zoo import takes a weights file)`);
-        const src = await resolveModelRef(file, { purpose: 'weights', command: 'zoo import' });
-        if (src.kind === 'published' || src.kind === 'local') throw new UserError(`'${file}' is a model name; zoo import takes a file (zoo export converts models already in the zoo)`, { exitCode: 2 });
-        const arch = opts.arch ?? src.arch;
-        if (!arch) throw new UserError(`${file} does not record its architecture: give --arch (see 'zoo list')`, { exitCode: 2 });
-        getModelEntry(arch);
-        if (src.arch && opts.arch && src.arch !== opts.arch) throw new UserError(`${file} records ${src.arch} weights, not --arch ${opts.arch}`, { exitCode: 2 });
-        if (opts.name) checkOwnModelName(opts.name);
         if (opts.naming && !(NAMINGS as readonly string[]).includes(opts.naming)) {
           throw new UserError(`--naming must be one of ${NAMINGS.join(', ')}, got '${opts.naming}'`, { exitCode: 2 });
         }
-        const notes = [...src.notes];
-        const labels = opts.labels ? readLabelsFile(opts.labels) : labelNames(src.meta);
-        if (labels && opts.numClasses && labels.length !== opts.numClasses) {
-          throw new UserError(`--num-classes ${opts.numClasses} differs from the ${labels.length} class names`, { exitCode: 2 });
-        }
-        const numClasses = opts.numClasses ?? labels?.length;
-        modelConfig(arch, { ...(numClasses ? { numClasses } : {}) }); // a classifier too large to build fails here
-        const imagenet = !labels && (numClasses ?? getModelEntry(arch).config.numClasses) === 1000;
-        if (!labels) notes.push(imagenet ? `${file} names no classes: 1000 outputs, recorded as ImageNet's (imagenet-1k)` : `${file} names no classes (give --labels): predictions will show class indices`);
-        const pre = preprocessingAt(src, opts.imageSize, notes);
-        const output = opts.output ?? (opts.name ? undefined : `${path.parse(file).name}${opts.fp16 ? '-fp16' : ''}.onnx`);
-        if (output && !opts.output && existsSync(output)) throw new UserError(`${output} exists; give -o to choose where to write`, { exitCode: 2 });
-
+        const log = (s: string) => process.stderr.write(`${s}\n`);
+        const plan = await planImport(file, {
+          ...(opts.arch ? { arch: opts.arch } : {}),
+          ...(opts.output ? { output: opts.output } : {}),
+          ...(opts.name ? { name: opts.name } : {}),
+          ...(opts.naming ? { naming: opts.naming as Naming } : {}),
+          ...(opts.numClasses ? { numClasses: opts.numClasses } : {}),
+          ...(opts.labels ? { labels: readLabelsFile(opts.labels) } : {}),
+          ...(opts.imageSize ? { imageSize: opts.imageSize } : {}),
+          fp16: opts.fp16 ?? false,
+          force: opts.force ?? false,
+          followSymlinks: opts.followSymlinks ?? false,
+          log,
+        });
         const info = await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), gradients: false });
-        process.stderr.write(`${describeBackend(info)}\n`);
-        for (const n of notes) process.stderr.write(`note: ${n}\n`);
-        const model = createModel(arch, { ...(numClasses ? { numClasses } : {}) });
-        try {
-          const r = await loadWeights(model, src.weights!, { ...(opts.naming ? { naming: opts.naming as Naming } : {}) });
-          for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
-          process.stderr.write(`loaded ${r.loaded} tensors (${r.format}, ${r.naming} names)${r.folded.length ? `, folded ${r.folded.length} conv biases into batch norm` : ''}\n`);
-          const meta: ModelMetadata = { arch, ...(opts.name ? { name: opts.name } : {}), preprocessing: pre, ...(labels ? { labels } : imagenet ? { categories: 'imagenet-1k' } : {}) };
-          const bytes = exportOnnx(model, { imageSize: pre.crop, fp16: opts.fp16 ?? false, metadata: metadataProps(meta) });
-          const check = await checkExport(model, bytes, { imageSize: pre.crop, fp16: opts.fp16 ?? false });
-          if (!check.passed) throw new UserError(`the export does not reproduce the tfjs model: ${describeCheck(check)}`);
-          process.stderr.write(`check (ONNX Runtime ${check.provider}): ${describeCheck(check)}: passed\n`);
-          if (output) {
-            await writeFileAtomic(output, bytes, { followSymlinks: opts.followSymlinks ?? false });
-            if (!opts.json) process.stdout.write(`wrote ${output} (${(bytes.length / 1e6).toFixed(1)} MB)\n`);
-          }
-          let added: string | undefined;
-          if (opts.name) {
-            const h = await hashFile(src.weights!);
-            const local = await addToLocalZoo({
-              name: opts.name,
-              arch,
-              onnxBytes: bytes,
-              preprocessing: pre,
-              categories: imagenet ? 'imagenet-1k' : null,
-              ...(labels ? { labels } : {}),
-              source: { url: path.resolve(src.weights!), format: r.format, naming: r.naming, file: path.resolve(src.weights!), ...h },
-              check: { maxAbsDiff: check.maxAbsDiff, maxAbsLogit: check.maxAbsLogit, top1Agreement: check.top1Agreement, provider: check.provider },
-              force: opts.force ?? false,
-            });
-            added = local.onnx;
-            if (!opts.json) process.stdout.write(`added ${local.name} to the local zoo: ${local.onnx}\n`);
-          }
-          if (opts.json) {
-            process.stdout.write(
-              `${JSON.stringify({ file, arch, format: r.format, naming: r.naming, loaded: r.loaded, output: output ?? null, name: opts.name ?? null, localOnnx: added ?? null, preprocessing: pre, labels: labels ?? null, check, notes }, null, 2)}\n`,
-            );
-          }
-        } finally {
-          model.dispose();
+        log(describeBackend(info));
+        for (const n of plan.notes) log(`note: ${n}`);
+        const r = await runImport(plan, { force: opts.force ?? false });
+        log(`check (ONNX Runtime ${r.check!.provider}): ${describeCheck(r.check!)}: passed`);
+        if (opts.json) {
+          const w = r.weights!;
+          process.stdout.write(
+            `${JSON.stringify({ file, arch: plan.job.arch, format: w.format, naming: w.naming, loaded: w.loaded, output: r.output ?? null, name: r.added?.name ?? null, localOnnx: r.added?.onnx ?? null, preprocessing: plan.preprocessing, labels: plan.labels ?? null, check: r.check, notes: plan.notes }, null, 2)}\n`,
+          );
+          return;
         }
+        if (r.output) process.stdout.write(`wrote ${r.output} (${(r.bytes / 1e6).toFixed(1)} MB)\n`);
+        if (r.added) process.stdout.write(`added ${r.added.name} to the local zoo: ${r.added.onnx}\n`);
       }),
     );
 }

@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { initBackend } from '../../src/backend/index.js';
-import { resolveModel } from '../../src/hub/models_json.js';
+import { resolvePublished } from '../../src/hub/resolve.js';
 import { pullModel, PullError, type PullResult } from '../../src/hub/pull.js';
 import { progressPrinter } from '../../src/hub/cache.js';
 import { hubSettings } from '../../src/hub/settings.js';
@@ -95,7 +95,8 @@ Examples:
     )
     .action(
       action(async (name: string, opts: { fp16?: boolean; force?: boolean; json?: boolean; lockTimeout?: number; downloadTimeout?: number }) => {
-        const entry = resolveModel(name);
+        const { entry, notes } = await resolvePublished(name, { command: 'zoo pull' });
+        for (const n of notes) process.stderr.write(`note: ${n}\n`);
         await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), gradients: false });
         const log = (s: string) => process.stderr.write(`${s}\n`);
         const printers: ReturnType<typeof progressPrinter>[] = [];
