@@ -17,7 +17,7 @@ import { setupBackend, maxAbsDiff } from './helpers/backend.js';
 import { FixtureServer } from './helpers/http_server.js';
 import { safetensorsBytes, torchStateDict } from './helpers/weights_fixtures.js';
 import { makeRunDir, RUN_LABELS } from './helpers/run_fixture.js';
-import { countNetwork } from '../src/models/count.js';
+import { fixtureBase, pinnedSafetensors } from './helpers/models_json_fixture.js';
 import { createModel, fromPretrained, pipeline, predict, pull, readHubSettings, train, trainedLikeInit, UserError } from '../src/index.js';
 import { ImageClassifier } from '../src/predict/classifier.js';
 import { exportOnnx } from '../src/onnx/export.js';
@@ -44,26 +44,13 @@ test.before(async () => {
   const m = createModel('resnet_test', { seed: 3 });
   trainedLikeInit(m);
   const weights = safetensorsBytes(torchStateDict(m));
-  const counts = countNetwork(m.net, 32);
   m.dispose();
   server.route('/timm/apitest/model.safetensors', { data: Buffer.from(weights) });
   const entry = {
+    ...fixtureBase(32),
     name: 'resnet_test.apitest',
     aliases: ['api-model'],
-    arch: 'resnet_test',
-    description: 'test fixture',
-    numClasses: 10,
-    categories: null,
-    sources: [
-      { format: 'safetensors', naming: 'timm', url: 'https://fixtures.invalid/timm/apitest/model.safetensors', sha256: crypto.createHash('sha256').update(weights).digest('hex'), size: weights.length, host: 'huggingface' },
-    ],
-    preprocessing: { inputSize: 32, resizeShorter: 37, crop: 32, interpolation: 'bilinear', mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
-    numParams: counts.params,
-    gmacs: counts.macs / 1e9,
-    metrics: [],
-    recipe: 'test',
-    license: 'test',
-    origin: 'test',
+    sources: [pinnedSafetensors('https://fixtures.invalid/timm/apitest/model.safetensors', weights)],
   };
   writeFileSync(join(dir, 'models.json'), JSON.stringify({ version: 1, categories: {}, models: [entry] }));
   process.env.ZOO_MODELS_JSON = join(dir, 'models.json');

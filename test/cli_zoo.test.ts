@@ -4,7 +4,6 @@
  */
 import test from 'ava';
 import { runZoo } from './helpers/cli.js';
-import crypto from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +13,7 @@ import { FixtureServer } from './helpers/http_server.js';
 import { safetensorsBytes, torchStateDict } from './helpers/weights_fixtures.js';
 import { createModel } from '../src/models/model.js';
 import { trainedLikeInit } from '../src/models/calibrate.js';
-import { countNetwork } from '../src/models/count.js';
+import { fixtureBase, pinnedSafetensors } from './helpers/models_json_fixture.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'zoo-cli-zoo-'));
 let server: FixtureServer;
@@ -33,31 +32,12 @@ test.before(async () => {
   writeFileSync(join(dir, 'weights.safetensors'), weights);
   server.route('/timm/fixture/model.safetensors', { data: Buffer.from(weights) });
   writeFileSync(join(dir, 'labels.json'), JSON.stringify({ source: 'test', license: 'test', names: labels }));
-  const counts = countNetwork(m.net, 64);
   const entry = {
+    ...fixtureBase(64),
     name: 'resnet_test.fixture',
     aliases: ['fixture-best'],
-    arch: 'resnet_test',
-    description: 'test fixture',
-    numClasses: 10,
     categories: 'fixture-10',
-    sources: [
-      {
-        format: 'safetensors',
-        naming: 'timm',
-        url: 'https://fixtures.invalid/timm/fixture/model.safetensors',
-        sha256: crypto.createHash('sha256').update(weights).digest('hex'),
-        size: weights.length,
-        host: 'huggingface',
-      },
-    ],
-    preprocessing: { inputSize: 64, resizeShorter: 73, crop: 64, interpolation: 'bilinear', mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
-    numParams: counts.params,
-    gmacs: counts.macs / 1e9,
-    metrics: [],
-    recipe: 'test',
-    license: 'test',
-    origin: 'test',
+    sources: [pinnedSafetensors('https://fixtures.invalid/timm/fixture/model.safetensors', weights)],
   };
   writeFileSync(join(dir, 'models.json'), JSON.stringify({ version: 1, categories: { 'fixture-10': 'labels.json' }, models: [entry] }));
   for (const [i, ext] of [[0, 'png'], [1, 'jpg'], [2, 'webp']] as const) {

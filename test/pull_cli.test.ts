@@ -14,7 +14,7 @@ import { FixtureServer } from './helpers/http_server.js';
 import { safetensorsBytes, torchStateDict } from './helpers/weights_fixtures.js';
 import { createModel } from '../src/models/model.js';
 import { trainedLikeInit } from '../src/models/calibrate.js';
-import { countNetwork } from '../src/models/count.js';
+import { fixtureBase, pinnedSafetensors } from './helpers/models_json_fixture.js';
 import { fetchFile } from '../src/hub/cache.js';
 import { readHubSettings } from '../src/hub/settings.js';
 
@@ -33,31 +33,16 @@ test.before(async () => {
   const m = createModel('resnet_test', { seed: 11 });
   trainedLikeInit(m);
   weights = Buffer.from(safetensorsBytes(torchStateDict(m)));
-  const counts = countNetwork(m.net, 64);
   m.dispose();
   server.route('/timm/fixture/model.safetensors', { data: weights });
   server.route('/timm/broken/model.safetensors', { data: Buffer.from('<html>not here</html>') });
-  const base = {
-    arch: 'resnet_test',
-    description: 'test fixture',
-    numClasses: 10,
-    categories: null,
-    preprocessing: { inputSize: 64, resizeShorter: 73, crop: 64, interpolation: 'bilinear', mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
-    numParams: counts.params,
-    // Multiply-adds in billions, under the key of either version of the registry's schema.
-    gflops: counts.macs / 1e9,
-    gmacs: counts.macs / 1e9,
-    metrics: [],
-    recipe: 'test',
-    license: 'test',
-    origin: 'test',
-  };
+  const base = fixtureBase(64);
   const models = [
     {
       ...base,
       name: 'resnet_test.fixture',
       aliases: ['fixture-best'],
-      sources: [{ format: 'safetensors', naming: 'timm', url: 'https://fixtures.invalid/timm/fixture/model.safetensors', sha256: sha256(weights), size: weights.length, host: 'huggingface' }],
+      sources: [pinnedSafetensors('https://fixtures.invalid/timm/fixture/model.safetensors', weights)],
     },
     {
       ...base,
