@@ -5,17 +5,13 @@ import { pullModel, PullError, type PullResult } from '../../src/hub/pull.js';
 import { progressPrinter } from '../../src/hub/cache.js';
 import { hubSettings } from '../../src/hub/settings.js';
 import { UserError } from '../../src/errors.js';
-import { action } from '../run.js';
+import { action, number } from '../run.js';
 
 /** Parses a number of seconds (0 allowed) into milliseconds, naming the option when it is not one. */
+/** A duration option in seconds (as milliseconds), parsed by the shared number parser. */
 function secondsOption(name: string, allowZero: boolean): (value: string) => number {
-  return (value: string) => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isFinite(n) || n < 0 || (!allowZero && n === 0)) {
-      throw new UserError(`${name} must be a number of seconds${allowZero ? '' : ' greater than 0'}, got '${value}'`, { exitCode: 2 });
-    }
-    return n * 1000;
-  };
+  const parse = number(name, (n) => (allowZero ? n >= 0 : n > 0), `a number of seconds${allowZero ? '' : ' greater than 0'}`);
+  return (value: string) => parse(value) * 1000;
 }
 
 /** The one JSON object of `zoo pull --json`. */
