@@ -8,6 +8,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { NamedAttrMap, Tensor, Tensor1D, Tensor4D } from '@tensorflow/tfjs-core';
 import { ZOO_KERNELS, hasZooKernel } from '../backend/kernels/index.js';
 
+export { roiAlign, type RoiAlignOptions } from './roi_align.js';
+
 /** Explicit padding [[top, bottom], [left, right]]. */
 export type Padding2D = [[number, number], [number, number]];
 

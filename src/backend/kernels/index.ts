@@ -8,7 +8,8 @@
  *   ZooConv2DBackpropInput    composed from Conv2D (conv_backprop.ts)
  *   ZooRelu / ZooReluGrad     ReLU whose gradient is one fused pass over the saved output
  * Backends whose memory JavaScript can reach (wasm, cpu) also get the fused batch-norm kernels
- * (batchnorm.ts); elsewhere ops/batchnorm.ts composes batch norm from core ops.
+ * (batchnorm.ts); elsewhere ops/batchnorm.ts composes batch norm from core ops. RoIAlign and its
+ * gradient (roi_align.ts) exist only there: other backends have no RoIAlign.
  *
  *   ZooMaxPool / ZooAvgPool   the backend's pooling, with gradients in pool.ts (first-maximum ties;
  *                             average-pool divisor as in the forward pass)
@@ -23,6 +24,7 @@ import { batchMatMulKernel } from './matmul.js';
 import { batchNormTrainGradKernel, batchNormTrainKernel, reluGradKernel } from './batchnorm.js';
 import { KernelContext } from './context.js';
 import { avgPoolGradKernel, identitySharingKernel, maxPoolGradKernel } from './pool.js';
+import { roiAlignGradKernel, roiAlignKernel } from './roi_align.js';
 import { sgdKernel } from './sgd.js';
 
 type KernelArgs = { inputs: Record<string, TensorInfo>; backend: KernelBackend; attrs: NamedAttrMap };
@@ -41,6 +43,8 @@ export const ZOO_KERNELS = {
   avgPool: 'ZooAvgPool',
   avgPoolGrad: 'ZooAvgPoolGrad',
   sgd: 'ZooSgd',
+  roiAlign: 'ZooRoiAlign',
+  roiAlignGrad: 'ZooRoiAlignGrad',
 } as const;
 
 const registered = new Set<string>();
@@ -101,6 +105,8 @@ export function registerZooKernels(backendName: string): void {
     register(ZOO_KERNELS.batchNormTrain, backendName, batchNormTrainKernel);
     register(ZOO_KERNELS.batchNormTrainGrad, backendName, batchNormTrainGradKernel);
     register(ZOO_KERNELS.sgd, backendName, sgdKernel);
+    register(ZOO_KERNELS.roiAlign, backendName, roiAlignKernel);
+    register(ZOO_KERNELS.roiAlignGrad, backendName, roiAlignGradKernel);
   }
   if (backendName === 'wasm') {
     register('Conv2DBackpropFilter', backendName, backpropFilterKernel);
