@@ -2,8 +2,8 @@
  * RoIAlign (ops/roi_align.ts, kernels in backend/kernels/roi_align.ts) on the wasm and cpu backends:
  * values against a direct per-sample bilinear computation written here from the ONNX RoiAlign-16
  * definition, gradients against that computation's adjoint and against finite differences, values
- * against ONNX Runtime's RoiAlign in both coordinate modes (and torchvision's roi_align where
- * python3 has it), input checks, and tensor leaks.
+ * against ONNX Runtime's RoiAlign in both coordinate modes, values and gradients against torchvision's
+ * roi_align (where a Python with torchvision is found; skipped otherwise), input checks, and leaks.
  */
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
@@ -331,44 +331,54 @@ test.serial('values against ONNX Runtime RoiAlign-16 (half_pixel and output_half
   }
 });
 
-const torchvision = spawnSync('python3', ['-c', 'import torch, torchvision'], { stdio: 'ignore' }).status === 0;
+/** A Python with torchvision: ZOO_PYTHON, else python3 on the PATH, else Debian's (python3-torchvision). */
+const python = [process.env.ZOO_PYTHON, 'python3', '/usr/bin/python3'].find(
+  (p) => p && spawnSync(p, ['-c', 'import torch, torchvision'], { stdio: 'ignore' }).status === 0,
+);
 
-// Reads {features (NCHW), shape, boxes, indices, dy (NCHW), options} as JSON, prints torchvision's
-// roi_align output and its gradient to the features (both NCHW, flat).
+// Reads a JSON list of {features (NCHW), shape, boxes, indices, dy (NCHW), options} and prints, for
+// each, torchvision's roi_align output and its gradient to the features (both NCHW, flat).
 const TORCH_SCRIPT = `
 import json, sys, torch
 from torchvision.ops import roi_align
-a = json.load(sys.stdin)
-o = a['options']
-x = torch.tensor(a['features'], dtype=torch.float32).reshape(a['shape']).requires_grad_(True)
-b = torch.tensor(a['boxes'], dtype=torch.float32).reshape(-1, 4)
-i = torch.tensor(a['indices'], dtype=torch.float32).reshape(-1, 1)
-y = roi_align(x, torch.cat([i, b], 1), output_size=o['outputSize'], spatial_scale=o['spatialScale'],
-              sampling_ratio=o['samplingRatio'], aligned=o['aligned'])
-y.backward(torch.tensor(a['dy'], dtype=torch.float32).reshape(y.shape))
-print(json.dumps({'y': y.detach().flatten().tolist(), 'dx': x.grad.flatten().tolist()}))
+out = []
+for a in json.load(sys.stdin):
+    o = a['options']
+    x = torch.tensor(a['features'], dtype=torch.float32).reshape(a['shape']).requires_grad_(True)
+    b = torch.tensor(a['boxes'], dtype=torch.float32).reshape(-1, 4)
+    i = torch.tensor(a['indices'], dtype=torch.float32).reshape(-1, 1)
+    y = roi_align(x, torch.cat([i, b], 1), output_size=o['outputSize'], spatial_scale=o['spatialScale'],
+                  sampling_ratio=o['samplingRatio'], aligned=o['aligned'])
+    y.backward(torch.tensor(a['dy'], dtype=torch.float32).reshape(y.shape))
+    out.append({'y': y.detach().flatten().tolist(), 'dx': x.grad.flatten().tolist()})
+print(json.dumps(out))
 `;
 
-(torchvision ? test.serial : test.serial.skip)('values and gradients against torchvision.ops.roi_align', async (t) => {
-  for (const o of CONFIGS) {
+(python ? test.serial : test.serial.skip)('values and gradients against torchvision.ops.roi_align', async (t) => {
+  const cases = CONFIGS.map((o) => {
     const c = randomCase(31, [2, 7, 9, 5], o.spatialScale, 24);
+    return { o, c, dy: randomDy(c, o, 4) };
+  });
+  const input = JSON.stringify(
+    cases.map(({ o, c, dy }) => {
+      const [N, H, W, C] = c.shape;
+      return {
+        features: Array.from(nhwcToNchw(c.features, c.shape)),
+        shape: [N, C, H, W],
+        boxes: Array.from(c.boxes),
+        indices: Array.from(c.indices),
+        dy: Array.from(nhwcToNchw(dy, [c.indices.length, ...o.outputSize, C])),
+        options: o,
+      };
+    }),
+  );
+  const run = spawnSync(python!, ['-c', TORCH_SCRIPT], { input, encoding: 'utf8', maxBuffer: 1 << 26 });
+  t.is(run.status, 0, run.stderr);
+  const refs = JSON.parse(run.stdout) as { y: number[]; dx: number[] }[];
+  for (const [k, { o, c, dy }] of cases.entries()) {
     const [N, H, W, C] = c.shape;
-    const R = c.indices.length;
-    const [PH, PW] = o.outputSize;
-    const dy = randomDy(c, o, 4);
-    const input = JSON.stringify({
-      features: Array.from(nhwcToNchw(c.features, c.shape)),
-      shape: [N, C, H, W],
-      boxes: Array.from(c.boxes),
-      indices: Array.from(c.indices),
-      dy: Array.from(nhwcToNchw(dy, [R, PH, PW, C])),
-      options: o,
-    });
-    const run = spawnSync('python3', ['-c', TORCH_SCRIPT], { input, encoding: 'utf8', maxBuffer: 1 << 26 });
-    t.is(run.status, 0, run.stderr);
-    const ref = JSON.parse(run.stdout) as { y: number[]; dx: number[] };
-    const wantY = nchwToNhwc(Float32Array.from(ref.y), [R, C, PH, PW]);
-    const wantDx = nchwToNhwc(Float32Array.from(ref.dx), [N, C, H, W]);
+    const wantY = nchwToNhwc(Float32Array.from(refs[k]!.y), [c.indices.length, C, ...o.outputSize]);
+    const wantDx = nchwToNhwc(Float32Array.from(refs[k]!.dx), [N, C, H, W]);
     for (const backend of BACKENDS) {
       const dY = maxAbsDiff(await forward(backend, c, o), wantY);
       t.true(dY <= 1e-5 * scaleOf(wantY), `${backend} ${name(o)}: values, max |diff| ${dY}`);
