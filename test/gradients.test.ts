@@ -13,14 +13,17 @@ import '@tensorflow/tfjs-backend-cpu';
 import { setupBackend } from './helpers/backend.js';
 import { Model } from '../src/models/model.js';
 import type { ResNetConfig } from '../src/models/resnet.js';
-import type { ConvBnSpec, ConvSpec, GraphBuilder, PoolSpec } from '../src/models/graph.js';
+import type { ConvBnSpec, ConvSpec, GraphBuilder, PoolSpec, RoiAlignSpec } from '../src/models/graph.js';
 import { defaultPadding } from '../src/models/count.js';
-import { batchNormTrainComposed, conv2d as zooConv2d } from '../src/ops/index.js';
+import { batchNormTrainComposed, conv2d as zooConv2d, roiAlign } from '../src/ops/index.js';
 import { registerZooKernels } from '../src/backend/kernels/index.js';
 import { Rng } from '../src/util/random.js';
 
 class ReferenceBuilder implements GraphBuilder<tf.Tensor> {
   constructor(private readonly p: Map<string, tf.Tensor>) {}
+  roiAlign(x: tf.Tensor, rois: tf.Tensor, idx: tf.Tensor, s: RoiAlignSpec): tf.Tensor {
+    return roiAlign(x as tf.Tensor4D, rois as tf.Tensor2D, idx as tf.Tensor1D, s);
+  }
   private conv2d(x: tf.Tensor, s: ConvSpec): tf.Tensor {
     const pad = defaultPadding(s);
     const w = this.p.get(`${s.name}.weight`) as tf.Tensor4D;

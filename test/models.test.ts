@@ -129,6 +129,7 @@ function recordConvs(net: ResNet): Map<string, { stride: number; dilation: numbe
     avgPool: (x) => x,
     globalAvgPool: (x) => x,
     linear: (x) => x,
+    roiAlign: (x) => x,
   };
   forwardLogits(net, b, null);
   return convs;

@@ -8,11 +8,13 @@
  * Parameters are the trainable ones: conv and fc weights, biases, batch-norm gamma and beta; the
  * batch-norm running statistics are buffers and are not counted.
  */
-import type { ConvBnSpec, ConvSpec, GraphBuilder, NetworkDefinition, PoolSpec } from './graph.js';
+import type { ConvBnSpec, ConvSpec, GraphBuilder, NetworkDefinition, PoolSpec, RoiAlignSpec } from './graph.js';
 
 export interface ShapeValue {
   /** [H, W, C] for images, [C] after pooling (per image; the batch is left out). */
   shape: number[];
+  /** Per-region values (after RoIAlign): how many regions of this shape an image has (default 1). */
+  instances?: number;
 }
 
 export interface LayerCount {
@@ -52,8 +54,9 @@ export class ShapeBuilder implements GraphBuilder<ShapeValue> {
     const ow = convOutSize(W, spec.kernel, s, p, d);
     if (oh < 1 || ow < 1) throw new Error(`${spec.name}: input ${H}x${W} is too small`);
     const out = [oh, ow, spec.outChannels];
-    this.layers.push({ name: spec.name, kind: 'conv', outShape: out, macs: oh * ow * spec.outChannels * spec.kernel * spec.kernel * C });
-    return { shape: out };
+    const n = x.instances ?? 1;
+    this.layers.push({ name: spec.name, kind: 'conv', outShape: out, macs: n * oh * ow * spec.outChannels * spec.kernel * spec.kernel * C });
+    return withInstances({ shape: out }, x);
   }
 
   convBn(x: ShapeValue, spec: ConvBnSpec, residual?: ShapeValue): ShapeValue {
@@ -70,7 +73,7 @@ export class ShapeBuilder implements GraphBuilder<ShapeValue> {
 
   maxPool(x: ShapeValue, spec: PoolSpec): ShapeValue {
     const [H, W, C] = x.shape as [number, number, number];
-    return { shape: [poolOutSize(H, spec), poolOutSize(W, spec), C] };
+    return withInstances({ shape: [poolOutSize(H, spec), poolOutSize(W, spec), C] }, x);
   }
 
   avgPool(x: ShapeValue, spec: PoolSpec): ShapeValue {
@@ -78,14 +81,26 @@ export class ShapeBuilder implements GraphBuilder<ShapeValue> {
   }
 
   globalAvgPool(x: ShapeValue): ShapeValue {
-    return { shape: [x.shape[2]!] };
+    return withInstances({ shape: [x.shape[2]!] }, x);
   }
 
   linear(x: ShapeValue, spec: { name: string; inFeatures: number; outFeatures: number }): ShapeValue {
     if (x.shape[0] !== spec.inFeatures) throw new Error(`${spec.name}: expects ${spec.inFeatures} features, got ${x.shape[0]}`);
-    this.layers.push({ name: spec.name, kind: 'linear', outShape: [spec.outFeatures], macs: spec.inFeatures * spec.outFeatures });
-    return { shape: [spec.outFeatures] };
+    const n = x.instances ?? 1;
+    this.layers.push({ name: spec.name, kind: 'linear', outShape: [spec.outFeatures], macs: n * spec.inFeatures * spec.outFeatures });
+    return withInstances({ shape: [spec.outFeatures] }, x);
   }
+
+  /** `rois` is `{shape: [4], instances: R}`: R regions per image. */
+  roiAlign(x: ShapeValue, rois: ShapeValue, _batchIndices: ShapeValue, spec: RoiAlignSpec): ShapeValue {
+    if (x.shape.length !== 3) throw new Error(`RoIAlign: expects a feature map [H, W, C], got [${x.shape}]`);
+    if (rois.shape.join() !== '4') throw new Error(`RoIAlign: expects regions of 4 coordinates, got [${rois.shape}]`);
+    return { shape: [spec.outputSize[0], spec.outputSize[1], x.shape[2]!], instances: rois.instances ?? 1 };
+  }
+}
+
+function withInstances(v: ShapeValue, from: ShapeValue): ShapeValue {
+  return from.instances === undefined ? v : { ...v, instances: from.instances };
 }
 
 export interface NetworkCounts {

@@ -41,6 +41,18 @@ export interface PoolSpec {
   countIncludePad?: boolean;
 }
 
+/** RoIAlign over a feature map (average mode), as ONNX RoiAlign-16 and torchvision `roi_align`. */
+export interface RoiAlignSpec {
+  /** Output bins [height, width] (14x14 for the C4 box head). */
+  outputSize: [number, number];
+  /** Feature size / input size (1/16 for a stride-16 map). */
+  spatialScale: number;
+  /** Samples per bin and axis; 0: adaptive, ceil(roi size / bins). */
+  samplingRatio: number;
+  /** Half-pixel offset (torchvision aligned=True, ONNX "half_pixel"); false: the legacy mode of MXNet and Detectron. */
+  aligned: boolean;
+}
+
 export interface GraphBuilder<T> {
   /** conv -> batch norm [-> + residual] [-> relu] */
   convBn(x: T, spec: ConvBnSpec, residual?: T): T;
@@ -52,6 +64,12 @@ export interface GraphBuilder<T> {
   globalAvgPool(x: T): T;
   /** Fully connected: [N, in] -> [N, out], parameters `<name>.weight` [in, out] and `<name>.bias`. */
   linear(x: T, spec: { name: string; inFeatures: number; outFeatures: number }): T;
+  /**
+   * Features of regions: `x` [N, H, W, C], `rois` [R, 4] (x1, y1, x2, y2 in input pixels) and
+   * `batchIndices` [R] (int32, the image of each region) -> [R, outH, outW, C]. The regions become the
+   * batch axis of what follows (a box head runs once per region).
+   */
+  roiAlign(x: T, rois: T, batchIndices: T, spec: RoiAlignSpec): T;
 }
 
 /** A parameter or buffer the definition needs, with how it is initialized. */
@@ -64,6 +82,8 @@ export interface ParamSpec {
   /** Xavier fan sizes for weights. */
   fanIn?: number;
   fanOut?: number;
+  /** Weights drawn from N(0, std^2) instead of Xavier (detection heads, as GluonCV and torchvision). */
+  std?: number;
   zero?: boolean;
 }
 
@@ -76,6 +96,20 @@ export interface FeatureInfo {
   channels: number;
   /** Input size / feature size (4, 8, 16, 32 without dilation). */
   reduction: number;
+}
+
+/**
+ * What a head may ask of a backbone (torchvision's `IntermediateLayerGetter` / `out_channels`): the
+ * stages' feature info and a way to run a range of stages. Stage 0 starts with the stem.
+ */
+export interface BackboneDefinition {
+  readonly params: ParamSpec[];
+  readonly featureInfo: FeatureInfo[];
+  readonly epsilon: number;
+  /** Runs stages [from, to) on `x` (the image when from is 0, else stage from - 1's output); returns each stage's output. */
+  stages<T>(b: GraphBuilder<T>, x: T, range: { from: number; to: number }): T[];
+  /** Parameter names of stages [from, to) (stage 0 includes the stem). */
+  stageParams(range: { from: number; to: number }): string[];
 }
 
 /** A network definition: its parameters and its forward pass over any builder. */

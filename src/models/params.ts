@@ -22,6 +22,10 @@ export function initialValues(spec: ParamSpec, rng: Rng): Float32Array {
   const v = new Float32Array(n);
   switch (spec.role) {
     case 'weight': {
+      if (spec.std !== undefined) {
+        for (let i = 0; i < n; i++) v[i] = rng.normal() * spec.std;
+        break;
+      }
       const a = xavierBound(spec.fanIn!, spec.fanOut!);
       for (let i = 0; i < n; i++) v[i] = (2 * rng.uniform() - 1) * a;
       break;

@@ -19,7 +19,7 @@
  * `dilated=True`, used by FCN): stage 3 dilation 2, stage 4 dilation 4 (2 in its first block); the
  * shortcut's average pool becomes an identity (1x1, stride 1) in a dilated stage, as in GluonCV.
  */
-import type { ConvBnSpec, FeatureInfo, GraphBuilder, NetworkDefinition, ParamSpec } from './graph.js';
+import type { BackboneDefinition, ConvBnSpec, FeatureInfo, GraphBuilder, NetworkDefinition, ParamSpec } from './graph.js';
 
 export type BlockType = 'basic' | 'bottleneck';
 
@@ -37,6 +37,7 @@ export interface ResNetConfig {
   strideIn: '1x1' | '3x3';
   /** Shortcut downsampling by 2x2 average pool then 1x1 conv (ResNet-D), else by a strided 1x1 conv. */
   avgDown: boolean;
+  /** Classes of the classifier; 0: no classifier, the head returns the pooled features (timm's `num_classes=0`). */
   numClasses: number;
   /** 32 (default), 16 or 8, by dilating the last stages. */
   outputStride?: 8 | 16 | 32;
@@ -62,7 +63,7 @@ interface BlockPlan {
 }
 
 /** The ResNet family as a NetworkDefinition. */
-export class ResNet implements NetworkDefinition {
+export class ResNet implements NetworkDefinition, BackboneDefinition {
   readonly params: ParamSpec[] = [];
   readonly featureInfo: FeatureInfo[] = [];
   readonly numClasses: number;
@@ -70,6 +71,8 @@ export class ResNet implements NetworkDefinition {
   private readonly blocks: BlockPlan[][] = [];
   private readonly stemOut: number;
   private readonly finalChannels: number;
+  /** The stage (0..3; the stem counts as stage 0) of every parameter. */
+  private readonly stageOf = new Map<string, number>();
 
   constructor(readonly config: ResNetConfig) {
     const c = config;
@@ -79,7 +82,7 @@ export class ResNet implements NetworkDefinition {
     }
     const os = c.outputStride ?? 32;
     if (![8, 16, 32].includes(os)) throw new Error(`output stride must be 8, 16 or 32, got ${os}`);
-    if (!Number.isInteger(c.numClasses) || c.numClasses < 1) throw new Error(`numClasses must be a positive integer, got ${c.numClasses}`);
+    if (!Number.isInteger(c.numClasses) || c.numClasses < 0) throw new Error(`numClasses must be a non-negative integer, got ${c.numClasses}`);
     this.numClasses = c.numClasses;
     this.epsilon = c.bnEpsilon ?? 1e-5;
     const inCh = c.inChannels ?? 3;
@@ -140,11 +143,22 @@ export class ResNet implements NetworkDefinition {
       this.featureInfo.push({ name: `C${s + 2}`, module: `layer${s + 1}`, channels: outC, reduction: netStride });
     }
     this.finalChannels = inC;
-    for (const stage of this.blocks) for (const b of stage) this.blockParams(b);
-    this.params.push(
-      { name: 'fc.weight', shape: [inC, c.numClasses], role: 'weight', fanIn: inC, fanOut: c.numClasses },
-      { name: 'fc.bias', shape: [c.numClasses], role: 'bias', zero: true },
-    );
+    for (const p of this.params) this.stageOf.set(p.name, 0);
+    this.blocks.forEach((stage, s) => {
+      const before = this.params.length;
+      for (const b of stage) this.blockParams(b);
+      for (const p of this.params.slice(before)) this.stageOf.set(p.name, s);
+    });
+    if (c.numClasses > 0) {
+      this.params.push(
+        { name: 'fc.weight', shape: [inC, c.numClasses], role: 'weight', fanIn: inC, fanOut: c.numClasses },
+        { name: 'fc.bias', shape: [c.numClasses], role: 'bias', zero: true },
+      );
+    }
+  }
+
+  stageParams(range: { from: number; to: number }): string[] {
+    return [...this.stageOf].filter(([, s]) => s >= range.from && s < range.to).map(([name]) => name);
   }
 
   private convBnParams(s: ConvBnSpec): void {
@@ -206,6 +220,22 @@ export class ResNet implements NetworkDefinition {
   }
 
   features<T>(g: GraphBuilder<T>, x: T): T[] {
+    return this.stages(g, x, { from: 0, to: 4 });
+  }
+
+  stages<T>(g: GraphBuilder<T>, x: T, range: { from: number; to: number }): T[] {
+    const { from, to } = range;
+    if (!(Number.isInteger(from) && Number.isInteger(to) && 0 <= from && from < to && to <= 4)) throw new Error(`stage range [${from}, ${to}) is not within [0, 4)`);
+    if (from === 0) x = this.stem(g, x);
+    const out: T[] = [];
+    for (const stage of this.blocks.slice(from, to)) {
+      for (const b of stage) x = this.block(g, x, b);
+      out.push(x);
+    }
+    return out;
+  }
+
+  private stem<T>(g: GraphBuilder<T>, x: T): T {
     const c = this.config;
     const inCh = c.inChannels ?? 3;
     if (c.stemType === 'deep') {
@@ -215,13 +245,7 @@ export class ResNet implements NetworkDefinition {
     } else {
       x = g.convBn(x, { name: 'conv1', bn: 'bn1', inChannels: inCh, outChannels: c.stemWidth, kernel: 7, stride: 2, relu: true });
     }
-    x = g.maxPool(x, { kernel: 3, stride: 2, padding: 1 });
-    const out: T[] = [];
-    for (const stage of this.blocks) {
-      for (const b of stage) x = this.block(g, x, b);
-      out.push(x);
-    }
-    return out;
+    return g.maxPool(x, { kernel: 3, stride: 2, padding: 1 });
   }
 
   private block<T>(g: GraphBuilder<T>, x: T, b: BlockPlan): T {
@@ -243,6 +267,7 @@ export class ResNet implements NetworkDefinition {
 
   head<T>(g: GraphBuilder<T>, features: T[]): T {
     const pooled = g.globalAvgPool(features[features.length - 1]!);
+    if (this.numClasses === 0) return pooled;
     return g.linear(pooled, { name: 'fc', inFeatures: this.finalChannels, outFeatures: this.numClasses });
   }
 }

@@ -14,7 +14,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { avgPool, batchNormAffine, batchNormTrain, conv2d, maxPool, relu } from '../ops/index.js';
-import type { ConvBnSpec, ConvSpec, GraphBuilder, PoolSpec } from './graph.js';
+import type { ConvBnSpec, ConvSpec, GraphBuilder, PoolSpec, RoiAlignSpec } from './graph.js';
+import { roiAlign } from '../ops/roi_align.js';
 import { defaultPadding } from './count.js';
 import type { ParamStore } from './params.js';
 
@@ -175,5 +176,9 @@ export class TfBuilder implements GraphBuilder<Tensor> {
 
   linear(x: Tensor, spec: { name: string }): Tensor {
     return tf.add(tf.matMul(x as Tensor2D, this.params.get(`${spec.name}.weight`) as unknown as Tensor2D), this.params.get(`${spec.name}.bias`));
+  }
+
+  roiAlign(x: Tensor, rois: Tensor, batchIndices: Tensor, spec: RoiAlignSpec): Tensor {
+    return roiAlign(x as Tensor4D, rois as Tensor2D, batchIndices as Tensor1D, spec);
   }
 }

@@ -11,9 +11,10 @@
  * and receive float32 and the long final reductions keep their precision.
  */
 import type { Model } from '../models/model.js';
-import type { ConvBnSpec, ConvSpec, GraphBuilder, PoolSpec } from '../models/graph.js';
+import type { ParamStore } from '../models/params.js';
+import type { ConvBnSpec, ConvSpec, GraphBuilder, PoolSpec, RoiAlignSpec } from '../models/graph.js';
 import { defaultPadding } from '../models/count.js';
-import { DataType, IR_VERSION, OPSET, floatTensor, halfTensor, node, onnx, valueInfo, type OnnxNs } from './proto.js';
+import { DataType, IR_VERSION, OPSET, floatTensor, halfTensor, int64Tensor, node, onnx, valueInfo, type OnnxNs } from './proto.js';
 import { float32ToFloat16Bits } from '../util/float16.js';
 
 export interface ExportOptions {
@@ -51,6 +52,8 @@ function transpose2(w: Float32Array, rows: number, cols: number): Float32Array {
   return out;
 }
 
+type OnnxAttrs = Record<string, number | number[] | string | { float: number }>;
+
 export class OnnxBuilder implements GraphBuilder<string> {
   readonly nodes: OnnxNs.INodeProto[] = [];
   readonly initializers: OnnxNs.ITensorProto[] = [];
@@ -79,10 +82,38 @@ export class OnnxBuilder implements GraphBuilder<string> {
     return name;
   }
 
-  private emit(opType: string, inputs: string[], base: string, attrs: Record<string, number | number[] | string | { float: number }> = {}): string {
+  private emit(opType: string, inputs: string[], base: string, attrs: OnnxAttrs = {}): string {
     const out = this.fresh(`${base}_out`);
     this.nodes.push(node(opType, inputs, [out], this.fresh(base), attrs));
     return out;
+  }
+
+  /**
+   * Any ONNX node, for what a task adds around the network (a detector's proposal selection and
+   * post-processing): returns the names of its outputs, `outputs` fresh ones or the names given (a
+   * graph output's). An empty input name is an omitted optional input.
+   */
+  op(opType: string, inputs: string[], base: string, attrs: OnnxAttrs = {}, outputs: number | string[] = 1): string[] {
+    const outs =
+      typeof outputs === 'number'
+        ? Array.from({ length: outputs }, (_, i) => this.fresh(outputs === 1 ? `${base}_out` : `${base}_out${i}`))
+        : outputs.map((name) => (this.used.add(name), name));
+    this.nodes.push(node(opType, inputs, outs, this.fresh(base), attrs));
+    return outs;
+  }
+
+  /** A float32 constant (an initializer, never float16). */
+  constFloat(base: string, dims: number[], values: Float32Array | number[]): string {
+    const name = this.fresh(base);
+    this.initializers.push(floatTensor(name, dims, values instanceof Float32Array ? values : Float32Array.from(values)));
+    return name;
+  }
+
+  /** An int64 constant (shapes, axes, indices). */
+  constInt64(base: string, dims: number[], values: number[]): string {
+    const name = this.fresh(base);
+    this.initializers.push(int64Tensor(name, dims, values));
+    return name;
   }
 
   private convAttrs(spec: ConvSpec) {
@@ -194,21 +225,59 @@ export class OnnxBuilder implements GraphBuilder<string> {
       { transB: 1 },
     );
   }
+
+  /** `rois` float32 [R, 4], `batchIndices` int64 [R] (ONNX RoiAlign-16 takes int64 indices). */
+  roiAlign(x: string, rois: string, batchIndices: string, spec: RoiAlignSpec): string {
+    if (this.half) throw new Error('RoIAlign is exported in float32 only');
+    return this.emit('RoiAlign', [x, rois, batchIndices], 'roi_align', {
+      coordinate_transformation_mode: spec.aligned ? 'half_pixel' : 'output_half_pixel',
+      mode: 'avg',
+      output_height: spec.outputSize[0],
+      output_width: spec.outputSize[1],
+      sampling_ratio: spec.samplingRatio,
+      spatial_scale: { float: spec.spatialScale },
+    });
+  }
+}
+
+/** A parameter store's values by name for OnnxBuilder (each read once; a fresh copy per use). */
+export function paramValues(params: ParamStore): (name: string) => Float32Array {
+  const cache = new Map<string, Float32Array>();
+  return (name: string) => {
+    let v = cache.get(name);
+    if (!v) {
+      v = params.get(name).dataSync() as Float32Array;
+      cache.set(name, v);
+    }
+    return v.slice(); // builders may modify (folding)
+  };
+}
+
+/** A built graph as the bytes of a ModelProto (opset 17, IR 8). */
+export function encodeModel(g: {
+  name: string;
+  builder: OnnxBuilder;
+  inputs: OnnxNs.IValueInfoProto[];
+  outputs: OnnxNs.IValueInfoProto[];
+  metadata: Record<string, string>;
+  producerVersion?: string;
+}): Uint8Array {
+  const m: OnnxNs.IModelProto = {
+    irVersion: IR_VERSION,
+    opsetImport: [{ domain: '', version: OPSET }],
+    producerName: 'zoo',
+    producerVersion: g.producerVersion ?? '0',
+    graph: { name: g.name, node: g.builder.nodes, initializer: g.builder.initializers, input: g.inputs, output: g.outputs },
+    metadataProps: Object.entries(g.metadata).map(([key, value]) => ({ key, value })),
+  };
+  return onnx.ModelProto.encode(onnx.ModelProto.fromObject(m)).finish();
 }
 
 /** Serializes `model` to ONNX (bytes of a ModelProto). */
 export function exportOnnx(model: Model, options: ExportOptions = {}): Uint8Array {
   const [h, w] = typeof options.imageSize === 'number' ? [options.imageSize, options.imageSize] : (options.imageSize ?? [224, 224]);
   const fp16 = options.fp16 ?? false;
-  const cache = new Map<string, Float32Array>();
-  const values = (name: string) => {
-    let v = cache.get(name);
-    if (!v) {
-      v = model.params.get(name).dataSync() as Float32Array;
-      cache.set(name, v);
-    }
-    return v.slice(); // builders may modify (folding)
-  };
+  const values = paramValues(model.params);
   const foldBatchNorm = options.foldBatchNorm ?? fp16;
   const b = new OnnxBuilder(values, { foldBatchNorm, fp16, epsilon: model.net.epsilon });
   const inC = model.config.inChannels ?? 3;
@@ -231,19 +300,12 @@ export function exportOnnx(model: Model, options: ExportOptions = {}): Uint8Arra
     precision: fp16 ? 'float16' : 'float32',
     ...options.metadata,
   };
-  const m: OnnxNs.IModelProto = {
-    irVersion: IR_VERSION,
-    opsetImport: [{ domain: '', version: OPSET }],
-    producerName: 'zoo',
-    producerVersion: options.producerVersion ?? '0',
-    graph: {
-      name: model.arch,
-      node: b.nodes,
-      initializer: b.initializers,
-      input: [valueInfo('input', DataType.FLOAT, ['batch', inC, hDim, wDim])],
-      output: [valueInfo('logits', DataType.FLOAT, ['batch', model.numClasses])],
-    },
-    metadataProps: Object.entries(metadata).map(([key, value]) => ({ key, value })),
-  };
-  return onnx.ModelProto.encode(onnx.ModelProto.fromObject(m)).finish();
+  return encodeModel({
+    name: model.arch,
+    builder: b,
+    inputs: [valueInfo('input', DataType.FLOAT, ['batch', inC, hDim, wDim])],
+    outputs: [valueInfo('logits', DataType.FLOAT, ['batch', model.numClasses])],
+    metadata,
+    ...(options.producerVersion !== undefined ? { producerVersion: options.producerVersion } : {}),
+  });
 }
