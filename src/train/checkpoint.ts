@@ -9,7 +9,8 @@
  *   `zoo.checkpoint`.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { Model } from '../models/model.js';
+import { Model } from '../models/model.js';
+import type { ParamStore } from '../models/params.js';
 import { UserError } from '../errors.js';
 import { readSafetensors, writeSafetensors } from '../formats/safetensors.js';
 import { toFloat32 } from '../formats/types.js';
@@ -50,8 +51,14 @@ export interface CheckpointState {
   [key: string]: unknown;
 }
 
+/** What a checkpoint holds the parameters of: a classifier, a detector, ... */
+export interface Checkpointable {
+  readonly arch: string;
+  readonly params: ParamStore;
+}
+
 /** Writes model parameters, optimizer state and run state to `path` atomically. */
-export async function saveCheckpoint(path: string, model: Model, optimizer: SGD, state: CheckpointState): Promise<void> {
+export async function saveCheckpoint(path: string, model: Checkpointable, optimizer: SGD, state: CheckpointState): Promise<void> {
   const tensors = new Map<string, { dtype: 'float32'; shape: number[]; data: Float32Array }>();
   for (const [name, spec] of model.params.specs) {
     const t = toTorchLayout(model.params.get(name).dataSync() as Float32Array, spec.shape);
@@ -62,8 +69,23 @@ export async function saveCheckpoint(path: string, model: Model, optimizer: SGD,
   await writeSafetensors(path, tensors, { 'zoo.checkpoint': JSON.stringify(state), 'zoo.arch': model.arch, format: 'pt' });
 }
 
+/** Restores only the parameters of a checkpoint (for an export of a run), without optimizer state. */
+export async function loadCheckpointParams(path: string, model: Checkpointable): Promise<CheckpointState> {
+  const { tensors, metadata } = await readSafetensors(path);
+  const raw = metadata['zoo.checkpoint'];
+  if (!raw) throw new UserError(`${path} is not a zoo training checkpoint (no 'zoo.checkpoint' metadata)`);
+  const params = new Map([...tensors].filter(([k]) => !k.startsWith(VELOCITY_PREFIX)));
+  if (model instanceof Model) loadTensorsInto(model, params, 'zoo', path);
+  else loadExact(model, params, path);
+  try {
+    return JSON.parse(raw) as CheckpointState;
+  } catch (e) {
+    throw new UserError(`${path}: its 'zoo.checkpoint' metadata is not JSON (${(e as Error).message})`, { cause: e });
+  }
+}
+
 /** Restores a checkpoint into `model` and `optimizer`; returns the run state. */
-export async function loadCheckpoint(path: string, model: Model, optimizer: SGD): Promise<CheckpointState> {
+export async function loadCheckpoint(path: string, model: Checkpointable, optimizer: SGD): Promise<CheckpointState> {
   const { tensors, metadata } = await readSafetensors(path);
   const raw = metadata['zoo.checkpoint'];
   if (!raw) throw new UserError(`${path} is not a zoo training checkpoint (no 'zoo.checkpoint' metadata)`);
@@ -75,7 +97,8 @@ export async function loadCheckpoint(path: string, model: Model, optimizer: SGD)
   }
   if (typeof state !== 'object' || state === null || Array.isArray(state)) throw new UserError(`${path}: its 'zoo.checkpoint' metadata is not a run state`);
   const params = new Map([...tensors].filter(([k]) => !k.startsWith(VELOCITY_PREFIX)));
-  loadTensorsInto(model, params, 'zoo', path);
+  if (model instanceof Model) loadTensorsInto(model, params, 'zoo', path);
+  else loadExact(model, params, path);
   optimizer.resetVelocity();
   for (const [k, t] of tensors) {
     if (!k.startsWith(VELOCITY_PREFIX)) continue;
@@ -110,4 +133,21 @@ function fromTorchLayout(v: Float32Array, src: number[], shape: number[], label:
     return o;
   }
   return v;
+}
+
+/** Loads a checkpoint's parameters into a model other than a classifier: every name, exact shapes. */
+function loadExact(model: Checkpointable, tensors: Map<string, { dtype: string; shape: number[]; data: unknown }>, path: string): void {
+  const specs = model.params.specs;
+  const missing = [...specs.keys()].filter((n) => !tensors.has(n));
+  const unexpected = [...tensors.keys()].filter((n) => !specs.has(n));
+  if (missing.length || unexpected.length) {
+    const list = (what: string, xs: string[]) => (xs.length ? [`${what} ${xs.length}: ${xs.slice(0, 6).join(', ')}${xs.length > 6 ? ', ...' : ''}`] : []);
+    throw new UserError(`${path} does not match this ${model.arch} model: ${[...list('missing', missing), ...list('unexpected', unexpected)].join('; ')}. No parameter was changed.`);
+  }
+  const staged = new Map<string, Float32Array>();
+  for (const [name, spec] of specs) {
+    const t = tensors.get(name)!;
+    staged.set(name, fromTorchLayout(toFloat32(t as Parameters<typeof toFloat32>[0], name), t.shape, spec.shape, `${path}: '${name}'`));
+  }
+  for (const [name, v] of staged) model.params.setValues(name, v);
 }

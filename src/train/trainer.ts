@@ -19,8 +19,8 @@
  * mixup's draws of (seed, update), so a resumed run computes exactly what the uninterrupted run would.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { Tensor, Tensor2D } from '@tensorflow/tfjs-core';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import type { Tensor2D } from '@tensorflow/tfjs-core';
+import { existsSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../errors.js';
@@ -44,7 +44,8 @@ import { registerCoreGradients } from '../backend/gradients.js';
 import { SGD } from './optim.js';
 import { LrSchedule } from './schedule.js';
 import { distillationLoss, mixup, sampleBeta, smoothTargets, softCrossEntropy } from './loss.js';
-import { loadCheckpoint, saveCheckpoint, type CheckpointState } from './checkpoint.js';
+import type { CheckpointState } from './checkpoint.js';
+import { TrainingError, readEpochLog as readLog, runLoop, type LoopRecord, type LoopTask } from './loop.js';
 import { configDiffs, readRunConfig } from './run_config.js';
 import { evaluateModel, type EvalResult } from './evaluate.js';
 import type { Tricks, RecipeName } from './recipes.js';
@@ -84,25 +85,10 @@ export interface TrainConfig {
 }
 
 /** One record of log.jsonl. */
-export interface EpochRecord {
-  epoch: number;
-  /** Mean training loss over the epoch (with the run's targets: smoothed, mixed, distilled). */
-  loss: number;
-  /** Learning rate of the epoch's last update. */
-  lr: number;
+export interface EpochRecord extends LoopRecord {
   valTop1: number;
   valTop5: number;
   valLoss: number;
-  updates: number;
-  images: number;
-  /** Wall time of the epoch's training (data + steps) and of its validation. */
-  trainSeconds: number;
-  valSeconds: number;
-  imagesPerSecond: number;
-  /** Share of the training time spent waiting for the data loader. */
-  dataWait: number;
-  /** Micro-batches recomputed so far in the run after a non-finite loss that did not recur. */
-  recomputed?: number;
 }
 
 export type TrainEvent =
@@ -159,8 +145,7 @@ export interface TrainResult {
 }
 
 
-/** A non-finite loss or a broken configuration stops the run with this error. */
-export class TrainingError extends UserError {}
+export { TrainingError };
 
 /** Checks a configuration before any work starts. */
 export function validateConfig(c: TrainConfig): void {
@@ -230,61 +215,9 @@ export function mixupRng(seed: number, update: number): Rng {
   return new Rng((Math.imul(seed ^ 0x6d697875, 0x9e3779b1) + Math.imul(update + 1, 0x85ebca6b)) >>> 0);
 }
 
-/** The position of a run, saved in its checkpoint. */
-interface RunState extends CheckpointState {
-  /** Sum and count of update losses so far in the epoch (for its mean). */
-  lossSum: number;
-  lossCount: number;
-  /** Training time and data-wait time so far in the epoch. */
-  trainSeconds: number;
-  waitSeconds: number;
-  /** Micro-batches whose non-finite loss did not recur when computed again (transient faults). */
-  recomputed?: number;
-}
-
-/** The records of a log.jsonl (none if the file does not exist); a malformed line is an error naming it. */
+/** The records of a classification run's log.jsonl (see loop.ts). */
 export function readEpochLog(file: string): EpochRecord[] {
-  if (!existsSync(file)) return [];
-  if (!statSync(file).isFile()) throw new UserError(`${file} is not a regular file (not a training log)`);
-  const out: EpochRecord[] = [];
-  readFileSync(file, 'utf8')
-    .split('\n')
-    .forEach((line, i) => {
-      if (!line.trim()) return;
-      let r: unknown;
-      try {
-        r = JSON.parse(line);
-      } catch {
-        throw new UserError(`${file}:${i + 1}: not a JSON record`);
-      }
-      const rec = r as EpochRecord | null;
-      if (typeof rec !== 'object' || rec === null || typeof rec.epoch !== 'number' || typeof rec.loss !== 'number') {
-        throw new UserError(`${file}:${i + 1}: not an epoch record (an object with numbers 'epoch' and 'loss')`);
-      }
-      out.push(rec);
-    });
-  return out;
-}
-
-/** A checkpoint's run state, checked against the run it continues (a UserError naming the file). */
-function runState(saved: CheckpointState, c: TrainConfig, file: string): RunState {
-  const iters = updatesPerEpoch(c);
-  const int = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
-  const num = (v: unknown) => v === undefined || (typeof v === 'number' && Number.isFinite(v));
-  const s = saved as Partial<RunState>;
-  const where = `epoch ${String(s.epoch)} update ${String(s.updateInEpoch)}, ${String(s.globalUpdate)} updates done`;
-  if (!int(s.epoch) || !int(s.updateInEpoch) || !int(s.globalUpdate) || ![s.lossSum, s.lossCount, s.trainSeconds, s.waitSeconds, s.recomputed].every(num)) {
-    throw new UserError(`${file}: its run state is not a zoo checkpoint's (${where}); restore the file or start a new run`);
-  }
-  const pos = s.epoch! * iters + s.updateInEpoch!;
-  if (s.epoch! > c.epochs || s.updateInEpoch! >= Math.max(iters, 1) || s.globalUpdate !== pos || (s.epoch === c.epochs && s.updateInEpoch !== 0)) {
-    throw new UserError(`${file}: its position (${where}) does not fit this run of ${c.epochs} epochs of ${iters} updates; restore the file or start a new run`);
-  }
-  return { lossSum: 0, lossCount: 0, trainSeconds: 0, waitSeconds: 0, ...s } as RunState;
-}
-
-async function writeLog(file: string, records: EpochRecord[]): Promise<void> {
-  await writeFileAtomic(file, records.map((r) => `${JSON.stringify(r)}\n`).join(''));
+  return readLog<EpochRecord>(file);
 }
 
 export async function train(options: TrainOptions): Promise<TrainResult & { model: Model }> {
@@ -349,240 +282,46 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
 
   const model = createModel(c.arch, { numClasses: classes, zeroInitLastBn: t.zeroGamma, seed: c.seed });
   const opt = new SGD(model.params, { momentum: c.momentum, nesterov: c.nesterov, weightDecay: c.weightDecay, noBiasDecay: t.noBiasDecay });
-  let loader: BatchLoader | undefined;
-  let finished = false;
   try {
     const itersPerEpoch = updatesPerEpoch(c);
     const schedule = scheduleOf(c);
-
-    let state: RunState = { epoch: 0, updateInEpoch: 0, globalUpdate: 0, lossSum: 0, lossCount: 0, trainSeconds: 0, waitSeconds: 0 };
-    if (options.resume) {
-      state = runState(await loadCheckpoint(files.checkpoint, model, opt), c, files.checkpoint);
-      // Epochs after the checkpoint's position may have been logged before the run was killed.
-      records = records.filter((r) => r.epoch <= state.epoch);
-      await writeLog(files.log, records);
-    } else {
-      await writeFileAtomic(files.config, `${JSON.stringify(c, null, 2)}\n`);
-      await writeLog(files.log, records);
-    }
-
-    emit({
-      type: 'start',
-      config: c,
-      params: model.params.countTrainable(),
-      itersPerEpoch,
-      totalUpdates: schedule.total,
-      peakLr: schedule.peak,
-      warmupUpdates: schedule.warmup,
-      ...(options.resume ? { resumed: state } : {}),
-    });
-
+    if (!options.resume) await writeFileAtomic(files.config, `${JSON.stringify(c, null, 2)}\n`);
     const trainSet = options.data.train;
     if (datasetSize(trainSet) !== c.data.train) throw new Error('training split size differs from the configuration');
-    loader = createLoader({
-      dataset: trainSet,
-      batchSize: c.microBatch,
-      transform: trainTransform({ size: c.imageSize, scale: [c.minCropArea, 1] }),
-      shuffle: true,
-      seed: c.seed,
-      dropLast: true,
-      ...(options.workers !== undefined ? { workers: options.workers } : {}),
-    });
-
     const varList = [...model.params.trainable()];
-    const size = c.imageSize;
-    const startUpdate = state.globalUpdate;
-    let lastCheckpoint = performance.now();
-    const checkpointMs = (options.checkpointMinutes ?? 10) * 60_000;
-
-    const stats = [...model.params.specs].filter(([, sp]) => sp.role === 'mean' || sp.role === 'var').map(([name]) => model.params.get(name));
-    const computeGrads = async (images: Float32Array, n: number, targets: Float32Array, teacherLogits: Float32Array | undefined) => {
-      const { value, grads } = tf.tidy(() => {
-        const x = tf.tensor4d(images, [n, size, size, 3]);
-        const y = tf.tensor2d(targets, [n, classes]);
-        const r = teacherLogits ? tf.tensor2d(teacherLogits, [n, classes]) : undefined;
-        return tf.variableGrads(() => {
-          const z = model.forward(x, { mode: 'train' });
-          return r ? distillationLoss(z, y, r, t.temperature, c.hardWeight) : softCrossEntropy(z, y as Tensor2D);
-        }, varList.map(([, v]) => v));
-      });
-      const loss = (await value.data())[0]!;
-      value.dispose();
-      return { loss, grads };
-    };
-    const disposeGrads = (g: Record<string, Tensor>) => tf.dispose(Object.values(g));
-    let lastSaved = options.resume ? state.globalUpdate : 0;
-    const save = async () => {
-      await saveCheckpoint(files.checkpoint, model, opt, state);
-      lastSaved = state.globalUpdate;
-      lastCheckpoint = performance.now();
-      emit({ type: 'checkpoint', path: files.checkpoint, globalUpdate: state.globalUpdate });
-    };
-    // What a run that stops on an error leaves: the checkpoint of the last save, untouched since.
-    const intact = () =>
-      lastSaved || options.resume
-        ? `its last checkpoint (${files.checkpoint}, update ${lastSaved}) is intact`
-        : 'no checkpoint had been written yet';
-    /** A data error (an image that cannot be decoded) as a one-line stop of the run. */
-    const dataStop = (e: unknown, where: string): unknown => {
-      if (!(e instanceof UserError) || e instanceof TrainingError) return e;
-      const next = lastSaved || options.resume ? `continue with: zoo train --out ${out} --resume` : 'start the run again';
-      return new TrainingError(`${e.message.replace(/\.$/, '')} (${where}). The run stopped; ${intact()}: replace the file with a readable image and ${next}`, { cause: e });
-    };
-    const stopRequested = (): string | undefined => {
-      if (options.signal?.aborted) return 'interrupted';
-      if (options.stopAfter !== undefined && state.globalUpdate - startUpdate >= options.stopAfter) return `stopped after ${options.stopAfter} updates`;
-      return undefined;
-    };
-
-    for (let epoch = state.epoch; epoch < c.epochs; epoch++) {
-      const it = loader.epoch(epoch, state.updateInEpoch * accumulate);
-      const rateStart = performance.now();
-      let ratedImages = 0;
-      while (state.updateInEpoch < itersPerEpoch) {
-        // Let signal handlers and timers run: every await below may resolve without reaching the event loop.
-        await new Promise((resolve) => setImmediate(resolve));
-        const reason = stopRequested();
-        if (reason) {
-          await it.return?.(undefined);
-          await save();
-          emit({ type: 'stopped', reason, checkpoint: files.checkpoint });
-          return { finished: false, records, globalUpdate: state.globalUpdate, checkpoint: files.checkpoint, model };
-        }
-        const u = state.globalUpdate;
-        const lr = schedule.at(u);
-        const lambda = t.mixup > 0 ? sampleBeta(mixupRng(c.seed, u), t.mixup) : 1;
-        const updateStart = performance.now();
-        let wait = 0;
-        let acc: Map<string, Tensor> | undefined;
-        let updateLoss = 0;
-        try {
-          for (let micro = 0; micro < accumulate; micro++) {
-            const w0 = performance.now();
-            let next: IteratorResult<Batch>;
-            try {
-              next = await it.next();
-            } catch (e) {
-              throw dataStop(e, `epoch ${epoch + 1}, update ${state.updateInEpoch + 1} of ${itersPerEpoch}`);
-            }
-            wait += performance.now() - w0;
-            if (next.done) throw new Error(`the loader ended early in epoch ${epoch}`);
-            const batch = next.value;
-            const n = batch.count;
-            const images = batch.images;
-            const targets = smoothTargets(batch.labels, classes, t.labelSmoothing);
-            if (t.mixup > 0) mixup(images, targets, n, lambda);
-            const teacherLogits = t.distill ? await options.teacher!.logits(images, n, size) : undefined;
-            if (teacherLogits && teacherLogits.length !== n * classes) {
-              throw new UserError(`the teacher gives ${teacherLogits.length / n} outputs per image; the student has ${classes} classes`);
-            }
-            // Batch norm's running statistics change in a training-mode forward pass; keep the
-            // values from before it so that a recomputation starts from the same state.
-            const statsBefore = stats.map((v) => tf.clone(v));
-            let step: Awaited<ReturnType<typeof computeGrads>>;
-            try {
-              step = await computeGrads(images, n, targets, teacherLogits);
-              if (!Number.isFinite(step.loss)) {
-                // A diverging run gives the same non-finite loss again; anything else was a transient fault.
-                disposeGrads(step.grads);
-                stats.forEach((v, k) => v.assign(statsBefore[k]!));
-                step = await computeGrads(images, n, targets, teacherLogits);
-                if (Number.isFinite(step.loss)) {
-                  state.recomputed = (state.recomputed ?? 0) + 1;
-                  emit({ type: 'notice', message: `update ${u + 1}: a non-finite loss did not recur when the micro-batch was computed again (loss ${step.loss.toFixed(4)}); continuing` });
-                }
-              }
-            } finally {
-              tf.dispose(statsBefore);
-            }
-            const { loss, grads } = step;
-            if (!Number.isFinite(loss)) {
-              disposeGrads(grads);
-              throw new TrainingError(
-                `the loss became ${loss} at update ${u + 1} (epoch ${epoch + 1}, update ${state.updateInEpoch + 1} of ${itersPerEpoch}, ` +
-                  `learning rate ${lr.toPrecision(3)}): ${diagnose(model, images, teacherLogits)}. The run stopped; ${intact()}. ` +
-                  'Lower --lr, lengthen --warmup, or check the data.',
-              );
-            }
-            if (!acc) acc = new Map(varList.map(([name, v]) => [name, grads[v.name]!]));
-            else {
-              for (const [name, v] of varList) {
-                const sum = tf.add(acc.get(name)!, grads[v.name]!);
-                acc.get(name)!.dispose();
-                grads[v.name]!.dispose();
-                acc.set(name, sum);
-              }
-            }
-            updateLoss += loss / accumulate;
-            ratedImages += n;
-          }
-          opt.step(acc!, lr, 1 / accumulate);
-        } finally {
-          if (acc) for (const g of acc.values()) g.dispose();
-        }
-        state.globalUpdate++;
-        state.updateInEpoch++;
-        state.lossSum += updateLoss;
-        state.lossCount += 1;
-        state.waitSeconds += wait / 1000;
-        const now = performance.now();
-        state.trainSeconds += (now - updateStart) / 1000;
-        const rate = (ratedImages * 1000) / Math.max(now - rateStart, 1);
+    const loop = await runLoop(classificationTask(model, options, varList), {
+      model,
+      optimizer: opt,
+      trainable: varList,
+      schedule,
+      epochs: c.epochs,
+      itersPerEpoch,
+      accumulate,
+      batchSize: c.batchSize,
+      files,
+      records,
+      ...(options.resume ? { resume: true } : {}),
+      resumeCommand: `zoo train --out ${out} --resume`,
+      ...(options.checkpointMinutes !== undefined ? { checkpointMinutes: options.checkpointMinutes } : {}),
+      ...(options.checkpointEvery !== undefined ? { checkpointEvery: options.checkpointEvery } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.stopAfter !== undefined ? { stopAfter: options.stopAfter } : {}),
+      onStart: (state) =>
         emit({
-          type: 'progress',
-          epoch,
-          epochs: c.epochs,
-          update: state.updateInEpoch,
+          type: 'start',
+          config: c,
+          params: model.params.countTrainable(),
           itersPerEpoch,
-          batchSize: c.batchSize,
-          loss: state.lossSum / state.lossCount,
-          lr,
-          imagesPerSecond: rate,
-        });
-        const dueByCount = options.checkpointEvery !== undefined && state.globalUpdate % options.checkpointEvery === 0;
-        const dueByTime = checkpointMs > 0 && now - lastCheckpoint > checkpointMs;
-        if ((dueByCount || dueByTime) && state.updateInEpoch < itersPerEpoch) await save();
-      }
-      await it.return?.(undefined);
-
-      // End of epoch: validate, log, checkpoint at the start of the next epoch.
-      let val: EvalResult;
-      try {
-        val = await evaluateModel(model, options.data.val, {
-          imageSize: size,
-          batchSize: Math.max(c.microBatch, 32),
-          ...(options.workers !== undefined ? { workers: options.workers } : {}),
-          onProgress: (done, total) => emit({ type: 'validating', epoch, done, total }),
-        });
-      } catch (e) {
-        throw dataStop(e, `validation after epoch ${epoch + 1}`);
-      }
-      const trainSeconds = state.trainSeconds;
-      const record: EpochRecord = {
-        epoch: epoch + 1,
-        loss: state.lossSum / Math.max(state.lossCount, 1),
-        lr: schedule.at(state.globalUpdate - 1),
-        valTop1: val.top1,
-        valTop5: val.top5,
-        valLoss: val.loss,
-        updates: state.globalUpdate,
-        images: itersPerEpoch * c.batchSize,
-        trainSeconds,
-        valSeconds: val.seconds,
-        imagesPerSecond: (itersPerEpoch * c.batchSize) / Math.max(trainSeconds, 1e-9),
-        dataWait: state.waitSeconds / Math.max(trainSeconds, 1e-9),
-        ...(state.recomputed ? { recomputed: state.recomputed } : {}),
-      };
-      records.push(record);
-      await writeLog(files.log, records);
-      emit({ type: 'epoch', record, epochs: c.epochs });
-      state = { ...state, epoch: epoch + 1, updateInEpoch: 0, lossSum: 0, lossCount: 0, trainSeconds: 0, waitSeconds: 0 };
-      await save();
-    }
-    finished = true;
-
-    const result: TrainResult & { model: Model } = { finished, records, globalUpdate: state.globalUpdate, checkpoint: files.checkpoint, model };
-    if (options.export ?? true) {
+          totalUpdates: schedule.total,
+          peakLr: schedule.peak,
+          warmupUpdates: schedule.warmup,
+          ...(options.resume ? { resumed: state } : {}),
+        }),
+      onEvent: emit,
+      record: (base, f) => ({ ...base, valTop1: f.valTop1!, valTop5: f.valTop5!, valLoss: f.valLoss! }) as EpochRecord,
+    });
+    const result: TrainResult & { model: Model } = { finished: loop.finished, records: loop.records, globalUpdate: loop.globalUpdate, checkpoint: files.checkpoint, model };
+    if (loop.finished && (options.export ?? true)) {
       const exported = await exportRun(model, c, files.onnx);
       emit({ type: 'exported', path: files.onnx, bytes: exported.bytes.length, check: exported.check });
       result.onnx = files.onnx;
@@ -595,8 +334,73 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
     throw e;
   } finally {
     opt.dispose();
-    await loader?.close();
   }
+}
+
+/** Classification as a task of the run loop: the loader's batches, (soft) cross-entropy, top-1/top-5. */
+function classificationTask(model: Model, options: TrainOptions, varList: [string, tf.Variable][]): LoopTask<Batch> {
+  const c = options.config;
+  const t = c.tricks;
+  const emit = options.onEvent ?? (() => {});
+  const classes = c.data.classes.length;
+  const size = c.imageSize;
+  const loader: BatchLoader = createLoader({
+    dataset: options.data.train,
+    batchSize: c.microBatch,
+    transform: trainTransform({ size: c.imageSize, scale: [c.minCropArea, 1] }),
+    shuffle: true,
+    seed: c.seed,
+    dropLast: true,
+    ...(options.workers !== undefined ? { workers: options.workers } : {}),
+  });
+  // A micro-batch's inputs, mixed and with the teacher's logits, made once (a recomputation reuses them).
+  const prepared = new WeakMap<Batch, { images: Float32Array; targets: Float32Array; teacherLogits: Float32Array | undefined }>();
+  const prepare = async (batch: Batch, update: number) => {
+    const hit = prepared.get(batch);
+    if (hit) return hit;
+    const n = batch.count;
+    const images = batch.images;
+    const targets = smoothTargets(batch.labels, classes, t.labelSmoothing);
+    if (t.mixup > 0) mixup(images, targets, n, sampleBeta(mixupRng(c.seed, update), t.mixup));
+    const teacherLogits = t.distill ? await options.teacher!.logits(images, n, size) : undefined;
+    if (teacherLogits && teacherLogits.length !== n * classes) {
+      throw new UserError(`the teacher gives ${teacherLogits.length / n} outputs per image; the student has ${classes} classes`);
+    }
+    const p = { images, targets, teacherLogits };
+    prepared.set(batch, p);
+    return p;
+  };
+  return {
+    batches: (epoch, skip) => loader.epoch(epoch, skip),
+    count: (batch) => batch.count,
+    step: async (batch, update) => {
+      const { images, targets, teacherLogits } = await prepare(batch, update);
+      const n = batch.count;
+      const { value, grads } = tf.tidy(() => {
+        const x = tf.tensor4d(images, [n, size, size, 3]);
+        const y = tf.tensor2d(targets, [n, classes]);
+        const r = teacherLogits ? tf.tensor2d(teacherLogits, [n, classes]) : undefined;
+        return tf.variableGrads(() => {
+          const z = model.forward(x, { mode: 'train' });
+          return r ? distillationLoss(z, y, r, t.temperature, c.hardWeight) : softCrossEntropy(z, y as Tensor2D);
+        }, varList.map(([, v]) => v));
+      });
+      const loss = (await value.data())[0]!;
+      value.dispose();
+      return { loss, grads };
+    },
+    diagnose: (batch) => diagnose(model, batch.images, prepared.get(batch)?.teacherLogits),
+    evaluate: async (epoch) => {
+      const val: EvalResult = await evaluateModel(model, options.data.val, {
+        imageSize: size,
+        batchSize: Math.max(c.microBatch, 32),
+        ...(options.workers !== undefined ? { workers: options.workers } : {}),
+        onProgress: (done, total) => emit({ type: 'validating', epoch, done, total }),
+      });
+      return { fields: { valTop1: val.top1, valTop5: val.top5, valLoss: val.loss }, seconds: val.seconds };
+    },
+    close: () => loader.close(),
+  };
 }
 
 /** Where a non-finite loss came from, as far as can be told cheaply. */

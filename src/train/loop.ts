@@ -1,0 +1,368 @@
+/**
+ * The one run loop every task trains with (classification in trainer.ts, detection in
+ * src/detection/train.ts): epochs of updates, each the sum of `accumulate` micro-batch gradients,
+ * progress events, log.jsonl, atomic checkpoints (at epoch ends, every `checkpointMinutes`, on a stop),
+ * exact resume from a checkpoint's position, Ctrl-C (an AbortSignal) and a recomputation of a micro-batch
+ * whose loss was not finite once (a transient fault) before a non-finite loss stops the run.
+ *
+ * A task supplies what differs: its micro-batches, the loss and gradients of one, and its evaluation at
+ * the end of an epoch. The loop owns the order of things and what is on disk.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { NamedTensorMap, Tensor } from '@tensorflow/tfjs-core';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { UserError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import type { ParamStore } from '../models/params.js';
+import { loadCheckpoint, saveCheckpoint, type CheckpointState, type Checkpointable } from './checkpoint.js';
+import type { LrSchedule } from './schedule.js';
+import type { SGD } from './optim.js';
+
+/** A non-finite loss or a broken configuration stops the run with this error. */
+export class TrainingError extends UserError {}
+
+/** The fields every epoch record has; a task adds its evaluation's. */
+export interface LoopRecord {
+  epoch: number;
+  /** Mean training loss over the epoch. */
+  loss: number;
+  /** Learning rate of the epoch's last update. */
+  lr: number;
+  updates: number;
+  images: number;
+  /** Wall time of the epoch's training (data + steps) and of its validation. */
+  trainSeconds: number;
+  valSeconds: number;
+  imagesPerSecond: number;
+  /** Share of the training time spent waiting for the data. */
+  dataWait: number;
+  /** Micro-batches recomputed so far in the run after a non-finite loss that did not recur. */
+  recomputed?: number;
+  /** Mean of each loss term over the epoch (tasks whose loss has several). */
+  terms?: Record<string, number>;
+}
+
+/** One micro-batch's result. */
+export interface MicroStep {
+  loss: number;
+  /** Gradients keyed by the tfjs variables' names (what tf.variableGrads returns). */
+  grads: NamedTensorMap;
+  /** The loss's terms, for progress and the log. */
+  terms?: Record<string, number>;
+}
+
+export interface LoopTask<B> {
+  /** The micro-batches of `epoch`, the first `skip` left out (a resumed epoch). */
+  batches(epoch: number, skip: number): AsyncIterator<B>;
+  /** Images in a micro-batch. */
+  count(batch: B): number;
+  /** Loss and gradients of a micro-batch within update `update` (0-based, of the run). */
+  step(batch: B, update: number): Promise<MicroStep>;
+  /** Why a loss was not finite, as far as can be told cheaply. */
+  diagnose(batch: B): string;
+  /** The end-of-epoch evaluation: fields for the record (and its wall time). */
+  evaluate(epoch: number): Promise<{ fields: Record<string, number>; seconds: number }>;
+  /** Closes the data (worker threads...). */
+  close?(): Promise<void>;
+}
+
+export type LoopEvent<R> =
+  | { type: 'notice'; message: string }
+  | { type: 'progress'; epoch: number; epochs: number; update: number; itersPerEpoch: number; batchSize: number; loss: number; lr: number; imagesPerSecond: number; terms?: Record<string, number> }
+  | { type: 'epoch'; record: R; epochs: number }
+  | { type: 'checkpoint'; path: string; globalUpdate: number }
+  | { type: 'stopped'; reason: string; checkpoint: string };
+
+export interface LoopOptions<R> {
+  model: Checkpointable;
+  optimizer: SGD;
+  /** The variables updated; everything else stays as it is. */
+  trainable: [string, tf.Variable][];
+  schedule: LrSchedule;
+  epochs: number;
+  itersPerEpoch: number;
+  /** Micro-batches per update. */
+  accumulate: number;
+  /** Images per update (for progress and the record). */
+  batchSize: number;
+  files: { log: string; checkpoint: string };
+  /** The log's records so far (a resumed run's); the loop appends and rewrites the file. */
+  records: R[];
+  resume?: boolean;
+  /** How to continue this run, for messages ("zoo train --out DIR --resume"). */
+  resumeCommand: string;
+  checkpointMinutes?: number;
+  checkpointEvery?: number;
+  signal?: AbortSignal;
+  stopAfter?: number;
+  /** Called with the position the run starts from (after a resume, the checkpoint's). */
+  onStart?: (state: CheckpointState) => void;
+  onEvent?: (e: LoopEvent<R>) => void;
+  /** The record of an epoch from the loop's fields and the task's evaluation. */
+  record: (base: LoopRecord, fields: Record<string, number>) => R;
+}
+
+export interface LoopResult<R> {
+  finished: boolean;
+  records: R[];
+  globalUpdate: number;
+}
+
+/** The position of a run, saved in its checkpoint. */
+interface RunState extends CheckpointState {
+  /** Sum and count of update losses so far in the epoch (for its mean). */
+  lossSum: number;
+  lossCount: number;
+  /** Sums of the loss terms so far in the epoch. */
+  termSums?: Record<string, number>;
+  /** Training time and data-wait time so far in the epoch. */
+  trainSeconds: number;
+  waitSeconds: number;
+  /** Micro-batches whose non-finite loss did not recur when computed again (transient faults). */
+  recomputed?: number;
+}
+
+/** The records of a log.jsonl (none if the file does not exist); a malformed line is an error naming it. */
+export function readEpochLog<R extends { epoch: number; loss: number }>(file: string): R[] {
+  if (!existsSync(file)) return [];
+  if (!statSync(file).isFile()) throw new UserError(`${file} is not a regular file (not a training log)`);
+  const out: R[] = [];
+  readFileSync(file, 'utf8')
+    .split('\n')
+    .forEach((line, i) => {
+      if (!line.trim()) return;
+      let r: unknown;
+      try {
+        r = JSON.parse(line);
+      } catch {
+        throw new UserError(`${file}:${i + 1}: not a JSON record`);
+      }
+      const rec = r as R | null;
+      if (typeof rec !== 'object' || rec === null || typeof rec.epoch !== 'number' || typeof rec.loss !== 'number') {
+        throw new UserError(`${file}:${i + 1}: not an epoch record (an object with numbers 'epoch' and 'loss')`);
+      }
+      out.push(rec);
+    });
+  return out;
+}
+
+export async function writeEpochLog(file: string, records: readonly object[]): Promise<void> {
+  await writeFileAtomic(file, records.map((r) => `${JSON.stringify(r)}\n`).join(''));
+}
+
+/** A checkpoint's run state, checked against the run it continues (a UserError naming the file). */
+function runState(saved: CheckpointState, epochs: number, iters: number, file: string): RunState {
+  const int = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+  const num = (v: unknown) => v === undefined || (typeof v === 'number' && Number.isFinite(v));
+  const s = saved as Partial<RunState>;
+  const where = `epoch ${String(s.epoch)} update ${String(s.updateInEpoch)}, ${String(s.globalUpdate)} updates done`;
+  const terms = s.termSums === undefined || (typeof s.termSums === 'object' && s.termSums !== null && Object.values(s.termSums).every((v) => typeof v === 'number'));
+  if (!int(s.epoch) || !int(s.updateInEpoch) || !int(s.globalUpdate) || ![s.lossSum, s.lossCount, s.trainSeconds, s.waitSeconds, s.recomputed].every(num) || !terms) {
+    throw new UserError(`${file}: its run state is not a zoo checkpoint's (${where}); restore the file or start a new run`);
+  }
+  const pos = s.epoch! * iters + s.updateInEpoch!;
+  if (s.epoch! > epochs || s.updateInEpoch! >= Math.max(iters, 1) || s.globalUpdate !== pos || (s.epoch === epochs && s.updateInEpoch !== 0)) {
+    throw new UserError(`${file}: its position (${where}) does not fit this run of ${epochs} epochs of ${iters} updates; restore the file or start a new run`);
+  }
+  return { lossSum: 0, lossCount: 0, trainSeconds: 0, waitSeconds: 0, ...s } as RunState;
+}
+
+/** Runs (or continues) the epochs of a run. The caller creates and disposes the model and the optimizer. */
+export async function runLoop<B, R extends LoopRecord>(task: LoopTask<B>, o: LoopOptions<R>): Promise<LoopResult<R>> {
+  try {
+    return await epochs(task, o);
+  } finally {
+    await task.close?.();
+  }
+}
+
+async function epochs<B, R extends LoopRecord>(task: LoopTask<B>, o: LoopOptions<R>): Promise<LoopResult<R>> {
+  const emit = o.onEvent ?? (() => {});
+  const { schedule, itersPerEpoch, accumulate, files } = o;
+  let records = o.records;
+  let state: RunState = { epoch: 0, updateInEpoch: 0, globalUpdate: 0, lossSum: 0, lossCount: 0, trainSeconds: 0, waitSeconds: 0 };
+  if (o.resume) {
+    state = runState(await loadCheckpoint(files.checkpoint, o.model, o.optimizer), o.epochs, itersPerEpoch, files.checkpoint);
+    // Epochs after the checkpoint's position may have been logged before the run was killed.
+    records = records.filter((r) => r.epoch <= state.epoch);
+  }
+  await writeEpochLog(files.log, records);
+  o.onStart?.(state);
+
+  const startUpdate = state.globalUpdate;
+  let lastCheckpoint = performance.now();
+  const checkpointMs = (o.checkpointMinutes ?? 10) * 60_000;
+  const params: ParamStore = o.model.params;
+  const stats = [...params.specs].filter(([, sp]) => sp.role === 'mean' || sp.role === 'var').map(([name]) => params.get(name));
+  const disposeGrads = (g: NamedTensorMap) => tf.dispose(Object.values(g));
+  let lastSaved = o.resume ? state.globalUpdate : 0;
+  const save = async () => {
+    await saveCheckpoint(files.checkpoint, o.model, o.optimizer, state);
+    lastSaved = state.globalUpdate;
+    lastCheckpoint = performance.now();
+    emit({ type: 'checkpoint', path: files.checkpoint, globalUpdate: state.globalUpdate });
+  };
+  // What a run that stops on an error leaves: the checkpoint of the last save, untouched since.
+  const intact = () =>
+    lastSaved || o.resume ? `its last checkpoint (${files.checkpoint}, update ${lastSaved}) is intact` : 'no checkpoint had been written yet';
+  /** A data error (an image that cannot be decoded) as a one-line stop of the run. */
+  const dataStop = (e: unknown, where: string): unknown => {
+    if (!(e instanceof UserError) || e instanceof TrainingError) return e;
+    const next = lastSaved || o.resume ? `continue with: ${o.resumeCommand}` : 'start the run again';
+    return new TrainingError(`${e.message.replace(/\.$/, '')} (${where}). The run stopped; ${intact()}: replace the file with a readable image and ${next}`, { cause: e });
+  };
+  const stopRequested = (): string | undefined => {
+    if (o.signal?.aborted) return 'interrupted';
+    if (o.stopAfter !== undefined && state.globalUpdate - startUpdate >= o.stopAfter) return `stopped after ${o.stopAfter} updates`;
+    return undefined;
+  };
+
+  for (let epoch = state.epoch; epoch < o.epochs; epoch++) {
+    const it = task.batches(epoch, state.updateInEpoch * accumulate);
+    const rateStart = performance.now();
+    let ratedImages = 0;
+    while (state.updateInEpoch < itersPerEpoch) {
+      // Let signal handlers and timers run: every await below may resolve without reaching the event loop.
+      await new Promise((resolve) => setImmediate(resolve));
+      const reason = stopRequested();
+      if (reason) {
+        await it.return?.(undefined);
+        await save();
+        emit({ type: 'stopped', reason, checkpoint: files.checkpoint });
+        return { finished: false, records, globalUpdate: state.globalUpdate };
+      }
+      const u = state.globalUpdate;
+      const lr = schedule.at(u);
+      const updateStart = performance.now();
+      let wait = 0;
+      let acc: Map<string, Tensor> | undefined;
+      let updateLoss = 0;
+      const updateTerms: Record<string, number> = {};
+      try {
+        for (let micro = 0; micro < accumulate; micro++) {
+          const w0 = performance.now();
+          let next: IteratorResult<B>;
+          try {
+            next = await it.next();
+          } catch (e) {
+            throw dataStop(e, `epoch ${epoch + 1}, update ${state.updateInEpoch + 1} of ${itersPerEpoch}`);
+          }
+          wait += performance.now() - w0;
+          if (next.done) throw new Error(`the data ended early in epoch ${epoch}`);
+          const batch = next.value;
+          // Batch norm's running statistics change in a training-mode forward pass; keep the
+          // values from before it so that a recomputation starts from the same state.
+          const statsBefore = stats.map((v) => tf.clone(v));
+          let step: MicroStep;
+          try {
+            step = await task.step(batch, u);
+            if (!Number.isFinite(step.loss)) {
+              // A diverging run gives the same non-finite loss again; anything else was a transient fault.
+              disposeGrads(step.grads);
+              stats.forEach((v, k) => v.assign(statsBefore[k]!));
+              step = await task.step(batch, u);
+              if (Number.isFinite(step.loss)) {
+                state.recomputed = (state.recomputed ?? 0) + 1;
+                emit({ type: 'notice', message: `update ${u + 1}: a non-finite loss did not recur when the micro-batch was computed again (loss ${step.loss.toFixed(4)}); continuing` });
+              }
+            }
+          } finally {
+            tf.dispose(statsBefore);
+          }
+          const { loss, grads } = step;
+          if (!Number.isFinite(loss)) {
+            disposeGrads(grads);
+            throw new TrainingError(
+              `the loss became ${loss} at update ${u + 1} (epoch ${epoch + 1}, update ${state.updateInEpoch + 1} of ${itersPerEpoch}, ` +
+                `learning rate ${lr.toPrecision(3)}): ${task.diagnose(batch)}. The run stopped; ${intact()}. ` +
+                'Lower --lr, lengthen --warmup, or check the data.',
+            );
+          }
+          if (!acc) acc = new Map(o.trainable.map(([name, v]) => [name, grads[v.name]!]));
+          else {
+            for (const [name, v] of o.trainable) {
+              const sum = tf.add(acc.get(name)!, grads[v.name]!);
+              acc.get(name)!.dispose();
+              grads[v.name]!.dispose();
+              acc.set(name, sum);
+            }
+          }
+          updateLoss += loss / accumulate;
+          for (const [k, v] of Object.entries(step.terms ?? {})) updateTerms[k] = (updateTerms[k] ?? 0) + v / accumulate;
+          ratedImages += task.count(batch);
+        }
+        o.optimizer.step(acc!, lr, 1 / accumulate);
+      } finally {
+        if (acc) for (const g of acc.values()) g.dispose();
+      }
+      state.globalUpdate++;
+      state.updateInEpoch++;
+      state.lossSum += updateLoss;
+      state.lossCount += 1;
+      if (Object.keys(updateTerms).length) {
+        const sums = { ...(state.termSums ?? {}) };
+        for (const [k, v] of Object.entries(updateTerms)) sums[k] = (sums[k] ?? 0) + v;
+        state.termSums = sums;
+      }
+      state.waitSeconds += wait / 1000;
+      const now = performance.now();
+      state.trainSeconds += (now - updateStart) / 1000;
+      const rate = (ratedImages * 1000) / Math.max(now - rateStart, 1);
+      const terms = meanTerms(state);
+      emit({
+        type: 'progress',
+        epoch,
+        epochs: o.epochs,
+        update: state.updateInEpoch,
+        itersPerEpoch,
+        batchSize: o.batchSize,
+        loss: state.lossSum / state.lossCount,
+        lr,
+        imagesPerSecond: rate,
+        ...(terms ? { terms } : {}),
+      });
+      const dueByCount = o.checkpointEvery !== undefined && state.globalUpdate % o.checkpointEvery === 0;
+      const dueByTime = checkpointMs > 0 && now - lastCheckpoint > checkpointMs;
+      if ((dueByCount || dueByTime) && state.updateInEpoch < itersPerEpoch) await save();
+    }
+    await it.return?.(undefined);
+
+    // End of epoch: evaluate, log, checkpoint at the start of the next epoch.
+    let val: { fields: Record<string, number>; seconds: number };
+    try {
+      val = await task.evaluate(epoch);
+    } catch (e) {
+      throw dataStop(e, `validation after epoch ${epoch + 1}`);
+    }
+    const trainSeconds = state.trainSeconds;
+    const terms = meanTerms(state);
+    const base: LoopRecord = {
+      epoch: epoch + 1,
+      loss: state.lossSum / Math.max(state.lossCount, 1),
+      lr: schedule.at(state.globalUpdate - 1),
+      updates: state.globalUpdate,
+      images: itersPerEpoch * o.batchSize,
+      trainSeconds,
+      valSeconds: val.seconds,
+      imagesPerSecond: (itersPerEpoch * o.batchSize) / Math.max(trainSeconds, 1e-9),
+      dataWait: state.waitSeconds / Math.max(trainSeconds, 1e-9),
+      ...(state.recomputed ? { recomputed: state.recomputed } : {}),
+      ...(terms ? { terms } : {}),
+    };
+    const record = o.record(base, val.fields);
+    records.push(record);
+    await writeEpochLog(files.log, records);
+    emit({ type: 'epoch', record, epochs: o.epochs });
+    const { termSums: _dropped, ...rest } = state;
+    state = { ...rest, epoch: epoch + 1, updateInEpoch: 0, lossSum: 0, lossCount: 0, trainSeconds: 0, waitSeconds: 0 };
+    await save();
+  }
+  return { finished: true, records, globalUpdate: state.globalUpdate };
+}
+
+function meanTerms(state: RunState): Record<string, number> | undefined {
+  if (!state.termSums) return undefined;
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(state.termSums)) out[k] = v / Math.max(state.lossCount, 1);
+  return out;
+}
