@@ -103,3 +103,23 @@ export async function runClassifier(s: Session, input: Float32Array, dims: [numb
   const result = await s.session.run(feeds);
   return result[out]!.data as Float32Array;
 }
+
+/** A tensor handed to or returned by `runSession`. */
+export interface HostTensor {
+  type: 'float32' | 'int64' | 'int32';
+  data: Float32Array | BigInt64Array | Int32Array;
+  dims: number[];
+}
+
+/** Runs a session on named inputs; returns every output by name (int64 data stays BigInt64Array). */
+export async function runSession(s: Session, feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>> {
+  const T = ort().Tensor;
+  const inputs: Record<string, OrtTypes.Tensor> = {};
+  for (const [name, t] of Object.entries(feeds)) inputs[name] = new T(t.type, t.data, t.dims);
+  const result = await s.session.run(inputs);
+  const out: Record<string, HostTensor> = {};
+  for (const [name, t] of Object.entries(result)) {
+    out[name] = { type: t.type as HostTensor['type'], data: t.data as HostTensor['data'], dims: [...t.dims] };
+  }
+  return out;
+}
