@@ -214,7 +214,7 @@ export interface ConversionReport {
 }
 
 /** Why a source tensor of `src` shape cannot fill a parameter of zoo `shape`, or undefined if it can. */
-function layoutProblem(src: readonly number[], shape: number[], name: string): string | undefined {
+export function layoutProblem(src: readonly number[], shape: number[], name: string): string | undefined {
   if (shape.length === 4) {
     const [kh, kw, ci, co] = shape as [number, number, number, number];
     return src.join() === [co, ci, kh, kw].join() ? undefined : `${name}: source [${src}], expected OIHW [${[co, ci, kh, kw]}]`;
@@ -229,7 +229,7 @@ function layoutProblem(src: readonly number[], shape: number[], name: string): s
 }
 
 /** Source values (checked by layoutProblem) in zoo's layout for a parameter of `shape`; may return `v` itself. */
-function toZooLayout(v: Float32Array, shape: number[], budget: ByteBudget, name: string): Float32Array {
+export function toZooLayout(v: Float32Array, shape: number[], budget: ByteBudget, name: string): Float32Array {
   if (shape.length !== 4 && shape.length !== 2) return v;
   budget.charge(v.length * 4, `converting ${quoteName(name)} to zoo's layout`);
   const out = new Float32Array(v.length);
@@ -247,7 +247,7 @@ function toZooLayout(v: Float32Array, shape: number[], budget: ByteBudget, name:
 }
 
 /** A descriptor's values as float32, the conversion (if any) charged to the budget. */
-function readFloat32(d: TensorDescriptor, budget: ByteBudget): Float32Array {
+export function readFloat32(d: TensorDescriptor, budget: ByteBudget): Float32Array {
   const data = d.read();
   if (data instanceof Float32Array) return data;
   budget.charge(data.length * 4, `converting ${quoteName(d.name)} from ${d.dtype} to float32`);
