@@ -12,21 +12,27 @@
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import crypto from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setupBackend } from './helpers/backend.js';
 import { makeMxnetParams, makeZip, MX } from './helpers/fixtures.js';
+import { FixtureServer } from './helpers/http_server.js';
 import { UserError } from '../src/errors.js';
 import { serializeSafetensors } from '../src/formats/safetensors.js';
 import { createModel } from '../src/models/model.js';
 import { listModels } from '../src/models/registry.js';
 import { defaultModelsJsonPath, modelNames, loadModelsJson } from '../src/hub/models_json.js';
 import { createDetector, type Detector } from '../src/detection/detector.js';
-import type { FasterRcnnConfig } from '../src/detection/faster_rcnn.js';
+import { defaultFasterRcnnConfig, type FasterRcnnConfig } from '../src/detection/faster_rcnn.js';
 import { selectProposals, type ImageDetections } from '../src/detection/proposals.js';
-import { exportDetector, runDetectorSession } from '../src/detection/export.js';
+import { exportDetector, runDetectorSession, smoothImages } from '../src/detection/export.js';
+import { readHubSettings } from '../src/hub/settings.js';
+import { readManifest } from '../src/hub/cache.js';
+import { PullError } from '../src/hub/pull.js';
+import { readOnnxMetadata } from '../src/onnx/metadata.js';
 import { createSession } from '../src/runtime/ort.js';
 import { VOC_CLASSES } from '../src/detection/voc.js';
 import { AnchorGenerator } from '../src/detection/anchors.js';
@@ -39,6 +45,7 @@ import {
   loadDetectorWeights,
   loadPublishedDetectors,
   publishedDetectorLabels,
+  pullDetector,
   validateDetectorEntries,
   type PublishedDetector,
 } from '../src/detection/weights.js';
@@ -262,7 +269,7 @@ test('models.json publishes GluonCV\'s faster_rcnn_resnet50_v1b_voc as its model
   t.is(e.metrics[0]!.map07, 78.3);
   t.false(e.config.roiAlign.aligned, "GluonCV's MXNet ROIAlign is the legacy mode");
   t.deepEqual(e.config.boxWeights, [10, 10, 5, 5]);
-  t.deepEqual(e.preprocessing, { resizeShorter: 600, maxSize: 1000, interpolation: 'bilinear', mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] });
+  t.deepEqual(e.preprocessing, { minSize: 600, maxSize: 1000, interpolation: 'bilinear', mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] });
   const err = t.throws(() => findPublishedDetector('faster_rcnn_resnet50_v1b_vco'), { instanceOf: UserError });
   t.is(err!.exitCode, 2);
   t.regex(err!.message, /Did you mean: faster_rcnn_resnet50_v1b_voc/);
@@ -300,6 +307,106 @@ test('the detectors section validator catches broken copies', (t) => {
     breakIt(doc.detectors[0] as PublishedDetector & Record<string, unknown>);
     const problems = validateDetectorEntries(doc, options);
     t.true(problems.some((p) => expected.test(p)), problems.join('\n') || '(no problems reported)');
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Pulling
+
+const sha1Of = (b: Uint8Array) => crypto.createHash('sha1').update(b).digest('hex');
+const S3 = 'https://apache-mxnet.s3-accelerate.dualstack.amazonaws.com/gluon/models/';
+
+/** A published entry for a resnet_test detector, its source a GluonCV zip on GluonCV's host (served through MXNET_GLUON_REPO). */
+function fixtureEntry(name: string, zipName: string, sha1: string, member: string): PublishedDetector {
+  const c = defaultFasterRcnnConfig(3, SMALL);
+  return {
+    name,
+    aliases: [],
+    task: 'object-detection',
+    detector: 'faster_rcnn_c4',
+    arch: 'resnet_test',
+    description: 'test fixture',
+    numClasses: 3,
+    labels: 'unused',
+    sources: [{ format: 'gluon-zip', naming: 'gluoncv', url: `${S3}${zipName}`, sha1, member, size: null, host: 'gluoncv' }],
+    config: { anchors: c.anchors, rpnChannels: c.rpnChannels, rpnTest: c.rpnTest, roiAlign: { ...c.roiAlign, aligned: false }, boxWeights: c.boxWeights, detections: c.detections },
+    preprocessing: { minSize: 96, maxSize: 160, interpolation: 'bilinear', mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
+    numParams: 1,
+    gmacs: 1,
+    gmacsAt: { height: 96, width: 128, regions: 300 },
+    metrics: [],
+    recipe: 'test',
+    license: 'test',
+    origin: 'test',
+  };
+}
+
+/** GluonCV's zip of a detector's weights: {name}-{sha1[:8]}.zip holding {name}-{sha1[:8]}.params. */
+function gluonZipOf(det: Detector, base: string) {
+  const g = gluonTensors(det);
+  g.set(GLUON_ANCHORS, anchorsConstant(det.net.anchorGenerator));
+  const params = paramsBytes(g);
+  const sha1 = sha1Of(params);
+  const member = `${base}-${sha1.slice(0, 8)}.params`;
+  return { zip: makeZip([{ name: member, data: params, method: 8 }]), zipName: member.replace(/\.params$/, '.zip'), member, sha1 };
+}
+
+test.serial('pullDetector: a GluonCV zip through a 127.0.0.1 mirror, its SHA-1 checked, converted, exported and checked; then from the cache', async (t) => {
+  const server = await FixtureServer.start();
+  try {
+    const settings = readHubSettings({ ZOO_CACHE: join(tmp, 'cache'), MXNET_GLUON_REPO: server.url('/') }, tmp);
+    const src = createDetector('resnet_test', 3, { config: { ...SMALL, roiAlign: { outputSize: [14, 14], spatialScale: 1 / 16, samplingRatio: 2, aligned: false } }, seed: 4 });
+    const f = gluonZipOf(src, 'faster_rcnn_test_voc');
+    server.route(`/gluon/models/${f.zipName}`, { data: Buffer.from(f.zip) });
+    const entry = fixtureEntry('faster_rcnn_resnet_test.fixture_voc', f.zipName, f.sha1, f.member);
+    const logs: string[] = [];
+    const check = { sizes: [[96, 128]] as [number, number][], batches: [1, 2] };
+    const r = await pullDetector(entry, { settings, labels: ['a', 'b', 'c'], check, log: (l) => logs.push(l) });
+    t.false(r.fromCache);
+    t.is(r.record.source.verified, 'pinned');
+    t.is(r.record.source.sha256, crypto.createHash('sha256').update(f.zip).digest('hex'));
+    t.deepEqual(r.record.labels, ['a', 'b', 'c']);
+    t.is(r.record.check.cases.length, 2);
+    for (const c of r.record.check.cases) t.regex(c, /^[12]x96x128: (\d+)\/\1$/);
+    t.true(logs.some((l) => l.includes("the file's anchors match the detector's")), logs.join('\n'));
+    const meta = await readOnnxMetadata(r.onnx);
+    t.is(meta['zoo.task'], 'object-detection');
+    t.is(meta['zoo.labels'], JSON.stringify(['a', 'b', 'c']));
+    t.is((await readManifest(entry.name, settings))?.meta?.converted, undefined, 'not a classifier for the classification commands');
+
+    // The pulled graph detects what the detector the weights came from detects.
+    const x = smoothImages(2, 112, 144, 5);
+    const xt = tf.tensor4d(x, [2, 112, 144, 3]);
+    const want = await src.detect(xt);
+    xt.dispose();
+    const session = await createSession(r.onnx, { provider: 'cpu' });
+    const got = await runDetectorSession(session, x, [2, 112, 144, 3], src.config.detections.maxDetections);
+    await session.session.release();
+    for (const n of [0, 1]) {
+      t.is(got[n]!.scores.length, want[n]!.scores.length);
+      t.is(matchBoxes(got[n]!.boxes, want[n]!.boxes, 1e-3 * 144, got[n]!.classes, want[n]!.classes).matched, want[n]!.scores.length);
+    }
+
+    const again = await pullDetector(entry, { settings, labels: ['a', 'b', 'c'], check });
+    t.true(again.fromCache);
+    t.is(again.record.onnx.sha256, r.record.onnx.sha256);
+    t.is(server.fullDownloads(`/gluon/models/${f.zipName}`), 1);
+
+    // A wrong SHA-1, and a file that is no detector of this shape: refused, nothing converted is left.
+    const bad = fixtureEntry('faster_rcnn_resnet_test.badsha', f.zipName, 'f'.repeat(40), f.member);
+    const e1 = await t.throwsAsync(pullDetector(bad, { settings, labels: ['a', 'b', 'c'], check }), { instanceOf: PullError });
+    t.regex(e1!.message, /checksum mismatch for 'faster_rcnn_test_voc-[0-9a-f]{8}\.params': expected sha1 f{40}/);
+    const other = createDetector('resnet_test', 4, { config: SMALL, seed: 4 });
+    const g = gluonZipOf(other, 'faster_rcnn_four');
+    other.dispose();
+    server.route(`/gluon/models/${g.zipName}`, { data: Buffer.from(g.zip) });
+    const four = fixtureEntry('faster_rcnn_resnet_test.four', g.zipName, g.sha1, g.member);
+    const e2 = await t.throwsAsync(pullDetector(four, { settings, labels: ['a', 'b', 'c'], check }), { instanceOf: PullError });
+    t.regex(e2!.message, /the file's class predictor has 4 classes and background, this detector 3/);
+    for (const name of [bad.name, four.name]) t.false(existsSync(join(tmp, 'cache', name, 'model.onnx')), name);
+    src.dispose();
+  } finally {
+    await server.close();
   }
 });
 

@@ -45,6 +45,13 @@ import { listModels } from '../models/registry.js';
 import { defaultModelsJsonPath, loadModelsJson, modelNames, readCategoryFile } from '../hub/models_json.js';
 import { createDetector, type Detector } from './detector.js';
 import type { FasterRcnnConfig } from './faster_rcnn.js';
+import { checkDetectorExport, describeDetectorCheck, exportDetector, type DetectorCheckOptions } from './export.js';
+import { detectionMetadata } from './metadata.js';
+import { hubSettings, type HubSettings } from '../hub/settings.js';
+import { FetchError, describeFailure, fetchFile, hashFile, modelDir, pruneModelDir, readManifest, withModelLock, writeManifest, type SourceFailure, type Verification } from '../hub/cache.js';
+import { PullError, pullHints, verifyMember } from '../hub/pull.js';
+import { redactUrl, type DownloadProgress } from '../hub/download.js';
+import { writeFileAtomic } from '../io/atomic.js';
 
 export const DETECTOR_NAMINGS = ['gluoncv', 'zoo'] as const;
 /** Whose names a detector's weights file uses. */
@@ -297,9 +304,12 @@ export interface DetectorSource {
   host: 'gluoncv' | 'huggingface';
 }
 
-/** Test-time resizing as GluonCV does it: the shorter side to `resizeShorter`, the longer at most `maxSize`. */
+/**
+ * Test-time resizing as GluonCV does it (resize_short_within): the shorter side to `minSize`, the longer
+ * at most `maxSize`, then (x / 255 - mean) / std per RGB channel; the names of detection/metadata.ts.
+ */
 export interface DetectorPreprocessing {
-  resizeShorter: number;
+  minSize: number;
   maxSize: number;
   interpolation: Interpolation;
   mean: [number, number, number];
@@ -453,9 +463,9 @@ export function validateDetectorEntries(data: unknown, options: ValidateDetector
     checkDetectorConfig(p, e.config);
     const pre = e.preprocessing;
     const triple = (v: unknown, positive: boolean) => Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number' && Number.isFinite(x) && (!positive || x > 0));
-    if (!isObj(pre) || !isPosInt(pre.resizeShorter) || !isPosInt(pre.maxSize) || (pre.maxSize as number) < (pre.resizeShorter as number) ||
+    if (!isObj(pre) || !isPosInt(pre.minSize) || !isPosInt(pre.maxSize) || (pre.maxSize as number) < (pre.minSize as number) ||
       !INTERPOLATIONS.includes(pre.interpolation as Interpolation) || !triple(pre.mean, false) || !triple(pre.std, true)) {
-      p('preprocessing', `expected {resizeShorter, maxSize >= resizeShorter, interpolation, mean [3], std [3]}, got ${show(pre)}`);
+      p('preprocessing', `expected {minSize, maxSize >= minSize, interpolation, mean [3], std [3]}, got ${show(pre)}`);
     }
     if (!isPosInt(e.numParams)) p('numParams', `expected a positive integer, got ${show(e.numParams)}`);
     if (!isPos(e.gmacs)) p('gmacs', `expected a positive number, got ${show(e.gmacs)}`);
@@ -516,4 +526,178 @@ export function publishedDetectorLabels(entry: PublishedDetector, file: string =
 /** A detector configured as a published entry says, with fresh parameters (load the weights with loadDetectorWeights). */
 export function createPublishedDetector(entry: PublishedDetector, options: { seed?: number } = {}): Detector {
   return createDetector(entry.arch, entry.numClasses, { config: { ...entry.config }, ...(options.seed !== undefined ? { seed: options.seed } : {}) });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Pulling a published detector: download and verify through the hub's cache, convert, export, check.
+
+/**
+ * What a pull records in the model's manifest, under `meta.detector` (not `meta.converted`, which
+ * the classification commands take for a classifier): enough to use model.onnx without models.json.
+ */
+export interface DetectorPullRecord {
+  task: 'object-detection';
+  arch: string;
+  numClasses: number;
+  labels: string[];
+  config: PublishedDetectorConfig;
+  preprocessing: DetectorPreprocessing;
+  source: { url: string; format: string; naming: DetectorNaming; file: string; sha256: string; sha1: string; bytes: number; verified: Verification };
+  onnx: { file: string; sha256: string; bytes: number };
+  check: { cases: string[]; maxBoxDiff: number; maxScoreDiff: number; boxTolerance: number; scoreTolerance: number };
+  time: string;
+}
+
+export interface PullDetectorOptions {
+  /** Download and convert again even when the cache has the model. */
+  force?: boolean;
+  settings?: HubSettings;
+  log?: (line: string) => void;
+  onProgress?: (p: DownloadProgress) => void;
+  /** Image sizes and batch sizes of the export check (default: checkDetectorExport's, three sizes x batch 1 and 2). */
+  check?: Pick<DetectorCheckOptions, 'sizes' | 'batches'>;
+  /** Class names (default: the entry's labels file beside the package's models.json). */
+  labels?: string[];
+  signal?: AbortSignal;
+}
+
+export interface PulledDetector {
+  name: string;
+  dir: string;
+  /** The converted detector. */
+  onnx: string;
+  /** The weights file as published. */
+  weights: string;
+  record: DetectorPullRecord;
+  fromCache: boolean;
+}
+
+function sourceFile(url: string): string {
+  const name = path.posix.basename(new URL(url).pathname);
+  if (!name || name === '.' || name === '..') throw new UserError(`cannot derive a file name from source '${url}'`);
+  return name;
+}
+
+async function cachedDetector(entry: PublishedDetector, settings: HubSettings): Promise<PulledDetector | undefined> {
+  const manifest = await readManifest(entry.name, settings);
+  const record = manifest?.meta?.detector as DetectorPullRecord | undefined;
+  if (!record || record.arch !== entry.arch || !entry.sources.some((s) => s.url === record.source?.url)) return undefined;
+  const dir = modelDir(entry.name, settings);
+  const onnx = path.join(dir, record.onnx.file);
+  if (!existsSync(onnx) || (await hashFile(onnx)).sha256 !== record.onnx.sha256) return undefined;
+  return { name: entry.name, dir, onnx, weights: path.join(dir, record.source.file), record, fromCache: true };
+}
+
+/** Loads a downloaded file into the entry's detector, exports it and checks the export in ONNX Runtime. */
+async function convertPublished(entry: PublishedDetector, source: DetectorSource, file: string, labels: string[], options: PullDetectorOptions, log: (l: string) => void) {
+  log(`converting ${path.basename(file)} (${source.format}, ${source.naming} names) to the ${entry.arch} detector`);
+  const det = createPublishedDetector(entry);
+  try {
+    const loaded = await loadDetectorWeights(det, file, { naming: source.naming, format: source.format });
+    for (const w of loaded.warnings) log(`warning: ${w}`);
+    if (loaded.anchors === 'checked') log("the file's anchors match the detector's");
+    const metadata = detectionMetadata({
+      arch: entry.arch,
+      name: entry.name,
+      labels,
+      minSize: entry.preprocessing.minSize,
+      maxSize: entry.preprocessing.maxSize,
+      mean: entry.preprocessing.mean,
+      std: entry.preprocessing.std,
+    });
+    const bytes = exportDetector(det, { metadata });
+    const check = await checkDetectorExport(det, bytes, options.check ?? {});
+    if (!check.passed) throw new UserError(`the converted ${entry.name} does not reproduce in ONNX Runtime: ${describeDetectorCheck(check)}`);
+    log(`checked in ONNX Runtime: ${describeDetectorCheck(check)}`);
+    return { bytes, check };
+  } finally {
+    det.dispose();
+  }
+}
+
+/**
+ * Pulls a published detector into the cache (`<cache>/<name>/`): downloads its first source that works
+ * (mirrors, checksums, GluonCV's member SHA-1, resumable transfers and the model's lock as `zoo pull`
+ * has them: hub/cache.ts), loads it into the entry's detector, exports the ONNX graph, checks it against
+ * the tfjs detector, and records it all. A model already pulled comes from the cache.
+ */
+export async function pullDetector(entry: PublishedDetector, options: PullDetectorOptions = {}): Promise<PulledDetector> {
+  const settings = options.settings ?? hubSettings();
+  const log = options.log ?? (() => {});
+  const labels = options.labels ?? publishedDetectorLabels(entry);
+  if (labels.length !== entry.numClasses) throw new UserError(`${entry.name} has ${entry.numClasses} classes but ${labels.length} labels were given`);
+  return withModelLock(
+    entry.name,
+    async () => {
+      if (!options.force) {
+        const cached = await cachedDetector(entry, settings);
+        if (cached) return cached;
+      }
+      const failures: SourceFailure[] = [];
+      for (const source of entry.sources) {
+        const fileName = sourceFile(source.url);
+        let converted: Awaited<ReturnType<typeof convertPublished>> | undefined;
+        try {
+          const pinnedByMember = source.member && source.sha1;
+          const fetched = await fetchFile({
+            name: entry.name,
+            fileName,
+            sources: [source.url],
+            expected: source.sha256 ? { sha256: source.sha256 } : {},
+            ...(pinnedByMember ? { pinnedBy: `GluonCV's SHA-1 of ${source.member}` } : {}),
+            ...(source.size ? { size: source.size } : {}),
+            verify: async (file) => {
+              if (pinnedByMember) await verifyMember(file, source.member!, source.sha1!);
+              converted = await convertPublished(entry, source, file, labels, options, log);
+            },
+            force: options.force ?? false,
+            lockHeld: true,
+            log,
+            settings,
+            ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+            ...(options.signal ? { signal: options.signal } : {}),
+          });
+          const dir = modelDir(entry.name, settings);
+          const onnx = path.join(dir, 'model.onnx');
+          await writeFileAtomic(onnx, converted!.bytes);
+          const h = await hashFile(onnx);
+          const c = converted!.check;
+          const e = fetched.entry;
+          const record: DetectorPullRecord = {
+            task: 'object-detection',
+            arch: entry.arch,
+            numClasses: entry.numClasses,
+            labels,
+            config: entry.config,
+            preprocessing: entry.preprocessing,
+            source: { url: source.url, format: source.format, naming: source.naming, file: fileName, sha256: e.sha256, sha1: e.sha1, bytes: e.size, verified: fetched.verified },
+            onnx: { file: 'model.onnx', sha256: h.sha256, bytes: h.bytes },
+            check: {
+              cases: c.cases.map((k) => `${k.batch}x${k.height}x${k.width}: ${k.matched}/${k.onnx}`),
+              maxBoxDiff: Math.max(0, ...c.cases.map((k) => k.maxBoxDiff)),
+              maxScoreDiff: Math.max(0, ...c.cases.map((k) => k.maxScoreDiff)),
+              boxTolerance: c.boxTolerance,
+              scoreTolerance: c.scoreTolerance,
+            },
+            time: new Date().toISOString(),
+          };
+          const manifest = (await readManifest(entry.name, settings)) ?? { name: entry.name, files: {} };
+          manifest.meta = { ...(manifest.meta ?? {}), detector: record };
+          await writeManifest(entry.name, manifest, settings);
+          return { name: entry.name, dir, onnx, weights: fetched.path, record, fromCache: false };
+        } catch (err) {
+          if (!(err instanceof UserError) || options.signal?.aborted) throw err;
+          const failure =
+            err instanceof FetchError && err.failures.length === 1
+              ? err.failures[0]!
+              : { source: redactUrl(source.url), tried: [], reason: err.message, notFound: false, network: false };
+          failures.push(failure);
+          log(`source ${source.url} failed: ${describeFailure(failure)}`);
+        }
+      }
+      await pruneModelDir(entry.name, settings);
+      throw new PullError(entry.name, failures, pullHints(entry, settings, failures));
+    },
+    settings,
+  );
 }

@@ -231,7 +231,7 @@ async function sourceChecks(source: PullSource, file: string): Promise<void> {
 }
 
 /** Checks the SHA-1 of a zip member. */
-async function verifyMember(zipPath: string, member: string, sha1: string): Promise<void> {
+export async function verifyMember(zipPath: string, member: string, sha1: string): Promise<void> {
   const bytes = await readFileBytes(zipPath);
   const zip = openZip(bytes, zipPath, { budget: fileBudget(zipPath, bytes.length, 8) });
   if (!zip.has(member)) {
@@ -333,7 +333,7 @@ async function store(entry: PullEntry, source: PullSource, fetched: FetchedFile,
  * What to try when no source could be used: where a host could not be reached, the mirror settings for
  * the hosts involved and the offline cache; offline, how to go online.
  */
-export function pullHints(entry: PullEntry, settings: HubSettings, failures: SourceFailure[]): string[] {
+export function pullHints(entry: { sources: readonly { url: string }[] }, settings: HubSettings, failures: SourceFailure[]): string[] {
   if (settings.offline) return ['unset ZOO_OFFLINE (and HF_HUB_OFFLINE) to download.'];
   if (!failures.some((f) => f.network)) return [];
   const hosts = new Set(entry.sources.map((s) => sourceHost(s.url)));
