@@ -17,6 +17,7 @@ import { trainCommand } from './commands/train.js';
 import { evalCommand } from './commands/eval.js';
 import { plotCommand } from './commands/plot.js';
 import { doctorCommand } from './commands/doctor.js';
+import { detCommand } from './commands/det.js';
 import { fail } from './run.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -61,7 +62,7 @@ Start with:
   );
 
 const globals = () => program.opts<{ backend?: string }>();
-for (const cmd of [listCommand(), infoCommand(), exportCommand(globals), pullCommand(globals), importCommand(globals), predictCommand(), rmCommand(), trainCommand(globals), evalCommand(), plotCommand(), doctorCommand(globals)]) {
+for (const cmd of [listCommand(), infoCommand(), exportCommand(globals), pullCommand(globals), importCommand(globals), predictCommand(), rmCommand(), trainCommand(globals), evalCommand(), plotCommand(), doctorCommand(globals), detCommand(globals)]) {
   cmd.exitOverride((err: CommanderError) => process.exit(err.exitCode === 0 ? 0 : 2));
   cmd.showHelpAfterError(`(run 'zoo ${cmd.name()} --help' for usage)`);
   program.addCommand(cmd);

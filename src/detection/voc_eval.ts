@@ -322,13 +322,17 @@ export interface VocResultFileOptions {
 
 export const DEFAULT_RESULT_PREFIX = 'comp4_det_test_';
 
-/** The result file of one class (pure). */
+/**
+ * The result file of one class (pure). A '/' or '\\' in a class name (Fashion-MNIST's "T-shirt/top")
+ * becomes '_' in the file name.
+ */
 export function vocResultFile(dir: string, className: string, options: VocResultFileOptions = {}): string {
   const prefix = options.prefix ?? DEFAULT_RESULT_PREFIX;
-  if (/[/\\\0]/.test(prefix + className) || className === '.' || className === '..') {
+  const name = className.replace(/[/\\]/g, '_');
+  if (/[/\\\0]/.test(prefix) || name.includes('\0') || name === '.' || name === '..') {
     throw new UserError(`the class name '${className}' (with prefix '${prefix}') cannot name a result file`);
   }
-  return join(dir, `${prefix}${className}.txt`);
+  return join(dir, `${prefix}${name}.txt`);
 }
 
 /**

@@ -1,0 +1,482 @@
+/**
+ * Fine-tuning a detector: detection as a task of the shared run loop (src/train/loop.ts).
+ *
+ * The task supplies micro-batches of VOC images (resized, flipped by a per-(seed, epoch, image) draw,
+ * padded to the batch's largest size), the loss of one (the four terms of losses.ts; proposals and
+ * targets drawn from a per-(seed, epoch, image) stream, so a recomputed or resumed micro-batch samples
+ * the same regions) and the VOC07 mAP of the validation split at each epoch's end. The loop owns the
+ * rest: progress, log.jsonl, checkpoints, exact resume, Ctrl-C, accumulation.
+ *
+ * Defaults follow GluonCV's faster_rcnn_resnet50_v1b_voc (SPEC section 5): SGD momentum 0.9, batch norm
+ * and the stem and stage 1 frozen, the learning rate divided by 10 at 70% of the run (GluonCV's 14 of
+ * 20 epochs), a linear warmup; the rate follows torchvision's rule of 0.00125 per image of the batch.
+ * A run directory holds run.json, log.jsonl, checkpoint.safetensors and model.onnx, as a classification run's.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
+import { existsSync } from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { UserError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { getModelEntry } from '../models/registry.js';
+import type { Model } from '../models/model.js';
+import { registerCoreGradients } from '../backend/gradients.js';
+import { sampleSeed, epochOrder } from '../data/batch.js';
+import { IMAGENET_PREPROCESSING } from '../predict/preprocessing.js';
+import { Rng } from '../util/random.js';
+import { SGD } from '../train/optim.js';
+import { LrSchedule } from '../train/schedule.js';
+import { RUN_FILES } from '../train/run_config.js';
+import { readEpochLog, runLoop, type LoopEvent, type LoopRecord, type LoopTask } from '../train/loop.js';
+import type { CheckpointState } from '../train/checkpoint.js';
+import { createDetector, concatRois, type Detector } from './detector.js';
+import type { FasterRcnnConfig } from './faster_rcnn.js';
+import { rpnTargets, sampleRois } from './targets.js';
+import { classColumns, roiLoss, rpnLoss } from './losses.js';
+import { loadDetectionBatch, toDevkitBoxes, type DetectionBatch } from './transform.js';
+import type { VocDataset, VocImage } from './voc.js';
+import { evaluateVoc, type Detection, type VocEvalResult } from './voc_eval.js';
+import { checkDetectorExport, describeDetectorCheck, exportDetector, type DetectorCheckReport } from './export.js';
+import { detectionMetadata } from './metadata.js';
+
+/** Everything that determines what a detection run computes (run.json; --resume must match it). */
+export interface DetTrainConfig {
+  task: 'detection';
+  /** Backbone architecture (registry name). */
+  arch: string;
+  /** The backbone as the user named it (an architecture: random initialization). */
+  backbone: string;
+  /** Whether the backbone's weights were loaded (false: random initialization). */
+  pretrained: boolean;
+  classes: string[];
+  data: { spec: string; trainSplit: string; valSplit: string; train: number; val: number };
+  epochs: number;
+  /** Images per update. */
+  batchSize: number;
+  /** Images per forward/backward pass. */
+  microBatch: number;
+  /** Peak learning rate. */
+  lr: number;
+  momentum: number;
+  weightDecay: number;
+  warmupEpochs: number;
+  /** Fractions of the run at which the rate is divided by 10. */
+  steps: number[];
+  /** Resize: short side, long side at most. */
+  minSize: number;
+  maxSize: number;
+  /** Probability of a horizontal flip. */
+  flip: number;
+  seed: number;
+  /** Changes from the default detector configuration (defaultFasterRcnnConfig). */
+  detector: Partial<Omit<FasterRcnnConfig, 'numClasses'>>;
+}
+
+/** Default learning rate per image of the batch (torchvision's detection reference: 0.02 for 16 images). */
+export const LR_PER_IMAGE = 0.00125;
+
+/** The configuration of a run from what the user gave, with GluonCV's defaults for the rest. */
+export function detTrainConfig(c: Partial<DetTrainConfig> & Pick<DetTrainConfig, 'arch' | 'backbone' | 'classes' | 'data'>): DetTrainConfig {
+  const batchSize = c.batchSize ?? 4;
+  return {
+    task: 'detection',
+    pretrained: false,
+    epochs: 12,
+    batchSize,
+    microBatch: Math.min(c.microBatch ?? 2, batchSize),
+    lr: LR_PER_IMAGE * batchSize,
+    momentum: 0.9,
+    weightDecay: 1e-4,
+    warmupEpochs: 0.5,
+    steps: [0.7],
+    minSize: 600,
+    maxSize: 1000,
+    flip: 0.5,
+    seed: 0,
+    detector: {},
+    ...c,
+  };
+}
+
+/** One record of a detection run's log.jsonl. */
+export interface DetEpochRecord extends LoopRecord {
+  /** VOC07 11-point mAP and area-under-curve mAP of the validation split. */
+  valMap07: number;
+  valMap: number;
+}
+
+export type DetTrainEvent =
+  | { type: 'start'; config: DetTrainConfig; params: number; trainable: number; itersPerEpoch: number; totalUpdates: number; peakLr: number; warmupUpdates: number; resumed?: CheckpointState }
+  | { type: 'validating'; epoch: number; done: number; total: number }
+  | { type: 'exported'; path: string; bytes: number; check: DetectorCheckReport }
+  | LoopEvent<DetEpochRecord>;
+
+export interface DetTrainOptions {
+  config: DetTrainConfig;
+  data: { train: VocDataset; val: VocDataset };
+  outDir: string;
+  resume?: boolean;
+  /** A classifier whose backbone the detector starts from (config.pretrained must say so). */
+  backbone?: Model;
+  checkpointMinutes?: number;
+  checkpointEvery?: number;
+  signal?: AbortSignal;
+  stopAfter?: number;
+  /** Export and check model.onnx at the end (default true). */
+  export?: boolean;
+  onEvent?: (e: DetTrainEvent) => void;
+}
+
+export interface DetTrainResult {
+  finished: boolean;
+  records: DetEpochRecord[];
+  globalUpdate: number;
+  checkpoint: string;
+  onnx?: string;
+  check?: DetectorCheckReport;
+  /** The trained detector; the caller disposes it. */
+  detector: Detector;
+}
+
+/** Checks a configuration before any work starts. */
+export function validateDetConfig(c: DetTrainConfig): void {
+  getModelEntry(c.arch);
+  const int = (v: number, name: string, min = 1) => {
+    if (!Number.isInteger(v) || v < min) throw new UserError(`${name} must be an integer >= ${min}, got ${v}`, { exitCode: 2 });
+  };
+  int(c.epochs, '--epochs');
+  int(c.batchSize, '--batch-size');
+  int(c.microBatch, '--micro-batch');
+  int(c.minSize, '--min-size', 32);
+  int(c.maxSize, '--max-size', 32);
+  if (c.maxSize < c.minSize) throw new UserError(`--max-size ${c.maxSize} is below --min-size ${c.minSize}`, { exitCode: 2 });
+  if (c.batchSize % c.microBatch !== 0) throw new UserError(`--batch-size ${c.batchSize} must be a multiple of --micro-batch ${c.microBatch}`, { exitCode: 2 });
+  if (!(c.lr > 0)) throw new UserError(`--lr must be positive, got ${c.lr}`, { exitCode: 2 });
+  if (!(c.momentum >= 0 && c.momentum < 1)) throw new UserError(`--momentum must be in [0, 1), got ${c.momentum}`, { exitCode: 2 });
+  if (!(c.weightDecay >= 0)) throw new UserError(`--weight-decay must be >= 0, got ${c.weightDecay}`, { exitCode: 2 });
+  if (!(c.warmupEpochs >= 0 && c.warmupEpochs <= c.epochs)) throw new UserError(`--warmup must be between 0 and the run's ${c.epochs} epochs, got ${c.warmupEpochs}`, { exitCode: 2 });
+  if (!c.steps.every((s) => s > 0 && s < 1)) throw new UserError(`--lr-steps must be fractions of the run in (0, 1), got ${c.steps.join(',')}`, { exitCode: 2 });
+  if (!(c.flip >= 0 && c.flip <= 1)) throw new UserError(`--flip must be a probability in [0, 1], got ${c.flip}`, { exitCode: 2 });
+  if (c.classes.length < 1) throw new UserError('the data set has no classes', { exitCode: 2 });
+  if (c.data.val < 1) throw new UserError(`the validation split '${c.data.valSplit}' is empty`, { exitCode: 2 });
+  if (c.data.train < c.batchSize) throw new UserError(`the training split has ${c.data.train} images, fewer than one batch of ${c.batchSize}; lower --batch-size`, { exitCode: 2 });
+}
+
+export function detUpdatesPerEpoch(c: DetTrainConfig): number {
+  return Math.floor(Math.floor(c.data.train / c.microBatch) / (c.batchSize / c.microBatch));
+}
+
+export function detSchedule(c: DetTrainConfig): LrSchedule {
+  return new LrSchedule({
+    baseLr: c.lr,
+    batch: c.batchSize,
+    linearScaling: false,
+    itersPerEpoch: detUpdatesPerEpoch(c),
+    epochs: c.epochs,
+    warmupEpochs: c.warmupEpochs,
+    decay: 'step',
+    steps: c.steps,
+  });
+}
+
+/** The fields of two configurations that differ (for --resume), as "field: run value -> given value". */
+function configDiffs(saved: unknown, c: DetTrainConfig): string[] {
+  const out: string[] = [];
+  const s = (saved ?? {}) as Record<string, unknown>;
+  for (const [k, v] of Object.entries(c)) {
+    if (JSON.stringify(s[k]) !== JSON.stringify(v)) out.push(`${k}: ${JSON.stringify(s[k])} in the run, ${JSON.stringify(v)} given`);
+  }
+  return out;
+}
+
+/** The run's configuration as recorded in its run.json. */
+export async function readDetRunConfig(file: string): Promise<DetTrainConfig> {
+  let raw: string;
+  try {
+    raw = await fsp.readFile(file, 'utf8');
+  } catch (e) {
+    throw new UserError(`${file} cannot be read (${(e as Error).message}): not a detection run directory`, { cause: e });
+  }
+  let c: unknown;
+  try {
+    c = JSON.parse(raw);
+  } catch (e) {
+    throw new UserError(`${file} is not JSON (${(e as Error).message}); restore it or start a new run`, { cause: e });
+  }
+  const r = c as Partial<DetTrainConfig> | null;
+  if (!r || typeof r !== 'object' || r.task !== 'detection' || typeof r.arch !== 'string' || !Array.isArray(r.classes)) {
+    throw new UserError(`${file} is not a detection run's configuration (task 'detection', arch, classes)`);
+  }
+  return r as DetTrainConfig;
+}
+
+/** Ground truth of VOC images in the evaluator's form (difficult objects kept). */
+export function groundTruth(images: readonly VocImage[]) {
+  return images.map((im) => ({ id: `${im.year}/${im.id}`, objects: im.objects.map((o) => ({ label: o.label, box: o.box, difficult: o.difficult })) }));
+}
+
+/** Runs the tfjs detector over images and evaluates with the VOC metric. */
+export async function evaluateDetector(
+  det: Detector,
+  images: readonly VocImage[],
+  classes: readonly string[],
+  options: { minSize: number; maxSize: number; batchSize?: number; preprocessing?: { mean: number[]; std: number[] }; onProgress?: (done: number, total: number) => void },
+): Promise<{ result: VocEvalResult; detections: Detection[]; seconds: number }> {
+  const t0 = performance.now();
+  const detections: Detection[] = [];
+  const bs = options.batchSize ?? 1;
+  for (let at = 0; at < images.length; at += bs) {
+    const idx = Array.from({ length: Math.min(bs, images.length - at) }, (_, k) => at + k);
+    const batch = await loadDetectionBatch(images, idx, { minSize: options.minSize, maxSize: options.maxSize, ...(options.preprocessing ? { preprocessing: options.preprocessing } : {}) });
+    const x = tf.tensor4d(batch.images, [batch.count, batch.height, batch.width, 3]) as Tensor4D;
+    let found;
+    try {
+      found = await det.detect(x);
+    } finally {
+      x.dispose();
+    }
+    found.forEach((d, k) => {
+      const t = batch.targets[k]!;
+      const im = images[idx[k]!]!;
+      const devkit = toDevkitBoxes(d.boxes, t);
+      for (let i = 0; i < d.scores.length; i++) {
+        detections.push({ imageId: `${im.year}/${im.id}`, label: d.classes[i]!, score: d.scores[i]!, box: [devkit[4 * i]!, devkit[4 * i + 1]!, devkit[4 * i + 2]!, devkit[4 * i + 3]!] });
+      }
+    });
+    options.onProgress?.(at + idx.length, images.length);
+  }
+  const result = evaluateVoc(groundTruth(images), detections, classes);
+  return { result, detections, seconds: (performance.now() - t0) / 1000 };
+}
+
+interface DetBatch extends DetectionBatch {
+  epoch: number;
+  /** Position of the micro-batch in its epoch (the stream of its sampling). */
+  index: number;
+}
+
+/** Fine-tunes a detector (module comment). */
+export async function trainDetector(options: DetTrainOptions): Promise<DetTrainResult> {
+  const c = options.config;
+  validateDetConfig(c);
+  const emit = options.onEvent ?? (() => {});
+  const out = options.outDir;
+  const files = {
+    config: path.join(out, RUN_FILES.config),
+    log: path.join(out, RUN_FILES.log),
+    checkpoint: path.join(out, RUN_FILES.checkpoint),
+    onnx: path.join(out, RUN_FILES.onnx),
+  };
+  if (options.data.train.images.length !== c.data.train || options.data.val.images.length !== c.data.val) {
+    throw new Error('the data does not match the configuration (train/val image counts)');
+  }
+  if (!options.resume && c.pretrained !== !!options.backbone) throw new Error('config.pretrained must say whether a backbone is given');
+  await registerCoreGradients();
+  if (!options.resume && existsSync(files.checkpoint)) {
+    throw new UserError(`${out} already holds a run (${RUN_FILES.checkpoint}): pass --resume to continue it, or choose another --out`, { exitCode: 2 });
+  }
+  let records: DetEpochRecord[] = [];
+  if (options.resume) {
+    if (!existsSync(files.checkpoint)) throw new UserError(`--resume: ${files.checkpoint} does not exist (nothing to resume in ${out})`, { exitCode: 2 });
+    const diffs = configDiffs(await readDetRunConfig(files.config), c);
+    if (diffs.length) throw new UserError(`--resume: the options differ from the run in ${out} (${RUN_FILES.config}): ${diffs.join('; ')}`, { exitCode: 2 });
+    records = readEpochLog<DetEpochRecord>(files.log);
+  }
+  await fsp.mkdir(out, { recursive: true });
+
+  const det = createDetector(c.arch, c.classes.length, { config: c.detector, seed: c.seed });
+  // A resumed run's backbone is in its checkpoint.
+  if (options.backbone && !options.resume) det.loadBackbone(options.backbone);
+  const trainable = [...det.trainableVariables()];
+  const opt = new SGD(det.params, { momentum: c.momentum, nesterov: false, weightDecay: c.weightDecay });
+  try {
+    const itersPerEpoch = detUpdatesPerEpoch(c);
+    const schedule = detSchedule(c);
+    if (!options.resume) await writeFileAtomic(files.config, `${JSON.stringify(c, null, 2)}\n`);
+    const loop = await runLoop(detectionTask(det, options, trainable, emit), {
+      model: det,
+      optimizer: opt,
+      trainable,
+      schedule,
+      epochs: c.epochs,
+      itersPerEpoch,
+      accumulate: c.batchSize / c.microBatch,
+      batchSize: c.batchSize,
+      files,
+      records,
+      ...(options.resume ? { resume: true } : {}),
+      resumeCommand: `zoo det train --out ${out} --resume`,
+      ...(options.checkpointMinutes !== undefined ? { checkpointMinutes: options.checkpointMinutes } : {}),
+      ...(options.checkpointEvery !== undefined ? { checkpointEvery: options.checkpointEvery } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.stopAfter !== undefined ? { stopAfter: options.stopAfter } : {}),
+      onStart: (state) =>
+        emit({
+          type: 'start',
+          config: c,
+          params: det.params.countTrainable(),
+          trainable: trainable.reduce((a, [, v]) => a + v.size, 0),
+          itersPerEpoch,
+          totalUpdates: schedule.total,
+          peakLr: schedule.peak,
+          warmupUpdates: schedule.warmup,
+          ...(options.resume ? { resumed: state } : {}),
+        }),
+      onEvent: emit,
+      record: (base, f) => ({ ...base, valMap07: f.valMap07!, valMap: f.valMap! }),
+    });
+    const result: DetTrainResult = { finished: loop.finished, records: loop.records, globalUpdate: loop.globalUpdate, checkpoint: files.checkpoint, detector: det };
+    if (loop.finished && (options.export ?? true)) {
+      const exported = await exportDetectorRun(det, c, files.onnx);
+      emit({ type: 'exported', path: files.onnx, bytes: exported.bytes.length, check: exported.check });
+      result.onnx = files.onnx;
+      result.check = exported.check;
+    }
+    return result;
+  } catch (e) {
+    det.dispose();
+    throw e;
+  } finally {
+    opt.dispose();
+  }
+}
+
+/** Exports a trained detector with its labels and preprocessing, checks it in ONNX Runtime, writes it. */
+export async function exportDetectorRun(det: Detector, c: DetTrainConfig, file: string): Promise<{ bytes: Uint8Array; check: DetectorCheckReport }> {
+  const metadata = detectionMetadata({
+    arch: c.arch,
+    name: path.basename(path.dirname(path.resolve(file))),
+    labels: c.classes,
+    minSize: c.minSize,
+    maxSize: c.maxSize,
+    mean: IMAGENET_PREPROCESSING.mean,
+    std: IMAGENET_PREPROCESSING.std,
+    training: JSON.stringify({ backbone: c.backbone, pretrained: c.pretrained, epochs: c.epochs, batchSize: c.batchSize, data: c.data.spec }),
+  });
+  const bytes = exportDetector(det, { metadata });
+  const side = (v: number) => Math.max(32, Math.round(v / 16) * 16);
+  const check = await checkDetectorExport(det, bytes, {
+    sizes: [
+      [side(c.minSize), side(c.minSize)],
+      [side(c.minSize), side(Math.min(c.maxSize, c.minSize * 1.33))],
+      [side(Math.min(c.maxSize, c.minSize * 1.25)), side(c.minSize * 0.9)],
+    ],
+  });
+  if (!check.passed) throw new UserError(`the exported detector does not reproduce the trained one (${describeDetectorCheck(check)}); the checkpoint is kept, nothing was written to ${file}`);
+  await writeFileAtomic(file, bytes);
+  return { bytes, check };
+}
+
+/** Detection as a task of the run loop. */
+function detectionTask(det: Detector, options: DetTrainOptions, trainable: [string, tf.Variable][], emit: (e: DetTrainEvent) => void): LoopTask<DetBatch> {
+  const c = options.config;
+  const images = options.data.train.images;
+  const C = c.classes.length;
+  const cfg = det.config;
+  const load = (epoch: number, order: Int32Array, index: number): Promise<DetBatch> =>
+    loadDetectionBatch(images, order.subarray(index * c.microBatch, (index + 1) * c.microBatch), {
+      minSize: c.minSize,
+      maxSize: c.maxSize,
+      seed: c.seed,
+      epoch,
+      flipProbability: c.flip,
+    }).then((b) => ({ ...b, epoch, index }));
+
+  return {
+    batches(epoch, skip) {
+      const order = epochOrder(images.length, { shuffle: true, seed: c.seed, epoch });
+      const count = Math.floor(images.length / c.microBatch);
+      let next = skip;
+      // One micro-batch ahead: decoding runs in sharp's threads while the model computes.
+      let ahead: Promise<DetBatch> | undefined = next < count ? load(epoch, order, next) : undefined;
+      ahead?.catch(() => {});
+      return {
+        async next(): Promise<IteratorResult<DetBatch>> {
+          if (!ahead) return { done: true, value: undefined };
+          const current = ahead;
+          next++;
+          ahead = next < count ? load(epoch, order, next) : undefined;
+          ahead?.catch(() => {});
+          return { done: false, value: await current };
+        },
+        async return(): Promise<IteratorResult<DetBatch>> {
+          ahead = undefined;
+          return { done: true, value: undefined };
+        },
+      };
+    },
+    count: (b) => b.count,
+    step: async (b) => {
+      const rng = new Rng(sampleSeed(c.seed ^ 0x5a3c, b.epoch, b.index));
+      const terms: Record<string, Tensor> = {};
+      const { value, grads } = tf.tidy(() => {
+        const x = tf.tensor4d(b.images, [b.count, b.height, b.width, 3]) as Tensor4D;
+        return tf.variableGrads(() => {
+          const r = det.rpn(x, 'frozen');
+          const anchors = det.anchors(r.features);
+          const A = anchors.length / 4;
+          // The proposals and the targets take no gradient: values read here (wasm and cpu read synchronously).
+          const lv = r.logits.dataSync() as Float32Array;
+          const dv = r.deltas.dataSync() as Float32Array;
+          const rpnT = { labels: new Float32Array(b.count * A), sampled: new Float32Array(b.count * A), deltas: new Float32Array(b.count * A * 4), positive4: new Float32Array(b.count * A * 4), count: 0 };
+          const roisPer: Float32Array[] = [];
+          const roiLabels: number[] = [];
+          const roiDeltas: number[] = [];
+          b.targets.forEach((t, n) => {
+            const image = { height: t.height, width: t.width };
+            const rt = rpnTargets(anchors, t.boxes, image, rng, cfg.rpnTargets);
+            for (let a = 0; a < A; a++) {
+              const l = rt.labels[a]!;
+              if (l < 0) continue;
+              rpnT.sampled[n * A + a] = 1;
+              rpnT.count++;
+              if (l === 1) {
+                rpnT.labels[n * A + a] = 1;
+                for (let k = 0; k < 4; k++) {
+                  rpnT.deltas[(n * A + a) * 4 + k] = rt.deltas[4 * a + k]!;
+                  rpnT.positive4[(n * A + a) * 4 + k] = 1;
+                }
+              }
+            }
+            const props = det.proposals(lv.subarray(n * A, (n + 1) * A), dv.subarray(4 * n * A, 4 * (n + 1) * A), anchors, 1, image, true)[0]!;
+            const rs = sampleRois(props, t.boxes, t.labels, rng, cfg.roiTargets);
+            roisPer.push(rs.rois);
+            roiLabels.push(...rs.labels);
+            roiDeltas.push(...rs.deltas);
+          });
+          const rpnL = rpnLoss(r.logits, r.deltas, rpnT, cfg.rpnTargets.boxBeta);
+          const { rois, batchIndices } = concatRois(roisPer);
+          const labels = Int32Array.from(roiLabels);
+          const S = labels.length;
+          const [cls, box] = det.heads(r.features, tf.tensor2d(rois, [S, 4]) as Tensor2D, tf.tensor1d(batchIndices, 'int32') as Tensor1D, 'frozen');
+          const cols = classColumns(labels, Float32Array.from(roiDeltas), C);
+          const roiL = roiLoss(cls, box, { labels, ...cols }, cfg.roiTargets.boxBeta);
+          terms.rpn_cls = tf.keep(rpnL.cls);
+          terms.rpn_box = tf.keep(rpnL.box);
+          terms.rcnn_cls = tf.keep(roiL.cls);
+          terms.rcnn_box = tf.keep(roiL.box);
+          return tf.addN([rpnL.cls, rpnL.box, roiL.cls, roiL.box]) as tf.Scalar;
+        }, trainable.map(([, v]) => v));
+      });
+      const names = Object.keys(terms);
+      const values = await Promise.all([value, ...names.map((k) => terms[k]!)].map((t) => t.data()));
+      tf.dispose([value, ...Object.values(terms)]);
+      return { loss: values[0]![0]!, grads, terms: Object.fromEntries(names.map((k, i) => [k, values[i + 1]![0]!])) };
+    },
+    diagnose: (b) => {
+      for (let i = 0; i < b.images.length; i++) if (!Number.isFinite(b.images[i]!)) return 'the input batch holds non-finite values (a data problem)';
+      const bad = [...det.params.specs.keys()].filter((n) => (det.params.get(n).dataSync() as Float32Array).some((v) => !Number.isFinite(v)));
+      if (bad.length) return `${bad.length} parameter tensors hold non-finite values (first: ${bad.slice(0, 3).join(', ')}): the previous updates diverged`;
+      return 'inputs and parameters are finite, so the forward pass overflowed (the learning rate is probably too high)';
+    },
+    evaluate: async (epoch) => {
+      const r = await evaluateDetector(det, options.data.val.images, c.classes, {
+        minSize: c.minSize,
+        maxSize: c.maxSize,
+        onProgress: (done, total) => emit({ type: 'validating', epoch, done, total }),
+      });
+      return { fields: { valMap07: r.result.map07, valMap: r.result.map }, seconds: r.seconds };
+    },
+  };
+}
