@@ -15,26 +15,15 @@
  *
  *   node dist/scripts/quickstart.js [--epochs 12] [--out out/quickstart] [--name fashion-resnet18d]
  */
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { loadEmbeddedFashion } from '../src/data/embedded.js';
 import { FASHION_MNIST_CLASSES } from '../src/data/idx.js';
+import { zooRunner } from './zoo_cli.js';
 
-const zooBin = fileURLToPath(new URL('../zoo/index.js', import.meta.url));
-
-function zoo(args: string[], capture = false): string {
-  process.stdout.write(`\n$ zoo ${args.map((a) => (/[\s"']/.test(a) ? JSON.stringify(a) : a)).join(' ')}\n`);
-  const r = spawnSync(process.execPath, [zooBin, ...args], { stdio: capture ? ['ignore', 'pipe', 'inherit'] : 'inherit', encoding: 'utf8' });
-  if (r.status !== 0) {
-    process.stderr.write(`quickstart: 'zoo ${args[0]}' failed (exit ${r.status ?? r.signal})\n`);
-    process.exit(r.status ?? 1);
-  }
-  return capture ? r.stdout : '';
-}
+const zoo = zooRunner('quickstart');
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
