@@ -10,6 +10,9 @@
  *   the paper's augmentation at 32x32, and JPEG files decoded and augmented at 224x224;
  * and, where Debian's python3-torch is installed, PyTorch CPU on the same shapes with the same number
  * of threads, printing each tfjs/ORT figure as a ratio to PyTorch measured in the same run.
+ * Then the detection part (scripts/bench-detection.ts): the exported ResNet-50-D Faster R-CNN in
+ * onnxruntime-node at 600x1000 beside torchvision's FasterRCNN in the same configuration
+ * (`--no-detection` skips it; `node dist/scripts/bench-detection.js` runs it alone).
  * Writes the figures as JSON (default bench-results/bench.json). `--profile` adds a per-kernel
  * breakdown of one training step at each shape.
  */
@@ -37,6 +40,7 @@ import type { ImageDataset } from '../src/data/dataset.js';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
+import { benchDetection, describeDetection, type DetectionBenchResult } from './bench-detection.js';
 
 interface PipelineResult {
   name: string;
@@ -202,10 +206,11 @@ async function main(): Promise<void> {
     .option('--runs <n>', 'timed runs per case', (v) => Number(v), 5)
     .option('--out <file>', 'JSON output', 'bench-results/bench.json')
     .option('--no-torch', 'skip the PyTorch peer')
+    .option('--no-detection', 'skip the detection benchmark')
     .option('--profile', 'print a per-kernel breakdown of the training steps')
     .option('--backend <name>', 'compute backend (default: auto)')
     .parse(process.argv)
-    .opts<{ runs: number; out: string; torch: boolean; profile?: boolean; backend?: string }>();
+    .opts<{ runs: number; out: string; torch: boolean; detection: boolean; profile?: boolean; backend?: string }>();
   const info = await initBackend({ ...(opts.backend ? { backend: opts.backend } : {}), purpose: 'training' });
   const threads = info.threads;
   console.log(`${describeBackend(info)}; ${os.cpus()[0]?.model ?? 'cpu'}, ${os.availableParallelism()} cores; ${opts.runs} runs per case`);
@@ -330,9 +335,15 @@ async function main(): Promise<void> {
     console.log(`${r.name}: data pipeline adds ${(100 * r.overhead).toFixed(1)}% to the step (target <= 10%: ${r.overhead <= 0.1 ? 'met' : 'NOT met'})`);
   }
   if (peakHeap) console.log(`wasm heap after training steps: ${(peakHeap / 2 ** 30).toFixed(2)} GiB (limit 4 GiB)`);
+  let detection: DetectionBenchResult | null = null;
+  if (opts.detection) {
+    console.log('\nDetection: Faster R-CNN ResNet-50-D C4, 600x1000, onnxruntime-node and PyTorch alternately...');
+    detection = await benchDetection({ runs, threads, torch: opts.torch });
+    console.log(describeDetection(detection));
+  }
   await writeFileAtomic(
     opts.out,
-    JSON.stringify({ date: new Date().toISOString(), backend: info, cpu: os.cpus()[0]?.model, cores: os.availableParallelism(), torch: torch ?? null, wasmHeapBytes: peakHeap || null, results, pipeline }, null, 2),
+    JSON.stringify({ date: new Date().toISOString(), backend: info, cpu: os.cpus()[0]?.model, cores: os.availableParallelism(), torch: torch ?? null, wasmHeapBytes: peakHeap || null, results, pipeline, detection }, null, 2),
   );
   console.log(`wrote ${opts.out}`);
 }
