@@ -9,6 +9,8 @@
  *   pull(name, { onProgress })                             a published model into the cache
  *   fromPretrained(name, { numClasses })                   a tfjs model with its weights, to fine-tune
  *   train(options, { onEpoch, onProgress, signal })       the paper's training, as `zoo train`
+ *   pipeline('object-detection', 'runs/det')              a function from images to boxes (ONNX Runtime)
+ *   trainDetection({ backbone, data })                     fine-tune a Faster R-CNN, as `zoo det train`
  *
  * Below it are the pieces they are made of: backends, the model registry and builder, ONNX export and
  * checks, the resolver and the hub. All share the command line's cache (ZOO_CACHE), settings and
@@ -17,7 +19,9 @@
 /** tfjs-core, the very instance zoo's models use (a second copy of it would hold no zoo tensors). */
 export * as tf from '@tensorflow/tfjs-core';
 export { pipeline, predict, PIPELINE_TASKS } from './api/pipelines.js';
-export type { ImageClassificationPipeline, PipelineOptions, PipelineTask, ClassifyCallOptions } from './api/pipelines.js';
+export type { ImageClassificationPipeline, ObjectDetectionPipeline, PipelineOptions, PipelineTask, ClassifyCallOptions } from './api/pipelines.js';
+export { trainDetection, evaluateDetection, exportDetection, detect, openDetector, drawDetections } from './api/detection.js';
+export type { DetTrainRequest, DetTrainCallbacks, DetTrainOutcome, DetEvalRequest, DetEvalOutcome, ImageDetection, DetectorSession } from './api/detection.js';
 export { pull, fromPretrained } from './api/pretrained.js';
 export { train, planTraining } from './api/train.js';
 export type { TrainRequest, TrainCallbacks, TrainOutcome, TrainProgress, TrainPlan } from './api/train.js';
@@ -71,4 +75,22 @@ export { readGluonZip, parseMxnetParams } from './formats/mxnet.js';
 export { FormatError } from './formats/types.js';
 export { trainedLikeInit } from './models/calibrate.js';
 export { SGD } from './train/optim.js';
+export { runLoop, TrainingError } from './train/loop.js';
+export type { LoopTask, LoopOptions, LoopRecord, LoopEvent, MicroStep } from './train/loop.js';
+export { Detector, createDetector } from './detection/detector.js';
+export { FasterRcnn, defaultFasterRcnnConfig, StandardRpnHead, StageBoxHead, StandardBoxPredictor } from './detection/faster_rcnn.js';
+export type { FasterRcnnConfig, FasterRcnnParts, RpnHead, BoxHead, BoxPredictor, ProposalOptions, DetectionOptions } from './detection/faster_rcnn.js';
+export { AnchorGenerator, DEFAULT_ANCHORS } from './detection/anchors.js';
+export { exportDetector, checkDetectorExport } from './detection/export.js';
+export { trainDetector } from './detection/train.js';
+export type { DetTrainConfig, DetEpochRecord, DetTrainEvent } from './detection/train.js';
+export { readVoc, VOC_CLASSES } from './detection/voc.js';
+export type { VocDataset, VocImage, VocObject } from './detection/voc.js';
+export { generateVocSet } from './detection/voc_generate.js';
+export { loadDetectionBatch, loadDetectionSample, collateDetection } from './detection/transform.js';
+export { evaluateVoc, readVocDetections, writeVocDetections } from './detection/voc_eval.js';
+export type { Detection, VocEvalResult } from './detection/voc_eval.js';
+export { loadDetectorWeights } from './detection/weights.js';
+export { roiAlign } from './ops/roi_align.js';
+export type { RoiAlignOptions } from './ops/roi_align.js';
 export type { SgdOptions } from './train/optim.js';

@@ -10,13 +10,14 @@
  *
  * Tasks: 'image-classification'. (Detection and segmentation join as their heads land.)
  */
+import { detect, openDetector, type ImageDetection } from './detection.js';
 import { UserError } from '../errors.js';
 import { ImageClassifier, type Classification, type ImageInput, type ImageResult } from '../predict/classifier.js';
 import type { Preprocessing } from '../predict/preprocessing.js';
 import type { ProviderChoice } from '../runtime/ort.js';
 import { resolveLoading, type LoadOptions } from './pretrained.js';
 
-export const PIPELINE_TASKS = ['image-classification'] as const;
+export const PIPELINE_TASKS = ['image-classification', 'object-detection'] as const;
 export type PipelineTask = (typeof PIPELINE_TASKS)[number];
 
 export interface PipelineOptions extends LoadOptions {
@@ -82,12 +83,37 @@ async function imageClassification(model: string, options: PipelineOptions): Pro
   }) as ImageClassificationPipeline;
 }
 
+/** `pipeline('object-detection', ...)`: the objects of images, boxes in each image's own pixels. */
+export interface ObjectDetectionPipeline {
+  (image: string | Uint8Array, options?: { threshold?: number }): Promise<ImageDetection[]>;
+  (images: readonly (string | Uint8Array)[], options?: { threshold?: number }): Promise<ImageDetection[][]>;
+  readonly task: 'object-detection';
+  readonly model: string;
+  readonly labels: readonly string[];
+  readonly device: 'cpu' | 'cuda';
+  dispose(): Promise<void>;
+}
+
+async function objectDetection(model: string, options: PipelineOptions): Promise<ObjectDetectionPipeline> {
+  const d = await openDetector(model, { ...(options.device ? { device: options.device } : {}) });
+  if (d.session.note) options.onNote?.(d.session.note);
+  const call = async (input: string | Uint8Array | readonly (string | Uint8Array)[], o: { threshold?: number } = {}) => {
+    const list = Array.isArray(input) ? [...(input as readonly (string | Uint8Array)[])] : [input as string | Uint8Array];
+    const found = await detect(d, list, o);
+    return Array.isArray(input) ? found : found[0]!;
+  };
+  return Object.assign(call, { task: 'object-detection' as const, model: d.file, labels: d.meta.labels, device: d.session.provider, dispose: () => d.close() }) as ObjectDetectionPipeline;
+}
+
 /** A pipeline for `task` over `model`; see the module comment. */
 export async function pipeline(task: 'image-classification', model: string, options?: PipelineOptions): Promise<ImageClassificationPipeline>;
-export async function pipeline(task: PipelineTask, model: string, options: PipelineOptions = {}): Promise<ImageClassificationPipeline> {
+export async function pipeline(task: 'object-detection', model: string, options?: PipelineOptions): Promise<ObjectDetectionPipeline>;
+export async function pipeline(task: PipelineTask, model: string, options: PipelineOptions = {}): Promise<ImageClassificationPipeline | ObjectDetectionPipeline> {
   switch (task) {
     case 'image-classification':
       return imageClassification(model, options);
+    case 'object-detection':
+      return objectDetection(model, options);
     default:
       throw new UserError(`unknown pipeline task '${String(task)}'; the tasks are ${PIPELINE_TASKS.join(', ')}`, { exitCode: 2 });
   }
