@@ -17,6 +17,9 @@ import { RUN_FILES } from '../train/run_config.js';
 import { loadCheckpointParams } from '../train/checkpoint.js';
 import { createSession, type Session } from '../runtime/ort.js';
 import { findLocalModel } from '../hub/local.js';
+import { modelDir, readManifest } from '../hub/cache.js';
+import { hubSettings } from '../hub/settings.js';
+import { loadPublishedDetectors } from '../detection/weights.js';
 import { fromPretrained } from './pretrained.js';
 import { createDetector } from '../detection/detector.js';
 import { defaultFasterRcnnConfig } from '../detection/faster_rcnn.js';
@@ -237,6 +240,14 @@ export async function resolveDetectorFile(ref: string): Promise<string> {
   if (existsSync(ref)) return ref;
   const local = await findLocalModel(ref);
   if (local) return local.onnx;
+  const published = loadPublishedDetectors().find((e) => e.name === ref || e.aliases.includes(ref));
+  if (published) {
+    const manifest = await readManifest(published.name, hubSettings());
+    const record = manifest?.meta?.detector as { onnx?: { file?: string } } | undefined;
+    const file = record?.onnx?.file ? path.join(modelDir(published.name, hubSettings()), record.onnx.file) : undefined;
+    if (file && existsSync(file)) return file;
+    throw new UserError(`${published.name} is a published detector that is not in the cache: run 'zoo pull ${ref}' first`);
+  }
   throw new UserError(`'${ref}' is not a detector: give a detection run directory, an exported .onnx file or a local zoo name`);
 }
 

@@ -5,6 +5,7 @@ import { pullModel, PullError, type PullResult } from '../../src/hub/pull.js';
 import { progressPrinter } from '../../src/hub/cache.js';
 import { hubSettings } from '../../src/hub/settings.js';
 import { UserError } from '../../src/errors.js';
+import { loadPublishedDetectors, pullDetector } from '../../src/detection/weights.js';
 import { action, number } from '../run.js';
 
 /** Parses a number of seconds (0 allowed) into milliseconds, naming the option when it is not one. */
@@ -91,6 +92,17 @@ Examples:
     )
     .action(
       action(async (name: string, opts: { fp16?: boolean; force?: boolean; json?: boolean; lockTimeout?: number; downloadTimeout?: number }) => {
+        const detector = loadPublishedDetectors().find((e) => e.name === name || e.aliases.includes(name));
+        if (detector) {
+          await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), gradients: false });
+          const r = await pullDetector(detector, { force: opts.force ?? false, settings: hubSettings(), log: (s) => process.stderr.write(`${s}\n`) });
+          process.stdout.write(
+            opts.json
+              ? `${JSON.stringify({ name: r.name, arch: r.record.arch, task: r.record.task, fromCache: r.fromCache, onnx: r.onnx, weights: r.weights, check: r.record.check }, null, 2)}\n`
+              : `${r.fromCache ? 'already in the cache' : 'pulled'}: ${r.name} (Faster R-CNN on ${r.record.arch}) from ${r.record.source.url}\n  ${r.onnx}\n  ONNX Runtime check: ${r.record.check.cases.join(', ')} detections matched\n`,
+          );
+          return;
+        }
         const { entry, notes } = await resolvePublished(name, { command: 'zoo pull' });
         for (const n of notes) process.stderr.write(`note: ${n}\n`);
         await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), gradients: false });
