@@ -5,6 +5,7 @@
  * them, and their errors.
  */
 import test from 'ava';
+import * as tf from '@tensorflow/tfjs-core';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,7 +35,9 @@ const SMALL = { backbone: 'resnet_test', minSize: 96, maxSize: 128, rpnChannels:
 test.serial('a short detection run lowers the loss, logs the VOC mAP each epoch, checkpoints, and exports a checked graph with its metadata', async (t) => {
   const out = path.join(tmp, 'run');
   const events: string[] = [];
+  const before = tf.memory().numTensors;
   const r = await trainDetection({ ...SMALL, data: root, out, epochs: 3 }, { onEvent: (e) => events.push(e.type) });
+  t.is(tf.memory().numTensors, before, 'tensors left behind by a run (steps, validation, export check)');
   t.true(r.finished);
   t.is(r.records.length, 3);
   const first = r.records[0]!;

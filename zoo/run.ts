@@ -71,3 +71,22 @@ export function table(rows: string[][], header?: string[], options: { width?: nu
   if (header) out.splice(1, 0, widths.map((w) => '-'.repeat(w)).join('  '));
   return out.join('\n');
 }
+
+/**
+ * Runs a long job that stops cleanly on Ctrl-C: the first Ctrl-C aborts the signal (the run finishes
+ * its update and checkpoints), a second one quits at once (the last checkpoint stays intact).
+ */
+export async function withStopSignal<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const stop = new AbortController();
+  const onSigint = () => {
+    if (stop.signal.aborted) process.exit(130);
+    process.stderr.write('\nstopping after this update (Ctrl-C again to quit now)...\n');
+    stop.abort();
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    return await fn(stop.signal);
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}

@@ -28,7 +28,7 @@ import { Rng } from '../util/random.js';
 import { SGD } from '../train/optim.js';
 import { LrSchedule } from '../train/schedule.js';
 import { RUN_FILES } from '../train/run_config.js';
-import { readEpochLog, runLoop, type LoopEvent, type LoopRecord, type LoopTask } from '../train/loop.js';
+import { checkInteger, checkRunOptions, readEpochLog, runLoop, updatesIn, type LoopEvent, type LoopRecord, type LoopTask } from '../train/loop.js';
 import type { CheckpointState } from '../train/checkpoint.js';
 import { createDetector, concatRois, type Detector } from './detector.js';
 import type { FasterRcnnConfig } from './faster_rcnn.js';
@@ -142,19 +142,10 @@ export interface DetTrainResult {
 /** Checks a configuration before any work starts. */
 export function validateDetConfig(c: DetTrainConfig): void {
   getModelEntry(c.arch);
-  const int = (v: number, name: string, min = 1) => {
-    if (!Number.isInteger(v) || v < min) throw new UserError(`${name} must be an integer >= ${min}, got ${v}`, { exitCode: 2 });
-  };
-  int(c.epochs, '--epochs');
-  int(c.batchSize, '--batch-size');
-  int(c.microBatch, '--micro-batch');
-  int(c.minSize, '--min-size', 32);
-  int(c.maxSize, '--max-size', 32);
+  checkRunOptions(c);
+  checkInteger(c.minSize, '--min-size', 32);
+  checkInteger(c.maxSize, '--max-size', 32);
   if (c.maxSize < c.minSize) throw new UserError(`--max-size ${c.maxSize} is below --min-size ${c.minSize}`, { exitCode: 2 });
-  if (c.batchSize % c.microBatch !== 0) throw new UserError(`--batch-size ${c.batchSize} must be a multiple of --micro-batch ${c.microBatch}`, { exitCode: 2 });
-  if (!(c.lr > 0)) throw new UserError(`--lr must be positive, got ${c.lr}`, { exitCode: 2 });
-  if (!(c.momentum >= 0 && c.momentum < 1)) throw new UserError(`--momentum must be in [0, 1), got ${c.momentum}`, { exitCode: 2 });
-  if (!(c.weightDecay >= 0)) throw new UserError(`--weight-decay must be >= 0, got ${c.weightDecay}`, { exitCode: 2 });
   if (!(c.warmupEpochs >= 0 && c.warmupEpochs <= c.epochs)) throw new UserError(`--warmup must be between 0 and the run's ${c.epochs} epochs, got ${c.warmupEpochs}`, { exitCode: 2 });
   if (!c.steps.every((s) => s > 0 && s < 1)) throw new UserError(`--lr-steps must be fractions of the run in (0, 1), got ${c.steps.join(',')}`, { exitCode: 2 });
   if (!(c.flip >= 0 && c.flip <= 1)) throw new UserError(`--flip must be a probability in [0, 1], got ${c.flip}`, { exitCode: 2 });
@@ -164,7 +155,7 @@ export function validateDetConfig(c: DetTrainConfig): void {
 }
 
 export function detUpdatesPerEpoch(c: DetTrainConfig): number {
-  return Math.floor(Math.floor(c.data.train / c.microBatch) / (c.batchSize / c.microBatch));
+  return updatesIn(c.data.train, c.batchSize, c.microBatch);
 }
 
 export function detSchedule(c: DetTrainConfig): LrSchedule {

@@ -21,6 +21,31 @@ import type { SGD } from './optim.js';
 /** A non-finite loss or a broken configuration stops the run with this error. */
 export class TrainingError extends UserError {}
 
+/** Checks an option that must be a whole number of at least `min` (a usage error naming the flag). */
+export function checkInteger(v: number, name: string, min = 1): void {
+  if (!Number.isInteger(v) || v < min) throw new UserError(`${name} must be an integer >= ${min}, got ${v}`, { exitCode: 2 });
+}
+
+/** The options every task's run has, checked with the flags' names: epochs, batches, SGD. */
+export function checkRunOptions(c: { epochs: number; batchSize: number; microBatch: number; lr: number; momentum: number; weightDecay: number }): void {
+  checkInteger(c.epochs, '--epochs');
+  checkInteger(c.batchSize, '--batch-size');
+  checkInteger(c.microBatch, '--micro-batch');
+  if (c.batchSize % c.microBatch !== 0) {
+    throw new UserError(`--batch-size ${c.batchSize} must be a multiple of --micro-batch ${c.microBatch} (the effective batch is made of whole micro-batches)`, {
+      exitCode: 2,
+    });
+  }
+  if (!(c.lr > 0)) throw new UserError(`--lr must be positive, got ${c.lr}`, { exitCode: 2 });
+  if (!(c.momentum >= 0 && c.momentum < 1)) throw new UserError(`--momentum must be in [0, 1), got ${c.momentum}`, { exitCode: 2 });
+  if (!(c.weightDecay >= 0)) throw new UserError(`--weight-decay must be >= 0, got ${c.weightDecay}`, { exitCode: 2 });
+}
+
+/** Optimizer updates in one epoch of `samples`: whole effective batches of whole micro-batches. */
+export function updatesIn(samples: number, batchSize: number, microBatch: number): number {
+  return Math.floor(Math.floor(samples / microBatch) / (batchSize / microBatch));
+}
+
 /** The fields every epoch record has; a task adds its evaluation's. */
 export interface LoopRecord {
   epoch: number;

@@ -45,7 +45,7 @@ import { SGD } from './optim.js';
 import { LrSchedule } from './schedule.js';
 import { distillationLoss, mixup, sampleBeta, smoothTargets, softCrossEntropy } from './loss.js';
 import type { CheckpointState } from './checkpoint.js';
-import { TrainingError, readEpochLog as readLog, runLoop, type LoopRecord, type LoopTask } from './loop.js';
+import { TrainingError, checkInteger, checkRunOptions, readEpochLog as readLog, runLoop, updatesIn, type LoopRecord, type LoopTask } from './loop.js';
 import { configDiffs, readRunConfig } from './run_config.js';
 import { evaluateModel, type EvalResult } from './evaluate.js';
 import type { Tricks, RecipeName } from './recipes.js';
@@ -150,24 +150,11 @@ export { TrainingError };
 /** Checks a configuration before any work starts. */
 export function validateConfig(c: TrainConfig): void {
   getModelEntry(c.arch);
-  const int = (v: number, name: string, min = 1) => {
-    if (!Number.isInteger(v) || v < min) throw new UserError(`${name} must be an integer >= ${min}, got ${v}`, { exitCode: 2 });
-  };
-  int(c.epochs, '--epochs');
-  int(c.batchSize, '--batch-size');
-  int(c.microBatch, '--micro-batch');
-  int(c.imageSize, '--image-size', 8);
+  checkRunOptions({ ...c, lr: c.baseLr });
+  checkInteger(c.imageSize, '--image-size', 8);
   if (defaultResize(c.imageSize) > MAX_IMAGE_SIDE) {
     throw new UserError(`--image-size ${c.imageSize} needs a validation resize of ${defaultResize(c.imageSize)}; zoo takes sides up to ${MAX_IMAGE_SIDE}`, { exitCode: 2 });
   }
-  if (c.batchSize % c.microBatch !== 0) {
-    throw new UserError(`--batch-size ${c.batchSize} must be a multiple of --micro-batch ${c.microBatch} (the effective batch is made of whole micro-batches)`, {
-      exitCode: 2,
-    });
-  }
-  if (!(c.baseLr > 0)) throw new UserError(`--lr must be positive, got ${c.baseLr}`, { exitCode: 2 });
-  if (!(c.momentum >= 0 && c.momentum < 1)) throw new UserError(`--momentum must be in [0, 1), got ${c.momentum}`, { exitCode: 2 });
-  if (!(c.weightDecay >= 0)) throw new UserError(`--weight-decay must be >= 0, got ${c.weightDecay}`, { exitCode: 2 });
   if (!(c.minCropArea > 0 && c.minCropArea <= 1)) throw new UserError(`--min-crop-area must be in (0, 1], got ${c.minCropArea}`, { exitCode: 2 });
   const t = c.tricks;
   if (!(t.labelSmoothing >= 0 && t.labelSmoothing < 1)) throw new UserError(`--label-smoothing must be in [0, 1), got ${t.labelSmoothing}`, { exitCode: 2 });
@@ -193,7 +180,7 @@ export function validateConfig(c: TrainConfig): void {
 
 /** Optimizer updates in one epoch: whole effective batches of whole micro-batches. */
 export function updatesPerEpoch(c: TrainConfig): number {
-  return Math.floor(Math.floor(c.data.train / c.microBatch) / (c.batchSize / c.microBatch));
+  return updatesIn(c.data.train, c.batchSize, c.microBatch);
 }
 
 /** The learning-rate schedule of a run. */

@@ -7,7 +7,7 @@ import { detectionPrinter } from '../../src/detection/progress.js';
 import { formatVocResult, vocResultJson } from '../../src/detection/voc_eval.js';
 import { generateVocSet } from '../../src/detection/voc_generate.js';
 import { detect, drawDetections, evaluateDetection, exportDetection, openDetector, trainDetection, type DetTrainRequest } from '../../src/api/detection.js';
-import { action, number, positiveInt } from '../run.js';
+import { action, number, positiveInt, withStopSignal } from '../run.js';
 
 const fraction = (name: string) => number(name, (v) => v > 0 && v < 1, 'in (0, 1)');
 
@@ -82,16 +82,9 @@ Examples:
           ...(opts.export === false ? { export: false } : {}),
           ...(globals().backend ? { backend: globals().backend! } : {}),
         };
-        const stop = new AbortController();
-        const onSigint = () => {
-          if (stop.signal.aborted) process.exit(130);
-          process.stderr.write('\nstopping after this update (Ctrl-C again to quit now)...\n');
-          stop.abort();
-        };
-        process.on('SIGINT', onSigint);
-        try {
+        await withStopSignal(async (signal) => {
           const r = await trainDetection(request, {
-            signal: stop.signal,
+            signal,
             onBackend: (info) => process.stderr.write(`${describeBackend(info)}\n`),
             onEvent: detectionPrinter(),
           });
@@ -103,9 +96,7 @@ Examples:
           process.stdout.write(
             `finished ${r.config.epochs} epochs in ${formatDuration(r.seconds)}${last ? `: val mAP (VOC07) ${(100 * last.valMap07).toFixed(2)}%, area mAP ${(100 * last.valMap).toFixed(2)}%` : ''} (${r.dir})\n`,
           );
-        } finally {
-          process.off('SIGINT', onSigint);
-        }
+        });
       }),
     );
 }

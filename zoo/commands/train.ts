@@ -5,7 +5,7 @@ import type { TrainEvent } from '../../src/train/trainer.js';
 import { trainingPrinter, trainingJsonPrinter, writeJsonEvent, formatDuration } from '../../src/train/progress.js';
 import { train, type TrainRequest } from '../../src/api/train.js';
 import { UserError } from '../../src/errors.js';
-import { action, number, positiveInt } from '../run.js';
+import { action, number, positiveInt, withStopSignal } from '../run.js';
 
 const nonNegative = (name: string) => number(name, (v) => v >= 0, 'a number >= 0');
 const fraction = (name: string) => number(name, (v) => v >= 0 && v < 1, 'in [0, 1)');
@@ -140,19 +140,12 @@ Examples:
 async function runTrain(request: TrainRequest, json: boolean): Promise<void> {
   const human = trainingPrinter();
   let machine: ((e: TrainEvent) => void) | undefined;
-  // Ctrl-C: finish the update, checkpoint, stop. A second Ctrl-C quits at once (the last checkpoint stays intact).
-  const stop = new AbortController();
-  const onSigint = () => {
-    if (stop.signal.aborted) process.exit(130);
-    process.stderr.write('\nstopping after this update (Ctrl-C again to quit now)...\n');
-    stop.abort();
-  };
-  process.on('SIGINT', onSigint);
   // With --json, stdout carries only JSON lines: the human summary goes to stderr.
   const say = json ? (s: string) => process.stderr.write(s) : (s: string) => process.stdout.write(s);
-  try {
+  // Ctrl-C: finish the update, checkpoint, stop (withStopSignal).
+  await withStopSignal(async (signal) => {
     const r = await train(request, {
-      signal: stop.signal,
+      signal,
       onBackend: (info) => {
         process.stderr.write(`${describeBackend(info)}\n`);
         if (json) machine = trainingJsonPrinter(process.stdout, { start: { backend: info.name, outDir: request.out } });
@@ -182,7 +175,5 @@ async function runTrain(request: TrainRequest, json: boolean): Promise<void> {
       say(`added ${r.added.name} to the local zoo: ${r.added.onnx}\n`);
       if (json) writeJsonEvent('added', { name: r.added.name, onnx: r.added.onnx });
     }
-  } finally {
-    process.off('SIGINT', onSigint);
-  }
+  });
 }
