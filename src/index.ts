@@ -90,7 +90,7 @@ export { generateVocSet } from './detection/voc_generate.js';
 export { loadDetectionBatch, loadDetectionSample, collateDetection } from './detection/transform.js';
 export { evaluateVoc, readVocDetections, writeVocDetections } from './detection/voc_eval.js';
 export type { Detection, VocEvalResult } from './detection/voc_eval.js';
-export { loadDetectorWeights } from './detection/weights.js';
+export { loadDetectorWeights, findPublishedDetector, pullDetector, createPublishedDetector } from './detection/weights.js';
 export { roiAlign } from './ops/roi_align.js';
 export type { RoiAlignOptions } from './ops/roi_align.js';
 export type { SgdOptions } from './train/optim.js';

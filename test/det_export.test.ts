@@ -219,6 +219,10 @@ test.serial('the exported detector reproduces the tfjs detector on three image s
       t.true(c.maxBoxDiff <= 1e-3);
     }
     t.true(report.passed);
+    // An image too small for any proposal: no detections, in both runtimes (not an ONNX Runtime error).
+    const tiny = await checkDetectorExport(det, bytes, { sizes: [[15, 15], [15, 200]], batches: [1, 2] });
+    t.true(tiny.passed, JSON.stringify(tiny.cases));
+    t.true(tiny.cases.every((c) => c.onnx === 0 && c.tfjs === 0));
     // The batch axis is independent: image 1 of a batch of 2 is what it is alone.
     const x = smoothImages(2, 96, 128, 9);
     const s = await createSession(bytes);

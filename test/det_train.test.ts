@@ -153,6 +153,9 @@ test.serial('zoo det export, predict and generate as a user runs them; bad input
   const notDet = await runZoo(['det', 'predict', path.join(tmp, 'nowhere.onnx'), voc.images[0]!.file]);
   t.not(notDet.code, 0);
   t.false(notDet.stderr.includes('internal error'), notDet.stderr);
+  const asClassifier = await runZoo(['predict', run, voc.images[0]!.file]);
+  t.not(asClassifier.code, 0);
+  t.regex(asClassifier.stderr, /is a detection run .*zoo det predict/);
   const gen = await runZoo(['det', 'generate', path.join(tmp, 'gen'), '--train', '4', '--test', '2']);
   t.is(gen.code, 0, gen.stderr);
   t.regex(gen.stdout, /4 trainval .* 2 test/);

@@ -72,6 +72,8 @@ export interface DetTrainRequest {
   rpnChannels?: number;
   /** RoIAlign output side (GluonCV: 14; the box head's stride halves it). */
   roiSize?: number;
+  /** Anchor scales, multiples of the base size 16 (GluonCV: 2, 4, 8, 16, 32: 32 to 512 pixels). */
+  anchorScales?: number[];
   /** Regions sampled per image for the box head's loss (GluonCV: 128). */
   roisPerImage?: number;
   /** Proposals kept after NMS at test time (GluonCV: 300). */
@@ -105,9 +107,10 @@ function takeFirst(d: VocDataset, n: number | undefined): VocDataset {
 /** Fine-tunes a detector (see src/detection/train.ts). */
 export async function trainDetection(request: DetTrainRequest, callbacks: DetTrainCallbacks = {}): Promise<DetTrainOutcome> {
   let r = request;
+  let saved: DetTrainConfig | undefined;
   if (r.resume) {
     if (!r.out) throw new UserError('--resume needs --out, the run directory to continue', { exitCode: 2 });
-    const saved = await readDetRunConfig(path.join(r.out, RUN_FILES.config));
+    saved = await readDetRunConfig(path.join(r.out, RUN_FILES.config));
     r = { ...requestOf(saved), ...Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)) };
   }
   if (!r.backbone) throw new UserError('give --backbone: an architecture (e.g. resnet50d), a local zoo name, a weights file or a training run', { exitCode: 2 });
@@ -119,12 +122,15 @@ export async function trainDetection(request: DetTrainRequest, callbacks: DetTra
   const val = takeFirst(await readVoc(r.data, { split: valSplit, ...years }), r.limitVal);
   if (train.classes.join('\n') !== val.classes.join('\n')) throw new UserError(`the splits '${trainSplit}' and '${valSplit}' have different class lists`);
 
-  const info = await initBackend({ ...(r.backend ? { backend: r.backend } : {}), purpose: 'training' });
+  const info = await initBackend({ backend: detectionBackend(r.backend), purpose: 'training' });
   callbacks.onBackend?.(info);
   const random = listModels().includes(r.backbone);
   let backboneModel;
   let arch: string;
-  if (random) {
+  if (saved) {
+    // A resumed run's backbone is in its checkpoint: the source it came from is not read again.
+    arch = saved.arch;
+  } else if (random) {
     arch = r.backbone;
     getModelEntry(arch);
   } else {
@@ -136,9 +142,18 @@ export async function trainDetection(request: DetTrainRequest, callbacks: DetTra
   const config = detTrainConfig({
     arch,
     backbone: r.backbone,
-    pretrained: !random,
+    pretrained: saved ? saved.pretrained : !random,
     classes: [...train.classes],
-    data: { spec: path.resolve(r.data), trainSplit, valSplit, train: train.images.length, val: val.images.length },
+    data: {
+      spec: path.resolve(r.data),
+      trainSplit,
+      valSplit,
+      ...(r.years ? { years: [...r.years] } : {}),
+      trainFiles: train.splits,
+      valFiles: val.splits,
+      train: train.images.length,
+      val: val.images.length,
+    },
     ...defined({
       epochs: r.epochs,
       batchSize: r.batchSize,
@@ -155,7 +170,6 @@ export async function trainDetection(request: DetTrainRequest, callbacks: DetTra
     }),
     detector: detectorOverrides(r),
   });
-  if (r.lr === undefined && r.batchSize !== undefined) config.lr = 0.00125 * r.batchSize;
   const t0 = performance.now();
   let detector;
   try {
@@ -192,10 +206,20 @@ function detectorOverrides(r: DetTrainRequest): DetTrainConfig['detector'] {
   const base = defaultFasterRcnnConfig(1);
   return {
     ...(r.rpnChannels !== undefined ? { rpnChannels: r.rpnChannels } : {}),
+    ...(r.anchorScales !== undefined ? { anchors: { ...base.anchors, scales: [...r.anchorScales] } } : {}),
     ...(r.roiSize !== undefined ? { roiAlign: { ...base.roiAlign, outputSize: [r.roiSize, r.roiSize] as [number, number] } } : {}),
     ...(r.roisPerImage !== undefined ? { roiTargets: { ...base.roiTargets, batchSize: r.roisPerImage } } : {}),
     ...(r.testProposals !== undefined ? { rpnTest: { ...base.rpnTest, postNms: r.testProposals } } : {}),
   };
+}
+
+/**
+ * The tfjs backend of a detection job: the one asked for, else ZOO_BACKEND, else wasm. RoIAlign's
+ * kernels need tensor memory JavaScript can reach (wasm, cpu), so 'auto' must not pick tfjs-node.
+ */
+function detectionBackend(asked: string | undefined): string {
+  const b = asked ?? process.env.ZOO_BACKEND;
+  return !b || b === 'auto' ? 'wasm' : b;
 }
 
 function defined<T extends Record<string, unknown>>(o: T): Partial<T> {
@@ -209,6 +233,7 @@ function requestOf(c: DetTrainConfig): DetTrainRequest {
     data: c.data.spec,
     trainSplit: c.data.trainSplit,
     valSplit: c.data.valSplit,
+    ...(c.data.years ? { years: c.data.years } : {}),
     limitTrain: c.data.train,
     limitVal: c.data.val,
     epochs: c.epochs,
@@ -225,6 +250,7 @@ function requestOf(c: DetTrainConfig): DetTrainRequest {
     seed: c.seed,
     ...(c.detector.rpnChannels !== undefined ? { rpnChannels: c.detector.rpnChannels } : {}),
     ...(c.detector.roiAlign ? { roiSize: c.detector.roiAlign.outputSize[0] } : {}),
+    ...(c.detector.anchors ? { anchorScales: c.detector.anchors.scales } : {}),
     ...(c.detector.roiTargets ? { roisPerImage: c.detector.roiTargets.batchSize } : {}),
     ...(c.detector.rpnTest ? { testProposals: c.detector.rpnTest.postNms } : {}),
   };
@@ -322,7 +348,8 @@ export async function evaluateDetection(r: DetEvalRequest): Promise<DetEvalOutco
     // Result files name images by their id alone; a devkit of one year has unique ids.
     const years = new Set(voc.images.map((im) => im.year));
     if (years.size > 1) throw new UserError(`result files name images by id only; evaluate one year at a time (--years), not ${[...years].join(' and ')}`, { exitCode: 2 });
-    const files = await readVocDetections(r.detections, voc.classes, { imageIds: voc.images.map((im) => im.id) });
+    // With --limit, lines for the images past it are left out rather than refused.
+    const files = await readVocDetections(r.detections, voc.classes, { imageIds: voc.images.map((im) => im.id), ...(r.limit !== undefined ? { allowUnknownImages: true } : {}) });
     const year = voc.images[0]?.year ?? '';
     const dets = files.detections.map((d) => ({ ...d, imageId: `${year}/${d.imageId}` }));
     const result = evaluateVoc(groundTruth(voc.images), dets, voc.classes);
@@ -349,7 +376,7 @@ export async function evaluateDetection(r: DetEvalRequest): Promise<DetEvalOutco
 /** Exports a detection run's checkpoint as one checked ONNX graph. */
 export async function exportDetection(runDir: string, out: string, options: { backend?: string } = {}): Promise<{ file: string; bytes: number; check: DetectorCheckReport }> {
   const config = await readDetRunConfig(path.join(runDir, RUN_FILES.config));
-  await initBackend({ ...(options.backend ? { backend: options.backend } : {}), gradients: false });
+  await initBackend({ backend: detectionBackend(options.backend), gradients: false });
   const det = createDetector(config.arch, config.classes.length, { config: config.detector, seed: config.seed });
   try {
     await loadCheckpointParams(path.join(runDir, RUN_FILES.checkpoint), det);

@@ -37,8 +37,15 @@ export function exportDetector(det: Detector, options: DetectorExportOptions = {
   const features = net.trunk(b, 'input');
   const [logits, deltas] = net.rpnHead.forward(b, features);
   const { rois, batchIndices } = emitProposals(b, logits, deltas, features, info, net.anchorGenerator, det.config.rpnTest);
-  const [cls, box] = net.heads(b, features, rois, batchIndices);
-  emitDetections(b, cls, box, rois, batchIndices, info, det.numClasses, det.config.boxWeights, det.config.detections);
+  // ONNX Runtime's layout optimizer cannot run the box head over zero regions (an image too small for
+  // any proposal): one extra region always goes through it, pooled from image 0 but owned by image N,
+  // which does not exist, so it never becomes a detection.
+  const extraRoi = b.constFloat('det_extra_roi', [1, 4], [0, 0, 16, 16]);
+  const allRois = b.op('Concat', [rois, extraRoi], 'det_rois', { axis: 0 })[0]!;
+  const poolFrom = b.op('Concat', [batchIndices, b.constInt64('det_image0', [1], [0])], 'det_pool_from', { axis: 0 })[0]!;
+  const owners = b.op('Concat', [batchIndices, info.batch], 'det_owners', { axis: 0 })[0]!;
+  const [cls, box] = net.heads(b, features, allRois, poolFrom);
+  emitDetections(b, cls, box, allRois, owners, info, det.numClasses, det.config.boxWeights, det.config.detections);
   const D = det.config.detections.maxDetections;
   return encodeModel({
     name: `faster_rcnn_${det.arch}`,

@@ -9,7 +9,7 @@
  *
  * Defaults follow GluonCV's faster_rcnn_resnet50_v1b_voc (SPEC section 5): SGD momentum 0.9, batch norm
  * and the stem and stage 1 frozen, the learning rate divided by 10 at 70% of the run (GluonCV's 14 of
- * 20 epochs), a linear warmup; the rate follows torchvision's rule of 0.00125 per image of the batch.
+ * 20 epochs), a linear warmup, weight decay 5e-4, and 0.001 per image of the batch as the learning rate.
  * A run directory holds run.json, log.jsonl, checkpoint.safetensors and model.onnx, as a classification run's.
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -50,7 +50,8 @@ export interface DetTrainConfig {
   /** Whether the backbone's weights were loaded (false: random initialization). */
   pretrained: boolean;
   classes: string[];
-  data: { spec: string; trainSplit: string; valSplit: string; train: number; val: number };
+  /** The data as read: the split files of each year ('VOC2007/trainval', ...), and the years asked for. */
+  data: { spec: string; trainSplit: string; valSplit: string; years?: string[]; trainFiles?: string[]; valFiles?: string[]; train: number; val: number };
   epochs: number;
   /** Images per update. */
   batchSize: number;
@@ -73,8 +74,8 @@ export interface DetTrainConfig {
   detector: Partial<Omit<FasterRcnnConfig, 'numClasses'>>;
 }
 
-/** Default learning rate per image of the batch (torchvision's detection reference: 0.02 for 16 images). */
-export const LR_PER_IMAGE = 0.00125;
+/** Default learning rate per image of the batch (GluonCV's VOC training: 0.001 for one image per GPU). */
+export const LR_PER_IMAGE = 0.001;
 
 /** The configuration of a run from what the user gave, with GluonCV's defaults for the rest. */
 export function detTrainConfig(c: Partial<DetTrainConfig> & Pick<DetTrainConfig, 'arch' | 'backbone' | 'classes' | 'data'>): DetTrainConfig {
@@ -87,7 +88,7 @@ export function detTrainConfig(c: Partial<DetTrainConfig> & Pick<DetTrainConfig,
     microBatch: Math.min(c.microBatch ?? 2, batchSize),
     lr: LR_PER_IMAGE * batchSize,
     momentum: 0.9,
-    weightDecay: 1e-4,
+    weightDecay: 5e-4,
     warmupEpochs: 0.5,
     steps: [0.7],
     minSize: 600,
@@ -148,6 +149,10 @@ export function validateDetConfig(c: DetTrainConfig): void {
   if (c.maxSize < c.minSize) throw new UserError(`--max-size ${c.maxSize} is below --min-size ${c.minSize}`, { exitCode: 2 });
   if (!(c.warmupEpochs >= 0 && c.warmupEpochs <= c.epochs)) throw new UserError(`--warmup must be between 0 and the run's ${c.epochs} epochs, got ${c.warmupEpochs}`, { exitCode: 2 });
   if (!c.steps.every((s) => s > 0 && s < 1)) throw new UserError(`--lr-steps must be fractions of the run in (0, 1), got ${c.steps.join(',')}`, { exitCode: 2 });
+  const firstStep = Math.min(...c.steps) * c.epochs;
+  if (c.warmupEpochs > firstStep) {
+    throw new UserError(`--warmup ${c.warmupEpochs} reaches past the first --lr-steps decay (epoch ${firstStep}): the rate would fall tenfold the moment warmup ends; give a shorter --warmup`, { exitCode: 2 });
+  }
   if (!(c.flip >= 0 && c.flip <= 1)) throw new UserError(`--flip must be a probability in [0, 1], got ${c.flip}`, { exitCode: 2 });
   if (c.classes.length < 1) throw new UserError('the data set has no classes', { exitCode: 2 });
   if (c.data.val < 1) throw new UserError(`the validation split '${c.data.valSplit}' is empty`, { exitCode: 2 });

@@ -16,7 +16,7 @@
  * says what it needs (a `purpose`); a reference that cannot serve it is a UserError that says what the
  * command takes.
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { UserError, nearMatches } from '../errors.js';
@@ -109,10 +109,24 @@ export interface RunSummary {
 /** Reads `<dir>/run.json` (train/run_config.ts checks its shape); a UserError naming the file when it is not a zoo training run's. */
 export function readRunSummary(dir: string): RunSummary {
   const file = path.join(dir, RUN_FILES.config);
+  refuseDetectionRun(file);
   const c = readRunConfig(file);
   if (!listModels().includes(c.arch)) throw new UserError(`${file}: 'arch' names no architecture zoo builds ('${c.arch.slice(0, 60)}')`);
   if (c.imageSize < 8 || c.imageSize > 4096) throw new UserError(`${file}: 'imageSize' must be an integer from 8 to 4096, got ${c.imageSize}`);
   return { arch: c.arch, imageSize: c.imageSize, classes: parseLabels(c.data.classes, `${file}: data.classes`) };
+}
+
+/** A detection run is not a classifier: say so and where it goes, rather than call its run.json corrupt. */
+function refuseDetectionRun(file: string): void {
+  let task: unknown;
+  try {
+    task = (JSON.parse(readFileSync(file, 'utf8')) as { task?: unknown } | null)?.task;
+  } catch {
+    return; // readRunConfig names what is wrong with the file
+  }
+  if (task === 'detection') {
+    throw new UserError(`${path.dirname(file)} is a detection run (Faster R-CNN), not a classifier: use zoo det predict / zoo det eval / zoo det export with it`);
+  }
 }
 
 function runModel(ref: string, dir: string, summary: RunSummary): ResolvedModel {

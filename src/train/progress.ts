@@ -17,6 +17,8 @@ const PLAIN_EVERY_MS = 30_000;
 const PLAIN_CHECK_FROM = 2000;
 
 const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
+/** Images per second: whole numbers from 10 on, two significant digits below (a detector's 0.4 img/s). */
+const rate = (v: number) => (v >= 10 ? v.toFixed(0) : v.toPrecision(2));
 
 /** An `onEvent` for `train()` that draws progress on `stream`. */
 export function trainingPrinter(stream: ProgressStream = process.stderr, clock: () => number = () => performance.now()): (e: TrainEvent) => void {
@@ -51,7 +53,8 @@ export function trainingPrinter(stream: ProgressStream = process.stderr, clock: 
         const now = clock();
         const frac = e.update / e.itersPerEpoch;
         const left = e.imagesPerSecond > 0 ? ((e.itersPerEpoch - e.update) * e.batchSize) / e.imagesPerSecond : NaN;
-        const stats = `loss ${e.loss.toFixed(4)} lr ${e.lr.toPrecision(3)} ${e.imagesPerSecond.toFixed(0)} img/s ETA ${formatDuration(left)}`;
+        const terms = e.terms ? ` (${Object.entries(e.terms).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(' ')})` : '';
+        const stats = `loss ${e.loss.toFixed(4)}${terms} lr ${e.lr.toPrecision(3)} ${rate(e.imagesPerSecond)} img/s ETA ${formatDuration(left)}`;
         const head = `epoch ${e.epoch + 1}/${e.epochs}`;
         if (stream.isTTY) {
           if (now - lastDraw < REDRAW_MS && e.update < e.itersPerEpoch) return;

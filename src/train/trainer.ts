@@ -94,7 +94,7 @@ export interface EpochRecord extends LoopRecord {
 export type TrainEvent =
   | { type: 'start'; config: TrainConfig; params: number; itersPerEpoch: number; totalUpdates: number; peakLr: number; warmupUpdates: number; resumed?: CheckpointState }
   | { type: 'notice'; message: string }
-  | { type: 'progress'; epoch: number; epochs: number; update: number; itersPerEpoch: number; batchSize: number; loss: number; lr: number; imagesPerSecond: number }
+  | { type: 'progress'; epoch: number; epochs: number; update: number; itersPerEpoch: number; batchSize: number; loss: number; lr: number; imagesPerSecond: number; terms?: Record<string, number> }
   | { type: 'validating'; epoch: number; done: number; total: number }
   /** The image files of a split are being checked before the first epoch (src/data/verify.ts). */
   | { type: 'checking'; split: 'train' | 'val'; depth: VerifyDepth; done: number; total: number }
