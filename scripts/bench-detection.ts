@@ -87,8 +87,10 @@ export interface DetectionBenchResult {
     imagesPerSecond: number;
     counts: DetectionCounts;
   } | null;
-  /** zoo / PyTorch images per second. */
+  /** zoo / PyTorch images per second (of the medians). */
   ratio: number | null;
+  /** The median of the run-by-run ratios (each run of zoo against the PyTorch run that follows it). */
+  pairedRatio: number | null;
   target: number;
   profile?: DetectionProfile;
 }
@@ -280,6 +282,7 @@ export async function benchDetection(o: DetectionBenchOptions): Promise<Detectio
       writeFileSync(input, nchw);
       peer = TorchPeer.start(python, { threads: o.threads, height: H, width: W, classes, seed: 0, warmup: 1, input });
     }
+    // CPU against CPU: the peer runs on the CPU, so ONNX Runtime does too even where CUDA is installed.
     const session = await createSession(bytes, { provider: 'cpu', intraOpThreads: o.threads });
     const zooTimes: number[] = [];
     const torchTimes: number[] = [];
@@ -317,6 +320,7 @@ export async function benchDetection(o: DetectionBenchOptions): Promise<Detectio
       counts,
       torch: null,
       ratio: null,
+      pairedRatio: null,
       target: DETECTION_TARGET,
     };
     if (ready) {
@@ -332,6 +336,7 @@ export async function benchDetection(o: DetectionBenchOptions): Promise<Detectio
         counts: { proposals: Number(ready.proposals), afterNms: Number(ready.afterNms), detections: Number(ready.detections) },
       };
       result.ratio = result.imagesPerSecond / result.torch.imagesPerSecond;
+      result.pairedRatio = median(zooTimes.map((z, i) => torchTimes[i]! / z));
     }
     if (o.profile) result.profile = await profileSession(bytes, feeds, o.threads);
     return result;
@@ -363,6 +368,7 @@ export function describeDetection(r: DetectionBenchResult): string {
   if (r.torch) {
     lines.push(
       `  PyTorch:          median ${(r.torch.seconds * 1000).toFixed(0)} ms of ${r.torch.times.length}, ${r.torch.threads} threads (torch ${r.torch.torch}, torchvision ${r.torch.torchvision}); ${countText(r.torch.counts)}`,
+      `  ratio run by run: ${r.pairedRatio!.toFixed(2)}x (median over the ${r.times.length} pairs of alternated runs)`,
     );
   }
   if (r.profile) {
