@@ -10,11 +10,12 @@
  *   4. zoo det eval      VOC07 mAP of both exported detectors on the test split, in ONNX Runtime;
  *   5. zoo det predict   a few test images drawn with their boxes.
  *
- * The detector is GluonCV's configuration with its sizes turned down to fit two cores (a quarter-width
- * ResNet-50-D, RoIAlign 7x7, 64 sampled regions per image, a 256-channel RPN, images of 160 to 256
- * pixels); every one of them is a `zoo det train` option.
+ * The detector is GluonCV's configuration with its sizes turned down to fit two cores: a tiny ResNet-D
+ * (`resnet_test`: one bottleneck per stage, widths 8-64), images of 160-224 pixels at their own size, anchors
+ * of 32-128 pixels, a 128-channel RPN, RoIAlign 7x7, 64 sampled regions per image, 100 test proposals; every
+ * one of them is a `zoo det train` option.
  *
- *   node dist/scripts/demo-det.js [--out out/demo-det] [--epochs 4] [--pretrain-epochs 8] [--train 400] [--test 100]
+ *   node dist/scripts/demo-det.js [--out out/demo-det] [--epochs 6] [--pretrain-epochs 6] [--train 300] [--test 100]
  */
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -27,12 +28,12 @@ function main(): void {
   const { values } = parseArgs({
     options: {
       out: { type: 'string', default: path.join('out', 'demo-det') },
-      epochs: { type: 'string', default: '4' },
-      'pretrain-epochs': { type: 'string', default: '8' },
-      train: { type: 'string', default: '400' },
+      epochs: { type: 'string', default: '6' },
+      'pretrain-epochs': { type: 'string', default: '6' },
+      train: { type: 'string', default: '300' },
       test: { type: 'string', default: '100' },
-      arch: { type: 'string', default: 'resnet50d_small' },
-      name: { type: 'string', default: 'fashion-resnet50d-small' },
+      arch: { type: 'string', default: 'resnet_test' },
+      name: { type: 'string', default: 'fashion-resnet-test' },
     },
   });
   const out = values.out!;
@@ -40,7 +41,7 @@ function main(): void {
   mkdirSync(out, { recursive: true });
   const vocDir = path.join(out, 'voc');
   rmSync(vocDir, { recursive: true, force: true });
-  zoo(['det', 'generate', vocDir, '--train', values.train!, '--test', values.test!]);
+  zoo(['det', 'generate', vocDir, '--train', values.train!, '--test', values.test!, '--sides', '160,224', '--items', '48,112', '--max-objects', '3']);
   const data = path.join(vocDir, 'VOCdevkit');
 
   const pre = path.join(out, 'backbone');
@@ -66,11 +67,12 @@ function main(): void {
     '--epochs', values.epochs!,
     '--batch-size', '4',
     '--micro-batch', '2',
-    '--lr', '0.02',
+    '--lr', '0.04',
     '--warmup', '0.5',
     '--min-size', '160',
-    '--max-size', '256',
-    '--rpn-channels', '256',
+    '--max-size', '224',
+    '--rpn-channels', '128',
+    '--anchor-scales', '2,4,8',
     '--roi-size', '7',
     '--rois-per-image', '64',
     '--test-proposals', '100',

@@ -162,3 +162,14 @@ test.serial('zoo det export, predict and generate as a user runs them; bad input
   const help = await runZoo(['det', 'train', '--help']);
   t.regex(help.stdout, /GluonCV's faster_rcnn_resnet50_v1b_voc/);
 });
+
+test.serial('a bad image stops a detection run before its first update, naming the file', async (t) => {
+  const set = await generateVocSet(path.join(tmp, 'bad'), { trainImages: 4, testImages: 2, minSide: 96, maxSide: 128, minItem: 28, maxItem: 48, maxObjects: 2, seed: 4 });
+  const test = await readVoc(set.root, { split: 'test' });
+  writeFileSync(test.images[1]!.file, Buffer.from('not a jpeg'));
+  const events: string[] = [];
+  const err = await t.throwsAsync(trainDetection({ ...SMALL, data: set.root, out: path.join(tmp, 'bad-run'), epochs: 1 }, { onEvent: (e) => events.push(e.type) }));
+  t.true(err!.message.includes(path.basename(test.images[1]!.file)), err!.message);
+  t.false(events.includes('progress'), 'no update ran');
+  t.false(existsSync(path.join(tmp, 'bad-run', 'checkpoint.safetensors')));
+});

@@ -29,6 +29,8 @@ export interface VerifyOptions {
   onProgress?: (done: number, total: number) => void;
   /** Stop checking when this aborts (what was found so far is returned). */
   signal?: AbortSignal;
+  /** The size a file must have (a detection annotation's), checked once the file is read. */
+  expectedSize?: (file: string) => { width: number; height: number; source: string } | undefined;
 }
 
 export interface BadImage {
@@ -53,7 +55,11 @@ export async function verifyImageFiles(files: readonly string[], options: Verify
       const i = next++;
       const file = files[i]!;
       try {
-        await check(file);
+        const got = await check(file);
+        const want = options.expectedSize?.(file);
+        if (want && (got.width !== want.width || got.height !== want.height)) {
+          throw new UserError(`${file}: the image is ${got.width}x${got.height} but ${want.source} says ${want.width}x${want.height}`);
+        }
       } catch (e) {
         if (!(e instanceof UserError)) throw e;
         // Files already in flight when the limit is reached still finish; they are not counted.

@@ -22,6 +22,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { getModelEntry } from '../models/registry.js';
 import type { Model } from '../models/model.js';
 import { registerCoreGradients } from '../backend/gradients.js';
+import { verifyImageFiles, type VerifyDepth } from '../data/verify.js';
 import { sampleSeed, epochOrder } from '../data/batch.js';
 import { IMAGENET_PREPROCESSING } from '../predict/preprocessing.js';
 import { Rng } from '../util/random.js';
@@ -110,6 +111,7 @@ export interface DetEpochRecord extends LoopRecord {
 export type DetTrainEvent =
   | { type: 'start'; config: DetTrainConfig; params: number; trainable: number; itersPerEpoch: number; totalUpdates: number; peakLr: number; warmupUpdates: number; resumed?: CheckpointState }
   | { type: 'validating'; epoch: number; done: number; total: number }
+  | { type: 'checking'; split: 'train' | 'val'; depth: VerifyDepth; done: number; total: number }
   | { type: 'exported'; path: string; bytes: number; check: DetectorCheckReport }
   | LoopEvent<DetEpochRecord>;
 
@@ -126,6 +128,11 @@ export interface DetTrainOptions {
   stopAfter?: number;
   /** Export and check model.onnx at the end (default true). */
   export?: boolean;
+  /**
+   * Check the images before the first update (default true): every validation image decoded, every
+   * training image's header read, and each against its annotation's size.
+   */
+  checkData?: boolean;
   onEvent?: (e: DetTrainEvent) => void;
 }
 
@@ -278,6 +285,21 @@ export async function trainDetector(options: DetTrainOptions): Promise<DetTrainR
     const diffs = configDiffs(await readDetRunConfig(files.config), c);
     if (diffs.length) throw new UserError(`--resume: the options differ from the run in ${out} (${RUN_FILES.config}): ${diffs.join('; ')}`, { exitCode: 2 });
     records = readEpochLog<DetEpochRecord>(files.log);
+  }
+  // A bad image stops the run now, by name, not at the end of the first epoch.
+  if (options.checkData ?? true) {
+    for (const [split, images, depth] of [['val', options.data.val.images, 'decode'], ['train', options.data.train.images, 'header']] as const) {
+      const sizes = new Map(images.map((im) => [im.file, { width: im.width, height: im.height, source: `its annotation ${im.annotation}` }]));
+      const bad = await verifyImageFiles([...sizes.keys()], {
+        depth,
+        expectedSize: (f) => sizes.get(f),
+        onProgress: (done, total) => emit({ type: 'checking', split, depth, done, total }),
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      if (bad.length) {
+        throw new UserError(`${bad.length} ${split === 'val' ? 'validation' : 'training'} image(s) cannot be used: ${bad.slice(0, 3).map((b) => b.message).join('; ')}. Replace or remove them and start again`);
+      }
+    }
   }
   await fsp.mkdir(out, { recursive: true });
 

@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describeBackend } from '../../src/backend/index.js';
+import { UserError } from '../../src/errors.js';
 import { formatDuration } from '../../src/train/progress.js';
 import { detectionPrinter } from '../../src/detection/progress.js';
 import { formatVocResult, vocResultJson } from '../../src/detection/voc_eval.js';
@@ -211,11 +212,30 @@ function generateCommand(): Command {
     .argument('<dir>', 'where VOCdevkit/VOC2007 goes')
     .option('--train <n>', 'trainval scenes (Fashion-MNIST training items)', positiveInt('--train'), 600)
     .option('--test <n>', 'test scenes (Fashion-MNIST test items)', positiveInt('--test'), 200)
+    .option('--sides <min,max>', 'range of the images\' width and height in pixels', list('--sides', positiveInt('--sides')), [160, 256])
+    .option('--items <min,max>', 'range of a pasted item\'s side in pixels', list('--items', positiveInt('--items')), [28, 100])
+    .option('--max-objects <n>', 'items per image: 1 to this', positiveInt('--max-objects'), 4)
     .option('--seed <n>', 'seed', number('--seed', Number.isInteger, 'an integer'), 0)
     .option('--force', 'replace a set generated before')
     .action(
-      action(async (dir: string, opts: { train: number; test: number; seed: number; force?: boolean }) => {
-        const s = await generateVocSet(dir, { trainImages: opts.train, testImages: opts.test, seed: opts.seed, ifExists: opts.force ? 'overwrite' : 'error' });
+      action(async (dir: string, opts: { train: number; test: number; sides: number[]; items: number[]; maxObjects: number; seed: number; force?: boolean }) => {
+        const pair = (v: number[], name: string) => {
+          if (v.length !== 2) throw new UserError(`${name} takes two numbers, min and max (e.g. 160,256), got ${v.join(',')}`, { exitCode: 2 });
+          return v as [number, number];
+        };
+        const [minSide, maxSide] = pair(opts.sides, '--sides');
+        const [minItem, maxItem] = pair(opts.items, '--items');
+        const s = await generateVocSet(dir, {
+          trainImages: opts.train,
+          testImages: opts.test,
+          minSide,
+          maxSide,
+          minItem,
+          maxItem,
+          maxObjects: opts.maxObjects,
+          seed: opts.seed,
+          ifExists: opts.force ? 'overwrite' : 'error',
+        });
         process.stdout.write(`wrote ${s.root}: ${s.counts.trainval} trainval (${s.counts.trainvalObjects} objects), ${s.counts.test} test (${s.counts.testObjects} objects) images, classes ${s.classes.join(', ')}\n`);
       }),
     );
