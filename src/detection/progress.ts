@@ -48,7 +48,7 @@ export function detectionPrinter(stream: ProgressStream = process.stderr): (e: D
         break;
       case 'exported': {
         const worst = Math.max(...e.check.cases.map((c) => c.maxBoxDiff));
-        say(`wrote ${e.path} (${(e.bytes / 1e6).toFixed(1)} MB), checked in ONNX Runtime on ${e.check.cases.length} image and batch sizes: every detection matched, box difference at most ${worst.toExponential(1)} of the image side`);
+        say(`wrote ${e.path} (${(e.bytes / 1e6).toFixed(1)} MB), checked in ONNX Runtime on ${e.check.cases.length} image and batch sizes: every detection matched, box coordinates within ${worst.toExponential(1)} relative`);
         break;
       }
       default:

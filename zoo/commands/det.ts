@@ -169,7 +169,7 @@ and TopK are in the graph. It is checked against the tfjs detector before it is 
       action(async (run: string, opts: { output: string }) => {
         const r = await exportDetection(run, opts.output, { ...(globals().backend ? { backend: globals().backend! } : {}) });
         const worst = Math.max(...r.check.cases.map((c) => c.maxBoxDiff));
-        process.stdout.write(`wrote ${r.file} (${(r.bytes / 1e6).toFixed(1)} MB): matches the tfjs detector on ${r.check.cases.length} image and batch sizes (box difference at most ${worst.toExponential(1)} of the image side)\n`);
+        process.stdout.write(`wrote ${r.file} (${(r.bytes / 1e6).toFixed(1)} MB): matches the tfjs detector on ${r.check.cases.length} image and batch sizes (box coordinates within ${worst.toExponential(1)} relative)\n`);
       }),
     );
 }
