@@ -19,6 +19,8 @@ import { readSafetensors } from '../src/formats/safetensors.js';
 import { vocResultFile } from '../src/detection/voc_eval.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'zoo-det-'));
+// The local zoo of these tests (--add-to-zoo) lives in the temporary directory.
+process.env.ZOO_CACHE = path.join(tmp, 'cache');
 let root = '';
 
 test.before(async () => {
@@ -36,7 +38,8 @@ test.serial('a short detection run lowers the loss, logs the VOC mAP each epoch,
   const out = path.join(tmp, 'run');
   const events: string[] = [];
   const before = tf.memory().numTensors;
-  const r = await trainDetection({ ...SMALL, data: root, out, epochs: 3 }, { onEvent: (e) => events.push(e.type) });
+  const r = await trainDetection({ ...SMALL, data: root, out, epochs: 3, addToZoo: 'test-detector' }, { onEvent: (e) => events.push(e.type) });
+  t.deepEqual(r.added?.name, 'test-detector');
   t.is(tf.memory().numTensors, before, 'tensors left behind by a run (steps, validation, export check)');
   t.true(r.finished);
   t.is(r.records.length, 3);
@@ -153,6 +156,12 @@ test.serial('zoo det export, predict and generate as a user runs them; bad input
   const notDet = await runZoo(['det', 'predict', path.join(tmp, 'nowhere.onnx'), voc.images[0]!.file]);
   t.not(notDet.code, 0);
   t.false(notDet.stderr.includes('internal error'), notDet.stderr);
+  const env = { ...process.env, ZOO_BACKEND: 'wasm' };
+  const byName = await runZoo(['det', 'predict', 'test-detector', voc.images[0]!.file, '--no-draw'], { env });
+  t.is(byName.code, 0, byName.stderr);
+  const nameAsClassifier = await runZoo(['predict', 'test-detector', voc.images[0]!.file], { env });
+  t.not(nameAsClassifier.code, 0);
+  t.regex(nameAsClassifier.stderr, /is a detector .*zoo det predict/);
   const asClassifier = await runZoo(['predict', run, voc.images[0]!.file]);
   t.not(asClassifier.code, 0);
   t.regex(asClassifier.stderr, /is a detection run .*zoo det predict/);

@@ -16,8 +16,10 @@ import { getModelEntry, listModels } from '../models/registry.js';
 import { RUN_FILES } from '../train/run_config.js';
 import { loadCheckpointParams } from '../train/checkpoint.js';
 import { createSession, type Session } from '../runtime/ort.js';
-import { findLocalModel } from '../hub/local.js';
-import { modelDir, readManifest } from '../hub/cache.js';
+import { addToLocalZoo, checkOwnModelName, findLocalModel } from '../hub/local.js';
+import { hashFile, modelDir, readManifest } from '../hub/cache.js';
+import { IMAGENET_PREPROCESSING } from '../predict/preprocessing.js';
+import { readFile } from 'node:fs/promises';
 import { hubSettings } from '../hub/settings.js';
 import { loadPublishedDetectors } from '../detection/weights.js';
 import { fromPretrained } from './pretrained.js';
@@ -80,6 +82,9 @@ export interface DetTrainRequest {
   testProposals?: number;
   checkpointMinutes?: number;
   export?: boolean;
+  /** Add the exported detector to the local zoo under this name (replacing one with `force`). */
+  addToZoo?: string;
+  force?: boolean;
   backend?: string;
 }
 
@@ -97,6 +102,8 @@ export interface DetTrainOutcome {
   checkpoint: string;
   onnx?: string;
   check?: DetectorCheckReport;
+  /** The local zoo model, with `addToZoo`. */
+  added?: { name: string; onnx: string };
   seconds: number;
 }
 
@@ -113,6 +120,7 @@ export async function trainDetection(request: DetTrainRequest, callbacks: DetTra
     saved = await readDetRunConfig(path.join(r.out, RUN_FILES.config));
     r = { ...requestOf(saved), ...Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)) };
   }
+  if (r.addToZoo) checkOwnModelName(r.addToZoo);
   if (!r.backbone) throw new UserError('give --backbone: an architecture (e.g. resnet50d), a local zoo name, a weights file or a training run', { exitCode: 2 });
   if (!r.data) throw new UserError('give --data: a VOC devkit directory (VOCdevkit, or VOC2007 in it)', { exitCode: 2 });
   const trainSplit = r.trainSplit ?? 'trainval';
@@ -185,7 +193,27 @@ export async function trainDetection(request: DetTrainRequest, callbacks: DetTra
       ...(callbacks.onEvent ? { onEvent: callbacks.onEvent } : {}),
     });
     detector = result.detector;
+    let added: { name: string; onnx: string } | undefined;
+    if (result.finished && r.addToZoo && result.onnx && result.check) {
+      const bytes = await readFile(result.onnx);
+      const h = await hashFile(result.checkpoint);
+      const worst = Math.max(...result.check.cases.map((c) => c.maxBoxDiff));
+      const local = await addToLocalZoo({
+        name: r.addToZoo,
+        arch,
+        task: 'object-detection',
+        onnxBytes: bytes,
+        // The detection preprocessing is in the file's metadata; this records its short side.
+        preprocessing: { inputSize: config.minSize, resizeShorter: config.minSize, crop: config.minSize, interpolation: 'bilinear', mean: [...IMAGENET_PREPROCESSING.mean], std: [...IMAGENET_PREPROCESSING.std] },
+        labels: [...config.classes],
+        source: { url: path.resolve(out), format: 'zoo-detection-run', naming: 'zoo', file: path.resolve(result.checkpoint), ...h },
+        check: { maxAbsDiff: worst, maxAbsLogit: 0, top1Agreement: 1, provider: 'cpu' },
+        force: r.force ?? false,
+      });
+      added = { name: local.name, onnx: local.onnx };
+    }
     return {
+      ...(added ? { added } : {}),
       dir: out,
       finished: result.finished,
       config,

@@ -92,6 +92,8 @@ export interface AddOptions {
   /** Replace an existing model of that name. */
   force?: boolean;
   settings?: HubSettings;
+  /** A detector (see ConvertedRecord.task). */
+  task?: 'object-detection';
 }
 
 /** Adds a converted model to the local zoo (atomically; refuses to overwrite without force). */
@@ -117,6 +119,7 @@ export async function addToLocalZoo(o: AddOptions): Promise<LocalModel> {
         preprocessing: o.preprocessing,
         categories: o.categories ?? null,
         ...(o.labels ? { labels: o.labels } : {}),
+        ...(o.task ? { task: o.task } : {}),
         time: new Date().toISOString(),
       };
       const manifest: Manifest = existing ?? { name: o.name, files: {} };

@@ -95,6 +95,12 @@ export interface ConvertedRecord {
   preprocessing: PullPreprocessing;
   categories: string | null;
   time: string;
+  /**
+   * 'object-detection' for a detector added by `zoo det train --add-to-zoo` (its detection
+   * preprocessing travels in its ONNX metadata; `preprocessing` then records the short side); absent for
+   * a classifier.
+   */
+  task?: 'object-detection';
 }
 
 /** One downloaded file of a pull, and where it really came from. */

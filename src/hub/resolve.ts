@@ -206,6 +206,9 @@ function publishedModel(ref: string, entry: PublishedModel, local: LocalModel | 
 
 function localModel(ref: string, local: LocalModel): ResolvedModel {
   const r = local.record;
+  if (r.task === 'object-detection') {
+    throw new UserError(`the local zoo's ${local.name} is a detector (Faster R-CNN), not a classifier: use zoo det predict / zoo det eval with it`);
+  }
   const where = `the local zoo's ${local.name}`;
   const labels = r.labels ? parseLabels(r.labels, `${where}: labels`) : undefined;
   const meta: ModelMetadata = {

@@ -53,6 +53,8 @@ function trainCommand(globals: () => { backend?: string }): Command {
     .option('--resume', 'continue the run in --out from its checkpoint, with the options in its run.json')
     .option('--checkpoint-minutes <n>', 'also checkpoint this often within an epoch (0: only at epoch ends)', number('--checkpoint-minutes', (v) => v >= 0, 'a number >= 0'))
     .option('--no-export', 'skip the ONNX export at the end')
+    .option('--add-to-zoo <name>', 'add the exported detector to the local zoo under this name (zoo det predict NAME)')
+    .option('--force', 'replace a model of that name in the local zoo')
     .addHelpText(
       'after',
       `
@@ -98,6 +100,7 @@ Examples:
           process.stdout.write(
             `finished ${r.config.epochs} epochs in ${formatDuration(r.seconds)}${last ? `: val mAP (VOC07) ${(100 * last.valMap07).toFixed(2)}%, area mAP ${(100 * last.valMap).toFixed(2)}%` : ''} (${r.dir})\n`,
           );
+          if (r.added) process.stdout.write(`added ${r.added.name} to the local zoo: ${r.added.onnx}\n`);
         });
       }),
     );
