@@ -105,7 +105,9 @@ test.serial('a published model that is not pulled is pulled by pipeline() unless
   const p = await pipeline('image-classification', 'api-model', { settings: fresh });
   t.is((await p(img)).length, 5);
   await p.dispose();
-  await t.throwsAsync(pipeline('object-detection' as 'image-classification', 'api-model', { settings }), { instanceOf: UserError, message: /unknown pipeline task 'object-detection'; the tasks are image-classification/ });
+  await t.throwsAsync(pipeline('depth-estimation' as 'image-classification', 'api-model', { settings }), { instanceOf: UserError, message: /unknown pipeline task 'depth-estimation'; the tasks are image-classification, object-detection/ });
+  // A classifier given to the detection pipeline is refused by name.
+  await t.throwsAsync(pipeline('object-detection', 'api-model', { settings }), { instanceOf: UserError, message: /'api-model' is not a detector/ });
 });
 
 test.serial('fromPretrained() gives the tfjs model of the weights, or a new classifier for other classes', async (t) => {
