@@ -29,7 +29,7 @@ import { Rng } from '../util/random.js';
 import { SGD } from '../train/optim.js';
 import { LrSchedule } from '../train/schedule.js';
 import { RUN_FILES } from '../train/run_config.js';
-import { checkInteger, checkRunOptions, readEpochLog, runLoop, updatesIn, type LoopEvent, type LoopRecord, type LoopTask } from '../train/loop.js';
+import { checkInteger, checkRunOptions, readEpochLog, runLoop, updatesIn, type LoopEvent, type LoopRecord, type LoopTask, type RunControlOptions } from '../train/loop.js';
 import type { CheckpointState } from '../train/checkpoint.js';
 import { createDetector, concatRois, type Detector } from './detector.js';
 import type { FasterRcnnConfig } from './faster_rcnn.js';
@@ -115,24 +115,11 @@ export type DetTrainEvent =
   | { type: 'exported'; path: string; bytes: number; check: DetectorCheckReport }
   | LoopEvent<DetEpochRecord>;
 
-export interface DetTrainOptions {
+export interface DetTrainOptions extends RunControlOptions {
   config: DetTrainConfig;
   data: { train: VocDataset; val: VocDataset };
-  outDir: string;
-  resume?: boolean;
   /** A classifier whose backbone the detector starts from (config.pretrained must say so). */
   backbone?: Model;
-  checkpointMinutes?: number;
-  checkpointEvery?: number;
-  signal?: AbortSignal;
-  stopAfter?: number;
-  /** Export and check model.onnx at the end (default true). */
-  export?: boolean;
-  /**
-   * Check the images before the first update (default true): every validation image decoded, every
-   * training image's header read, and each against its annotation's size.
-   */
-  checkData?: boolean;
   onEvent?: (e: DetTrainEvent) => void;
 }
 

@@ -67,6 +67,26 @@ export interface LoopRecord {
   terms?: Record<string, number>;
 }
 
+/** What every task's training run takes besides its configuration and data (TrainOptions, DetTrainOptions). */
+export interface RunControlOptions {
+  /** The run directory (created if needed). */
+  outDir: string;
+  /** Continue the run in outDir from its checkpoint. */
+  resume?: boolean;
+  /** Also checkpoint every this many minutes within an epoch (default 10; 0: only at epoch ends). */
+  checkpointMinutes?: number;
+  /** Also checkpoint every this many updates (tests). */
+  checkpointEvery?: number;
+  /** Stop (with a checkpoint) when this signal aborts, after the update in progress. */
+  signal?: AbortSignal;
+  /** Stop (with a checkpoint) after this many updates of the run (counted from its start). */
+  stopAfter?: number;
+  /** Export model.onnx at the end (default true). */
+  export?: boolean;
+  /** Check the image files before the first update (default true; what is checked is the task's). */
+  checkData?: boolean;
+}
+
 /** One micro-batch's result. */
 export interface MicroStep {
   loss: number;

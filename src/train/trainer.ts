@@ -45,7 +45,7 @@ import { SGD } from './optim.js';
 import { LrSchedule } from './schedule.js';
 import { distillationLoss, mixup, sampleBeta, smoothTargets, softCrossEntropy } from './loss.js';
 import type { CheckpointState } from './checkpoint.js';
-import { TrainingError, checkInteger, checkRunOptions, readEpochLog as readLog, runLoop, updatesIn, type LoopRecord, type LoopTask } from './loop.js';
+import { TrainingError, checkInteger, checkRunOptions, readEpochLog as readLog, runLoop, updatesIn, type LoopRecord, type LoopTask, type RunControlOptions } from './loop.js';
 import { configDiffs, readRunConfig } from './run_config.js';
 import { evaluateModel, type EvalResult } from './evaluate.js';
 import type { Tricks, RecipeName } from './recipes.js';
@@ -103,31 +103,12 @@ export type TrainEvent =
   | { type: 'stopped'; reason: string; checkpoint: string }
   | { type: 'exported'; path: string; bytes: number; check: CheckReport };
 
-export interface TrainOptions {
+export interface TrainOptions extends RunControlOptions {
   config: TrainConfig;
   data: TrainingData;
-  /** The run directory (created if needed). */
-  outDir: string;
-  /** Continue the run in outDir from its checkpoint. */
-  resume?: boolean;
   teacher?: Teacher;
   /** Loader worker threads (default: cores - 1). */
   workers?: number;
-  /** Also checkpoint every this many minutes within an epoch (default 10; 0: only at epoch ends). */
-  checkpointMinutes?: number;
-  /** Also checkpoint every this many updates (tests). */
-  checkpointEvery?: number;
-  /** Stop (with a checkpoint) when this signal aborts, after the update in progress. */
-  signal?: AbortSignal;
-  /** Stop (with a checkpoint) after this many updates of the run (counted from its start). */
-  stopAfter?: number;
-  /** Export model.onnx at the end (default true). */
-  export?: boolean;
-  /**
-   * Check image files before the first epoch (default true): every validation image decoded, every
-   * training image's header read (src/data/verify.ts). In-memory data sets have nothing to check.
-   */
-  checkData?: boolean;
   onEvent?: (e: TrainEvent) => void;
 }
 
