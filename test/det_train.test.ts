@@ -6,7 +6,7 @@
  */
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setupBackend } from './helpers/backend.js';
@@ -181,4 +181,16 @@ test.serial('a bad image stops a detection run before its first update, naming t
   t.true(err!.message.includes(path.basename(test.images[1]!.file)), err!.message);
   t.false(events.includes('progress'), 'no update ran');
   t.false(existsSync(path.join(tmp, 'bad-run', 'checkpoint.safetensors')));
+});
+
+test.serial('--years 2007,2012 trains on the trainval union and validates on the years that have the test split', async (t) => {
+  const dir = path.join(tmp, 'union');
+  const set = await generateVocSet(dir, { trainImages: 4, testImages: 2, minSide: 96, maxSide: 128, minItem: 28, maxItem: 48, maxObjects: 2, seed: 5 });
+  cpSync(set.yearDir, path.join(set.root, 'VOC2012'), { recursive: true });
+  rmSync(path.join(set.root, 'VOC2012', 'ImageSets', 'Main', 'test.txt'));
+  const r = await trainDetection({ ...SMALL, data: set.root, years: ['2007', '2012'], out: path.join(tmp, 'union-run'), epochs: 1, export: false });
+  t.true(r.finished);
+  t.is(r.config.data.train, 8, 'trainval of both years');
+  t.is(r.config.data.val, 2, 'test of VOC2007 only');
+  t.deepEqual(r.config.data.valFiles, ['VOC2007/test']);
 });

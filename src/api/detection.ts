@@ -25,7 +25,7 @@ import { loadPublishedDetectors } from '../detection/weights.js';
 import { fromPretrained } from './pretrained.js';
 import { createDetector } from '../detection/detector.js';
 import { defaultFasterRcnnConfig } from '../detection/faster_rcnn.js';
-import { readVoc, type VocDataset, type VocImage } from '../detection/voc.js';
+import { listSplits, locateVoc, readVoc, type VocDataset, type VocImage } from '../detection/voc.js';
 import { loadDetectionBatch, toDevkitBoxes, prepareDetectionSample } from '../detection/transform.js';
 import { evaluateVoc, readVocDetections, writeVocDetections, type Detection, type VocEvalResult } from '../detection/voc_eval.js';
 import { runDetectorSession, checkDetectorExport, type DetectorCheckReport } from '../detection/export.js';
@@ -127,7 +127,10 @@ export async function trainDetection(request: DetTrainRequest, callbacks: DetTra
   const valSplit = r.valSplit ?? 'test';
   const years = r.years ? { years: r.years } : {};
   const train = takeFirst(await readVoc(r.data, { split: trainSplit, ...years }), r.limitTrain);
-  const val = takeFirst(await readVoc(r.data, { split: valSplit, ...years }), r.limitVal);
+  // Validation reads the given years that have its split: VOC2012 has no public test split, so
+  // --years 2007,2012 trains on the 07+12 trainval union and validates on VOC2007 test.
+  const valYears = r.years ? await yearsWithSplit(r.data, r.years, valSplit) : undefined;
+  const val = takeFirst(await readVoc(r.data, { split: valSplit, ...(valYears ? { years: valYears } : {}) }), r.limitVal);
   if (train.classes.join('\n') !== val.classes.join('\n')) throw new UserError(`the splits '${trainSplit}' and '${valSplit}' have different class lists`);
 
   const info = await initBackend({ backend: detectionBackend(r.backend), purpose: 'training' });
@@ -282,6 +285,18 @@ function requestOf(c: DetTrainConfig): DetTrainRequest {
     ...(c.detector.roiTargets ? { roisPerImage: c.detector.roiTargets.batchSize } : {}),
     ...(c.detector.rpnTest ? { testProposals: c.detector.rpnTest.postNms } : {}),
   };
+}
+
+/** The years among `years` whose devkit directory has the split (all of them when none has it: readVoc then says so). */
+async function yearsWithSplit(root: string, years: readonly string[], split: string): Promise<string[]> {
+  const layout = await locateVoc(root);
+  const have: string[] = [];
+  for (const y of years) {
+    const want = /^\d{4}$/.test(y) ? `VOC${y}` : y;
+    const dir = layout.years.find((d) => d.name.toLowerCase() === want.toLowerCase());
+    if (dir && (await listSplits(dir)).includes(split)) have.push(y);
+  }
+  return have.length ? have : [...years];
 }
 
 /** The ONNX file of a detector given as a run directory, an .onnx file or a local zoo name. */
