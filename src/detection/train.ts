@@ -14,7 +14,6 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
-import { existsSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../errors.js';
@@ -28,8 +27,7 @@ import { IMAGENET_PREPROCESSING } from '../predict/preprocessing.js';
 import { Rng } from '../util/random.js';
 import { SGD } from '../train/optim.js';
 import { LrSchedule } from '../train/schedule.js';
-import { RUN_FILES } from '../train/run_config.js';
-import { checkInteger, checkRunOptions, readEpochLog, runLoop, updatesIn, type LoopEvent, type LoopRecord, type LoopTask, type RunControlOptions } from '../train/loop.js';
+import { checkInteger, checkRunOptions, openRunDir, runFiles, runLoop, updatesIn, type LoopEvent, type LoopRecord, type LoopTask, type RunControlOptions } from '../train/loop.js';
 import type { CheckpointState } from '../train/checkpoint.js';
 import { createDetector, concatRois, type Detector } from './detector.js';
 import type { FasterRcnnConfig } from './faster_rcnn.js';
@@ -252,27 +250,17 @@ export async function trainDetector(options: DetTrainOptions): Promise<DetTrainR
   validateDetConfig(c);
   const emit = options.onEvent ?? (() => {});
   const out = options.outDir;
-  const files = {
-    config: path.join(out, RUN_FILES.config),
-    log: path.join(out, RUN_FILES.log),
-    checkpoint: path.join(out, RUN_FILES.checkpoint),
-    onnx: path.join(out, RUN_FILES.onnx),
-  };
+  const files = runFiles(out);
   if (options.data.train.images.length !== c.data.train || options.data.val.images.length !== c.data.val) {
     throw new Error('the data does not match the configuration (train/val image counts)');
   }
   if (!options.resume && c.pretrained !== !!options.backbone) throw new Error('config.pretrained must say whether a backbone is given');
   await registerCoreGradients();
-  if (!options.resume && existsSync(files.checkpoint)) {
-    throw new UserError(`${out} already holds a run (${RUN_FILES.checkpoint}): pass --resume to continue it, or choose another --out`, { exitCode: 2 });
-  }
-  let records: DetEpochRecord[] = [];
-  if (options.resume) {
-    if (!existsSync(files.checkpoint)) throw new UserError(`--resume: ${files.checkpoint} does not exist (nothing to resume in ${out})`, { exitCode: 2 });
-    const diffs = configDiffs(await readDetRunConfig(files.config), c);
-    if (diffs.length) throw new UserError(`--resume: the options differ from the run in ${out} (${RUN_FILES.config}): ${diffs.join('; ')}`, { exitCode: 2 });
-    records = readEpochLog<DetEpochRecord>(files.log);
-  }
+  const records = await openRunDir<DetEpochRecord>(out, {
+    ...(options.resume ? { resume: true } : {}),
+    diffs: async () => configDiffs(await readDetRunConfig(files.config), c),
+    resumeCommand: `zoo det train --out ${out} --resume`,
+  });
   // A bad image stops the run now, by name, not at the end of the first epoch.
   if (options.checkData ?? true) {
     for (const [split, images, depth] of [['val', options.data.val.images, 'decode'], ['train', options.data.train.images, 'header']] as const) {

@@ -11,6 +11,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { NamedTensorMap, Tensor } from '@tensorflow/tfjs-core';
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { RUN_FILES } from './run_config.js';
 import { UserError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import type { ParamStore } from '../models/params.js';
@@ -193,6 +195,44 @@ export function readEpochLog<R extends { epoch: number; loss: number }>(file: st
 
 export async function writeEpochLog(file: string, records: readonly object[]): Promise<void> {
   await writeFileAtomic(file, records.map((r) => `${JSON.stringify(r)}\n`).join(''));
+}
+
+/** The files of a run directory (RUN_FILES under `out`). */
+export function runFiles(out: string): { config: string; log: string; checkpoint: string; onnx: string } {
+  return {
+    config: path.join(out, RUN_FILES.config),
+    log: path.join(out, RUN_FILES.log),
+    checkpoint: path.join(out, RUN_FILES.checkpoint),
+    onnx: path.join(out, RUN_FILES.onnx),
+  };
+}
+
+/**
+ * Opens a run directory for a fresh run or a resume: a fresh run refuses a directory that holds a
+ * checkpoint; a resume needs one, and options that differ from run.json (`diffs()`, as "flag: run value,
+ * given value") are refused, saying how to resume. Returns the log's records so far.
+ */
+export async function openRunDir<R extends { epoch: number; loss: number }>(
+  out: string,
+  o: { resume?: boolean; diffs: () => string[] | Promise<string[]>; resumeCommand: string },
+): Promise<R[]> {
+  const files = runFiles(out);
+  // The checkpoint is what makes a run resumable: a log without one (killed between the first epoch's
+  // log and its checkpoint) is an unrecoverable start, which a fresh run replaces.
+  if (!o.resume && existsSync(files.checkpoint)) {
+    throw new UserError(`${out} already holds a run (${RUN_FILES.checkpoint}): pass --resume to continue it, or choose another --out`, { exitCode: 2 });
+  }
+  if (!o.resume) return [];
+  if (!existsSync(files.checkpoint)) throw new UserError(`--resume: ${files.checkpoint} does not exist (nothing to resume in ${out})`, { exitCode: 2 });
+  const diffs = await o.diffs();
+  if (diffs.length) {
+    throw new UserError(
+      `--resume: the options differ from the run in ${out} (${RUN_FILES.config}): ${diffs.join('; ')}. ` +
+        `A resumed run uses the run's own options: leave these out (${o.resumeCommand} reads them all)`,
+      { exitCode: 2 },
+    );
+  }
+  return readEpochLog<R>(files.log);
 }
 
 /** A checkpoint's run state, checked against the run it continues (a UserError naming the file). */

@@ -20,7 +20,6 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
-import { existsSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../errors.js';
@@ -45,7 +44,7 @@ import { SGD } from './optim.js';
 import { LrSchedule } from './schedule.js';
 import { distillationLoss, mixup, sampleBeta, smoothTargets, softCrossEntropy } from './loss.js';
 import type { CheckpointState } from './checkpoint.js';
-import { TrainingError, checkInteger, checkRunOptions, readEpochLog as readLog, runLoop, updatesIn, type LoopRecord, type LoopTask, type RunControlOptions } from './loop.js';
+import { TrainingError, checkInteger, checkRunOptions, readEpochLog as readLog, runLoop, updatesIn, type LoopRecord, type LoopTask, type RunControlOptions, openRunDir, runFiles } from './loop.js';
 import { configDiffs, readRunConfig } from './run_config.js';
 import { evaluateModel, type EvalResult } from './evaluate.js';
 import type { Tricks, RecipeName } from './recipes.js';
@@ -197,34 +196,13 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
   const classes = c.data.classes.length;
   const accumulate = c.batchSize / c.microBatch;
   const out = options.outDir;
-  const files = {
-    config: path.join(out, RUN_FILES.config),
-    log: path.join(out, RUN_FILES.log),
-    checkpoint: path.join(out, RUN_FILES.checkpoint),
-    onnx: path.join(out, RUN_FILES.onnx),
-  };
-
+  const files = runFiles(out);
   await registerCoreGradients();
-  // The checkpoint is what makes a run resumable: a log without one (killed between the first epoch's
-  // log and its checkpoint) is an unrecoverable start, which a fresh run replaces.
-  if (!options.resume && existsSync(files.checkpoint)) {
-    throw new UserError(`${out} already holds a run (${RUN_FILES.checkpoint}): pass --resume to continue it, or choose another --out`, {
-      exitCode: 2,
-    });
-  }
-  let records: EpochRecord[] = [];
-  if (options.resume) {
-    if (!existsSync(files.checkpoint)) throw new UserError(`--resume: ${files.checkpoint} does not exist (nothing to resume in ${out})`, { exitCode: 2 });
-    const diffs = configDiffs(readRunConfig(files.config), c);
-    if (diffs.length) {
-      throw new UserError(
-        `--resume: the options differ from the run in ${out} (${RUN_FILES.config}): ${diffs.join('; ')}. ` +
-          `A resumed run uses the run's own options: leave these out (zoo train --out ${out} --resume reads them all)`,
-        { exitCode: 2 },
-      );
-    }
-    records = readEpochLog(files.log);
-  }
+  const records = await openRunDir<EpochRecord>(out, {
+    ...(options.resume ? { resume: true } : {}),
+    diffs: () => configDiffs(readRunConfig(files.config), c),
+    resumeCommand: `zoo train --out ${out} --resume`,
+  });
 
   // A bad image stops the run now, by name, not at the end of the first epoch (src/data/verify.ts).
   if (options.checkData ?? true) {
