@@ -27,7 +27,7 @@ import { IMAGENET_PREPROCESSING } from '../predict/preprocessing.js';
 import { Rng } from '../util/random.js';
 import { SGD } from '../train/optim.js';
 import { LrSchedule } from '../train/schedule.js';
-import { checkInteger, checkRunOptions, openRunDir, runFiles, runLoop, updatesIn, type LoopEvent, type LoopRecord, type LoopTask, type RunControlOptions } from '../train/loop.js';
+import { checkInteger, checkRunOptions, loopControl, openRunDir, runFiles, runLoop, updatesIn, type LoopEvent, type LoopRecord, type LoopTask, type RunControlOptions } from '../train/loop.js';
 import type { CheckpointState } from '../train/checkpoint.js';
 import { createDetector, concatRois, type Detector } from './detector.js';
 import type { FasterRcnnConfig } from './faster_rcnn.js';
@@ -298,12 +298,8 @@ export async function trainDetector(options: DetTrainOptions): Promise<DetTrainR
       batchSize: c.batchSize,
       files,
       records,
-      ...(options.resume ? { resume: true } : {}),
+      ...loopControl(options),
       resumeCommand: `zoo det train --out ${out} --resume`,
-      ...(options.checkpointMinutes !== undefined ? { checkpointMinutes: options.checkpointMinutes } : {}),
-      ...(options.checkpointEvery !== undefined ? { checkpointEvery: options.checkpointEvery } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-      ...(options.stopAfter !== undefined ? { stopAfter: options.stopAfter } : {}),
       onStart: (state) =>
         emit({
           type: 'start',

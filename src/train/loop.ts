@@ -89,6 +89,17 @@ export interface RunControlOptions {
   checkData?: boolean;
 }
 
+/** The loop's share of a task's run-control options (resume, checkpoint cadence, stop), only those given. */
+export function loopControl(o: RunControlOptions): Pick<LoopOptions<never>, 'resume' | 'checkpointMinutes' | 'checkpointEvery' | 'signal' | 'stopAfter'> {
+  return {
+    ...(o.resume ? { resume: true } : {}),
+    ...(o.checkpointMinutes !== undefined ? { checkpointMinutes: o.checkpointMinutes } : {}),
+    ...(o.checkpointEvery !== undefined ? { checkpointEvery: o.checkpointEvery } : {}),
+    ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.stopAfter !== undefined ? { stopAfter: o.stopAfter } : {}),
+  };
+}
+
 /** One micro-batch's result. */
 export interface MicroStep {
   loss: number;

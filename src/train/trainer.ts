@@ -44,7 +44,7 @@ import { SGD } from './optim.js';
 import { LrSchedule } from './schedule.js';
 import { distillationLoss, mixup, sampleBeta, smoothTargets, softCrossEntropy } from './loss.js';
 import type { CheckpointState } from './checkpoint.js';
-import { TrainingError, checkInteger, checkRunOptions, readEpochLog as readLog, runLoop, updatesIn, type LoopRecord, type LoopTask, type RunControlOptions, openRunDir, runFiles } from './loop.js';
+import { TrainingError, checkInteger, checkRunOptions, readEpochLog as readLog, runLoop, updatesIn, type LoopRecord, type LoopTask, type RunControlOptions, loopControl, openRunDir, runFiles } from './loop.js';
 import { configDiffs, readRunConfig } from './run_config.js';
 import { evaluateModel, type EvalResult } from './evaluate.js';
 import type { Tricks, RecipeName } from './recipes.js';
@@ -246,12 +246,8 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
       batchSize: c.batchSize,
       files,
       records,
-      ...(options.resume ? { resume: true } : {}),
+      ...loopControl(options),
       resumeCommand: `zoo train --out ${out} --resume`,
-      ...(options.checkpointMinutes !== undefined ? { checkpointMinutes: options.checkpointMinutes } : {}),
-      ...(options.checkpointEvery !== undefined ? { checkpointEvery: options.checkpointEvery } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-      ...(options.stopAfter !== undefined ? { stopAfter: options.stopAfter } : {}),
       onStart: (state) =>
         emit({
           type: 'start',
