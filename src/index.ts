@@ -82,6 +82,7 @@ export { FasterRcnn, defaultFasterRcnnConfig, StandardRpnHead, StageBoxHead, Sta
 export type { FasterRcnnConfig, FasterRcnnParts, RpnHead, BoxHead, BoxPredictor, ProposalOptions, DetectionOptions } from './detection/faster_rcnn.js';
 export { AnchorGenerator, DEFAULT_ANCHORS } from './detection/anchors.js';
 export { exportDetector, checkDetectorExport } from './detection/export.js';
+export type { DetectorCheckReport, DetectorCheckCase } from './detection/export.js';
 export { trainDetector } from './detection/train.js';
 export type { DetTrainConfig, DetEpochRecord, DetTrainEvent } from './detection/train.js';
 export { readVoc, VOC_CLASSES } from './detection/voc.js';

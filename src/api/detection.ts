@@ -28,7 +28,7 @@ import { defaultFasterRcnnConfig } from '../detection/faster_rcnn.js';
 import { listSplits, locateVoc, readVoc, type VocDataset, type VocImage } from '../detection/voc.js';
 import { loadDetectionBatch, toDevkitBoxes, prepareDetectionSample } from '../detection/transform.js';
 import { evaluateVoc, readVocDetections, writeVocDetections, type Detection, type VocEvalResult } from '../detection/voc_eval.js';
-import { runDetectorSession, checkDetectorExport, type DetectorCheckReport } from '../detection/export.js';
+import { runDetectorSession, type DetectorCheckReport } from '../detection/export.js';
 import { readDetectionMetadata, type DetectionMetadata } from '../detection/metadata.js';
 import { decodeImage } from '../data/image_folder.js';
 import {
@@ -386,7 +386,6 @@ export async function evaluateDetection(r: DetEvalRequest): Promise<DetEvalOutco
   const t0 = performance.now();
   const split = r.split ?? 'test';
   const voc = takeFirst(await readVoc(r.data, { split, requireImages: !r.detections, ...(r.years ? { years: r.years } : {}) }), r.limit);
-  const ids = voc.images.map((im) => `${im.year}/${im.id}`);
   if (r.detections) {
     // Result files name images by their id alone; a devkit of one year has unique ids.
     const years = new Set(voc.images.map((im) => im.year));
@@ -409,7 +408,6 @@ export async function evaluateDetection(r: DetEvalRequest): Promise<DetEvalOutco
     if (r.writeDetections) {
       written = await writeVocDetections(r.writeDetections, dets.map((x) => ({ ...x, imageId: x.imageId.split('/').pop()! })), voc.classes);
     }
-    void ids;
     return { result, images: voc.images.length, detections: dets.length, seconds: (performance.now() - t0) / 1000, ...(written ? { written } : {}) };
   } finally {
     await d.close();
@@ -499,7 +497,3 @@ export async function drawDetections(image: string | Uint8Array, found: readonly
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">${shapes.join('')}</svg>`;
   return base.composite([{ input: Buffer.from(svg), top: 0, left: 0 }]).png().toBuffer();
 }
-
-/** Re-checks an exported detector file against a freshly built tfjs detector is not possible without its run; exported files are checked when written. */
-export type { DetectorCheckReport };
-export { checkDetectorExport };
