@@ -13,9 +13,9 @@ import '@tensorflow/tfjs-backend-cpu';
 import { setupBackend } from './helpers/backend.js';
 import { Model } from '../src/models/model.js';
 import type { ResNetConfig } from '../src/models/resnet.js';
-import type { ConvBnSpec, ConvSpec, GraphBuilder, PoolSpec, RoiAlignSpec } from '../src/models/graph.js';
+import type { ConvBnSpec, ConvSpec, GraphBuilder, PoolSpec, ResizeSpec, RoiAlignSpec } from '../src/models/graph.js';
 import { defaultPadding } from '../src/models/count.js';
-import { batchNormTrainComposed, conv2d as zooConv2d, roiAlign } from '../src/ops/index.js';
+import { batchNormTrainComposed, conv2d as zooConv2d, resizeBilinear, roiAlign } from '../src/ops/index.js';
 import { registerZooKernels } from '../src/backend/kernels/index.js';
 import { Rng } from '../src/util/random.js';
 
@@ -23,6 +23,12 @@ class ReferenceBuilder implements GraphBuilder<tf.Tensor> {
   constructor(private readonly p: Map<string, tf.Tensor>) {}
   roiAlign(x: tf.Tensor, rois: tf.Tensor, idx: tf.Tensor, s: RoiAlignSpec): tf.Tensor {
     return roiAlign(x as tf.Tensor4D, rois as tf.Tensor2D, idx as tf.Tensor1D, s);
+  }
+  resize(x: tf.Tensor, like: tf.Tensor, s: ResizeSpec): tf.Tensor {
+    return resizeBilinear(x as tf.Tensor4D, [like.shape[1]!, like.shape[2]!], s);
+  }
+  dropout(x: tf.Tensor): tf.Tensor {
+    return x;
   }
   private conv2d(x: tf.Tensor, s: ConvSpec): tf.Tensor {
     const pad = defaultPadding(s);

@@ -130,6 +130,8 @@ function recordConvs(net: ResNet): Map<string, { stride: number; dilation: numbe
     globalAvgPool: (x) => x,
     linear: (x) => x,
     roiAlign: (x) => x,
+    resize: (x) => x,
+    dropout: (x) => x,
   };
   forwardLogits(net, b, null);
   return convs;

@@ -8,7 +8,7 @@
  * Parameters are the trainable ones: conv and fc weights, biases, batch-norm gamma and beta; the
  * batch-norm running statistics are buffers and are not counted.
  */
-import type { ConvBnSpec, ConvSpec, GraphBuilder, NetworkDefinition, PoolSpec, RoiAlignSpec } from './graph.js';
+import type { ConvBnSpec, ConvSpec, GraphBuilder, NetworkDefinition, PoolSpec, ResizeSpec, RoiAlignSpec } from './graph.js';
 
 export interface ShapeValue {
   /** [H, W, C] for images, [C] after pooling (per image; the batch is left out). */
@@ -96,6 +96,15 @@ export class ShapeBuilder implements GraphBuilder<ShapeValue> {
     if (x.shape.length !== 3) throw new Error(`RoIAlign: expects a feature map [H, W, C], got [${x.shape}]`);
     if (rois.shape.join() !== '4') throw new Error(`RoIAlign: expects regions of 4 coordinates, got [${rois.shape}]`);
     return { shape: [spec.outputSize[0], spec.outputSize[1], x.shape[2]!], instances: rois.instances ?? 1 };
+  }
+
+  resize(x: ShapeValue, like: ShapeValue, _spec: ResizeSpec): ShapeValue {
+    if (x.shape.length !== 3 || like.shape.length !== 3) throw new Error(`resize: expects maps [H, W, C], got [${x.shape}] and [${like.shape}]`);
+    return withInstances({ shape: [like.shape[0]!, like.shape[1]!, x.shape[2]!] }, x);
+  }
+
+  dropout(x: ShapeValue): ShapeValue {
+    return x;
   }
 }
 

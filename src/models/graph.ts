@@ -53,6 +53,13 @@ export interface RoiAlignSpec {
   aligned: boolean;
 }
 
+/** Bilinear resizing to another value's spatial size (segmentation heads' upsampling). */
+export interface ResizeSpec {
+  /** true: corners aligned (MXNet/GluonCV, ONNX "align_corners"); false: half-pixel centres
+   *  (PyTorch align_corners=False, torchvision's FCN, ONNX "half_pixel"). */
+  alignCorners: boolean;
+}
+
 export interface GraphBuilder<T> {
   /** conv -> batch norm [-> + residual] [-> relu] */
   convBn(x: T, spec: ConvBnSpec, residual?: T): T;
@@ -70,6 +77,10 @@ export interface GraphBuilder<T> {
    * batch axis of what follows (a box head runs once per region).
    */
   roiAlign(x: T, rois: T, batchIndices: T, spec: RoiAlignSpec): T;
+  /** `x` [N, h, w, C] resized bilinearly to the height and width of `like` [N, H, W, *]. */
+  resize(x: T, like: T, spec: ResizeSpec): T;
+  /** Dropout with drop probability `rate`: active only when a builder trains with dropout on, else the identity. */
+  dropout(x: T, spec: { rate: number }): T;
 }
 
 /** A parameter or buffer the definition needs, with how it is initialized. */

@@ -14,8 +14,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { avgPool, batchNormAffine, batchNormTrain, conv2d, maxPool, relu } from '../ops/index.js';
-import type { ConvBnSpec, ConvSpec, GraphBuilder, PoolSpec, RoiAlignSpec } from './graph.js';
+import type { ConvBnSpec, ConvSpec, GraphBuilder, PoolSpec, ResizeSpec, RoiAlignSpec } from './graph.js';
 import { roiAlign } from '../ops/roi_align.js';
+import { resizeBilinear } from '../ops/resize.js';
 import { defaultPadding } from './count.js';
 import type { ParamStore } from './params.js';
 
@@ -26,6 +27,11 @@ export interface TfBuilderOptions {
   epsilon: number;
   /** Running-statistics momentum (PyTorch convention: new = (1 - m) * old + m * batch). */
   momentum?: number;
+  /**
+   * Dropout is on (training) with masks drawn from this seed: the i-th dropout of a forward pass uses
+   * seed + i, so a pass repeated with the same seed (a resumed run) drops the same units. Off when absent.
+   */
+  dropoutSeed?: number;
 }
 
 interface Folded {
@@ -77,6 +83,8 @@ export function clearFoldCache(params: ParamStore): void {
 }
 
 export class TfBuilder implements GraphBuilder<Tensor> {
+  private dropouts = 0;
+
   constructor(
     private readonly params: ParamStore,
     private readonly options: TfBuilderOptions,
@@ -180,5 +188,16 @@ export class TfBuilder implements GraphBuilder<Tensor> {
 
   roiAlign(x: Tensor, rois: Tensor, batchIndices: Tensor, spec: RoiAlignSpec): Tensor {
     return roiAlign(x as Tensor4D, rois as Tensor2D, batchIndices as Tensor1D, spec);
+  }
+
+  resize(x: Tensor, like: Tensor, spec: ResizeSpec): Tensor {
+    return resizeBilinear(x as Tensor4D, [like.shape[1]!, like.shape[2]!], spec);
+  }
+
+  dropout(x: Tensor, spec: { rate: number }): Tensor {
+    const seed = this.options.dropoutSeed;
+    if (seed === undefined || spec.rate === 0) return x;
+    // tf.dropout scales kept units by 1 / (1 - rate), as PyTorch's inverted dropout does.
+    return tf.dropout(x, spec.rate, undefined, seed + this.dropouts++);
   }
 }

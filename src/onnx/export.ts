@@ -12,7 +12,7 @@
  */
 import type { Model } from '../models/model.js';
 import type { ParamStore } from '../models/params.js';
-import type { ConvBnSpec, ConvSpec, GraphBuilder, PoolSpec, RoiAlignSpec } from '../models/graph.js';
+import type { ConvBnSpec, ConvSpec, GraphBuilder, PoolSpec, ResizeSpec, RoiAlignSpec } from '../models/graph.js';
 import { defaultPadding } from '../models/count.js';
 import { DataType, IR_VERSION, OPSET, floatTensor, halfTensor, int64Tensor, node, onnx, valueInfo, type OnnxNs } from './proto.js';
 import { float32ToFloat16Bits } from '../util/float16.js';
@@ -237,6 +237,26 @@ export class OnnxBuilder implements GraphBuilder<string> {
       sampling_ratio: spec.samplingRatio,
       spatial_scale: { float: spec.spatialScale },
     });
+  }
+
+  /**
+   * Resize (linear) to `like`'s height and width, read from its shape at run time, so the graph keeps
+   * dynamic sizes. ONNX Runtime clamps source coordinates to the map as PyTorch does.
+   */
+  resize(x: string, like: string, spec: ResizeSpec): string {
+    if (this.half) throw new Error('Resize is exported in float32 only');
+    const [nc] = this.op('Shape', [x], 'resize_shape_nc', { start: 0, end: 2 });
+    const [hw] = this.op('Shape', [like], 'resize_shape_hw', { start: 2, end: 4 });
+    const [sizes] = this.op('Concat', [nc!, hw!], 'resize_sizes', { axis: 0 });
+    return this.emit('Resize', [x, '', '', sizes!], 'resize', {
+      mode: 'linear',
+      coordinate_transformation_mode: spec.alignCorners ? 'align_corners' : 'half_pixel',
+    });
+  }
+
+  /** Inference graphs: dropout is the identity and emits nothing. */
+  dropout(x: string): string {
+    return x;
   }
 }
 

@@ -9,6 +9,7 @@ import type { NamedAttrMap, Tensor, Tensor1D, Tensor4D } from '@tensorflow/tfjs-
 import { ZOO_KERNELS, hasZooKernel } from '../backend/kernels/index.js';
 
 export { roiAlign, type RoiAlignOptions } from './roi_align.js';
+export { resizeBilinear, type ResizeOptions } from './resize.js';
 
 /** Explicit padding [[top, bottom], [left, right]]. */
 export type Padding2D = [[number, number], [number, number]];

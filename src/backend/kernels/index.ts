@@ -9,10 +9,12 @@
  *   ZooRelu / ZooReluGrad     ReLU whose gradient is one fused pass over the saved output
  * Backends whose memory JavaScript can reach (wasm, cpu) also get the fused batch-norm kernels
  * (batchnorm.ts); elsewhere ops/batchnorm.ts composes batch norm from core ops. RoIAlign and its
- * gradient (roi_align.ts) exist only there: other backends have no RoIAlign.
+ * gradient (roi_align.ts) exist only there: other backends have no RoIAlign. So does the gradient of
+ * half-pixel bilinear resizing (resize.ts; tfjs's own ignores half-pixel centres).
  *
  *   ZooMaxPool / ZooAvgPool   the backend's pooling, with gradients in pool.ts (first-maximum ties;
  *                             average-pool divisor as in the forward pass)
+ *   ZooResizeBilinear         the backend's ResizeBilinear, with the gradient of ops/resize.ts
  * The wasm backend additionally gets the core kernels it lacks or runs on slow scalar paths:
  *   Conv2DBackpropFilter (missing), Conv2DBackpropInput and BatchMatMul (replaced),
  * so plain tf.conv2d / tf.matMul gradients are fast there too, and an Identity that shares data.
@@ -24,6 +26,7 @@ import { batchMatMulKernel } from './matmul.js';
 import { batchNormTrainGradKernel, batchNormTrainKernel, reluGradKernel } from './batchnorm.js';
 import { KernelContext } from './context.js';
 import { avgPoolGradKernel, identitySharingKernel, maxPoolGradKernel } from './pool.js';
+import { resizeBilinearGradKernel } from './resize.js';
 import { roiAlignGradKernel, roiAlignKernel } from './roi_align.js';
 import { sgdKernel } from './sgd.js';
 
@@ -45,6 +48,8 @@ export const ZOO_KERNELS = {
   sgd: 'ZooSgd',
   roiAlign: 'ZooRoiAlign',
   roiAlignGrad: 'ZooRoiAlignGrad',
+  resizeBilinear: 'ZooResizeBilinear',
+  resizeBilinearGrad: 'ZooResizeBilinearGrad',
 } as const;
 
 const registered = new Set<string>();
@@ -101,12 +106,14 @@ export function registerZooKernels(backendName: string): void {
   register(ZOO_KERNELS.maxPoolGrad, backendName, direct ? maxPoolGradKernel : maxPoolGradComposed);
   register(ZOO_KERNELS.avgPool, backendName, delegate('AvgPool'));
   register(ZOO_KERNELS.avgPoolGrad, backendName, avgPoolGradKernel);
+  register(ZOO_KERNELS.resizeBilinear, backendName, delegate('ResizeBilinear'));
   if (direct) {
     register(ZOO_KERNELS.batchNormTrain, backendName, batchNormTrainKernel);
     register(ZOO_KERNELS.batchNormTrainGrad, backendName, batchNormTrainGradKernel);
     register(ZOO_KERNELS.sgd, backendName, sgdKernel);
     register(ZOO_KERNELS.roiAlign, backendName, roiAlignKernel);
     register(ZOO_KERNELS.roiAlignGrad, backendName, roiAlignGradKernel);
+    register(ZOO_KERNELS.resizeBilinearGrad, backendName, resizeBilinearGradKernel);
   }
   if (backendName === 'wasm') {
     register('Conv2DBackpropFilter', backendName, backpropFilterKernel);
