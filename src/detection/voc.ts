@@ -469,7 +469,7 @@ function parseObject(o: unknown, k: number, width: number, height: number, ci: C
  * thrown is that of the first failing item in `items`' order (every earlier item has been started by then),
  * so the message does not depend on timing.
  */
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;
   let failed = false;
