@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { UserError } from '../src/errors.js';
 import type { SegDataset } from '../src/segmentation/ade.js';
+import { writeLabelPng } from '../src/segmentation/png.js';
 import {
   SegMetric,
   colorize,
@@ -243,6 +244,28 @@ test('evaluatePredictionDir: a value above the class count is a UserError naming
   await writeGray(join(predDir, 'x1.png'), [1, 1, 1, 3], 2, 2);
   const e = await t.throwsAsync(evaluatePredictionDir(predDir, data), { instanceOf: UserError });
   t.regex(e!.message, /pred\/x1\.png: value 3 at pixel \(1, 1\) is not a class value \(0\.\.2\)/);
+});
+
+test('evaluatePredictionDir: an annotation value above the class count is a UserError naming the annotation', async (t) => {
+  const { data, predDir } = await fixture(t);
+  await writeGray(data.samples[1]!.annotation, [2, 5, 2], 3, 1);
+  const e = await t.throwsAsync(evaluatePredictionDir(predDir, data), { instanceOf: UserError });
+  t.regex(e!.message, /annotations\/validation\/x2\.png: value 5 at pixel \(1, 0\) is not a label value \(0\.\.2\)/);
+});
+
+test('evaluatePredictionDir: 16-bit PNGs of more than 255 classes', async (t) => {
+  const root = tempDir(t);
+  const ann = join(root, 'annotations', 'validation');
+  const predDir = join(root, 'pred');
+  const classes = Array.from({ length: 300 }, (_, i) => `c${i + 1}`);
+  await writeLabelPng(join(ann, 'a.png'), [0, 1, 299, 300], 2, 2);
+  await writeLabelPng(join(predDir, 'a.png'), [300, 1, 300, 300], 2, 2);
+  const data: SegDataset = { root, split: 'validation', classes, samples: [{ id: 'a', image: join(root, 'a.jpg'), annotation: join(ann, 'a.png') }] };
+  const r = await evaluatePredictionDir(predDir, data);
+  t.is(r.pixAcc, 2 / 3);
+  t.deepEqual(r.classes.c300, { iou: 1 / 2, pixels: 1, predicted: 2, intersection: 1, union: 2 });
+  t.deepEqual(r.classes.c299, { iou: 0, pixels: 1, predicted: 0, intersection: 0, union: 1 });
+  t.is(r.mIoU, (1 + 0 + 1 / 2) / 3);
 });
 
 // ---- palette, colorize, overlay ----
