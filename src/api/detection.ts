@@ -12,7 +12,6 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { UserError } from '../errors.js';
 import { initBackend, type BackendInfo } from '../backend/index.js';
-import { getModelEntry, listModels } from '../models/registry.js';
 import { RUN_FILES } from '../train/run_config.js';
 import { loadCheckpointParams } from '../train/checkpoint.js';
 import { createSession, type Session } from '../runtime/ort.js';
@@ -22,7 +21,7 @@ import { IMAGENET_PREPROCESSING } from '../predict/preprocessing.js';
 import { readFile } from 'node:fs/promises';
 import { hubSettings } from '../hub/settings.js';
 import { loadPublishedDetectors } from '../detection/weights.js';
-import { fromPretrained } from './pretrained.js';
+import { decodeImageInput, defined, resolveTransferBackbone, transferBackend } from './transfer.js';
 import { createDetector } from '../detection/detector.js';
 import { defaultFasterRcnnConfig } from '../detection/faster_rcnn.js';
 import { listSplits, locateVoc, readVoc, type VocDataset, type VocImage } from '../detection/voc.js';
@@ -30,7 +29,6 @@ import { loadDetectionBatch, toDevkitBoxes, prepareDetectionSample } from '../de
 import { evaluateVoc, readVocDetections, writeVocDetections, type Detection, type VocEvalResult } from '../detection/voc_eval.js';
 import { runDetectorSession, type DetectorCheckReport } from '../detection/export.js';
 import { readDetectionMetadata, type DetectionMetadata } from '../detection/metadata.js';
-import { decodeImage } from '../data/image_folder.js';
 import {
   detTrainConfig,
   exportDetectorRun,
@@ -133,27 +131,16 @@ export async function trainDetection(request: DetTrainRequest, callbacks: DetTra
   const val = takeFirst(await readVoc(r.data, { split: valSplit, ...(valYears ? { years: valYears } : {}) }), r.limitVal);
   if (train.classes.join('\n') !== val.classes.join('\n')) throw new UserError(`the splits '${trainSplit}' and '${valSplit}' have different class lists`);
 
-  const info = await initBackend({ backend: detectionBackend(r.backend), purpose: 'training' });
+  const info = await initBackend({ backend: transferBackend(r.backend), purpose: 'training' });
   callbacks.onBackend?.(info);
-  const random = listModels().includes(r.backbone);
-  let backboneModel;
-  let arch: string;
-  if (saved) {
-    // A resumed run's backbone is in its checkpoint: the source it came from is not read again.
-    arch = saved.arch;
-  } else if (random) {
-    arch = r.backbone;
-    getModelEntry(arch);
-  } else {
-    const p = await fromPretrained(r.backbone, { ...(r.backboneArch ? { arch: r.backboneArch } : {}) });
-    backboneModel = p.model;
-    arch = p.model.arch;
-  }
+  const bb = await resolveTransferBackbone(r.backbone, { ...(r.backboneArch ? { arch: r.backboneArch } : {}), ...(saved ? { resumedArch: saved.arch, resumedPretrained: saved.pretrained } : {}) });
+  const backboneModel = bb.model;
+  const arch = bb.arch;
   const out = r.out ?? path.join('runs', `det-${arch}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`);
   const config = detTrainConfig({
     arch,
     backbone: r.backbone,
-    pretrained: saved ? saved.pretrained : !random,
+    pretrained: bb.pretrained,
     classes: [...train.classes],
     data: {
       spec: path.resolve(r.data),
@@ -242,19 +229,6 @@ function detectorOverrides(r: DetTrainRequest): DetTrainConfig['detector'] {
     ...(r.roisPerImage !== undefined ? { roiTargets: { ...base.roiTargets, batchSize: r.roisPerImage } } : {}),
     ...(r.testProposals !== undefined ? { rpnTest: { ...base.rpnTest, postNms: r.testProposals } } : {}),
   };
-}
-
-/**
- * The tfjs backend of a detection job: the one asked for, else ZOO_BACKEND, else wasm. RoIAlign's
- * kernels need tensor memory JavaScript can reach (wasm, cpu), so 'auto' must not pick tfjs-node.
- */
-function detectionBackend(asked: string | undefined): string {
-  const b = asked ?? process.env.ZOO_BACKEND;
-  return !b || b === 'auto' ? 'wasm' : b;
-}
-
-function defined<T extends Record<string, unknown>>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 /** The request that reproduces a run's configuration (what --resume starts from). */
@@ -417,7 +391,7 @@ export async function evaluateDetection(r: DetEvalRequest): Promise<DetEvalOutco
 /** Exports a detection run's checkpoint as one checked ONNX graph. */
 export async function exportDetection(runDir: string, out: string, options: { backend?: string } = {}): Promise<{ file: string; bytes: number; check: DetectorCheckReport }> {
   const config = await readDetRunConfig(path.join(runDir, RUN_FILES.config));
-  await initBackend({ backend: detectionBackend(options.backend), gradients: false });
+  await initBackend({ backend: transferBackend(options.backend), gradients: false });
   const det = createDetector(config.arch, config.classes.length, { config: config.detector, seed: config.seed });
   try {
     await loadCheckpointParams(path.join(runDir, RUN_FILES.checkpoint), det);
@@ -444,7 +418,7 @@ export async function detect(model: string | DetectorSession, images: (string | 
     const out: ImageDetection[][] = [];
     for (const img of images) {
       const label = typeof img === 'string' ? img : 'image bytes';
-      const decoded = typeof img === 'string' ? await decodeImage(img) : await decodeBytes(img);
+      const decoded = await decodeImageInput(img);
       const s = prepareDetectionSample(decoded, { id: label, year: '', width: decoded.width, height: decoded.height, objects: [] }, { minSize: d.meta.minSize, maxSize: d.meta.maxSize, preprocessing: d.meta });
       const [found] = await runDetectorSession(d.session, s.image, [1, s.height, s.width, 3], d.maxDetections);
       const list: ImageDetection[] = [];
@@ -459,16 +433,6 @@ export async function detect(model: string | DetectorSession, images: (string | 
     return out;
   } finally {
     if (typeof model === 'string') await d.close();
-  }
-}
-
-/** Image bytes (JPEG, PNG, WebP) as RGB pixels. */
-async function decodeBytes(bytes: Uint8Array): Promise<{ data: Uint8Array; width: number; height: number; channels: 3 }> {
-  try {
-    const { data, info } = await sharp(Buffer.from(bytes)).rotate().removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
-    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: 3 };
-  } catch (e) {
-    throw new UserError(`the image bytes cannot be decoded (${(e as Error).message})`);
   }
 }
 

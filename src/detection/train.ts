@@ -27,7 +27,7 @@ import { IMAGENET_PREPROCESSING } from '../predict/preprocessing.js';
 import { Rng } from '../util/random.js';
 import { SGD } from '../train/optim.js';
 import { LrSchedule } from '../train/schedule.js';
-import { checkInteger, checkRunOptions, loopControl, openRunDir, runFiles, runLoop, updatesIn, type LoopEvent, type LoopRecord, type LoopTask, type RunControlOptions } from '../train/loop.js';
+import { checkInteger, checkRunOptions, diagnoseNonFinite, loopControl, openRunDir, prefetchBatches, readTaskRunConfig, runFiles, runLoop, taskConfigDiffs, updatesIn, type LoopEvent, type LoopRecord, type LoopTask, type RunControlOptions } from '../train/loop.js';
 import type { CheckpointState } from '../train/checkpoint.js';
 import { createDetector, concatRois, type Detector } from './detector.js';
 import type { FasterRcnnConfig } from './faster_rcnn.js';
@@ -168,35 +168,9 @@ export function detSchedule(c: DetTrainConfig): LrSchedule {
   });
 }
 
-/** The fields of two configurations that differ (for --resume), as "field: run value -> given value". */
-function configDiffs(saved: unknown, c: DetTrainConfig): string[] {
-  const out: string[] = [];
-  const s = (saved ?? {}) as Record<string, unknown>;
-  for (const [k, v] of Object.entries(c)) {
-    if (JSON.stringify(s[k]) !== JSON.stringify(v)) out.push(`${k}: ${JSON.stringify(s[k])} in the run, ${JSON.stringify(v)} given`);
-  }
-  return out;
-}
-
 /** The run's configuration as recorded in its run.json. */
-export async function readDetRunConfig(file: string): Promise<DetTrainConfig> {
-  let raw: string;
-  try {
-    raw = await fsp.readFile(file, 'utf8');
-  } catch (e) {
-    throw new UserError(`${file} cannot be read (${(e as Error).message}): not a detection run directory`, { cause: e });
-  }
-  let c: unknown;
-  try {
-    c = JSON.parse(raw);
-  } catch (e) {
-    throw new UserError(`${file} is not JSON (${(e as Error).message}); restore it or start a new run`, { cause: e });
-  }
-  const r = c as Partial<DetTrainConfig> | null;
-  if (!r || typeof r !== 'object' || r.task !== 'detection' || typeof r.arch !== 'string' || !Array.isArray(r.classes)) {
-    throw new UserError(`${file} is not a detection run's configuration (task 'detection', arch, classes)`);
-  }
-  return r as DetTrainConfig;
+export function readDetRunConfig(file: string): Promise<DetTrainConfig> {
+  return readTaskRunConfig<DetTrainConfig>(file, 'detection');
 }
 
 /** Ground truth of VOC images in the evaluator's form (difficult objects kept). */
@@ -258,7 +232,7 @@ export async function trainDetector(options: DetTrainOptions): Promise<DetTrainR
   await registerCoreGradients();
   const records = await openRunDir<DetEpochRecord>(out, {
     ...(options.resume ? { resume: true } : {}),
-    diffs: async () => configDiffs(await readDetRunConfig(files.config), c),
+    diffs: async () => taskConfigDiffs(await readDetRunConfig(files.config), c),
     resumeCommand: `zoo det train --out ${out} --resume`,
   });
   // A bad image stops the run now, by name, not at the end of the first epoch.
@@ -375,25 +349,7 @@ function detectionTask(det: Detector, options: DetTrainOptions, trainable: [stri
   return {
     batches(epoch, skip) {
       const order = epochOrder(images.length, { shuffle: true, seed: c.seed, epoch });
-      const count = Math.floor(images.length / c.microBatch);
-      let next = skip;
-      // One micro-batch ahead: decoding runs in sharp's threads while the model computes.
-      let ahead: Promise<DetBatch> | undefined = next < count ? load(epoch, order, next) : undefined;
-      ahead?.catch(() => {});
-      return {
-        async next(): Promise<IteratorResult<DetBatch>> {
-          if (!ahead) return { done: true, value: undefined };
-          const current = ahead;
-          next++;
-          ahead = next < count ? load(epoch, order, next) : undefined;
-          ahead?.catch(() => {});
-          return { done: false, value: await current };
-        },
-        async return(): Promise<IteratorResult<DetBatch>> {
-          ahead = undefined;
-          return { done: true, value: undefined };
-        },
-      };
+      return prefetchBatches(Math.floor(images.length / c.microBatch), skip, (index) => load(epoch, order, index));
     },
     count: (b) => b.count,
     step: async (b) => {
@@ -453,12 +409,7 @@ function detectionTask(det: Detector, options: DetTrainOptions, trainable: [stri
       tf.dispose([value, ...Object.values(terms)]);
       return { loss: values[0]![0]!, grads, terms: Object.fromEntries(names.map((k, i) => [k, values[i + 1]![0]!])) };
     },
-    diagnose: (b) => {
-      for (let i = 0; i < b.images.length; i++) if (!Number.isFinite(b.images[i]!)) return 'the input batch holds non-finite values (a data problem)';
-      const bad = [...det.params.specs.keys()].filter((n) => (det.params.get(n).dataSync() as Float32Array).some((v) => !Number.isFinite(v)));
-      if (bad.length) return `${bad.length} parameter tensors hold non-finite values (first: ${bad.slice(0, 3).join(', ')}): the previous updates diverged`;
-      return 'inputs and parameters are finite, so the forward pass overflowed (the learning rate is probably too high)';
-    },
+    diagnose: (b) => diagnoseNonFinite(b.images, det.params),
     evaluate: async (epoch) => {
       const r = await evaluateDetector(det, options.data.val.images, c.classes, {
         minSize: c.minSize,

@@ -11,6 +11,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { NamedTensorMap, Tensor } from '@tensorflow/tfjs-core';
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { RUN_FILES } from './run_config.js';
 import { UserError } from '../errors.js';
@@ -98,6 +99,76 @@ export function loopControl(o: RunControlOptions): Pick<LoopOptions<never>, 'res
     ...(o.signal ? { signal: o.signal } : {}),
     ...(o.stopAfter !== undefined ? { stopAfter: o.stopAfter } : {}),
   };
+}
+
+/**
+ * The micro-batches `skip` .. `count - 1` of an epoch, loaded one ahead: the next one decodes (in sharp's
+ * threads) while the model computes on the current one.
+ */
+export function prefetchBatches<B>(count: number, skip: number, load: (index: number) => Promise<B>): AsyncIterator<B> {
+  let next = skip;
+  const start = (): Promise<B> | undefined => {
+    if (next >= count) return undefined;
+    const p = load(next);
+    p.catch(() => {}); // surfaced when awaited; a stopped run never awaits it
+    return p;
+  };
+  let ahead = start();
+  return {
+    async next(): Promise<IteratorResult<B>> {
+      if (!ahead) return { done: true, value: undefined };
+      const current = ahead;
+      next++;
+      ahead = start();
+      return { done: false, value: await current };
+    },
+    async return(): Promise<IteratorResult<B>> {
+      ahead = undefined;
+      return { done: true, value: undefined };
+    },
+  };
+}
+
+/** The fields of two task configurations that differ (for --resume), as "field: run value -> given value". */
+export function taskConfigDiffs(saved: unknown, c: object): string[] {
+  const out: string[] = [];
+  const s = (saved ?? {}) as Record<string, unknown>;
+  for (const [k, v] of Object.entries(c)) {
+    if (JSON.stringify(s[k]) !== JSON.stringify(v)) out.push(`${k}: ${JSON.stringify(s[k])} in the run, ${JSON.stringify(v)} given`);
+  }
+  return out;
+}
+
+/**
+ * A task's run.json: read, parsed and checked to be of `task` (with an arch and a class list), else a
+ * UserError saying what the file is not.
+ */
+export async function readTaskRunConfig<C>(file: string, task: string): Promise<C> {
+  let raw: string;
+  try {
+    raw = await fsp.readFile(file, 'utf8');
+  } catch (e) {
+    throw new UserError(`${file} cannot be read (${(e as Error).message}): not a ${task} run directory`, { cause: e });
+  }
+  let c: unknown;
+  try {
+    c = JSON.parse(raw);
+  } catch (e) {
+    throw new UserError(`${file} is not JSON (${(e as Error).message}); restore it or start a new run`, { cause: e });
+  }
+  const r = c as { task?: unknown; arch?: unknown; classes?: unknown } | null;
+  if (!r || typeof r !== 'object' || r.task !== task || typeof r.arch !== 'string' || !Array.isArray(r.classes)) {
+    throw new UserError(`${file} is not a ${task} run's configuration (task '${task}', arch, classes)`);
+  }
+  return r as C;
+}
+
+/** Why a loss was not finite, for a task's `diagnose`: the batch's inputs, else the parameters, else the forward pass. */
+export function diagnoseNonFinite(inputs: Float32Array, params: ParamStore): string {
+  for (let i = 0; i < inputs.length; i++) if (!Number.isFinite(inputs[i]!)) return 'the input batch holds non-finite values (a data problem)';
+  const bad = [...params.specs.keys()].filter((n) => (params.get(n).dataSync() as Float32Array).some((v) => !Number.isFinite(v)));
+  if (bad.length) return `${bad.length} parameter tensors hold non-finite values (first: ${bad.slice(0, 3).join(', ')}): the previous updates diverged`;
+  return 'inputs and parameters are finite, so the forward pass overflowed (the learning rate is probably too high)';
 }
 
 /** One micro-batch's result. */

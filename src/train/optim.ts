@@ -20,6 +20,8 @@ export interface SgdOptions {
    * update from tfjs-core ops, as on the backends without the kernel (tfjs-node, tfjs-node-gpu).
    */
   fused?: boolean;
+  /** Learning-rate multipliers by parameter name (a segmentation head's x10); 1 for the others. */
+  lrScale?: ReadonlyMap<string, number>;
 }
 
 /** Which parameters get weight decay. */
@@ -39,6 +41,7 @@ export class SGD {
   readonly noBiasDecay: boolean;
   private readonly fused: boolean;
   private readonly decayed: Set<string>;
+  private readonly lrScale: ReadonlyMap<string, number>;
   /** Momentum buffers, by parameter name. */
   readonly velocity = new Map<string, tf.Tensor>();
 
@@ -52,14 +55,16 @@ export class SGD {
     this.noBiasDecay = options.noBiasDecay ?? false;
     this.fused = options.fused ?? true;
     this.decayed = decayedParams(params, this.noBiasDecay);
+    this.lrScale = options.lrScale ?? new Map();
   }
 
   /** Applies one update with learning rate `lr`; grads by parameter name. `gradScale` multiplies them. */
-  step(grads: Map<string, Tensor>, lr: number, gradScale = 1): void {
+  step(grads: Map<string, Tensor>, baseLr: number, gradScale = 1): void {
     const fused = this.fused && hasZooKernel(ZOO_KERNELS.sgd);
     for (const [name, variable] of this.params.trainable()) {
       const g = grads.get(name);
       if (!g) continue;
+      const lr = baseLr * (this.lrScale.get(name) ?? 1);
       const wd = this.decayed.has(name) ? this.weightDecay : 0;
       const v = this.velocity.get(name) ?? tf.keep(tf.zerosLike(variable));
       const [w2, v2] = tf.tidy(() => {

@@ -185,3 +185,33 @@ export function trainingJsonPrinter(
 export function writeJsonEvent(event: string, fields: Record<string, unknown>, stream: { write(s: string): unknown } = process.stdout): void {
   jsonLine(stream, { event, ...fields });
 }
+
+/** What a transfer task (detection, segmentation) says for its own events; the rest is trainingPrinter's. */
+export interface TaskLines<E extends { type: string }> {
+  /** Lines for an event of the task's own, or undefined to leave it to the shared printer. */
+  lines(e: E): string[] | undefined;
+  /** How to continue a stopped run in `dir`. */
+  resumeCommand(dir: string): string;
+}
+
+/**
+ * A printer for a transfer task's training: the classification printer's progress bar and notices, with
+ * the task's own start, epoch and export lines (each a whole line: an open progress line is ended first).
+ */
+export function taskPrinter<E extends { type: string }>(task: TaskLines<E>, stream: ProgressStream = process.stderr): (e: E) => void {
+  const shared = trainingPrinter(stream);
+  const say = (text: string) => {
+    if (stream.isTTY) stream.write('\r\x1b[K');
+    stream.write(`${text}\n`);
+  };
+  return (e) => {
+    if (e.type === 'stopped') {
+      const s = e as unknown as { reason: string; checkpoint: string };
+      say(`${s.reason}: the checkpoint ${s.checkpoint} holds the run's state; continue with: ${task.resumeCommand(path.dirname(s.checkpoint))}`);
+      return;
+    }
+    const lines = task.lines(e);
+    if (lines) for (const l of lines) say(l);
+    else shared(e as unknown as TrainEvent);
+  };
+}

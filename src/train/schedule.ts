@@ -6,6 +6,8 @@
  * - Step decay (2.1, the baseline): divided by 10 at 30, 60 and 90 of 120 epochs, i.e. at a quarter,
  *   half and three quarters of the run for other lengths.
  * - Cosine decay (5.1): lr_t = 0.5 (1 + cos(pi t / T)) lr, with t and T counted after warmup.
+ * - Poly decay (the FCN's, paper 6.2 and GluonCV's segmentation training): lr_t = lr (1 - t / T)^power,
+ *   power 0.9, t and T counted after warmup.
  */
 
 export interface ScheduleOptions {
@@ -20,7 +22,9 @@ export interface ScheduleOptions {
   epochs: number;
   /** Warmup length in epochs (0: none). */
   warmupEpochs: number;
-  decay: 'step' | 'cosine';
+  decay: 'step' | 'cosine' | 'poly';
+  /** Exponent of poly decay (default 0.9). */
+  power?: number;
   /** Fractions of the run at which step decay divides by `stepFactor` (default 0.25, 0.5, 0.75). */
   steps?: number[];
   stepFactor?: number;
@@ -45,6 +49,7 @@ export class LrSchedule {
     const t = iter - this.warmup; // updates after warmup, from 0
     const T = Math.max(this.total - this.warmup, 1);
     if (this.o.decay === 'cosine') return 0.5 * (1 + Math.cos((Math.PI * t) / T)) * this.peak;
+    if (this.o.decay === 'poly') return this.peak * Math.pow(Math.max(0, 1 - t / T), this.o.power ?? 0.9);
     const steps = this.o.steps ?? [0.25, 0.5, 0.75];
     const factor = this.o.stepFactor ?? 0.1;
     const epoch = iter / this.o.itersPerEpoch;

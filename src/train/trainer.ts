@@ -44,7 +44,7 @@ import { SGD } from './optim.js';
 import { LrSchedule } from './schedule.js';
 import { distillationLoss, mixup, sampleBeta, smoothTargets, softCrossEntropy } from './loss.js';
 import type { CheckpointState } from './checkpoint.js';
-import { TrainingError, checkInteger, checkRunOptions, readEpochLog as readLog, runLoop, updatesIn, type LoopRecord, type LoopTask, type RunControlOptions, loopControl, openRunDir, runFiles } from './loop.js';
+import { TrainingError, checkInteger, diagnoseNonFinite, checkRunOptions, readEpochLog as readLog, runLoop, updatesIn, type LoopRecord, type LoopTask, type RunControlOptions, loopControl, openRunDir, runFiles } from './loop.js';
 import { configDiffs, readRunConfig } from './run_config.js';
 import { evaluateModel, type EvalResult } from './evaluate.js';
 import type { Tricks, RecipeName } from './recipes.js';
@@ -347,15 +347,8 @@ function classificationTask(model: Model, options: TrainOptions, varList: [strin
 
 /** Where a non-finite loss came from, as far as can be told cheaply. */
 function diagnose(model: Model, images: Float32Array, teacherLogits: Float32Array | undefined): string {
-  const bad = (a: ArrayLike<number>) => {
-    for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) return true;
-    return false;
-  };
-  if (bad(images)) return 'the input batch holds non-finite values (a data or augmentation problem)';
-  if (teacherLogits && bad(teacherLogits)) return "the teacher's logits are not finite";
-  const params = [...model.params.specs.keys()].filter((n) => bad(model.params.get(n).dataSync()));
-  if (params.length) return `${params.length} parameter tensors hold non-finite values (first: ${params.slice(0, 3).join(', ')}): the previous updates diverged`;
-  return 'inputs and parameters are finite, so the forward pass overflowed (the learning rate is probably too high)';
+  if (teacherLogits && teacherLogits.some((v) => !Number.isFinite(v))) return "the teacher's logits are not finite";
+  return diagnoseNonFinite(images, model.params);
 }
 
 /** Exports a trained model with its labels and preprocessing, checks it in ONNX Runtime, writes it. */

@@ -1,0 +1,62 @@
+/**
+ * What the transfer tasks' library functions (detection.ts, segmentation.ts) share: the tfjs backend
+ * of a task whose ops need direct tensor memory, the backbone a run starts from, and image inputs.
+ */
+import sharp from 'sharp';
+import { UserError } from '../errors.js';
+import { getModelEntry, listModels } from '../models/registry.js';
+import type { Model } from '../models/model.js';
+import { decodeImage } from '../data/image_folder.js';
+import { fromPretrained } from './pretrained.js';
+
+/**
+ * The tfjs backend of a transfer job: the one asked for, else ZOO_BACKEND, else wasm. RoIAlign's and
+ * the half-pixel resize gradient's kernels need tensor memory JavaScript can reach (wasm, cpu), so
+ * 'auto' must not pick tfjs-node.
+ */
+export function transferBackend(asked: string | undefined): string {
+  const b = asked ?? process.env.ZOO_BACKEND;
+  return !b || b === 'auto' ? 'wasm' : b;
+}
+
+/** `o` without its undefined fields. */
+export function defined<T extends Record<string, unknown>>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+export interface TransferBackbone {
+  arch: string;
+  /** Whether weights were loaded (false: an architecture name, random initialization). */
+  pretrained: boolean;
+  /** The loaded classifier whose backbone the head starts from; the caller disposes it. */
+  model?: Model;
+}
+
+/**
+ * The backbone a run starts from: a registered architecture (random initialization), a local zoo or
+ * published name, a weights file (with `arch` when it does not record one) or a classification run.
+ * `resumedArch`: a resumed run's backbone is in its checkpoint, so the source is not read again.
+ */
+export async function resolveTransferBackbone(ref: string, options: { arch?: string; resumedArch?: string; resumedPretrained?: boolean } = {}): Promise<TransferBackbone> {
+  if (options.resumedArch) return { arch: options.resumedArch, pretrained: options.resumedPretrained ?? false };
+  if (listModels().includes(ref)) {
+    getModelEntry(ref);
+    return { arch: ref, pretrained: false };
+  }
+  const p = await fromPretrained(ref, { ...(options.arch ? { arch: options.arch } : {}) });
+  return { arch: p.model.arch, pretrained: true, model: p.model };
+}
+
+/** An image file or image bytes (JPEG, PNG, WebP) as RGB pixels, EXIF orientation applied. */
+export async function decodeImageInput(img: string | Uint8Array): Promise<{ data: Uint8Array; width: number; height: number; channels: 3 }> {
+  if (typeof img === 'string') {
+    const d = await decodeImage(img);
+    return { data: d.data, width: d.width, height: d.height, channels: 3 };
+  }
+  try {
+    const { data, info } = await sharp(Buffer.from(img)).rotate().removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: 3 };
+  } catch (e) {
+    throw new UserError(`the image bytes cannot be decoded (${(e as Error).message})`);
+  }
+}
