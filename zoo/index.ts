@@ -18,6 +18,7 @@ import { evalCommand } from './commands/eval.js';
 import { plotCommand } from './commands/plot.js';
 import { doctorCommand } from './commands/doctor.js';
 import { detCommand } from './commands/det.js';
+import { segCommand } from './commands/seg.js';
 import { fail } from './run.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -62,7 +63,7 @@ Start with:
   );
 
 const globals = () => program.opts<{ backend?: string }>();
-for (const cmd of [listCommand(), infoCommand(), exportCommand(globals), pullCommand(globals), importCommand(globals), predictCommand(), rmCommand(), trainCommand(globals), evalCommand(), plotCommand(), doctorCommand(globals), detCommand(globals)]) {
+for (const cmd of [listCommand(), infoCommand(), exportCommand(globals), pullCommand(globals), importCommand(globals), predictCommand(), rmCommand(), trainCommand(globals), evalCommand(), plotCommand(), doctorCommand(globals), detCommand(globals), segCommand(globals)]) {
   cmd.exitOverride((err: CommanderError) => process.exit(err.exitCode === 0 ? 0 : 2));
   cmd.showHelpAfterError(`(run 'zoo ${cmd.name()} --help' for usage)`);
   program.addCommand(cmd);
