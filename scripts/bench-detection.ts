@@ -14,22 +14,34 @@
  * [--no-torch] [--profile] [--out file]`); `--profile` adds ONNX Runtime's per-node timings of one
  * inference, summed by operator and by part of the network.
  */
-import { spawn, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { createDetector } from '../src/detection/detector.js';
 import { exportDetector, smoothImages } from '../src/detection/export.js';
 import { toNCHW } from '../src/onnx/check.js';
 import { DataType, decodeModel, onnx, valueInfo } from '../src/onnx/proto.js';
-import { createSession, ort, runSession, type Session } from '../src/runtime/ort.js';
+import { createSession, runSession } from '../src/runtime/ort.js';
 import { initBackend, describeBackend } from '../src/backend/index.js';
 import { writeFileAtomic } from '../src/io/atomic.js';
 import { fail, table } from '../zoo/run.js';
-import { UserError } from '../src/errors.js';
+import {
+  TorchPeer,
+  alternate,
+  checkBenchArgs,
+  benchSession,
+  describeProfile,
+  exportedNodeOf,
+  findPython,
+  median,
+  pairedRatio,
+  profileOrt,
+  targetText,
+  unmappedPart,
+  type OrtProfile,
+} from './bench_common.js';
 
 /** Boxes at each stage of one inference: the workload the selection steps see. */
 export interface DetectionCounts {
@@ -53,16 +65,8 @@ export interface DetectionBenchOptions {
   log?: (line: string) => void;
 }
 
-export interface DetectionProfile {
-  /** Sum of the node kernel times of one inference (ms) and the run's wall time (ms). */
-  kernelMs: number;
-  runMs: number;
-  /** [name, ms, calls] by operator type and by part of the network, largest first. */
-  byOp: [string, number, number][];
-  byPart: [string, number, number][];
-  /** The slowest single nodes: [node, op, ms]. */
-  topNodes: [string, string, number][];
-}
+/** ONNX Runtime's per-node timings of one inference, by operator and by part of the detector. */
+export type DetectionProfile = OrtProfile;
 
 export interface DetectionBenchResult {
   name: string;
@@ -97,57 +101,6 @@ export interface DetectionBenchResult {
 
 export const DETECTION_TARGET = 1.5;
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-/** A python with torch and torchvision: Debian's first (the pyenv on PATH may lack them). */
-function findPython(): string | undefined {
-  return ['/usr/bin/python3', 'python3'].find((p) => {
-    try {
-      execFileSync(p, ['-c', 'import torch, torchvision'], { stdio: 'ignore' });
-      return true;
-    } catch {
-      return false;
-    }
-  });
-}
-
-/** The peer, started in its serving mode: one JSON line when ready, then one per "run". */
-class TorchPeer {
-  private readonly lines: AsyncIterator<string>;
-  private stderr = '';
-
-  private constructor(private readonly child: ChildProcessWithoutNullStreams) {
-    child.stderr.on('data', (d: Buffer) => (this.stderr = (this.stderr + d.toString()).slice(-4000)));
-    child.stdin.on('error', () => {}); // a peer that died is reported by next()
-    this.lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
-  }
-
-  static start(python: string, job: Record<string, unknown>): TorchPeer {
-    const script = fileURLToPath(new URL('../../scripts/bench_det.py', import.meta.url));
-    if (!existsSync(script)) throw new Error(`missing ${script}`);
-    return new TorchPeer(spawn(python, [script, JSON.stringify({ ...job, serve: true })], { stdio: ['pipe', 'pipe', 'pipe'] }));
-  }
-
-  async next(): Promise<Record<string, unknown>> {
-    const r = await this.lines.next();
-    if (r.done) throw new Error(`the PyTorch peer (scripts/bench_det.py) stopped: ${this.stderr.trim().split('\n').slice(-3).join(' | ') || 'no output'}`);
-    return JSON.parse(r.value) as Record<string, unknown>;
-  }
-
-  async run(): Promise<number> {
-    this.child.stdin.write('run\n');
-    return (await this.next()).seconds as number;
-  }
-
-  close(): void {
-    this.child.stdin.end('quit\n');
-  }
-}
-
 /**
  * The exported graph with the outputs of its two NonMaxSuppression nodes (RPN first, detections
  * last, in the order proposals.ts emits them) added as graph outputs, to count the boxes they keep.
@@ -177,25 +130,14 @@ async function countBoxes(bytes: Uint8Array, feeds: Feeds, threads: number): Pro
   }
 }
 
-/**
- * Which part of the detector a node of ONNX Runtime's optimized graph belongs to. Its nodes keep the
- * exported names, or take the name of the value they compute with a suffix ('layer4.0.conv2.relu_out_nchwc'
- * for a Conv fused with its BN and ReLU in the blocked layout, 'det_slice_3/GatherSliceToSplitFusion');
- * layout conversions it adds are counted apart.
- */
+/** Which part of the detector a node of ONNX Runtime's optimized graph belongs to. */
 export function partResolver(bytes: Uint8Array): (name: string) => string {
   const nodes = decodeModel(bytes, 'the exported detector').graph!.node ?? [];
-  const byName = new Map<string, number>();
-  const byOutput = new Map<string, number>();
-  nodes.forEach((n, i) => {
-    byName.set(n.name!, i);
-    for (const o of n.output ?? []) byOutput.set(o, i);
-  });
+  const exported = exportedNodeOf(bytes);
   const roi = nodes.findIndex((n) => n.opType === 'RoiAlign');
   return (name: string) => {
-    const base = name.replace(/\/.*$/, '');
-    const i = byName.get(base) ?? byOutput.get(base.replace(/_nchwc$/, '')) ?? byName.get(base.replace(/_nchwc$/, ''));
-    if (i === undefined) return /^(Reorder|Reshape)/.test(base) ? 'layout changes (ONNX Runtime)' : 'other';
+    const i = exported(name);
+    if (i === undefined) return unmappedPart(name);
     const n = nodes[i]!.name!;
     const post = n.startsWith('det_') || n.startsWith('rpn_');
     if (i === roi) return 'RoiAlign';
@@ -206,53 +148,8 @@ export function partResolver(bytes: Uint8Array): (name: string) => string {
 }
 
 /** ONNX Runtime's profile of one inference after a warm-up, summed by operator and by part. */
-export async function profileSession(bytes: Uint8Array, feeds: Feeds, threads: number): Promise<DetectionProfile> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'zoo-bench-det-prof-'));
-  try {
-    const session = await ort().InferenceSession.create(bytes, {
-      executionProviders: ['cpu'],
-      graphOptimizationLevel: 'all',
-      intraOpNumThreads: threads,
-      enableProfiling: true,
-      profileFilePrefix: path.join(dir, 'det'),
-    });
-    const s: Session = { session, provider: 'cpu' };
-    await runSession(s, feeds);
-    await runSession(s, feeds);
-    session.endProfiling();
-    await session.release();
-    const file = readdirSync(dir).find((f) => f.endsWith('.json'));
-    if (!file) throw new Error(`ONNX Runtime wrote no profile into ${dir}`);
-    type Event = { cat: string; name: string; ts: number; dur: number; args?: { op_name?: string } };
-    const events = JSON.parse(readFileSync(path.join(dir, file), 'utf8')) as Event[];
-    const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run').sort((a, b) => a.ts - b.ts);
-    const last = runs[runs.length - 1]!;
-    const nodes = events.filter((e) => e.cat === 'Node' && e.name.endsWith('_kernel_time') && e.ts >= last.ts && e.ts <= last.ts + last.dur);
-    const partOf = partResolver(bytes);
-    const byOp = new Map<string, [number, number]>();
-    const byPart = new Map<string, [number, number]>();
-    const add = (m: Map<string, [number, number]>, k: string, ms: number) => {
-      const a = m.get(k) ?? [0, 0];
-      a[0] += ms;
-      a[1]++;
-      m.set(k, a);
-    };
-    let kernelMs = 0;
-    const top: [string, string, number][] = [];
-    for (const e of nodes) {
-      const name = e.name.slice(0, -'_kernel_time'.length);
-      const op = e.args?.op_name ?? '?';
-      const ms = e.dur / 1000;
-      kernelMs += ms;
-      add(byOp, op, ms);
-      add(byPart, partOf(name), ms);
-      top.push([name, op, ms]);
-    }
-    const sorted = (m: Map<string, [number, number]>) => [...m].map(([k, [ms, n]]) => [k, ms, n] as [string, number, number]).sort((a, b) => b[1] - a[1]);
-    return { kernelMs, runMs: last.dur / 1000, byOp: sorted(byOp), byPart: sorted(byPart), topNodes: top.sort((a, b) => b[2] - a[2]).slice(0, 12) };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+export function profileSession(bytes: Uint8Array, feeds: Feeds, threads: number): Promise<DetectionProfile> {
+  return profileOrt(bytes, feeds, threads, partResolver(bytes));
 }
 
 /** Runs the detection benchmark; progress lines go to `log`. */
@@ -274,36 +171,29 @@ export async function benchDetection(o: DetectionBenchOptions): Promise<Detectio
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'zoo-bench-det-'));
   let peer: TorchPeer | undefined;
   try {
-    const python = o.torch === false ? undefined : findPython();
+    const python = o.torch === false ? undefined : findPython(['torch', 'torchvision']);
     if (o.torch !== false && !python) log('  python3-torch / python3-torchvision not found (apt-get install python3-torchvision): no ratio');
     if (python) {
       // The peer builds and warms up while this side does the same; nothing is timed until both are ready.
       const input = path.join(tmp, 'input.f32');
       writeFileSync(input, nchw);
-      peer = TorchPeer.start(python, { threads: o.threads, height: H, width: W, classes, seed: 0, warmup: 1, input });
+      peer = TorchPeer.start(python, 'bench_det.py', { threads: o.threads, height: H, width: W, classes, seed: 0, warmup: 1, input });
     }
-    // CPU against CPU: the peer runs on the CPU, so ONNX Runtime does too even where CUDA is installed.
-    const session = await createSession(bytes, { provider: 'cpu', intraOpThreads: o.threads });
-    const zooTimes: number[] = [];
-    const torchTimes: number[] = [];
+    const session = await benchSession(bytes, o.threads);
+    let times: { zoo: number[]; torch: number[] };
     let counts: DetectionCounts | null;
     let ready: Record<string, unknown> | undefined;
     try {
       await runSession(session, feeds); // warm-up
       counts = await countBoxes(bytes, feeds, o.threads);
       if (peer) ready = await peer.next();
-      for (let r = 0; r < runs; r++) {
-        const t = performance.now();
-        await runSession(session, feeds);
-        zooTimes.push((performance.now() - t) / 1000);
-        if (peer) torchTimes.push(await peer.run());
-        log(`  run ${r + 1}/${runs}: onnxruntime-node ${zooTimes[r]!.toFixed(2)} s${peer ? `, PyTorch ${torchTimes[r]!.toFixed(2)} s` : ''}`);
-      }
+      times = await alternate(runs, () => runSession(session, feeds), peer, log);
     } finally {
       await session.session.release();
     }
     peer?.close();
     peer = undefined;
+    const { zoo: zooTimes, torch: torchTimes } = times;
     const seconds = median(zooTimes);
     const result: DetectionBenchResult = {
       name: `faster_rcnn_${arch} onnxruntime-node (cpu) b1 ${H}x${W}`,
@@ -336,7 +226,7 @@ export async function benchDetection(o: DetectionBenchOptions): Promise<Detectio
         counts: { proposals: Number(ready.proposals), afterNms: Number(ready.afterNms), detections: Number(ready.detections) },
       };
       result.ratio = result.imagesPerSecond / result.torch.imagesPerSecond;
-      result.pairedRatio = median(zooTimes.map((z, i) => torchTimes[i]! / z));
+      result.pairedRatio = pairedRatio(zooTimes, torchTimes);
     }
     if (o.profile) result.profile = await profileSession(bytes, feeds, o.threads);
     return result;
@@ -358,7 +248,7 @@ export function describeDetection(r: DetectionBenchResult): string {
           r.imagesPerSecond.toFixed(3),
           r.torch ? r.torch.imagesPerSecond.toFixed(3) : '-',
           r.ratio !== null ? `${r.ratio.toFixed(2)}x` : '-',
-          r.ratio !== null ? `>= ${r.target}x ${r.ratio >= r.target ? 'met' : 'NOT met'}` : '-',
+          targetText(r.ratio, r.target),
         ],
       ],
       ['Faster R-CNN', 'ORT images/s', 'PyTorch images/s', 'ratio', 'target'],
@@ -371,18 +261,7 @@ export function describeDetection(r: DetectionBenchResult): string {
       `  ratio run by run: ${r.pairedRatio!.toFixed(2)}x (median over the ${r.times.length} pairs of alternated runs)`,
     );
   }
-  if (r.profile) {
-    const p = r.profile;
-    const rows = (xs: [string, number, number][]) => xs.slice(0, 12).map(([k, ms, n]) => [k, ms.toFixed(0), String(n), `${((100 * ms) / p.kernelMs).toFixed(1)}%`]);
-    lines.push(
-      `\nONNX Runtime profile of one inference: ${p.runMs.toFixed(0)} ms, nodes ${p.kernelMs.toFixed(0)} ms`,
-      table(rows(p.byPart), ['part', 'ms', 'nodes', 'share']),
-      '',
-      table(rows(p.byOp), ['operator', 'ms', 'nodes', 'share']),
-      '',
-      table(p.topNodes.map(([n, op, ms]) => [n, op, ms.toFixed(0)]), ['slowest nodes', 'operator', 'ms']),
-    );
-  }
+  if (r.profile) lines.push(...describeProfile(r.profile));
   return lines.join('\n');
 }
 
@@ -396,14 +275,11 @@ async function main(): Promise<void> {
     .option('--profile', 'add ONNX Runtime\'s per-node timings of one inference')
     .parse(process.argv)
     .opts<{ runs: number; threads?: number; size: string; out: string; torch: boolean; profile?: boolean }>();
-  const size = /^(\d+)x(\d+)$/.exec(opts.size);
-  if (!size || Number(size[1]) < 32 || Number(size[2]) < 32) throw new UserError(`--size takes HEIGHTxWIDTH of at least 32x32, got '${opts.size}'`, { exitCode: 2 });
-  if (!Number.isInteger(opts.runs) || opts.runs < 1) throw new UserError(`--runs takes a positive integer, got '${opts.runs}'`, { exitCode: 2 });
-  if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 1)) throw new UserError(`--threads takes a positive integer, got '${opts.threads}'`, { exitCode: 2 });
+  const [height, width] = checkBenchArgs(opts);
   const info = await initBackend({ purpose: 'inference' });
   const threads = opts.threads ?? info.threads;
   console.log(`${describeBackend(info)}; ${os.cpus()[0]?.model ?? 'cpu'}, ${os.availableParallelism()} cores; ${threads} threads, ${opts.runs} runs`);
-  const r = await benchDetection({ runs: opts.runs, threads, torch: opts.torch, profile: opts.profile ?? false, height: Number(size[1]), width: Number(size[2]) });
+  const r = await benchDetection({ runs: opts.runs, threads, torch: opts.torch, profile: opts.profile ?? false, height, width });
   console.log(`\n${describeDetection(r)}`);
   await writeFileAtomic(opts.out, JSON.stringify({ date: new Date().toISOString(), cpu: os.cpus()[0]?.model, cores: os.availableParallelism(), ...r }, null, 2));
   console.log(`wrote ${opts.out}`);
