@@ -12,16 +12,17 @@
  * of threads, printing each tfjs/ORT figure as a ratio to PyTorch measured in the same run.
  * Then the detection part (scripts/bench-detection.ts): the exported ResNet-50-D Faster R-CNN in
  * onnxruntime-node at 600x1000 beside torchvision's FasterRCNN in the same configuration
- * (`--no-detection` skips it; `node dist/scripts/bench-detection.js` runs it alone).
+ * (`--no-detection` skips it; `node dist/scripts/bench-detection.js` runs it alone), and the
+ * segmentation part (scripts/bench-seg.ts): the exported FCN-ResNet-50 (output stride 8) in
+ * onnxruntime-node at 480x480 beside torchvision's fcn_resnet50 (`--no-segmentation` skips it;
+ * `node dist/scripts/bench-seg.js` runs it alone).
  * Writes the figures as JSON (default bench-results/bench.json). `--profile` adds a per-kernel
  * breakdown of one training step at each shape.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor4D } from '@tensorflow/tfjs-core';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import os from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { initBackend, describeBackend, activeWasmModule } from '../src/backend/index.js';
 import { createModel, type Model } from '../src/models/model.js';
@@ -41,6 +42,8 @@ import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
 import { benchDetection, describeDetection, type DetectionBenchResult } from './bench-detection.js';
+import { benchSegmentation, describeSegmentation, type SegmentationBenchResult } from './bench-seg.js';
+import { findPython, median, scriptPath } from './bench_common.js';
 
 interface PipelineResult {
   name: string;
@@ -127,12 +130,6 @@ interface CaseResult {
   target?: number;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
 async function timeRuns(fn: () => Promise<void> | void, runs: number, warmup: number): Promise<number[]> {
   for (let i = 0; i < warmup; i++) await fn();
   const times: number[] = [];
@@ -163,18 +160,9 @@ function trainStep(m: Model, opt: SGD, x: Tensor4D, labels: tf.Tensor2D): void {
 }
 
 function torchPeer(threads: number, runs: number, cases: { kind: string; batch: number; size: number; warmup: number }[]) {
-  const python = ['/usr/bin/python3', 'python3'].find((p) => {
-    try {
-      execFileSync(p, ['-c', 'import torch'], { stdio: 'ignore' });
-      return true;
-    } catch {
-      return false;
-    }
-  });
+  const python = findPython(['torch']);
   if (!python) return undefined;
-  const script = fileURLToPath(new URL('../../scripts/bench_torch.py', import.meta.url));
-  if (!existsSync(script)) throw new Error(`missing ${script}`);
-  const out = execFileSync(python, [script, JSON.stringify({ threads, runs, cases })], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const out = execFileSync(python, [scriptPath('bench_torch.py'), JSON.stringify({ threads, runs, cases })], { encoding: 'utf8', maxBuffer: 1 << 24 });
   return JSON.parse(out) as { torch: string; threads: number; cases: { kind: string; batch: number; size: number; imagesPerSecond: number }[] };
 }
 
@@ -207,10 +195,11 @@ async function main(): Promise<void> {
     .option('--out <file>', 'JSON output', 'bench-results/bench.json')
     .option('--no-torch', 'skip the PyTorch peer')
     .option('--no-detection', 'skip the detection benchmark')
+    .option('--no-segmentation', 'skip the segmentation benchmark')
     .option('--profile', 'print a per-kernel breakdown of the training steps')
     .option('--backend <name>', 'compute backend (default: auto)')
     .parse(process.argv)
-    .opts<{ runs: number; out: string; torch: boolean; detection: boolean; profile?: boolean; backend?: string }>();
+    .opts<{ runs: number; out: string; torch: boolean; detection: boolean; segmentation: boolean; profile?: boolean; backend?: string }>();
   const info = await initBackend({ ...(opts.backend ? { backend: opts.backend } : {}), purpose: 'training' });
   const threads = info.threads;
   console.log(`${describeBackend(info)}; ${os.cpus()[0]?.model ?? 'cpu'}, ${os.availableParallelism()} cores; ${opts.runs} runs per case`);
@@ -341,9 +330,15 @@ async function main(): Promise<void> {
     detection = await benchDetection({ runs, threads, torch: opts.torch });
     console.log(describeDetection(detection));
   }
+  let segmentation: SegmentationBenchResult | null = null;
+  if (opts.segmentation) {
+    console.log('\nSegmentation: FCN ResNet-50 output stride 8, 480x480, onnxruntime-node and PyTorch alternately...');
+    segmentation = await benchSegmentation({ runs, threads, torch: opts.torch });
+    console.log(describeSegmentation(segmentation));
+  }
   await writeFileAtomic(
     opts.out,
-    JSON.stringify({ date: new Date().toISOString(), backend: info, cpu: os.cpus()[0]?.model, cores: os.availableParallelism(), torch: torch ?? null, wasmHeapBytes: peakHeap || null, results, pipeline, detection }, null, 2),
+    JSON.stringify({ date: new Date().toISOString(), backend: info, cpu: os.cpus()[0]?.model, cores: os.availableParallelism(), torch: torch ?? null, wasmHeapBytes: peakHeap || null, results, pipeline, detection, segmentation }, null, 2),
   );
   console.log(`wrote ${opts.out}`);
 }
