@@ -20,7 +20,7 @@
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { zooRunner } from './zoo_cli.js';
+import { pretrainFashionBackbone, zooRunner } from './zoo_cli.js';
 
 const zoo = zooRunner('demo:det');
 
@@ -46,21 +46,7 @@ function main(): void {
 
   const pre = path.join(out, 'backbone');
   rmSync(pre, { recursive: true, force: true });
-  const tPre = performance.now();
-  zoo([
-    'train', values.arch!,
-    '--data', 'fashion',
-    '--epochs', values['pretrain-epochs']!,
-    '--batch-size', '128',
-    '--warmup', '1',
-    '--image-size', '32',
-    '--min-crop-area', '0.35',
-    '--no-fp16',
-    '--out', pre,
-    '--add-to-zoo', values.name!,
-    '--force',
-  ]);
-  const preSeconds = (performance.now() - tPre) / 1000;
+  const preSeconds = pretrainFashionBackbone(zoo, { arch: values.arch!, name: values.name!, epochs: values['pretrain-epochs']!, out: pre });
 
   const detOptions = [
     '--data', data,
