@@ -6,6 +6,7 @@ import { progressPrinter } from '../../src/hub/cache.js';
 import { hubSettings } from '../../src/hub/settings.js';
 import { UserError } from '../../src/errors.js';
 import { loadPublishedDetectors, pullDetector } from '../../src/detection/weights.js';
+import { lookupPublishedSegmenter, pullSegmenter } from '../../src/segmentation/weights.js';
 import { action, number } from '../run.js';
 
 /** Parses a number of seconds (0 allowed) into milliseconds, naming the option when it is not one. */
@@ -100,6 +101,17 @@ Examples:
             opts.json
               ? `${JSON.stringify({ name: r.name, arch: r.record.arch, task: r.record.task, fromCache: r.fromCache, onnx: r.onnx, weights: r.weights, check: r.record.check }, null, 2)}\n`
               : `${r.fromCache ? 'already in the cache' : 'pulled'}: ${r.name} (Faster R-CNN on ${r.record.arch}) from ${r.record.source.url}\n  ${r.onnx}\n  ONNX Runtime check: ${r.record.check.cases.join(', ')} detections matched\n`,
+          );
+          return;
+        }
+        const segmenter = lookupPublishedSegmenter(name);
+        if (segmenter) {
+          await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), gradients: false });
+          const r = await pullSegmenter(segmenter, { force: opts.force ?? false, settings: hubSettings(), log: (s) => process.stderr.write(`${s}\n`) });
+          process.stdout.write(
+            opts.json
+              ? `${JSON.stringify({ name: r.name, arch: r.record.arch, task: r.record.task, fromCache: r.fromCache, onnx: r.onnx, weights: r.weights, check: r.record.check }, null, 2)}\n`
+              : `${r.fromCache ? 'already in the cache' : 'pulled'}: ${r.name} (FCN on ${r.record.arch}) from ${r.record.source.url}\n  ${r.onnx}\n  ONNX Runtime check: ${r.record.check.summary}\n`,
           );
           return;
         }
