@@ -58,7 +58,7 @@ test.serial('pixel cross-entropy: the mean over labeled pixels only; unlabeled p
   const x = tf.tensor4d(values, [N, H, W, K]);
   const loss = pixelCrossEntropy(x, labels);
   t.true(Math.abs(loss.dataSync()[0]! - sum / count) < 1e-5, `${loss.dataSync()[0]} vs ${sum / count}`);
-  const g = tf.grad((v: tf.Tensor) => pixelCrossEntropy(v as tf.Tensor4D, labels))(x).dataSync();
+  const g = tf.tidy(() => tf.grad((v: tf.Tensor) => pixelCrossEntropy(v as tf.Tensor4D, labels))(x).dataSync());
   for (let p = 0; p < N * H * W; p++) {
     const gp = g.subarray(p * K, (p + 1) * K);
     if (labels[p] === 0) t.true(gp.every((v) => v === 0), `pixel ${p} is unlabeled`);

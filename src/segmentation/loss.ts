@@ -45,5 +45,5 @@ export function segmentationLoss(out: Tensor4D, aux: Tensor4D | undefined, label
   const seg = pixelCrossEntropy(out, labels);
   if (!aux) return { seg, total: seg };
   const a = pixelCrossEntropy(aux, labels);
-  return { seg, aux: a, total: tf.add(seg, tf.mul(a, auxWeight)) as Scalar };
+  return { seg, aux: a, total: tf.tidy(() => tf.add(seg, tf.mul(a, auxWeight)) as Scalar) };
 }
