@@ -11,10 +11,12 @@
  * reported for both to show that neither computes on infinities.
  *
  * Also a script of its own (`node dist/scripts/bench-seg.js [--runs n] [--threads n] [--size HxW]
- * [--no-torch] [--profile] [--fold-bn] [--variants] [--out file]`): `--profile` adds ONNX Runtime's
+ * [--no-torch] [--profile] [--fold-bn] [--variants] [--convs] [--out file]`): `--profile` adds ONNX Runtime's
  * per-node timings of one inference, summed by operator and by part of the network; `--fold-bn` times
  * the export with batch norm folded into the convolutions; `--variants` times, alternately, the session
- * options and export variants that could make a difference (graph optimization level, folded batch norm).
+ * options and export variants that could make a difference (graph optimization level, folded batch norm);
+ * `--convs` times the network's heaviest convolutions alone on both sides (ONNX Runtime's MLAS against
+ * PyTorch's oneDNN on the same shapes), to tell the kernels' speed from the graph's.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -23,9 +25,11 @@ import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { createSegmenter } from '../src/segmentation/segmenter.js';
 import { exportSegmenter } from '../src/segmentation/export.js';
+import { OnnxBuilder, encodeModel } from '../src/onnx/export.js';
+import { Rng } from '../src/util/random.js';
 import { smoothImages } from '../src/detection/export.js';
 import { toNCHW } from '../src/onnx/check.js';
-import { decodeModel } from '../src/onnx/proto.js';
+import { DataType, decodeModel, valueInfo } from '../src/onnx/proto.js';
 import { ort, runSession, type HostTensor, type Session } from '../src/runtime/ort.js';
 import { initBackend, describeBackend } from '../src/backend/index.js';
 import { writeFileAtomic } from '../src/io/atomic.js';
@@ -60,6 +64,8 @@ export interface SegmentationBenchOptions {
   foldBatchNorm?: boolean;
   /** Also time the variants of session options and export (alternately, zoo's side only). */
   variants?: boolean;
+  /** Also time the heaviest convolutions alone, ONNX Runtime against PyTorch alternately. */
+  convs?: boolean;
   height?: number;
   width?: number;
   arch?: string;
@@ -82,6 +88,31 @@ export interface VariantResult {
   imagesPerSecond: number;
   /** This variant's speed over the first one's (the benchmarked configuration), run by run. */
   relative: number;
+}
+
+/** One convolution (+ ReLU) of the FCN at the benchmark's size, timed alone on both sides. */
+export interface ConvCase {
+  name: string;
+  inChannels: number;
+  outChannels: number;
+  kernel: number;
+  dilation: number;
+  /** Height and width of its input (the feature map at output stride 8). */
+  size: number;
+  /** Multiply-adds, in billions. */
+  gmacs: number;
+  /** How many such convolutions the network has. */
+  count: number;
+}
+
+export interface ConvResult extends ConvCase {
+  ortSeconds: number;
+  torchSeconds: number | null;
+  /** Billions of multiply-adds per second of each side. */
+  ortGmacsPerSecond: number;
+  torchGmacsPerSecond: number | null;
+  /** ONNX Runtime's speed over PyTorch's, run by run. */
+  pairedRatio: number | null;
 }
 
 export interface SegmentationBenchResult {
@@ -108,6 +139,9 @@ export interface SegmentationBenchResult {
     times: number[];
     imagesPerSecond: number;
     output: OutputSummary;
+    /** With `profile`: one forward timed module by module, by part (named as segPartResolver names them). */
+    parts?: Record<string, { ms: number; gmacs: number }>;
+    profileMs?: number;
   } | null;
   /** zoo / PyTorch images per second (of the medians). */
   ratio: number | null;
@@ -116,32 +150,39 @@ export interface SegmentationBenchResult {
   target: number;
   profile?: OrtProfile;
   variants?: VariantResult[];
+  convs?: ConvResult[];
 }
 
-/** The part of the FCN a node of ONNX Runtime's optimized graph belongs to. */
+/**
+ * The part of the FCN a node of ONNX Runtime's optimized graph belongs to: the stage, and for the
+ * convolutions (with the batch norm, ReLU and residual add fused into them) the kernel and dilation,
+ * so that the 1x1 and the dilated 3x3 convolutions of a stage are counted apart.
+ */
 export function segPartResolver(bytes: Uint8Array): (name: string) => string {
   const nodes = decodeModel(bytes, 'the exported segmenter').graph!.node ?? [];
-  const dilation = new Map<string, number>();
-  for (const n of nodes) {
-    const d = n.attribute?.find((a) => a.name === 'dilations');
-    const stage = /^(layer\d)\./.exec(n.name ?? '')?.[1];
-    if (stage && d?.ints?.length) dilation.set(stage, Math.max(dilation.get(stage) ?? 1, Number(d.ints[0])));
-  }
+  const producer = new Map<string, number>();
+  nodes.forEach((n, i) => n.output?.forEach((o) => producer.set(o, i)));
+  // A fused node is named after the last node it absorbed (conv -> bn -> add -> relu): walk back to the conv.
+  const convOf = (i: number | undefined) => {
+    for (let k = 0; k < 4 && i !== undefined; k++) {
+      if (nodes[i]!.opType === 'Conv') return nodes[i]!;
+      i = producer.get(nodes[i]!.input?.[0] ?? '');
+    }
+    return undefined;
+  };
   const exported = exportedNodeOf(bytes);
   return (name: string) => {
     const i = exported(name);
     if (i === undefined) return unmappedPart(name);
     const n = nodes[i]!.name!;
-    const stage = /^(layer\d)\./.exec(n)?.[1];
-    if (stage) {
-      const d = dilation.get(stage) ?? 1;
-      return d > 1 ? `${stage} (dilated, up to ${d})` : stage;
-    }
-    if (n.startsWith('classifier.')) return 'head (3x3 conv 512, 1x1 conv)';
-    if (n.startsWith('aux_classifier.')) return 'auxiliary head';
+    const stage = /^(layer\d)\./.exec(n)?.[1] ?? (n.startsWith('classifier.') ? 'head' : n.startsWith('aux_classifier.') ? 'auxiliary head' : undefined);
     if (n.startsWith('resize')) return 'upsampling (Resize)';
-    if (/^(conv1|bn1|maxpool)/.test(n)) return 'stem';
-    return 'other';
+    if (!stage) return /^(conv1|bn1|maxpool)/.test(n) ? 'stem' : 'other';
+    const conv = convOf(i);
+    if (!conv) return `${stage} other`;
+    const k = conv.attribute?.find((a) => a.name === 'kernel_shape')?.ints?.map(Number) ?? [];
+    const d = Number(conv.attribute?.find((a) => a.name === 'dilations')?.ints?.[0] ?? 1);
+    return `${stage} ${k.join('x')}${d > 1 ? ` dilation ${d}` : ''}`;
   };
 }
 
@@ -199,6 +240,95 @@ async function timeVariants(
   }
 }
 
+/** The FCN-ResNet-50's heaviest convolutions (and one undilated twin) at output stride 8 on an HxW image. */
+export function convCases(height: number, width: number): ConvCase[] {
+  const size = Math.round(Math.sqrt(Math.ceil(height / 8) * Math.ceil(width / 8)));
+  const c = (name: string, inChannels: number, outChannels: number, kernel: number, dilation: number, count: number): ConvCase => ({
+    name,
+    inChannels,
+    outChannels,
+    kernel,
+    dilation,
+    size,
+    gmacs: (size * size * outChannels * inChannels * kernel * kernel) / 1e9,
+    count,
+  });
+  return [
+    c('head classifier.0, 3x3 2048->512', 2048, 512, 3, 1, 1),
+    c('layer4 conv2, 3x3 512->512 dilation 4', 512, 512, 3, 4, 3),
+    c('same, undilated', 512, 512, 3, 1, 0),
+    c('layer4 conv1, 1x1 2048->512', 2048, 512, 1, 1, 2),
+    c('layer4 conv3, 1x1 512->2048', 512, 2048, 1, 1, 3),
+    c('layer4.0 downsample, 1x1 1024->2048', 1024, 2048, 1, 1, 1),
+    c('layer3 conv2, 3x3 256->256 dilation 2', 256, 256, 3, 2, 5),
+  ];
+}
+
+/** One convolution with bias, then ReLU, as an ONNX graph (random weights). */
+function singleConv(k: ConvCase, seed: number): Uint8Array {
+  const rng = new Rng(seed);
+  const values = (name: string) => {
+    const n = name.endsWith('.bias') ? k.outChannels : k.outChannels * k.inChannels * k.kernel * k.kernel;
+    const scale = Math.sqrt(2 / (k.inChannels * k.kernel * k.kernel));
+    return Float32Array.from({ length: n }, () => (name.endsWith('.bias') ? 0 : scale * rng.normal()));
+  };
+  const b = new OnnxBuilder(values, { foldBatchNorm: false, fp16: false, epsilon: 1e-5 });
+  b.conv('input', { name: 'conv', inChannels: k.inChannels, outChannels: k.outChannels, kernel: k.kernel, dilation: k.dilation, bias: true, relu: true });
+  b.nodes[b.nodes.length - 1]!.output = ['output'];
+  return encodeModel({
+    name: 'conv',
+    builder: b,
+    inputs: [valueInfo('input', DataType.FLOAT, [1, k.inChannels, k.size, k.size])],
+    outputs: [valueInfo('output', DataType.FLOAT, [1, k.outChannels, k.size, k.size])],
+    metadata: {},
+  });
+}
+
+/** The convolutions of convCases alone: each side runs every case in turn, the two sides alternately. */
+async function timeConvs(cases: ConvCase[], threads: number, runs: number, python: string | undefined, log: (line: string) => void): Promise<ConvResult[]> {
+  const peer = python ? TorchPeer.start(python, 'bench_seg.py', { threads, seed: 0, warmup: 1, convs: cases }) : undefined;
+  const sessions: Session[] = [];
+  try {
+    const rng = new Rng(5);
+    const feeds = cases.map((k): Feeds => ({
+      input: { type: 'float32', data: Float32Array.from({ length: k.inChannels * k.size * k.size }, () => rng.normal()), dims: [1, k.inChannels, k.size, k.size] },
+    }));
+    for (const [i, k] of cases.entries()) {
+      const s = await benchSession(singleConv(k, i), threads);
+      await runSession(s, feeds[i]!);
+      await runSession(s, feeds[i]!);
+      sessions.push(s);
+    }
+    if (peer) await peer.next();
+    const ortTimes = cases.map(() => [] as number[]);
+    const torchTimes = cases.map(() => [] as number[]);
+    for (let r = 0; r < runs; r++) {
+      for (const [i, s] of sessions.entries()) {
+        const t = performance.now();
+        await runSession(s, feeds[i]!);
+        ortTimes[i]!.push((performance.now() - t) / 1000);
+      }
+      if (peer) (await peer.run<number[]>()).forEach((t, i) => torchTimes[i]!.push(t));
+      log(`  convolutions run ${r + 1}/${runs}`);
+    }
+    return cases.map((k, i) => {
+      const ortSeconds = median(ortTimes[i]!);
+      const torchSeconds = peer ? median(torchTimes[i]!) : null;
+      return {
+        ...k,
+        ortSeconds,
+        torchSeconds,
+        ortGmacsPerSecond: k.gmacs / ortSeconds,
+        torchGmacsPerSecond: torchSeconds === null ? null : k.gmacs / torchSeconds,
+        pairedRatio: peer ? pairedRatio(ortTimes[i]!, torchTimes[i]!) : null,
+      };
+    });
+  } finally {
+    peer?.close();
+    for (const s of sessions) await s.session.release();
+  }
+}
+
 /** Runs the segmentation benchmark; progress lines go to `log`. */
 export async function benchSegmentation(o: SegmentationBenchOptions): Promise<SegmentationBenchResult> {
   const log = o.log ?? ((l: string) => console.log(l));
@@ -227,7 +357,7 @@ export async function benchSegmentation(o: SegmentationBenchOptions): Promise<Se
       // The peer builds and warms up while this side does the same; nothing is timed until both are ready.
       const input = path.join(tmp, 'input.f32');
       writeFileSync(input, nchw);
-      peer = TorchPeer.start(python, 'bench_seg.py', { threads: o.threads, height: H, width: W, classes, seed: 0, warmup: 1, input });
+      peer = TorchPeer.start(python, 'bench_seg.py', { threads: o.threads, height: H, width: W, classes, seed: 0, warmup: 1, input, profile: o.profile ?? false });
     }
     const session = await benchSession(bytes, o.threads);
     let times: { zoo: number[]; torch: number[] };
@@ -276,6 +406,10 @@ export async function benchSegmentation(o: SegmentationBenchOptions): Promise<Se
         imagesPerSecond: 1 / ts,
         output: { shape: ready.outputShape as number[], finite: Number(ready.finite), maxAbs: ready.maxAbs === null ? null : Number(ready.maxAbs) },
       };
+      if (ready.parts) {
+        result.torch.parts = ready.parts as Record<string, { ms: number; gmacs: number }>;
+        result.torch.profileMs = Number(ready.profileMs);
+      }
       result.ratio = result.imagesPerSecond / result.torch.imagesPerSecond;
       result.pairedRatio = pairedRatio(zooTimes, torchTimes);
     }
@@ -295,6 +429,10 @@ export async function benchSegmentation(o: SegmentationBenchOptions): Promise<Se
         log,
       );
     }
+    if (o.convs) {
+      log('  the heaviest convolutions alone, alternately:');
+      result.convs = await timeConvs(convCases(H, W), o.threads, runs, python, log);
+    }
     return result;
   } finally {
     peer?.close();
@@ -303,6 +441,28 @@ export async function benchSegmentation(o: SegmentationBenchOptions): Promise<Se
 }
 
 const outputText = (s: OutputSummary) => `logits [${s.shape.join(', ')}], ${s.finite === 1 ? 'all finite' : `${(100 * s.finite).toFixed(1)}% finite`}, max |x| ${s.maxAbs?.toPrecision(3) ?? '-'}`;
+
+/**
+ * ONNX Runtime's profile beside PyTorch's module-by-module timing, part by part. ONNX Runtime fuses
+ * batch norm, ReLU and the residual add into the convolutions; PyTorch runs batch norm and ReLU as
+ * modules of their own (its parts "<stage> BN, ReLU") and the residual add inside the block (in no part).
+ */
+function compareParts(p: OrtProfile, torch: Record<string, { ms: number; gmacs: number }>, torchMs: number): string[] {
+  const ortMs = new Map(p.byPart.map(([k, ms]) => [k, ms]));
+  const names = [...new Set([...ortMs.keys(), ...Object.keys(torch)])].sort((a, b) => (ortMs.get(b) ?? 0) + (torch[b]?.ms ?? 0) - (ortMs.get(a) ?? 0) - (torch[a]?.ms ?? 0));
+  const cell = (ms: number | undefined, gmacs: number | undefined) => (ms === undefined ? '-' : `${ms.toFixed(0)}${gmacs ? ` (${((1000 * gmacs) / ms).toFixed(1)})` : ''}`);
+  return [
+    `ONNX Runtime (${p.runMs.toFixed(0)} ms) beside PyTorch (${torchMs.toFixed(0)} ms, modules timed one by one), by part:`,
+    table(
+      names.map((k) => {
+        const o = ortMs.get(k);
+        const t = torch[k]?.ms;
+        return [k, cell(o, p.convGmacs[k]), cell(t, torch[k]?.gmacs), o !== undefined && t !== undefined && o > 0 ? `${(t / o).toFixed(2)}x` : '-'];
+      }),
+      ['part', 'ORT ms (GMAC/s)', 'PyTorch ms (GMAC/s)', 'PyTorch / ORT'],
+    ),
+  ];
+}
 
 /** The report lines: images/s of both, the ratio against the target, the outputs. */
 export function describeSegmentation(r: SegmentationBenchResult): string {
@@ -328,12 +488,30 @@ export function describeSegmentation(r: SegmentationBenchResult): string {
     );
   }
   if (r.profile) lines.push(...describeProfile(r.profile));
+  if (r.profile && r.torch?.parts) lines.push('', ...compareParts(r.profile, r.torch.parts, r.torch.profileMs ?? 0));
   if (r.variants) {
     lines.push(
       '',
       table(
         r.variants.map((v) => [v.name, v.imagesPerSecond.toFixed(3), `${(v.seconds * 1000).toFixed(0)} ms`, `${v.relative.toFixed(3)}x`]),
         ['ORT variant (alternated)', 'images/s', 'median', 'vs first, run by run'],
+      ),
+    );
+  }
+  if (r.convs) {
+    lines.push(
+      '',
+      table(
+        r.convs.map((c) => [
+          c.name,
+          `${c.size}x${c.size}`,
+          String(c.count),
+          c.gmacs.toFixed(2),
+          `${(c.ortSeconds * 1000).toFixed(0)} ms, ${c.ortGmacsPerSecond.toFixed(1)}`,
+          c.torchSeconds === null ? '-' : `${(c.torchSeconds * 1000).toFixed(0)} ms, ${c.torchGmacsPerSecond!.toFixed(1)}`,
+          c.pairedRatio === null ? '-' : `${c.pairedRatio.toFixed(2)}x`,
+        ]),
+        ['convolution + ReLU alone', 'input', 'in net', 'GMAC', 'ORT (GMAC/s)', 'PyTorch (GMAC/s)', 'ratio'],
       ),
     );
   }
@@ -350,8 +528,9 @@ async function main(): Promise<void> {
     .option('--profile', "add ONNX Runtime's per-node timings of one inference")
     .option('--fold-bn', 'time the export with batch norm folded into the convolutions')
     .option('--variants', 'also time session options and export variants against each other')
+    .option('--convs', 'also time the heaviest convolutions alone, ONNX Runtime against PyTorch')
     .parse(process.argv)
-    .opts<{ runs: number; threads?: number; size: string; out: string; torch: boolean; profile?: boolean; foldBn?: boolean; variants?: boolean }>();
+    .opts<{ runs: number; threads?: number; size: string; out: string; torch: boolean; profile?: boolean; foldBn?: boolean; variants?: boolean; convs?: boolean }>();
   const [height, width] = checkBenchArgs(opts);
   const info = await initBackend({ purpose: 'inference' });
   const threads = opts.threads ?? info.threads;
@@ -363,6 +542,7 @@ async function main(): Promise<void> {
     profile: opts.profile ?? false,
     foldBatchNorm: opts.foldBn ?? false,
     variants: opts.variants ?? false,
+    convs: opts.convs ?? false,
     height,
     width,
   });

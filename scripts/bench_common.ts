@@ -94,10 +94,10 @@ export class TorchPeer {
     return JSON.parse(r.value) as Record<string, unknown>;
   }
 
-  /** One timed inference of the peer: its seconds. */
-  async run(): Promise<number> {
+  /** One timed inference of the peer: its seconds (or, for a peer timing several cases, their list). */
+  async run<T = number>(): Promise<T> {
     this.child.stdin.write('run\n');
-    return (await this.next()).seconds as number;
+    return (await this.next()).seconds as T;
   }
 
   close(): void {
@@ -148,6 +148,19 @@ export interface OrtProfile {
   byPart: [string, number, number][];
   /** The slowest single nodes: [node, op, ms]. */
   topNodes: [string, string, number][];
+  /** Billions of multiply-adds of the convolutions in each part (from the shapes ONNX Runtime reports). */
+  convGmacs: Record<string, number>;
+}
+
+type ShapeArg = Record<string, number[]>[];
+
+/** A convolution's multiply-adds from its profiled shapes: weight elements x batch x output height x width
+ *  (the output may be in ONNX Runtime's blocked layout, [N, C/8, H, W, 8]: its height and width sit alike). */
+function convMacs(args: { input_type_shape?: ShapeArg; output_type_shape?: ShapeArg }): number {
+  const w = Object.values(args.input_type_shape?.[1] ?? {})[0];
+  const y = Object.values(args.output_type_shape?.[0] ?? {})[0];
+  if (!w || !y || y.length < 4) return 0;
+  return w.reduce((a, b) => a * b, 1) * y[0]! * y[2]! * y[3]!;
 }
 
 /**
@@ -197,7 +210,7 @@ export async function profileOrt(
     await session.release();
     const file = readdirSync(dir).find((f) => f.endsWith('.json'));
     if (!file) throw new Error(`ONNX Runtime wrote no profile into ${dir}`);
-    type Event = { cat: string; name: string; ts: number; dur: number; args?: { op_name?: string } };
+    type Event = { cat: string; name: string; ts: number; dur: number; args?: { op_name?: string; input_type_shape?: ShapeArg; output_type_shape?: ShapeArg } };
     const events = JSON.parse(readFileSync(path.join(dir, file), 'utf8')) as Event[];
     const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run').sort((a, b) => a.ts - b.ts);
     const last = runs[runs.length - 1]!;
@@ -212,30 +225,37 @@ export async function profileOrt(
     };
     let kernelMs = 0;
     const top: [string, string, number][] = [];
+    const convGmacs: Record<string, number> = {};
     for (const e of nodes) {
       const name = e.name.slice(0, -'_kernel_time'.length);
       const op = e.args?.op_name ?? '?';
       const ms = e.dur / 1000;
+      const part = partOf(name);
       kernelMs += ms;
       add(byOp, op, ms);
-      add(byPart, partOf(name), ms);
+      add(byPart, part, ms);
       top.push([name, op, ms]);
+      if (/Conv$/.test(op)) convGmacs[part] = (convGmacs[part] ?? 0) + convMacs(e.args ?? {}) / 1e9;
     }
     const sorted = (m: Map<string, [number, number]>) => [...m].map(([k, [ms, n]]) => [k, ms, n] as [string, number, number]).sort((a, b) => b[1] - a[1]);
-    return { kernelMs, runMs: last.dur / 1000, byOp: sorted(byOp), byPart: sorted(byPart), topNodes: top.sort((a, b) => b[2] - a[2]).slice(0, 12) };
+    return { kernelMs, runMs: last.dur / 1000, byOp: sorted(byOp), byPart: sorted(byPart), topNodes: top.sort((a, b) => b[2] - a[2]).slice(0, 12), convGmacs };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-/** A profile as the lines of three tables: by part, by operator, the slowest nodes. */
+/** A profile as the lines of three tables: by part (with the convolutions' multiply-add rate), by operator, the slowest nodes. */
 export function describeProfile(p: OrtProfile): string[] {
-  const rows = (xs: [string, number, number][]) => xs.slice(0, 12).map(([k, ms, n]) => [k, ms.toFixed(0), String(n), `${((100 * ms) / p.kernelMs).toFixed(1)}%`]);
+  const row = ([k, ms, n]: [string, number, number]) => [k, ms.toFixed(0), String(n), `${((100 * ms) / p.kernelMs).toFixed(1)}%`];
+  // How near each part's convolutions run to the machine's multiply-add rate.
+  const gmacs = p.convGmacs ?? {};
+  const speed = (k: string, ms: number) => (gmacs[k] ? `${gmacs[k]!.toFixed(1)} GMAC at ${((1000 * gmacs[k]!) / ms).toFixed(1)} GMAC/s` : '');
+  const total = Object.values(gmacs).reduce((a, b) => a + b, 0);
   return [
-    `\nONNX Runtime profile of one inference: ${p.runMs.toFixed(0)} ms, nodes ${p.kernelMs.toFixed(0)} ms`,
-    table(rows(p.byPart), ['part', 'ms', 'nodes', 'share']),
+    `\nONNX Runtime profile of one inference: ${p.runMs.toFixed(0)} ms, nodes ${p.kernelMs.toFixed(0)} ms${total ? `; convolutions ${total.toFixed(1)} GMAC` : ''}`,
+    table(p.byPart.slice(0, 16).map((r) => [...row(r), speed(r[0], r[1])]), ['part', 'ms', 'nodes', 'share', 'convolutions']),
     '',
-    table(rows(p.byOp), ['operator', 'ms', 'nodes', 'share']),
+    table(p.byOp.slice(0, 12).map(row), ['operator', 'ms', 'nodes', 'share']),
     '',
     table(p.topNodes.map(([n, op, ms]) => [n, op, ms.toFixed(0)]), ['slowest nodes', 'operator', 'ms']),
   ];
