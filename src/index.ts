@@ -11,6 +11,8 @@
  *   train(options, { onEpoch, onProgress, signal })       the paper's training, as `zoo train`
  *   pipeline('object-detection', 'runs/det')              a function from images to boxes (ONNX Runtime)
  *   trainDetection({ backbone, data })                     fine-tune a Faster R-CNN, as `zoo det train`
+ *   pipeline('image-segmentation', 'runs/seg')            a function from images to per-pixel labels
+ *   trainSegmentation({ backbone, data })                  fine-tune an FCN, as `zoo seg train`
  *
  * Below it are the pieces they are made of: backends, the model registry and builder, ONNX export and
  * checks, the resolver and the hub. All share the command line's cache (ZOO_CACHE), settings and
@@ -19,9 +21,11 @@
 /** tfjs-core, the very instance zoo's models use (a second copy of it would hold no zoo tensors). */
 export * as tf from '@tensorflow/tfjs-core';
 export { pipeline, predict, PIPELINE_TASKS } from './api/pipelines.js';
-export type { ImageClassificationPipeline, ObjectDetectionPipeline, PipelineOptions, PipelineTask, ClassifyCallOptions } from './api/pipelines.js';
+export type { ImageClassificationPipeline, ObjectDetectionPipeline, ImageSegmentationPipeline, PipelineOptions, PipelineTask, ClassifyCallOptions } from './api/pipelines.js';
 export { trainDetection, evaluateDetection, exportDetection, detect, openDetector, drawDetections } from './api/detection.js';
 export type { DetTrainRequest, DetTrainCallbacks, DetTrainOutcome, DetEvalRequest, DetEvalOutcome, ImageDetection, DetectorSession } from './api/detection.js';
+export { trainSegmentation, evaluateSegmentation, exportSegmentation, importSegmentation, segment, openSegmenter, writeSegmentation } from './api/segmentation.js';
+export type { SegTrainRequest, SegTrainCallbacks, SegTrainOutcome, SegEvalRequest, SegEvalOutcome, SegImportRequest, ImageSegmentation, SegmenterSession } from './api/segmentation.js';
 export { pull, fromPretrained } from './api/pretrained.js';
 export { train, planTraining } from './api/train.js';
 export type { TrainRequest, TrainCallbacks, TrainOutcome, TrainProgress, TrainPlan } from './api/train.js';
@@ -92,6 +96,22 @@ export { loadDetectionBatch, loadDetectionSample, collateDetection } from './det
 export { evaluateVoc, readVocDetections, writeVocDetections } from './detection/voc_eval.js';
 export type { Detection, VocEvalResult } from './detection/voc_eval.js';
 export { loadDetectorWeights, findPublishedDetector, pullDetector, createPublishedDetector } from './detection/weights.js';
+export { Segmenter, createSegmenter } from './segmentation/segmenter.js';
+export { Fcn, FcnHead, defaultFcnConfig } from './segmentation/fcn.js';
+export type { FcnConfig } from './segmentation/fcn.js';
+export { exportSegmenter, checkSegmenterExport } from './segmentation/export.js';
+export type { SegCheckReport, SegCheckCase } from './segmentation/export.js';
+export { trainSegmenter, evaluateSegmenter } from './segmentation/train.js';
+export type { SegTrainConfig, SegEpochRecord, SegTrainEvent } from './segmentation/train.js';
+export { readAde, ADE20K_CLASSES } from './segmentation/ade.js';
+export type { SegDataset, SegSample } from './segmentation/ade.js';
+export { generateAdeSet } from './segmentation/ade_generate.js';
+export { loadSegBatch } from './segmentation/transform.js';
+export { SegMetric, evaluatePredictionDir } from './segmentation/metrics.js';
+export type { SegEvalResult } from './segmentation/metrics.js';
+export { readLabelPng, writeLabelPng } from './segmentation/png.js';
+export { palette, colorize, writeOverlay } from './segmentation/overlay.js';
+export { loadSegmenterWeights, findPublishedSegmenter, pullSegmenter, createPublishedSegmenter } from './segmentation/weights.js';
 export { roiAlign } from './ops/roi_align.js';
 export type { RoiAlignOptions } from './ops/roi_align.js';
 export type { SgdOptions } from './train/optim.js';

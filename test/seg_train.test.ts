@@ -18,6 +18,7 @@ import { readLabelPng } from '../src/segmentation/png.js';
 import { pixelCrossEntropy, segmentationLoss } from '../src/segmentation/loss.js';
 import { readSegmentationMetadata } from '../src/segmentation/metadata.js';
 import { evaluateSegmentation, segment, trainSegmentation } from '../src/api/segmentation.js';
+import { pipeline } from '../src/index.js';
 import { LrSchedule } from '../src/train/schedule.js';
 import { SGD } from '../src/train/optim.js';
 import { ParamStore } from '../src/models/params.js';
@@ -213,6 +214,11 @@ test.serial('zoo seg eval, export, predict and generate as a user runs them; pre
   const [lib] = await segment(file, [val.samples[0]!.image]);
   t.deepEqual([...(await readLabelPng(pj.results[0]!.labels)).data], [...lib!.labels]);
   t.deepEqual([...(await readLabelPng(path.join(preds, `${val.samples[0]!.id}.png`))).data], [...lib!.labels]);
+  const seg = await pipeline('image-segmentation', file);
+  const viaPipeline = await seg(readFileSync(val.samples[0]!.image));
+  t.deepEqual([...viaPipeline.labels], [...lib!.labels], 'the pipeline on image bytes segments as segment() on the file');
+  t.deepEqual(seg.labels, [...classes]);
+  await seg.dispose();
 
   const noData = await runZoo(['seg', 'train', '--backbone', 'resnet_test', '--data', path.join(tmp, 'nowhere'), '--out', path.join(tmp, 'x')]);
   t.not(noData.code, 0);

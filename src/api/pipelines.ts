@@ -8,16 +8,18 @@
  *   const [top] = await classify('cat.jpg');            // [{ label, probability, index }, ...]
  *   await classify.dispose();
  *
- * Tasks: 'image-classification'. (Detection and segmentation join as their heads land.)
+ * Tasks: 'image-classification', 'object-detection' (boxes in each image's pixels) and
+ * 'image-segmentation' (a label per pixel at each image's own size).
  */
 import { detect, openDetector, type ImageDetection } from './detection.js';
+import { openSegmenter, segment, type ImageSegmentation } from './segmentation.js';
 import { UserError } from '../errors.js';
 import { ImageClassifier, type Classification, type ImageInput, type ImageResult } from '../predict/classifier.js';
 import type { Preprocessing } from '../predict/preprocessing.js';
 import type { ProviderChoice } from '../runtime/ort.js';
 import { resolveLoading, type LoadOptions } from './pretrained.js';
 
-export const PIPELINE_TASKS = ['image-classification', 'object-detection'] as const;
+export const PIPELINE_TASKS = ['image-classification', 'object-detection', 'image-segmentation'] as const;
 export type PipelineTask = (typeof PIPELINE_TASKS)[number];
 
 export interface PipelineOptions extends LoadOptions {
@@ -105,15 +107,40 @@ async function objectDetection(model: string, options: PipelineOptions): Promise
   return Object.assign(call, { task: 'object-detection' as const, model: d.file, labels: d.meta.labels, device: d.session.provider, dispose: () => d.close() }) as ObjectDetectionPipeline;
 }
 
+/** `pipeline('image-segmentation', ...)`: per-pixel classes of images at each image's own size. */
+export interface ImageSegmentationPipeline {
+  (image: string | Uint8Array): Promise<ImageSegmentation>;
+  (images: readonly (string | Uint8Array)[]): Promise<ImageSegmentation[]>;
+  readonly task: 'image-segmentation';
+  readonly model: string;
+  readonly labels: readonly string[];
+  readonly device: 'cpu' | 'cuda';
+  dispose(): Promise<void>;
+}
+
+async function imageSegmentation(model: string, options: PipelineOptions): Promise<ImageSegmentationPipeline> {
+  const s = await openSegmenter(model, { ...(options.device ? { device: options.device } : {}) });
+  if (s.session.note) options.onNote?.(s.session.note);
+  const call = async (input: string | Uint8Array | readonly (string | Uint8Array)[]) => {
+    const list = Array.isArray(input) ? [...(input as readonly (string | Uint8Array)[])] : [input as string | Uint8Array];
+    const found = await segment(s, list);
+    return Array.isArray(input) ? found : found[0]!;
+  };
+  return Object.assign(call, { task: 'image-segmentation' as const, model: s.file, labels: s.meta.labels, device: s.session.provider, dispose: () => s.close() }) as ImageSegmentationPipeline;
+}
+
 /** A pipeline for `task` over `model`; see the module comment. */
 export async function pipeline(task: 'image-classification', model: string, options?: PipelineOptions): Promise<ImageClassificationPipeline>;
 export async function pipeline(task: 'object-detection', model: string, options?: PipelineOptions): Promise<ObjectDetectionPipeline>;
-export async function pipeline(task: PipelineTask, model: string, options: PipelineOptions = {}): Promise<ImageClassificationPipeline | ObjectDetectionPipeline> {
+export async function pipeline(task: 'image-segmentation', model: string, options?: PipelineOptions): Promise<ImageSegmentationPipeline>;
+export async function pipeline(task: PipelineTask, model: string, options: PipelineOptions = {}): Promise<ImageClassificationPipeline | ObjectDetectionPipeline | ImageSegmentationPipeline> {
   switch (task) {
     case 'image-classification':
       return imageClassification(model, options);
     case 'object-detection':
       return objectDetection(model, options);
+    case 'image-segmentation':
+      return imageSegmentation(model, options);
     default:
       throw new UserError(`unknown pipeline task '${String(task)}'; the tasks are ${PIPELINE_TASKS.join(', ')}`, { exitCode: 2 });
   }
