@@ -60,7 +60,10 @@ const RESIZE_CASES: { from: [number, number]; to: [number, number] }[] = [
 ];
 
 for (const alignCorners of [false, true]) {
-  test.serial(`resize (alignCorners ${alignCorners}): values match PyTorch's definition, the gradient is its adjoint, no leaks`, (t) => {
+  test.serial(`resize (alignCorners ${alignCorners}): values match PyTorch's definition, the gradient is its adjoint (wasm and cpu), no leaks`, async (t) => {
+   for (const backend of ['wasm', 'cpu']) {
+    await setupBackend(backend);
+    t.is(tf.getBackend(), backend);
     const rng = new Rng(alignCorners ? 2 : 1);
     const before = tf.memory().numTensors;
     for (const { from, to } of RESIZE_CASES) {
@@ -85,6 +88,8 @@ for (const alignCorners of [false, true]) {
       tf.dispose([x, y, dy, g]);
     }
     t.is(tf.memory().numTensors, before);
+   }
+   await setupBackend();
   });
 
   test.serial(`resize (alignCorners ${alignCorners}): ONNX Runtime's Resize agrees with tfjs at dynamic sizes`, async (t) => {

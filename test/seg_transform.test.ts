@@ -233,3 +233,34 @@ test('loadSegBatch: training samples drawn by their data set index, eval batches
   await writeFile(path.join(dir, 'annotations', 'training', 's1.png'), encodeGrayPng(new Array(16 * 21).fill(1), 16, 21, 8));
   await t.throwsAsync(loadSegBatch(data, [1], { ...opts, train: false }), { instanceOf: UserError, message: /s1\.png: the annotation is 16x21 but its image is 16x22/ });
 });
+
+test('loadSegBatch reads images in file order, as their annotations are stored: an EXIF orientation tag does not rotate the image away from its labels', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'zoo-seg-exif-'));
+  try {
+    for (const split of ['training', 'validation']) {
+      await mkdir(path.join(dir, 'images', split), { recursive: true });
+      await mkdir(path.join(dir, 'annotations', split), { recursive: true });
+    }
+    // Left half black, right half white; the annotation marks the right half as class 2.
+    const [w, h] = [8, 4];
+    const rgb = new Uint8Array(w * h * 3);
+    const lab = new Uint8Array(w * h);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) if (x >= w / 2) (rgb.fill(255, (y * w + x) * 3, (y * w + x) * 3 + 3), (lab[y * w + x] = 2));
+    for (const split of ['training', 'validation']) {
+      // Orientation 3 is a 180-degree rotation: an orientation-applying decoder would swap the halves.
+      await sharp(Buffer.from(rgb), { raw: { width: w, height: h, channels: 3 } }).withMetadata({ orientation: 3 }).png().toFile(path.join(dir, 'images', split, 'a.png'));
+      await writeFile(path.join(dir, 'annotations', split, 'a.png'), encodeGrayPng(lab, w, h, 8));
+    }
+    await writeFile(path.join(dir, 'classes.txt'), 'one\ntwo\n');
+    const data = await readAde(dir, { split: 'validation', verify: true });
+    const b = await loadSegBatch(data, [0], { ...NORM, train: false, seed: 0, epoch: 0 });
+    t.true(close(unnormalize(b.images[0]!, 0), 0, 1), 'top-left stays black');
+    t.true(close(unnormalize(b.images[(w - 1) * 3]!, 0), 255, 1), 'top-right stays white');
+    t.is(b.labels[w - 1], 2);
+    // The image as a user views it (predict) is rotated: decodeImage applies the tag by default.
+    const viewed = await decodeImage(data.samples[0]!.image);
+    t.is(viewed.data[0], 255);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -9,7 +9,6 @@
  *   const [mask] = await segment('runs/seg/model.onnx', ['street.jpg']);
  */
 import { existsSync, statSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { initBackend, type BackendInfo } from '../backend/index.js';
@@ -17,7 +16,7 @@ import { getModelEntry } from '../models/registry.js';
 import { RUN_FILES } from '../train/run_config.js';
 import { loadCheckpointParams } from '../train/checkpoint.js';
 import { createSession, type Session } from '../runtime/ort.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { ensureDir, writeFileAtomic } from '../io/atomic.js';
 import { hubSettings } from '../hub/settings.js';
 import { modelDir, readManifest } from '../hub/cache.js';
 import { readAde, type AdeSplit, type SegDataset } from '../segmentation/ade.js';
@@ -76,6 +75,8 @@ export interface SegTrainRequest {
   seed?: number;
   checkpointMinutes?: number;
   export?: boolean;
+  /** Decode and check every annotation (and read every image's header) before training (default true). */
+  checkData?: boolean;
   backend?: string;
 }
 
@@ -100,10 +101,14 @@ function takeFirst(d: SegDataset, n: number | undefined): SegDataset {
   return n === undefined ? d : { ...d, samples: d.samples.slice(0, n) };
 }
 
-/** The two splits of an ADE-layout directory, checked (every annotation decoded and checked against its image). */
-async function readSplits(data: string, r: { limitTrain?: number; limitVal?: number }): Promise<{ train: SegDataset; val: SegDataset }> {
-  const train = takeFirst(await readAde(data, { split: 'training' }), r.limitTrain);
-  const val = takeFirst(await readAde(data, { split: 'validation' }), r.limitVal);
+/**
+ * The two splits of an ADE-layout directory; with `verify` every annotation is decoded and checked
+ * against its image's header (values, size, channels) before any work starts, so a bad file stops the run
+ * now, by name, not after an epoch.
+ */
+async function readSplits(data: string, r: { limitTrain?: number; limitVal?: number; verify: boolean }): Promise<{ train: SegDataset; val: SegDataset }> {
+  const train = takeFirst(await readAde(data, { split: 'training', verify: r.verify }), r.limitTrain);
+  const val = takeFirst(await readAde(data, { split: 'validation', verify: r.verify }), r.limitVal);
   if (train.classes.join('\n') !== val.classes.join('\n')) throw new UserError(`the training and validation splits of ${data} have different class lists`);
   return { train, val };
 }
@@ -119,7 +124,7 @@ export async function trainSegmentation(request: SegTrainRequest, callbacks: Seg
   }
   if (!r.backbone) throw new UserError('give --backbone: an architecture (e.g. resnet50d), a local zoo name, a weights file or a training run', { exitCode: 2 });
   if (!r.data) throw new UserError('give --data: an ADE20K-layout directory (ADEChallengeData2016, or any folder with images/ and annotations/)', { exitCode: 2 });
-  const { train, val } = await readSplits(r.data, r);
+  const { train, val } = await readSplits(r.data, { ...r, verify: r.checkData ?? true });
 
   const info = await initBackend({ backend: transferBackend(r.backend), purpose: 'training' });
   callbacks.onBackend?.(info);
@@ -287,7 +292,7 @@ export interface SegEvalOutcome {
 export async function evaluateSegmentation(r: SegEvalRequest): Promise<SegEvalOutcome> {
   if (!r.model === !r.predictions) throw new UserError('give a model to evaluate or --predictions DIR (one of them)', { exitCode: 2 });
   const t0 = performance.now();
-  const data = takeFirst(await readAde(r.data, { split: r.split ?? 'validation' }), r.limit);
+  const data = takeFirst(await readAde(r.data, { split: r.split ?? 'validation', requireImages: !r.predictions }), r.limit);
   if (r.predictions) {
     const res = await evaluatePredictionDir(r.predictions, data);
     return { result: res, images: data.samples.length, seconds: (performance.now() - t0) / 1000, ...(res.note ? { note: res.note } : {}) };
@@ -297,7 +302,7 @@ export async function evaluateSegmentation(r: SegEvalRequest): Promise<SegEvalOu
     if (s.meta.labels.join('\n') !== data.classes.join('\n')) {
       throw new UserError(`${s.file} segments ${s.meta.labels.length} classes (${s.meta.labels.slice(0, 4).join(', ')}...), the data has ${data.classes.length} (${data.classes.slice(0, 4).join(', ')}...): not the same class list`);
     }
-    if (r.writePredictions) await mkdir(r.writePredictions, { recursive: true });
+    if (r.writePredictions) await ensureDir(r.writePredictions, '--write-predictions');
     const metric = new SegMetric(data.classes.length);
     for (let i = 0; i < data.samples.length; i++) {
       const b = await loadSegBatch(data, [i], { mean: s.meta.mean, std: s.meta.std, train: false, seed: 0, epoch: 0 });

@@ -247,8 +247,12 @@ async function openRegular(file: string): Promise<{ read(): Promise<Buffer>; clo
   return { read: () => handle.readFile(), close: () => handle.close() };
 }
 
-/** Decodes an image file to 8-bit sRGB, HWC, 3 channels; a corrupt or unreadable file is a UserError naming it. */
-export async function decodeImage(file: string): Promise<Image<Uint8Array>> {
+/**
+ * Decodes an image file to 8-bit sRGB, HWC, 3 channels; a corrupt or unreadable file is a UserError naming it.
+ * The EXIF orientation is applied unless `orientation: false` (an image whose pixel labels are stored in
+ * file order, as a segmentation annotation's are: PIL and the ADE20K devkit ignore the tag too).
+ */
+export async function decodeImage(file: string, options: { orientation?: boolean } = {}): Promise<Image<Uint8Array>> {
   const f = await openRegular(file);
   let bytes: Buffer;
   try {
@@ -259,8 +263,8 @@ export async function decodeImage(file: string): Promise<Image<Uint8Array>> {
     await f.close();
   }
   try {
-    const { data, info } = await sharp(bytes, { failOn: 'error' })
-      .rotate()
+    const decoder = sharp(bytes, { failOn: 'error' });
+    const { data, info } = await (options.orientation === false ? decoder : decoder.rotate())
       .removeAlpha()
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })

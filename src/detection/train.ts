@@ -14,10 +14,9 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../errors.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { ensureDir, writeFileAtomic } from '../io/atomic.js';
 import { getModelEntry } from '../models/registry.js';
 import type { Model } from '../models/model.js';
 import { registerCoreGradients } from '../backend/gradients.js';
@@ -250,7 +249,7 @@ export async function trainDetector(options: DetTrainOptions): Promise<DetTrainR
       }
     }
   }
-  await fsp.mkdir(out, { recursive: true });
+  await ensureDir(out, 'the run directory');
 
   const det = createDetector(c.arch, c.classes.length, { config: c.detector, seed: c.seed });
   // A resumed run's backbone is in its checkpoint.

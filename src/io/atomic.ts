@@ -110,3 +110,17 @@ export async function writeFileAtomic(path: string, data: AtomicData, options: A
   }
   await syncDirectory(dir);
 }
+
+/**
+ * Creates directory `dir` (and its parents) for output; a path that is a file, or a directory that cannot
+ * be made, is a UserError naming it and `what` (the flag or role that gave it).
+ */
+export async function ensureDir(dir: string, what: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    const why = err.code === 'EEXIST' || err.code === 'ENOTDIR' ? 'a file is in the way' : err.message.split('\n')[0];
+    throw new UserError(`${what} ${dir} cannot be made a directory: ${why}`, { cause: e });
+  }
+}

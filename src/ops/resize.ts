@@ -3,9 +3,10 @@
  * (`interpolate(mode='bilinear', align_corners=False)`, ONNX Resize `half_pixel`) or aligned corners
  * (`align_corners=True`, MXNet's BilinearResize2D, ONNX `align_corners`).
  *
- * The forward pass is the backend's ResizeBilinear. Its gradient is tfjs's kernel for aligned
- * corners; for half-pixel centres tfjs's gradient kernel uses the wrong mapping, so zoo's kernel
- * (backend/kernels/resize.ts) computes it, on the backends whose memory JavaScript can reach.
+ * The forward pass is the backend's ResizeBilinear. Its gradient is zoo's kernel
+ * (backend/kernels/resize.ts) on the backends whose memory JavaScript can reach: tfjs's uses the wrong
+ * mapping for half-pixel centres (and tfjs-backend-cpu's returns a transposed shape for non-square
+ * maps). Elsewhere tfjs's kernel serves aligned corners, and half-pixel centres have no gradient.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { NamedAttrMap, Tensor, Tensor4D } from '@tensorflow/tfjs-core';
@@ -38,13 +39,14 @@ tf.registerGradient({
     const alignCorners = attrs.alignCorners as boolean;
     return {
       images: () => {
-        if (alignCorners) return tf.engine().runKernel('ResizeBilinearGrad', { dy: dy as Tensor, images }, { alignCorners: true }) as Tensor;
         if (!hasZooKernel(ZOO_KERNELS.resizeBilinearGrad)) {
+          // tfjs's kernel is right for aligned corners (only half-pixel centres are wrong in it).
+          if (alignCorners) return tf.engine().runKernel('ResizeBilinearGrad', { dy: dy as Tensor, images }, { alignCorners: true }) as Tensor;
           throw new UserError(
             `the gradient of half-pixel bilinear resizing needs the wasm or cpu backend, the active backend is '${tf.getBackend()}'`,
           );
         }
-        const a: ResizeGradAttrs = { inShape: images.shape as [number, number, number, number], alignCorners: false };
+        const a: ResizeGradAttrs = { inShape: images.shape as [number, number, number, number], alignCorners };
         return tf.engine().runKernel(ZOO_KERNELS.resizeBilinearGrad, { dy: dy as Tensor }, a as unknown as NamedAttrMap) as Tensor;
       },
     };

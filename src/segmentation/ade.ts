@@ -94,6 +94,12 @@ export interface ReadAdeOptions {
   verify?: boolean;
   /** Files checked at once with `verify`. Default 4. */
   concurrency?: number;
+  /**
+   * false: the samples are the annotations, images/ need not exist (evaluating prediction PNGs, which
+   * needs no image); a sample's `image` is then the path its image would have, with the annotation's stem.
+   * Default true.
+   */
+  requireImages?: boolean;
 }
 
 async function isDir(p: string): Promise<boolean> {
@@ -210,8 +216,16 @@ export async function readAde(root: string, options: ReadAdeOptions = {}): Promi
   const split = options.split ?? 'training';
   if (!(ADE_SPLITS as readonly string[]).includes(split)) throw new UserError(`'${split}' is not a split of the ADE20K layout (${ADE_SPLITS.join(' or ')})`, { exitCode: 2 });
   const layout = await locateAde(root);
-  const imageDir = await splitFolder(layout, 'images', split);
   const annDir = await splitFolder(layout, 'annotations', split);
+  if (options.requireImages === false) {
+    const classes = await resolveClasses(layout, options.classes);
+    const annLabel = path.join(layout.label, 'annotations', split);
+    const names = (await filesOf(annDir, annLabel)).filter((n) => path.extname(n).toLowerCase() === '.png');
+    if (names.length === 0) throw new UserError(`${annLabel} has no annotations (*.png)`);
+    const samples = names.map((n) => ({ id: stem(n), image: path.join(layout.dir, 'images', split, n), annotation: path.join(annDir, n) }));
+    return { root: layout.dir, split, classes, samples };
+  }
+  const imageDir = await splitFolder(layout, 'images', split);
   const imageLabel = path.join(layout.label, 'images', split);
   const annLabel = path.join(layout.label, 'annotations', split);
   const classes = await resolveClasses(layout, options.classes);

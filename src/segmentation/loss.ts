@@ -10,26 +10,49 @@ import type { Scalar, Tensor4D } from '@tensorflow/tfjs-core';
 /**
  * Mean cross-entropy of logits [N, H, W, K] against labels [N * H * W] in the label encoding (0 ignored,
  * v = class v - 1). A batch without a labeled pixel has loss 0 (and no gradient).
+ *
+ * Written with its own gradient, (softmax - one-hot) / count on labeled pixels and 0 elsewhere, so that
+ * the tape keeps only the logits: composed from core ops it would hold the log-softmax, a float32 one-hot
+ * and their product, each as large as the logits (at 4 x 480 x 480 x 150, 550 MB apiece).
  */
 export function pixelCrossEntropy(logits: Tensor4D, labels: Uint8Array | Uint16Array | Int32Array): Scalar {
   const [N, H, W, K] = logits.shape;
   if (labels.length !== N * H * W) throw new Error(`labels hold ${labels.length} values for ${N}x${H}x${W} logits`);
-  const index = new Int32Array(labels.length);
-  const mask = new Float32Array(labels.length);
   let count = 0;
   for (let i = 0; i < labels.length; i++) {
     const v = labels[i]!;
     if (v === 0) continue;
     if (v > K) throw new Error(`label ${v} at pixel ${i} is above the ${K} classes`);
-    index[i] = v - 1;
-    mask[i] = 1;
     count++;
   }
-  return tf.tidy(() => {
-    const logp = tf.logSoftmax(tf.reshape(logits, [-1, K]));
-    const picked = tf.sum(tf.mul(logp, tf.oneHot(tf.tensor1d(index, 'int32'), K)), 1);
-    return tf.div(tf.neg(tf.sum(tf.mul(picked, tf.tensor1d(mask)))), Math.max(count, 1)) as Scalar;
-  });
+  // Flat positions (pixel * K + class) of the labeled pixels' classes, and the labeled-pixel mask.
+  const picked = new Int32Array(count);
+  const mask = new Float32Array(labels.length);
+  for (let i = 0, j = 0; i < labels.length; i++) {
+    if (labels[i] === 0) continue;
+    picked[j++] = i * K + labels[i]! - 1;
+    mask[i] = 1;
+  }
+  const scale = 1 / Math.max(count, 1);
+  const f = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([x]);
+    const value = tf.tidy(() => {
+      if (count === 0) return tf.scalar(0);
+      const logp = tf.reshape(tf.logSoftmax(tf.reshape(x, [-1, K])), [-1]);
+      return tf.mul(tf.neg(tf.sum(tf.gather(logp, tf.tensor1d(picked, 'int32')))), scale);
+    });
+    return {
+      value,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const flat = tf.reshape(saved[0]!, [-1, K]);
+          const onehot = tf.scatterND(tf.tensor2d(picked, [count, 1], 'int32'), tf.ones([count]), [N * H * W * K]);
+          const d = tf.mul(tf.sub(tf.softmax(flat), tf.reshape(onehot, [-1, K])), tf.tensor2d(mask, [N * H * W, 1]));
+          return tf.reshape(tf.mul(d, tf.mul(dy, scale)), [N, H, W, K]);
+        }),
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return f(logits) as Scalar;
 }
 
 export interface SegLossTerms {

@@ -16,10 +16,9 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor, Tensor4D } from '@tensorflow/tfjs-core';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../errors.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { ensureDir, writeFileAtomic } from '../io/atomic.js';
 import { getModelEntry } from '../models/registry.js';
 import type { Model } from '../models/model.js';
 import type { RunMode } from '../models/tf_builder.js';
@@ -266,12 +265,14 @@ export async function trainSegmenter(options: SegTrainOptions): Promise<SegTrain
     diffs: async () => taskConfigDiffs(await readSegRunConfig(files.config), c),
     resumeCommand,
   });
-  await fsp.mkdir(out, { recursive: true });
+  await ensureDir(out, 'the run directory');
 
   const seg = segmenterFor(c);
   // A resumed run's backbone is in its checkpoint.
   if (options.backbone && !options.resume) seg.loadBackbone(options.backbone);
-  const trainable = [...seg.params.trainable()];
+  // Without its loss (--no-aux, --aux-weight 0) the auxiliary head gets no gradient and is not trained.
+  const auxNames = new Set(seg.net.auxHead && seg.config.auxWeight > 0 ? [] : (seg.net.auxHead?.params.map((p) => p.name) ?? []));
+  const trainable = [...seg.params.trainable()].filter(([name]) => !auxNames.has(name));
   const head = seg.headParams();
   const opt = new SGD(seg.params, {
     momentum: c.momentum,

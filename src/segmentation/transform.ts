@@ -268,7 +268,7 @@ export async function loadSegBatch(
     Array.from(indices, async (i) => {
       const sample = data.samples[i];
       if (!sample) throw new RangeError(`sample index ${i} is outside the data set (${data.samples.length} samples)`);
-      const [pixels, label] = await Promise.all([decodeImage(sample.image), readLabelPng(sample.annotation)]);
+      const [pixels, label] = await Promise.all([decodeImage(sample.image, { orientation: false }), readLabelPng(sample.annotation)]);
       checkLabels(label, k, sample.annotation, pixels);
       const px: SegPixels = { data: pixels.data, width: pixels.width, height: pixels.height, channels: 3 };
       return options.train ? segTrainSample(px, label, options.seed, options.epoch, i, options) : segEvalSample(px, label, options);

@@ -372,11 +372,11 @@ async function epochs<B, R extends LoopRecord>(task: LoopTask<B>, o: LoopOptions
   // What a run that stops on an error leaves: the checkpoint of the last save, untouched since.
   const intact = () =>
     lastSaved || o.resume ? `its last checkpoint (${files.checkpoint}, update ${lastSaved}) is intact` : 'no checkpoint had been written yet';
-  /** A data error (an image that cannot be decoded) as a one-line stop of the run. */
+  /** A data error (an image that cannot be decoded, an annotation that does not fit) as a one-line stop of the run. */
   const dataStop = (e: unknown, where: string): unknown => {
     if (!(e instanceof UserError) || e instanceof TrainingError) return e;
     const next = lastSaved || o.resume ? `continue with: ${o.resumeCommand}` : 'start the run again';
-    return new TrainingError(`${e.message.replace(/\.$/, '')} (${where}). The run stopped; ${intact()}: replace the file with a readable image and ${next}`, { cause: e });
+    return new TrainingError(`${e.message.replace(/\.$/, '')} (${where}). The run stopped; ${intact()}: fix or replace the file and ${next}`, { cause: e });
   };
   const stopRequested = (): string | undefined => {
     if (o.signal?.aborted) return 'interrupted';

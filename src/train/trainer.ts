@@ -20,7 +20,6 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { createModel, type Model } from '../models/model.js';
@@ -32,7 +31,7 @@ import { defaultResize, trainTransform } from '../data/transforms.js';
 import { exportOnnx } from '../onnx/export.js';
 import { checkExport, type CheckReport } from '../onnx/check.js';
 import { describeCheck } from '../onnx/pipeline.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { ensureDir, writeFileAtomic } from '../io/atomic.js';
 import { RUN_FILES, runPreprocessing } from './run_config.js';
 
 export { RUN_FILES, runPreprocessing };
@@ -215,7 +214,7 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
       });
     }
   }
-  await fsp.mkdir(out, { recursive: true });
+  await ensureDir(out, 'the run directory');
 
   if (t.fp16) {
     emit({

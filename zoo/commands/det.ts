@@ -1,5 +1,6 @@
 import { Command } from 'commander';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { ensureDir } from '../../src/io/atomic.js';
 import path from 'node:path';
 import { describeBackend } from '../../src/backend/index.js';
 import { UserError } from '../../src/errors.js';
@@ -192,7 +193,7 @@ function predictCommand(): Command {
         try {
           const found = await detect(d, images, { threshold: opts.threshold });
           const results = [];
-          if (opts.draw) mkdirSync(opts.out, { recursive: true });
+          if (opts.draw) await ensureDir(opts.out, '--out');
           for (const [i, file] of images.entries()) {
             let drawn: string | undefined;
             if (opts.draw) {

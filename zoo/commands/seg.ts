@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { mkdirSync } from 'node:fs';
+import { ensureDir } from '../../src/io/atomic.js';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describeBackend } from '../../src/backend/index.js';
@@ -245,7 +245,7 @@ function predictCommand(): Command {
       action(async (model: string, images: string[], opts: { out: string; alpha: number }) => {
         const s = await openSegmenter(model);
         try {
-          mkdirSync(opts.out, { recursive: true });
+          await ensureDir(opts.out, '--out');
           const results = [];
           for (const file of images) {
             const [r] = await segment(s, [file]);

@@ -1,6 +1,6 @@
 /**
- * The gradient of bilinear resizing with half-pixel centres, for backends whose tensor memory
- * JavaScript can reach (wasm, cpu). tfjs's own ResizeBilinearGrad ignores `halfPixelCenters` (it
+ * The gradient of bilinear resizing (half-pixel centres or aligned corners), for backends whose tensor
+ * memory JavaScript can reach (wasm, cpu). tfjs's own ResizeBilinearGrad ignores `halfPixelCenters` (it
  * always back-projects with the legacy asymmetric mapping), so the gradient of PyTorch's
  * `interpolate(mode='bilinear', align_corners=False)` / ONNX Resize `half_pixel` needs this one.
  *
