@@ -2,6 +2,7 @@
  * The command line's error policy, in one place: a UserError prints its message and exits with its
  * code (no stack trace); anything else is a bug in zoo and says so (stack with ZOO_DEBUG=1).
  */
+import type { Command } from 'commander';
 import { UserError } from '../src/errors.js';
 
 export function fail(e: unknown): never {
@@ -89,4 +90,14 @@ export async function withStopSignal<T>(fn: (signal: AbortSignal) => Promise<T>)
   } finally {
     process.off('SIGINT', onSigint);
   }
+}
+
+/** A comma-separated list of numbers, each parsed by `parse` (an option parser such as positiveInt's). */
+export function list(parse: (v: string) => number): (value: string) => number[] {
+  return (value: string) => value.split(',').map((v) => parse(v.trim()));
+}
+
+/** The options the user gave on the command line (with --resume the rest comes from run.json). */
+export function given(opts: Record<string, unknown>, cmd: Command): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(opts).filter(([k]) => cmd.getOptionValueSource(k) === 'cli'));
 }

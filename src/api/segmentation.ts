@@ -25,12 +25,14 @@ import { evaluatePredictionDir, SegMetric, type SegEvalResult } from '../segment
 import { palette, writeOverlay } from '../segmentation/overlay.js';
 import { writeLabelPng } from '../segmentation/png.js';
 import { checkSegmenterExport, describeSegCheck, exportSegmenter, runSegmenterSession, type SegCheckReport } from '../segmentation/export.js';
-import { readSegmentationMetadata, segmentationMetadata, type SegmentationMetadata } from '../segmentation/metadata.js';
+import { parseSegmentationMetadata, readSegmentationMetadata, segmentationMetadata, type SegmentationMetadata } from '../segmentation/metadata.js';
+import { readOnnxMetadata } from '../onnx/metadata.js';
 import { createSegmenter } from '../segmentation/segmenter.js';
 import { inspectSegmenterFile, loadPublishedSegmenters, loadSegmenterWeights, defaultAlignCorners, type SegmenterNaming } from '../segmentation/weights.js';
 import {
   exportSegmenterRun,
   readSegRunConfig,
+  sampleIdsDigest,
   segCheckSizes,
   segmenterFor,
   segTrainConfig,
@@ -137,7 +139,7 @@ export async function trainSegmentation(request: SegTrainRequest, callbacks: Seg
       backbone: r.backbone,
       pretrained: bb.pretrained,
       classes: [...train.classes],
-      data: { spec: path.resolve(r.data), train: train.samples.length, val: val.samples.length },
+      data: { spec: path.resolve(r.data), train: train.samples.length, val: val.samples.length, trainIds: sampleIdsDigest(train), valIds: sampleIdsDigest(val) },
       ...defined({
         epochs: r.epochs,
         batchSize: r.batchSize,
@@ -318,19 +320,48 @@ export async function evaluateSegmentation(r: SegEvalRequest): Promise<SegEvalOu
   }
 }
 
-/** Exports a segmentation run's checkpoint as one checked ONNX graph. */
+/**
+ * Exports a segmenter as one checked ONNX graph: a run directory's checkpoint, or an exported segmenter
+ * (.onnx or a pulled published name) again, with other outputs (`argmax`, `aux` where it has the head).
+ */
 export async function exportSegmentation(
-  runDir: string,
+  ref: string,
   out: string,
   options: { argmax?: boolean; aux?: boolean; backend?: string } = {},
 ): Promise<{ file: string; bytes: number; check: SegCheckReport }> {
-  const config = await readSegRunConfig(path.join(runDir, RUN_FILES.config));
+  const outputs = defined({ argmax: options.argmax, aux: options.aux });
+  const runConfig = path.join(ref, RUN_FILES.config);
+  if (existsSync(ref) && statSync(ref).isDirectory() && existsSync(runConfig)) {
+    const config = await readSegRunConfig(runConfig);
+    await initBackend({ backend: transferBackend(options.backend), gradients: false });
+    if (options.aux && config.fcn.aux === false) throw new UserError(`${ref} was trained without the auxiliary head: --aux has nothing to export`, { exitCode: 2 });
+    const seg = segmenterFor(config);
+    try {
+      await loadCheckpointParams(path.join(ref, RUN_FILES.checkpoint), seg);
+      const { bytes, check } = await exportSegmenterRun(seg, config, out, { ...outputs, name: path.basename(path.resolve(ref)) });
+      return { file: out, bytes: bytes.length, check };
+    } finally {
+      seg.dispose();
+    }
+  }
+  // An exported segmenter: its initializers are the parameters under zoo's names.
+  const file = await resolveSegmenterFile(ref);
+  const props = await readOnnxMetadata(file);
+  const meta = parseSegmentationMetadata(props, file);
+  if (!meta.arch) throw new UserError(`${file} does not record its architecture (metadata zoo.arch): export it from its run directory instead`);
+  const found = await inspectSegmenterFile(file, { naming: 'zoo', format: 'onnx' });
+  if (options.aux && !found.aux) throw new UserError(`${file} holds no auxiliary head: --aux has nothing to export`, { exitCode: 2 });
   await initBackend({ backend: transferBackend(options.backend), gradients: false });
-  if (options.aux && config.fcn.aux === false) throw new UserError(`${runDir} was trained without the auxiliary head: --aux has nothing to export`, { exitCode: 2 });
-  const seg = segmenterFor(config);
+  const stride = Number(props.output_stride ?? 8);
+  const seg = createSegmenter(meta.arch, found.numClasses, {
+    config: { aux: found.aux, outputStride: stride === 16 ? 16 : 8, alignCorners: props.upsampling === 'bilinear align_corners' },
+  });
   try {
-    await loadCheckpointParams(path.join(runDir, RUN_FILES.checkpoint), seg);
-    const { bytes, check } = await exportSegmenterRun(seg, config, out, { ...defined({ argmax: options.argmax, aux: options.aux }) });
+    await loadSegmenterWeights(seg, file, { naming: 'zoo', format: 'onnx' });
+    const bytes = exportSegmenter(seg, { metadata: segmentationMetadata(meta), ...outputs });
+    const check = await checkSegmenterExport(seg, bytes, { sizes: segCheckSizes(224) });
+    if (!check.passed) throw new UserError(`the re-exported segmenter does not reproduce ${file} (${describeSegCheck(check)}); nothing was written to ${out}`);
+    await writeFileAtomic(out, bytes);
     return { file: out, bytes: bytes.length, check };
   } finally {
     seg.dispose();

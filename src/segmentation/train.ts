@@ -16,6 +16,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor, Tensor4D } from '@tensorflow/tfjs-core';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { ensureDir, writeFileAtomic } from '../io/atomic.js';
@@ -64,8 +65,11 @@ export interface SegTrainConfig {
   /** Whether the backbone's weights were loaded (false: random initialization). */
   pretrained: boolean;
   classes: string[];
-  /** The data as read: its root and the sample counts of the two splits. */
-  data: { spec: string; train: number; val: number };
+  /**
+   * The data as read: its root, the sample counts of the two splits, and a digest of each split's sample
+   * ids (sorted), so that a resume refuses a folder whose first n samples have changed.
+   */
+  data: { spec: string; train: number; val: number; trainIds?: string; valIds?: string };
   epochs: number;
   /** Crops per update. */
   batchSize: number;
@@ -189,9 +193,24 @@ export function segSchedule(c: SegTrainConfig): LrSchedule {
   });
 }
 
-/** The run's configuration as recorded in its run.json. */
-export function readSegRunConfig(file: string): Promise<SegTrainConfig> {
-  return readTaskRunConfig<SegTrainConfig>(file, 'segmentation');
+/** A digest of a split's sample ids (in their order), for run.json. */
+export function sampleIdsDigest(data: SegDataset): string {
+  return createHash('sha256').update(data.samples.map((s) => s.id).join('\n')).digest('hex').slice(0, 16);
+}
+
+/** The run's configuration as recorded in its run.json, its fields checked. */
+export async function readSegRunConfig(file: string): Promise<SegTrainConfig> {
+  const c = await readTaskRunConfig<SegTrainConfig>(file, 'segmentation');
+  const num = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
+  const d = c.data as Partial<SegTrainConfig['data']> | undefined;
+  const problem =
+    !d || typeof d !== 'object' || typeof d.spec !== 'string' || !num(d.train) || !num(d.val)
+      ? "'data' ({spec, train, val})"
+      : !c.fcn || typeof c.fcn !== 'object'
+        ? "'fcn' (an object)"
+        : (['epochs', 'batchSize', 'microBatch', 'lr', 'headLrScale', 'momentum', 'weightDecay', 'warmupEpochs', 'power', 'baseSize', 'cropSize', 'seed'] as const).find((k) => !num(c[k]));
+  if (problem) throw new UserError(`${file}: ${problem} is missing or malformed; restore the file or start a new run`);
+  return c;
 }
 
 /** The segmenter a configuration describes (fresh parameters). */
@@ -347,16 +366,17 @@ export async function exportSegmenterRun(
   seg: Segmenter,
   c: SegTrainConfig,
   file: string,
-  options: { argmax?: boolean; aux?: boolean } = {},
+  options: { argmax?: boolean; aux?: boolean; name?: string } = {},
 ): Promise<{ bytes: Uint8Array; check: SegCheckReport }> {
   const metadata = segmentationMetadata({
     arch: c.arch,
-    name: path.basename(path.dirname(path.resolve(file))),
+    // The run's name: its directory's (the file's own when it is written into the run).
+    name: options.name ?? path.basename(path.dirname(path.resolve(file))),
     labels: c.classes,
     ...SEG_PREPROCESSING,
     training: JSON.stringify({ backbone: c.backbone, pretrained: c.pretrained, epochs: c.epochs, batchSize: c.batchSize, cropSize: c.cropSize, data: c.data.spec }),
   });
-  const bytes = exportSegmenter(seg, { metadata, ...options });
+  const bytes = exportSegmenter(seg, { metadata, ...(options.argmax ? { argmax: true } : {}), ...(options.aux ? { aux: true } : {}) });
   const check = await checkSegmenterExport(seg, bytes, { sizes: segCheckSizes(c.cropSize) });
   if (!check.passed) throw new UserError(`the exported segmenter does not reproduce the trained one (${describeSegCheck(check)}); the checkpoint is kept, nothing was written to ${file}`);
   await writeFileAtomic(file, bytes);

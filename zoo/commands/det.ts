@@ -9,18 +9,9 @@ import { detectionPrinter } from '../../src/detection/progress.js';
 import { formatVocResult, vocResultJson } from '../../src/detection/voc_eval.js';
 import { generateVocSet } from '../../src/detection/voc_generate.js';
 import { detect, drawDetections, evaluateDetection, exportDetection, openDetector, trainDetection, type DetTrainRequest } from '../../src/api/detection.js';
-import { action, number, positiveInt, withStopSignal } from '../run.js';
+import { action, given, list, number, positiveInt, withStopSignal } from '../run.js';
 
 const fraction = (name: string) => number(name, (v) => v > 0 && v < 1, 'in (0, 1)');
-
-function list(name: string, parse: (v: string) => number): (value: string) => number[] {
-  return (value: string) => value.split(',').map((v) => parse(v.trim()));
-}
-
-/** Only the options the user gave count (with --resume the rest comes from run.json). */
-function given(opts: Record<string, unknown>, cmd: Command): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(opts).filter(([k]) => cmd.getOptionValueSource(k) === 'cli'));
-}
 
 function trainCommand(globals: () => { backend?: string }): Command {
   return new Command('train')
@@ -40,12 +31,12 @@ function trainCommand(globals: () => { backend?: string }): Command {
     .option('--momentum <x>', 'SGD momentum (default 0.9)', number('--momentum', (v) => v >= 0 && v < 1, 'in [0, 1)'))
     .option('--weight-decay <x>', 'L2 weight decay (default 5e-4, GluonCV\'s for VOC)', number('--weight-decay', (v) => v >= 0, 'a number >= 0'))
     .option('--warmup <epochs>', 'linear warmup in epochs (default 0.5)', number('--warmup', (v) => v >= 0, 'a number >= 0'))
-    .option('--lr-steps <fractions>', 'fractions of the run where the rate is divided by 10 (default 0.7, GluonCV\'s 14 of 20 epochs)', list('--lr-steps', fraction('--lr-steps')))
+    .option('--lr-steps <fractions>', 'fractions of the run where the rate is divided by 10 (default 0.7, GluonCV\'s 14 of 20 epochs)', list(fraction('--lr-steps')))
     .option('--min-size <px>', 'resize the short side to this (default 600)', positiveInt('--min-size'))
     .option('--max-size <px>', 'long side at most this (default 1000)', positiveInt('--max-size'))
     .option('--flip <p>', 'probability of a horizontal flip (default 0.5)', number('--flip', (v) => v >= 0 && v <= 1, 'in [0, 1]'))
     .option('--rpn-channels <n>', "channels of the RPN's 3x3 conv (default 1024, GluonCV's)", positiveInt('--rpn-channels'))
-    .option('--anchor-scales <list>', 'anchor sizes as multiples of 16 pixels (default 2,4,8,16,32: 32 to 512 pixels; smaller for small objects)', list('--anchor-scales', number('--anchor-scales', (v) => v > 0, 'positive')))
+    .option('--anchor-scales <list>', 'anchor sizes as multiples of 16 pixels (default 2,4,8,16,32: 32 to 512 pixels; smaller for small objects)', list(number('--anchor-scales', (v) => v > 0, 'positive')))
     .option('--roi-size <n>', 'RoIAlign output side (default 14; the box head halves it)', positiveInt('--roi-size'))
     .option('--rois-per-image <n>', "regions sampled per image for the box head's loss (default 128)", positiveInt('--rois-per-image'))
     .option('--test-proposals <n>', 'proposals kept after NMS at test time (default 300)', positiveInt('--test-proposals'))
@@ -216,8 +207,8 @@ function generateCommand(): Command {
     .argument('<dir>', 'where VOCdevkit/VOC2007 goes')
     .option('--train <n>', 'trainval scenes (Fashion-MNIST training items)', positiveInt('--train'), 600)
     .option('--test <n>', 'test scenes (Fashion-MNIST test items)', positiveInt('--test'), 200)
-    .option('--sides <min,max>', 'range of the images\' width and height in pixels', list('--sides', positiveInt('--sides')), [160, 256])
-    .option('--items <min,max>', 'range of a pasted item\'s side in pixels', list('--items', positiveInt('--items')), [28, 100])
+    .option('--sides <min,max>', 'range of the images\' width and height in pixels', list(positiveInt('--sides')), [160, 256])
+    .option('--items <min,max>', 'range of a pasted item\'s side in pixels', list(positiveInt('--items')), [28, 100])
     .option('--max-objects <n>', 'items per image: 1 to this', positiveInt('--max-objects'), 4)
     .option('--seed <n>', 'seed', number('--seed', Number.isInteger, 'an integer'), 0)
     .option('--force', 'replace a set generated before')

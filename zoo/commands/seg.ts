@@ -19,20 +19,11 @@ import {
   writeSegmentation,
   type SegTrainRequest,
 } from '../../src/api/segmentation.js';
-import { action, number, positiveInt, withStopSignal } from '../run.js';
-
-function list(parse: (v: string) => number): (value: string) => number[] {
-  return (value: string) => value.split(',').map((v) => parse(v.trim()));
-}
+import { action, given, list, number, positiveInt, withStopSignal } from '../run.js';
 
 function pair(v: number[], name: string, example: string): [number, number] {
   if (v.length !== 2) throw new UserError(`${name} takes two numbers, min and max (e.g. ${example}), got ${v.join(',')}`, { exitCode: 2 });
   return v as [number, number];
-}
-
-/** Only the options the user gave count (with --resume the rest comes from run.json). */
-function given(opts: Record<string, unknown>, cmd: Command): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(opts).filter(([k]) => cmd.getOptionValueSource(k) === 'cli'));
 }
 
 const positive = (name: string) => number(name, (v) => v > 0, 'positive');
@@ -167,8 +158,8 @@ Examples:
 
 function exportCommand(globals: () => { backend?: string }): Command {
   return new Command('export')
-    .description("export a segmentation run's checkpoint as one ONNX graph (images in, logits at input size out), checked in ONNX Runtime")
-    .argument('<run>', 'a segmentation run directory (run.json and checkpoint.safetensors)')
+    .description("export a segmentation run's checkpoint (or an exported segmenter, again) as one ONNX graph (images in, logits at input size out), checked in ONNX Runtime")
+    .argument('<model>', 'a segmentation run directory (run.json and checkpoint.safetensors), an exported .onnx file or a pulled published name')
     .requiredOption('-o, --output <file>', 'the .onnx file to write')
     .option('--argmax', 'also output "labels" int64 [N, H, W] (argmax + 1: the annotations\' encoding)')
     .option('--aux', "also output the auxiliary head's \"aux_logits\" (left out by default: training only)")
@@ -177,11 +168,15 @@ function exportCommand(globals: () => { backend?: string }): Command {
       `
 The graph (opset 17) takes "input" float32 [N, 3, H, W] (normalized as the metadata says; any batch,
 height and width) and gives "logits" float32 [N, classes, H, W] at the input's resolution (the bilinear
-upsampling is in the graph). It is checked against the tfjs segmenter on three sizes before it is written.`,
+upsampling is in the graph). It is checked against the tfjs segmenter on three sizes before it is written.
+
+Examples:
+  zoo seg export runs/seg -o fcn.onnx
+  zoo seg export fcn_resnet50 -o fcn-labels.onnx --argmax   # a pulled published FCN with the labels output`,
     )
     .action(
-      action(async (run: string, opts: { output: string; argmax?: boolean; aux?: boolean }) => {
-        const r = await exportSegmentation(run, opts.output, {
+      action(async (model: string, opts: { output: string; argmax?: boolean; aux?: boolean }) => {
+        const r = await exportSegmentation(model, opts.output, {
           ...(opts.argmax ? { argmax: true } : {}),
           ...(opts.aux ? { aux: true } : {}),
           ...(globals().backend ? { backend: globals().backend! } : {}),
@@ -243,6 +238,13 @@ function predictCommand(): Command {
     .addHelpText('after', '\nThe label PNG has the annotations\' encoding (class k of the metadata\'s labels as value k, from 1).\n\nExample:\n  zoo seg predict runs/seg street.jpg --out masks/')
     .action(
       action(async (model: string, images: string[], opts: { out: string; alpha: number }) => {
+        const stems = new Map<string, string>();
+        for (const file of images) {
+          const stem = path.basename(file).replace(/\.[^.]+$/, '');
+          const other = stems.get(stem);
+          if (other !== undefined) throw new UserError(`${other} and ${file} would both write ${stem}.labels.png in ${opts.out}: segment them in two runs with different --out`, { exitCode: 2 });
+          stems.set(stem, file);
+        }
         const s = await openSegmenter(model);
         try {
           await ensureDir(opts.out, '--out');
