@@ -15,9 +15,9 @@
  *
  * The FCN is GluonCV's configuration (output stride 8, auxiliary head, head lr x10, poly decay) on a tiny
  * ResNet-D (`resnet_test`: one bottleneck per stage, widths 8-64), with the crop sizes turned down to the
- * generated images (base 128, crops 112); every one of them is a `zoo seg train` option.
+ * generated images (base 112, crops 96); every one of them is a `zoo seg train` option.
  *
- *   node dist/scripts/demo-seg.js [--out out/demo-seg] [--epochs 8] [--pretrain-epochs 6] [--train 300] [--val 100]
+ *   node dist/scripts/demo-seg.js [--out out/demo-seg] [--epochs 6] [--pretrain-epochs 6] [--train 300] [--val 100]
  */
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -30,7 +30,7 @@ function main(): void {
   const { values } = parseArgs({
     options: {
       out: { type: 'string', default: path.join('out', 'demo-seg') },
-      epochs: { type: 'string', default: '8' },
+      epochs: { type: 'string', default: '6' },
       'pretrain-epochs': { type: 'string', default: '6' },
       train: { type: 'string', default: '300' },
       val: { type: 'string', default: '100' },
@@ -49,7 +49,7 @@ function main(): void {
   rmSync(pre, { recursive: true, force: true });
   const preSeconds = pretrainFashionBackbone(zoo, { arch: values.arch!, name: values.name!, epochs: values['pretrain-epochs']!, out: pre });
 
-  const segOptions = ['--data', data, '--epochs', values.epochs!, '--batch-size', '8', '--micro-batch', '4', '--lr', '0.02', '--base-size', '128', '--crop-size', '112'];
+  const segOptions = ['--data', data, '--epochs', values.epochs!, '--batch-size', '8', '--micro-batch', '4', '--lr', '0.02', '--base-size', '112', '--crop-size', '96'];
   const runs: { label: string; backbone: string; dir: string; seconds: number; pixAcc: number; mIoU: number }[] = [];
   for (const [label, backbone] of [
     ['pretrained', values.name!],
