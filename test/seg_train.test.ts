@@ -7,7 +7,7 @@
  */
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setupBackend, maxAbsDiff } from './helpers/backend.js';
@@ -240,4 +240,40 @@ test.serial('zoo seg eval, export, predict and generate as a user runs them; pre
   t.regex(gen.stdout, /4 training .* 2 validation/);
   const help = await runZoo(['seg', 'train', '--help']);
   t.regex(help.stdout, /GluonCV's fcn_resnet50_ade/);
+
+  // An exported segmenter re-exports (here with the labels output) and segments as before.
+  const again = path.join(tmp, 'again.onnx');
+  const re = await runZoo(['seg', 'export', path.join(run, 'model.onnx'), '-o', again, '--argmax'], { timeoutMs: 300_000 });
+  t.is(re.code, 0, re.stderr);
+  const [reLabels] = await segment(again, [val.samples[0]!.image]);
+  t.deepEqual([...reLabels!.labels], [...lib!.labels]);
+  // --predictions needs no images: a copy of the data with only the annotations and the class list.
+  const annOnly = path.join(tmp, 'ann-only');
+  cpSync(path.join(root, 'annotations'), path.join(annOnly, 'annotations'), { recursive: true });
+  cpSync(path.join(root, 'classes.txt'), path.join(annOnly, 'classes.txt'));
+  const noImages = await runZoo(['seg', 'eval', '--predictions', preds, '--data', annOnly, '--json']);
+  t.is(noImages.code, 0, noImages.stderr);
+  t.deepEqual(JSON.parse(noImages.stdout), j);
+  // Two images that would write the same files, and an output path that is a file: user errors.
+  const twin = path.join(tmp, 'twin');
+  mkdirSync(twin, { recursive: true });
+  cpSync(val.samples[0]!.image, path.join(twin, path.basename(val.samples[0]!.image)));
+  const twice = await runZoo(['seg', 'predict', file, val.samples[0]!.image, path.join(twin, path.basename(val.samples[0]!.image))]);
+  t.is(twice.code, 2, twice.stderr);
+  t.regex(twice.stderr, /would both write/);
+  const inTheWay = await runZoo(['seg', 'predict', file, val.samples[0]!.image, '--out', path.join(tmp, 'seg.onnx')]);
+  t.is(inTheWay.code, 1, inTheWay.stderr);
+  t.regex(inTheWay.stderr, /--out .* cannot be made a directory: a file is in the way/);
+});
+
+test.serial('--aux-weight 0 trains without the auxiliary head; a malformed run.json is refused by name on --resume', async (t) => {
+  const out = path.join(tmp, 'noaux');
+  const r = await trainSegmentation({ ...SMALL, data: root, out, epochs: 1, auxWeight: 0, export: false });
+  t.true(r.finished);
+  t.deepEqual(Object.keys(r.records[0]!.terms ?? {}), ['seg']);
+  const cfg = JSON.parse(readFileSync(path.join(out, 'run.json'), 'utf8')) as Record<string, unknown>;
+  delete cfg.fcn;
+  writeFileSync(path.join(out, 'run.json'), JSON.stringify(cfg));
+  const err = await t.throwsAsync(trainSegmentation({ out, resume: true }));
+  t.regex(err!.message, /run\.json: 'fcn' \(an object\) is missing or malformed/);
 });
