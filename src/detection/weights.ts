@@ -35,23 +35,19 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import path, { extname } from 'node:path';
-import { UserError, nearMatches } from '../errors.js';
-import { BUDGET_SLACK_BYTES, ByteBudget } from '../formats/budget.js';
+import { UserError } from '../errors.js';
+import type { ByteBudget } from '../formats/budget.js';
 import { quoteName, type TensorDescriptor, type TensorSource } from '../formats/types.js';
-import { MODEL_BUDGET_FACTOR, layoutProblem, openTensors, readFloat32, toZooLayout, type WeightFormat } from '../convert/convert.js';
-import { ignorable } from '../convert/naming.js';
+import { openTensors, readFloat32, type WeightFormat } from '../convert/convert.js';
 import { INTERPOLATIONS, type Interpolation } from '../predict/preprocessing.js';
 import { listModels } from '../models/registry.js';
-import { defaultModelsJsonPath, loadModelsJson, modelNames, readCategoryFile } from '../hub/models_json.js';
+import { defaultModelsJsonPath, modelNames } from '../hub/models_json.js';
+import { verifyMember } from '../hub/pull.js';
+import { checkPublishedSource, headBudget, isObj, isPercent, isPos, isPosInt, isText, isTriple, matchHeadTensors, matchProblems, publishedSection, pullPublishedHead, readMatched, show, validatePublishedSection, type HeadPullOptions, type HeadPullRecord, type Problem, type PulledHead, type SectionRules, type ValidateSectionOptions, type SourceRules } from '../hub/published_heads.js';
 import { createDetector, type Detector } from './detector.js';
 import type { FasterRcnnConfig } from './faster_rcnn.js';
 import { checkDetectorExport, describeDetectorCheck, exportDetector, type DetectorCheckOptions } from './export.js';
 import { detectionMetadata } from './metadata.js';
-import { hubSettings, type HubSettings } from '../hub/settings.js';
-import { FetchError, describeFailure, fetchFile, hashFile, modelDir, pruneModelDir, readManifest, withModelLock, writeManifest, type SourceFailure, type Verification } from '../hub/cache.js';
-import { PullError, pullHints, verifyMember } from '../hub/pull.js';
-import { redactUrl, type DownloadProgress } from '../hub/download.js';
-import { writeFileAtomic } from '../io/atomic.js';
 
 export const DETECTOR_NAMINGS = ['gluoncv', 'zoo'] as const;
 /** Whose names a detector's weights file uses. */
@@ -108,13 +104,7 @@ export function detectDetectorNaming(names: Iterable<string>): DetectorNaming | 
  * convert.ts's modelBudget gives a classifier.
  */
 export function detectorBudget(det: Detector, label: string): ByteBudget {
-  let bytes = 0;
-  for (const spec of det.params.specs.values()) bytes += 4 * spec.shape.reduce((a, b) => a * b, 1);
-  return new ByteBudget(
-    label,
-    MODEL_BUDGET_FACTOR * bytes + BUDGET_SLACK_BYTES,
-    `${MODEL_BUDGET_FACTOR} x the ${bytes} float32 bytes of the ${det.arch} detector's parameters and buffers + 16 MiB`,
-  );
+  return headBudget(det.params.specs, label, `the ${det.arch} detector`);
 }
 
 /** What loading found and did. */
@@ -190,57 +180,28 @@ function hints(det: Detector, source: TensorSource, naming: DetectorNaming): str
  */
 export function loadDetectorTensors(det: Detector, source: TensorSource, naming: DetectorNaming, label: string): DetectorConversionReport {
   const specs = det.params.specs;
-  const take = new Map<string, TensorDescriptor>();
   let anchors: TensorDescriptor | undefined;
-  const missing: string[] = [];
-  const unexpected: string[] = [];
-  const mismatched: string[] = [];
-  // Parameters the file names, fitting or not: a mis-shaped one is not also reported missing.
-  const named = new Set<string>();
-  for (const [src, d] of source.tensors) {
-    if (ignorable(src)) continue;
+  const match = matchHeadTensors(source, specs, (src, d) => {
     const name = naming === 'gluoncv' ? gluonDetectorName(src) : src;
-    if (name === GLUON_ANCHORS && naming === 'gluoncv') {
-      const problem = anchorShapeProblem(det, d);
-      if (problem) mismatched.push(problem);
-      else anchors = d;
-      continue;
-    }
-    const spec = name === undefined ? undefined : specs.get(name);
-    if (!spec) {
-      unexpected.push(name === undefined || name === src ? src : `${src} (as ${name})`);
-      continue;
-    }
-    named.add(spec.name);
-    if (d.dtype === 'bool') {
-      mismatched.push(`${src}: a bool tensor, not weights`);
-      continue;
-    }
-    if (take.has(spec.name)) {
-      mismatched.push(`${spec.name}: given twice`);
-      continue;
-    }
-    const problem = layoutProblem(d.shape, spec.shape, src);
-    if (problem) mismatched.push(problem);
-    else take.set(spec.name, d);
-  }
-  for (const name of specs.keys()) if (!named.has(name)) missing.push(name);
+    if (name !== GLUON_ANCHORS || naming !== 'gluoncv') return name;
+    const problem = anchorShapeProblem(det, d);
+    if (problem) return { problem };
+    anchors = d;
+    return null;
+  });
   const fail = (lists: string[]) => {
     const why = [...lists, ...hints(det, source, naming)].join('; ');
     return new UserError(`${label} does not match the ${det.arch} detector with ${det.numClasses} classes (${naming} names): ${why}. No parameter was changed.`);
   };
-  const list = (what: string, xs: string[]) => (xs.length ? [`${what} ${xs.length}: ${xs.slice(0, 6).join(', ')}${xs.length > 6 ? ', ...' : ''}`] : []);
-  if (missing.length || unexpected.length || mismatched.length) {
-    throw fail([...list('missing', missing), ...list('unexpected', unexpected), ...list('mis-shaped', mismatched)]);
-  }
+  const problems = matchProblems(match);
+  if (problems.length) throw fail(problems);
   const budget = source.budget;
   if (anchors) {
     const problem = anchorProblem(det, anchors, readFloat32(anchors, budget));
     if (problem) throw fail([problem]);
   }
   // Every name and shape fits: read what the detector takes, then change it.
-  const staged = new Map<string, Float32Array>();
-  for (const [name, d] of take) staged.set(name, toZooLayout(readFloat32(d, budget), specs.get(name)!.shape, budget, d.name));
+  const staged = readMatched(match, specs, budget);
   for (const [name, v] of staged) det.params.setValues(name, v);
   return { loaded: staged.size, anchors: anchors ? 'checked' : 'absent' };
 }
@@ -355,41 +316,21 @@ export interface PublishedDetector {
   origin: string;
 }
 
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
-const isText = (v: unknown): v is string => typeof v === 'string' && v.trim().length > 0;
-const isPosInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0;
-const isPos = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v > 0;
-const show = (v: unknown): string => {
-  const s = JSON.stringify(v);
-  return s === undefined ? String(v) : s.length > 60 ? `${s.slice(0, 57)}...` : s;
+
+const SOURCE_RULES: SourceRules = {
+  extensions: { 'gluon-zip': '.zip', params: '.params', safetensors: '.safetensors' },
+  formatsText: 'gluon-zip, params or safetensors',
+  namings: DETECTOR_NAMINGS,
+  namingsText: DETECTOR_NAMINGS.join(' or '),
+  hosts: ['gluoncv', 'huggingface'],
+  hostsText: 'gluoncv or huggingface',
 };
 
-function checkDetectorSource(p: (f: string, m: string) => void, s: unknown, where: string): void {
-  if (!isObj(s)) return p(where, 'expected an object');
-  if (!['gluon-zip', 'params', 'safetensors'].includes(s.format as string)) p(`${where}.format`, `expected gluon-zip, params or safetensors, got ${show(s.format)}`);
-  if (!DETECTOR_NAMINGS.includes(s.naming as DetectorNaming)) p(`${where}.naming`, `expected ${DETECTOR_NAMINGS.join(' or ')}, got ${show(s.naming)}`);
-  if (!['gluoncv', 'huggingface'].includes(s.host as string)) p(`${where}.host`, `expected gluoncv or huggingface, got ${show(s.host)}`);
-  if (s.size !== undefined && s.size !== null && !isPosInt(s.size)) p(`${where}.size`, `expected null or a byte count, got ${show(s.size)}`);
-  if (s.sha256 !== undefined && s.sha256 !== null && !(typeof s.sha256 === 'string' && /^[0-9a-f]{64}$/.test(s.sha256))) p(`${where}.sha256`, `expected null or 64 lower-case hex digits, got ${show(s.sha256)}`);
-  let file = '';
-  if (typeof s.url !== 'string' || !/^https:\/\/[^/\s]+\/\S+$/.test(s.url)) p(`${where}.url`, `expected an https URL, got ${show(s.url)}`);
-  else file = new URL(s.url).pathname.split('/').pop() ?? '';
-  const ext = { 'gluon-zip': '.zip', params: '.params', safetensors: '.safetensors' }[s.format as string];
-  if (file && ext && !file.endsWith(ext)) p(`${where}.url`, `a ${String(s.format)} URL should end in ${ext}, got '${file}'`);
-  if (s.format === 'gluon-zip') {
-    // GluonCV's model store: {name}-{sha1[:8]}.zip holds {name}-{sha1[:8]}.params, whose SHA-1 it pins.
-    if (typeof s.sha1 !== 'string' || !/^[0-9a-f]{40}$/.test(s.sha1)) p(`${where}.sha1`, "a gluon-zip source needs GluonCV's 40-hex SHA-1");
-    if (typeof s.member !== 'string' || !/^[A-Za-z0-9_.-]+\.params$/.test(s.member) || s.member.includes('..')) {
-      p(`${where}.member`, `expected the .params file name inside the zip, got ${show(s.member)}`);
-    } else {
-      if (file && file !== s.member.replace(/\.params$/, '.zip')) p(`${where}.member`, `'${s.member}' does not match the zip '${file}'`);
-      if (typeof s.sha1 === 'string' && !s.member.endsWith(`-${s.sha1.slice(0, 8)}.params`)) p(`${where}.member`, `'${s.member}' does not end in the SHA-1's first 8 digits`);
-    }
-  } else if (s.member !== undefined) p(`${where}.member`, 'only a gluon-zip source has a member');
+function checkDetectorSource(p: Problem, s: unknown, where: string): void {
+  checkPublishedSource(p, s, where, SOURCE_RULES);
 }
 
-function checkDetectorConfig(p: (f: string, m: string) => void, c: unknown): void {
+function checkDetectorConfig(p: Problem, c: unknown): void {
   if (!isObj(c)) return p('config', 'expected an object');
   const a = c.anchors;
   if (!isObj(a) || !isPos(a.stride) || !isPos(a.baseSize) || !Array.isArray(a.scales) || !a.scales.every(isPos) || !Array.isArray(a.ratios) || !a.ratios.every(isPos)) {
@@ -411,116 +352,66 @@ function checkDetectorConfig(p: (f: string, m: string) => void, c: unknown): voi
   }
 }
 
-export interface ValidateDetectorsOptions {
-  /** Registered architecture names. */
-  archNames?: readonly string[];
-  /** Names, aliases and timm ids the classification entries already use. */
-  taken?: ReadonlySet<string>;
-  /** Directory of models.json, to read label files from. */
-  baseDir?: string;
-}
+/** Options of validateDetectorEntries; `taken` holds the names, aliases and timm ids of the classification entries. */
+export type ValidateDetectorsOptions = ValidateSectionOptions;
+
+const SECTION_RULES: SectionRules = {
+  section: 'detectors',
+  namePrefix: 'faster_rcnn_',
+  task: 'object-detection',
+  kind: { field: 'detector', value: 'faster_rcnn_c4' },
+  takenIs: "a classification model's name",
+  checkSource: checkDetectorSource,
+  checkEntry(p, e) {
+    checkDetectorConfig(p, e.config);
+    const pre = e.preprocessing;
+    if (!isObj(pre) || !isPosInt(pre.minSize) || !isPosInt(pre.maxSize) || (pre.maxSize as number) < (pre.minSize as number) ||
+      !INTERPOLATIONS.includes(pre.interpolation as Interpolation) || !isTriple(pre.mean, false) || !isTriple(pre.std, true)) {
+      p('preprocessing', `expected {minSize, maxSize >= minSize, interpolation, mean [3], std [3]}, got ${show(pre)}`);
+    }
+  },
+  gmacsAt: ['height', 'width', 'regions'],
+  checkMetric(p, m, w) {
+    if (!isText(m.dataset)) p(`${w}.dataset`, 'expected a non-empty string');
+    if (!isText(m.source)) p(`${w}.source`, 'say where the number comes from');
+    if (!isPercent(m.map07)) p(`${w}.map07`, `expected a percentage, got ${show(m.map07)}`);
+    if (m.map !== null && !isPercent(m.map)) p(`${w}.map`, `expected null or a percentage, got ${show(m.map)}`);
+    if (!(typeof m.iou === 'number' && m.iou > 0 && m.iou < 1)) p(`${w}.iou`, `expected the IoU threshold, got ${show(m.iou)}`);
+  },
+};
 
 /**
  * Problems with models.json's `detectors` section (absent is valid), one line each naming the entry
  * and field; empty when valid. Parameter counts and GMACs are left to the tests (they need a detector).
  */
 export function validateDetectorEntries(data: unknown, options: ValidateDetectorsOptions = {}): string[] {
-  const problems: string[] = [];
-  if (!isObj(data)) return ['models.json: expected a JSON object'];
-  if (data.detectors === undefined) return problems;
-  if (!Array.isArray(data.detectors)) return ['detectors: expected an array'];
-  const owners = new Map<string, string>();
-  data.detectors.forEach((e: unknown, i: number) => {
-    const label = isObj(e) && typeof e.name === 'string' ? `detectors[${i}] (${e.name})` : `detectors[${i}]`;
-    const p = (f: string, m: string) => problems.push(`${label}.${f}: ${m}`);
-    if (!isObj(e)) return problems.push(`${label}: expected an object`);
-    const claim = (id: string, field: string) => {
-      if (options.taken?.has(id)) p(field, `'${id}' is already a classification model's name`);
-      else if (owners.has(id)) p(field, `'${id}' is already used by ${owners.get(id)}`);
-      else owners.set(id, label);
-    };
-    if (typeof e.name !== 'string' || !/^faster_rcnn_[a-z0-9_]+\.[a-z0-9_]+$/.test(e.name)) p('name', `expected faster_rcnn_<arch>.<tag>, got ${show(e.name)}`);
-    else {
-      claim(e.name, 'name');
-      const arch = e.name.slice('faster_rcnn_'.length).split('.')[0];
-      if (typeof e.arch === 'string' && arch !== e.arch) p('name', `the arch part '${arch}' differs from arch '${e.arch}'`);
-    }
-    if (!Array.isArray(e.aliases)) p('aliases', 'expected an array of strings (may be empty)');
-    else e.aliases.forEach((a: unknown, j: number) => (typeof a === 'string' && /^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(a) ? claim(a, `aliases[${j}]`) : p(`aliases[${j}]`, `expected a name, got ${show(a)}`)));
-    if (e.task !== 'object-detection') p('task', `expected 'object-detection', got ${show(e.task)}`);
-    if (e.detector !== 'faster_rcnn_c4') p('detector', `expected 'faster_rcnn_c4', got ${show(e.detector)}`);
-    if (typeof e.arch !== 'string' || (options.archNames && !options.archNames.includes(e.arch))) p('arch', `expected a registered architecture, got ${show(e.arch)}`);
-    for (const k of ['description', 'recipe', 'license', 'origin'] as const) if (!isText(e[k])) p(k, 'expected a non-empty string');
-    if (!isPosInt(e.numClasses)) p('numClasses', `expected a positive integer, got ${show(e.numClasses)}`);
-    if (typeof e.labels !== 'string' || path.isAbsolute(e.labels) || e.labels.split(/[\\/]/).includes('..')) p('labels', `expected a file inside the package, got ${show(e.labels)}`);
-    else if (options.baseDir !== undefined) {
-      const names = readCategoryFile(path.join(options.baseDir, e.labels));
-      if (typeof names === 'string') p('labels', names);
-      else if (isPosInt(e.numClasses) && names.length !== e.numClasses) p('labels', `${e.labels} has ${names.length} names but the entry has ${e.numClasses} classes`);
-    }
-    if (!Array.isArray(e.sources) || e.sources.length === 0) p('sources', 'expected a non-empty array');
-    else e.sources.forEach((s: unknown, j: number) => checkDetectorSource(p, s, `sources[${j}]`));
-    checkDetectorConfig(p, e.config);
-    const pre = e.preprocessing;
-    const triple = (v: unknown, positive: boolean) => Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number' && Number.isFinite(x) && (!positive || x > 0));
-    if (!isObj(pre) || !isPosInt(pre.minSize) || !isPosInt(pre.maxSize) || (pre.maxSize as number) < (pre.minSize as number) ||
-      !INTERPOLATIONS.includes(pre.interpolation as Interpolation) || !triple(pre.mean, false) || !triple(pre.std, true)) {
-      p('preprocessing', `expected {minSize, maxSize >= minSize, interpolation, mean [3], std [3]}, got ${show(pre)}`);
-    }
-    if (!isPosInt(e.numParams)) p('numParams', `expected a positive integer, got ${show(e.numParams)}`);
-    if (!isPos(e.gmacs)) p('gmacs', `expected a positive number, got ${show(e.gmacs)}`);
-    const at = e.gmacsAt;
-    if (!isObj(at) || !isPosInt(at.height) || !isPosInt(at.width) || !isPosInt(at.regions)) p('gmacsAt', `expected {height, width, regions}, got ${show(at)}`);
-    if (!Array.isArray(e.metrics)) p('metrics', 'expected an array (may be empty)');
-    else
-      e.metrics.forEach((m: unknown, j: number) => {
-        const w = `metrics[${j}]`;
-        if (!isObj(m)) return p(w, 'expected an object');
-        if (!isText(m.dataset)) p(`${w}.dataset`, 'expected a non-empty string');
-        if (!isText(m.source)) p(`${w}.source`, 'say where the number comes from');
-        if (!(typeof m.map07 === 'number' && m.map07 > 0 && m.map07 <= 100)) p(`${w}.map07`, `expected a percentage, got ${show(m.map07)}`);
-        if (m.map !== null && !(typeof m.map === 'number' && m.map > 0 && m.map <= 100)) p(`${w}.map`, `expected null or a percentage, got ${show(m.map)}`);
-        if (!(typeof m.iou === 'number' && m.iou > 0 && m.iou < 1)) p(`${w}.iou`, `expected the IoU threshold, got ${show(m.iou)}`);
-      });
-  });
-  return problems;
+  return validatePublishedSection(data, SECTION_RULES, options);
 }
 
-const loadedDetectors = new Map<string, PublishedDetector[]>();
+const detectors = publishedSection<PublishedDetector>({
+  section: 'detectors',
+  what: 'detector',
+  validate: validateDetectorEntries,
+  archNames: listModels,
+  taken: (doc) => new Set(modelNames(doc).keys()),
+});
 
 /**
  * The published detectors of models.json (default: the package's), validated against the registry,
  * the classification entries' names and the label files. Invalid content is a UserError listing every problem.
  */
 export function loadPublishedDetectors(file: string = defaultModelsJsonPath()): PublishedDetector[] {
-  const abs = path.resolve(file);
-  const hit = loadedDetectors.get(abs);
-  if (hit) return hit;
-  const doc = loadModelsJson(abs);
-  const problems = validateDetectorEntries(doc, { archNames: listModels(), taken: new Set(modelNames(doc).keys()), baseDir: path.dirname(abs) });
-  if (problems.length) throw new UserError(`${abs} is not valid:\n  ${problems.join('\n  ')}`);
-  const list = ((doc as unknown as { detectors?: PublishedDetector[] }).detectors ?? []).slice();
-  loadedDetectors.set(abs, list);
-  return list;
+  return detectors.load(file);
 }
 
 /** The published detector called `name` (its name or an alias); an unknown name is a UserError listing near matches. */
 export function findPublishedDetector(name: string, file?: string): PublishedDetector {
-  const list = loadPublishedDetectors(file);
-  const hit = list.find((e) => e.name === name || e.aliases.includes(name));
-  if (hit) return hit;
-  const near = nearMatches(name, list.flatMap((e) => [e.name, ...e.aliases]));
-  throw new UserError(
-    `no published detector '${name}' in models.json.${near.length ? ` Did you mean: ${near.join(', ')}?` : ''} Published: ${list.map((e) => e.name).join(', ') || 'none'}.`,
-    { exitCode: 2 },
-  );
+  return detectors.find(name, file);
 }
 
 /** The class names of a published detector, class i (1-based in the model, after background) being names[i - 1]. */
 export function publishedDetectorLabels(entry: PublishedDetector, file: string = defaultModelsJsonPath()): string[] {
-  const names = readCategoryFile(path.join(path.dirname(path.resolve(file)), entry.labels));
-  if (typeof names === 'string') throw new UserError(names);
-  return names;
+  return detectors.labels(entry, file);
 }
 
 /** A detector configured as a published entry says, with fresh parameters (load the weights with loadDetectorWeights). */
@@ -535,30 +426,20 @@ export function createPublishedDetector(entry: PublishedDetector, options: { see
  * What a pull records in the model's manifest, under `meta.detector` (not `meta.converted`, which
  * the classification commands take for a classifier): enough to use model.onnx without models.json.
  */
-export interface DetectorPullRecord {
-  task: 'object-detection';
-  arch: string;
-  numClasses: number;
-  labels: string[];
-  config: PublishedDetectorConfig;
-  preprocessing: DetectorPreprocessing;
-  source: { url: string; format: string; naming: DetectorNaming; file: string; sha256: string; sha1: string; bytes: number; verified: Verification };
-  onnx: { file: string; sha256: string; bytes: number };
-  check: { cases: string[]; maxBoxDiff: number; maxScoreDiff: number; boxTolerance: number; scoreTolerance: number };
-  time: string;
-}
+export interface DetectorPullRecord
+  extends HeadPullRecord<
+    'object-detection',
+    PublishedDetectorConfig,
+    DetectorPreprocessing,
+    DetectorNaming,
+    { cases: string[]; maxBoxDiff: number; maxScoreDiff: number; boxTolerance: number; scoreTolerance: number }
+  > {}
 
-export interface PullDetectorOptions {
-  /** Download and convert again even when the cache has the model. */
-  force?: boolean;
-  settings?: HubSettings;
-  log?: (line: string) => void;
-  onProgress?: (p: DownloadProgress) => void;
+export interface PullDetectorOptions extends HeadPullOptions {
   /** Image sizes and batch sizes of the export check (default PULL_CHECK). */
   check?: Pick<DetectorCheckOptions, 'sizes' | 'batches'>;
   /** Class names (default: the entry's labels file beside the package's models.json). */
   labels?: string[];
-  signal?: AbortSignal;
 }
 
 /**
@@ -568,32 +449,7 @@ export interface PullDetectorOptions {
  */
 export const PULL_CHECK: Required<Pick<DetectorCheckOptions, 'sizes' | 'batches'>> = { sizes: [[224, 224]], batches: [1, 2] };
 
-export interface PulledDetector {
-  name: string;
-  dir: string;
-  /** The converted detector. */
-  onnx: string;
-  /** The weights file as published. */
-  weights: string;
-  record: DetectorPullRecord;
-  fromCache: boolean;
-}
-
-function sourceFile(url: string): string {
-  const name = path.posix.basename(new URL(url).pathname);
-  if (!name || name === '.' || name === '..') throw new UserError(`cannot derive a file name from source '${url}'`);
-  return name;
-}
-
-async function cachedDetector(entry: PublishedDetector, settings: HubSettings): Promise<PulledDetector | undefined> {
-  const manifest = await readManifest(entry.name, settings);
-  const record = manifest?.meta?.detector as DetectorPullRecord | undefined;
-  if (!record || record.arch !== entry.arch || !entry.sources.some((s) => s.url === record.source?.url)) return undefined;
-  const dir = modelDir(entry.name, settings);
-  const onnx = path.join(dir, record.onnx.file);
-  if (!existsSync(onnx) || (await hashFile(onnx)).sha256 !== record.onnx.sha256) return undefined;
-  return { name: entry.name, dir, onnx, weights: path.join(dir, record.source.file), record, fromCache: true };
-}
+export type PulledDetector = PulledHead<DetectorPullRecord>;
 
 /** Loads a downloaded file into the entry's detector, exports it and checks the export in ONNX Runtime. */
 async function convertPublished(entry: PublishedDetector, source: DetectorSource, file: string, labels: string[], options: PullDetectorOptions, log: (l: string) => void) {
@@ -629,82 +485,18 @@ async function convertPublished(entry: PublishedDetector, source: DetectorSource
  * the tfjs detector, and records it all. A model already pulled comes from the cache.
  */
 export async function pullDetector(entry: PublishedDetector, options: PullDetectorOptions = {}): Promise<PulledDetector> {
-  const settings = options.settings ?? hubSettings();
-  const log = options.log ?? (() => {});
   const labels = options.labels ?? publishedDetectorLabels(entry);
-  if (labels.length !== entry.numClasses) throw new UserError(`${entry.name} has ${entry.numClasses} classes but ${labels.length} labels were given`);
-  return withModelLock(
-    entry.name,
-    async () => {
-      if (!options.force) {
-        const cached = await cachedDetector(entry, settings);
-        if (cached) return cached;
-      }
-      const failures: SourceFailure[] = [];
-      for (const source of entry.sources) {
-        const fileName = sourceFile(source.url);
-        let converted: Awaited<ReturnType<typeof convertPublished>> | undefined;
-        try {
-          const pinnedByMember = source.member && source.sha1;
-          const fetched = await fetchFile({
-            name: entry.name,
-            fileName,
-            sources: [source.url],
-            expected: source.sha256 ? { sha256: source.sha256 } : {},
-            ...(pinnedByMember ? { pinnedBy: `GluonCV's SHA-1 of ${source.member}` } : {}),
-            ...(source.size ? { size: source.size } : {}),
-            verify: async (file) => {
-              if (pinnedByMember) await verifyMember(file, source.member!, source.sha1!);
-              converted = await convertPublished(entry, source, file, labels, options, log);
-            },
-            force: options.force ?? false,
-            lockHeld: true,
-            log,
-            settings,
-            ...(options.onProgress ? { onProgress: options.onProgress } : {}),
-            ...(options.signal ? { signal: options.signal } : {}),
-          });
-          const dir = modelDir(entry.name, settings);
-          const onnx = path.join(dir, 'model.onnx');
-          await writeFileAtomic(onnx, converted!.bytes);
-          const h = await hashFile(onnx);
-          const c = converted!.check;
-          const e = fetched.entry;
-          const record: DetectorPullRecord = {
-            task: 'object-detection',
-            arch: entry.arch,
-            numClasses: entry.numClasses,
-            labels,
-            config: entry.config,
-            preprocessing: entry.preprocessing,
-            source: { url: source.url, format: source.format, naming: source.naming, file: fileName, sha256: e.sha256, sha1: e.sha1, bytes: e.size, verified: fetched.verified },
-            onnx: { file: 'model.onnx', sha256: h.sha256, bytes: h.bytes },
-            check: {
-              cases: c.cases.map((k) => `${k.batch}x${k.height}x${k.width}: ${k.matched}/${k.onnx}`),
-              maxBoxDiff: Math.max(0, ...c.cases.map((k) => k.maxBoxDiff)),
-              maxScoreDiff: Math.max(0, ...c.cases.map((k) => k.maxScoreDiff)),
-              boxTolerance: c.boxTolerance,
-              scoreTolerance: c.scoreTolerance,
-            },
-            time: new Date().toISOString(),
-          };
-          const manifest = (await readManifest(entry.name, settings)) ?? { name: entry.name, files: {} };
-          manifest.meta = { ...(manifest.meta ?? {}), detector: record };
-          await writeManifest(entry.name, manifest, settings);
-          return { name: entry.name, dir, onnx, weights: fetched.path, record, fromCache: false };
-        } catch (err) {
-          if (!(err instanceof UserError) || options.signal?.aborted) throw err;
-          const failure =
-            err instanceof FetchError && err.failures.length === 1
-              ? err.failures[0]!
-              : { source: redactUrl(source.url), tried: [], reason: err.message, notFound: false, network: false };
-          failures.push(failure);
-          log(`source ${source.url} failed: ${describeFailure(failure)}`);
-        }
-      }
-      await pruneModelDir(entry.name, settings);
-      throw new PullError(entry.name, failures, pullHints(entry, settings, failures));
-    },
-    settings,
-  );
+  return pullPublishedHead(entry, labels, options, {
+    key: 'detector',
+    task: 'object-detection',
+    pin: (source) => (source.member && source.sha1 ? { by: `GluonCV's SHA-1 of ${source.member}`, check: (file) => verifyMember(file, source.member!, source.sha1!) } : undefined),
+    convert: (source, file, log) => convertPublished(entry, source, file, labels, options, log),
+    check: ({ check: c }) => ({
+      cases: c.cases.map((k) => `${k.batch}x${k.height}x${k.width}: ${k.matched}/${k.onnx}`),
+      maxBoxDiff: Math.max(0, ...c.cases.map((k) => k.maxBoxDiff)),
+      maxScoreDiff: Math.max(0, ...c.cases.map((k) => k.maxScoreDiff)),
+      boxTolerance: c.boxTolerance,
+      scoreTolerance: c.scoreTolerance,
+    }),
+  });
 }
