@@ -13,15 +13,15 @@ import test from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
 import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setupBackend } from './helpers/backend.js';
-import { makeMxnetParams, makeZip, MX } from './helpers/fixtures.js';
+import { makeZip } from './helpers/fixtures.js';
 import { FixtureServer } from './helpers/http_server.js';
+import { fileWriter, findTorchPython, paramsBytes, safetensorsBytes, torchLayout, zooTensors, type Tensors } from './helpers/head_weights.js';
 import { UserError } from '../src/errors.js';
-import { serializeSafetensors } from '../src/formats/safetensors.js';
 import { createModel } from '../src/models/model.js';
 import { listModels } from '../src/models/registry.js';
 import { defaultModelsJsonPath, modelNames, loadModelsJson } from '../src/hub/models_json.js';
@@ -56,33 +56,6 @@ test.before(async () => {
 });
 test.after.always(() => rmSync(tmp, { recursive: true, force: true }));
 
-type Tensors = Map<string, { shape: number[]; data: Float32Array }>;
-
-/** A zoo-layout value in PyTorch layout (OIHW, [out, in]). */
-function torchLayout(v: Float32Array, shape: number[]): { shape: number[]; data: Float32Array } {
-  const o = new Float32Array(v.length);
-  if (shape.length === 4) {
-    const [kh, kw, ci, co] = shape as [number, number, number, number];
-    for (let i = 0; i < kh; i++)
-      for (let j = 0; j < kw; j++)
-        for (let c = 0; c < ci; c++) for (let k = 0; k < co; k++) o[((k * ci + c) * kh + i) * kw + j] = v[((i * kw + j) * ci + c) * co + k]!;
-    return { shape: [co, ci, kh, kw], data: o };
-  }
-  if (shape.length === 2) {
-    const [inF, outF] = shape as [number, number];
-    for (let i = 0; i < inF; i++) for (let k = 0; k < outF; k++) o[k * inF + i] = v[i * outF + k]!;
-    return { shape: [outF, inF], data: o };
-  }
-  return { shape: [...shape], data: v.slice() };
-}
-
-/** A detector's tensors under zoo's names in PyTorch layout. */
-function zooTensors(det: Detector): Tensors {
-  const out: Tensors = new Map();
-  for (const [name, spec] of det.params.specs) out.set(name, torchLayout(det.params.get(name).dataSync() as Float32Array, spec.shape));
-  return out;
-}
-
 /** The same tensors under GluonCV's names, renamed here by hand from GluonCV's module structure. */
 function gluonTensors(det: Detector): Tensors {
   const out: Tensors = new Map();
@@ -115,21 +88,7 @@ function anchorsConstant(g: AnchorGenerator, size = 128) {
   return { shape: [1, 1, size, size, 4 * g.numAnchors], data: g.grid(size, size) };
 }
 
-function paramsBytes(t: Tensors): Uint8Array {
-  return makeMxnetParams([...t].map(([name, v]) => ({ name, typeFlag: MX.float32, shape: v.shape, data: new Uint8Array(v.data.buffer, v.data.byteOffset, v.data.byteLength) })));
-}
-
-function safetensorsBytes(t: Tensors): Uint8Array {
-  const m = new Map([...t].map(([k, v]) => [k, { dtype: 'float32' as const, shape: v.shape, data: v.data }]));
-  return Buffer.concat(serializeSafetensors(m));
-}
-
-let fileCount = 0;
-function write(bytes: Uint8Array, ext: string): string {
-  const f = join(tmp, `w${fileCount++}${ext}`);
-  writeFileSync(f, bytes);
-  return f;
-}
+const write = fileWriter(tmp);
 
 const SMALL: Partial<FasterRcnnConfig> = { rpnChannels: 16 };
 
@@ -413,9 +372,7 @@ test.serial('pullDetector: a GluonCV zip through a 127.0.0.1 mirror, its SHA-1 c
 // ---------------------------------------------------------------------------------------------------
 // Against the independent reference
 
-const python = [process.env.ZOO_PYTHON, 'python3', '/usr/bin/python3'].find(
-  (p) => p && spawnSync(p, ['-c', 'import torch, torchvision, numpy'], { stdio: 'ignore' }).status === 0,
-);
+const python = findTorchPython();
 const SCRIPT = fileURLToPath(new URL('../../scripts/gluoncv_faster_rcnn.py', import.meta.url));
 
 interface RefDetections {

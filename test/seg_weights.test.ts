@@ -12,15 +12,15 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor4D } from '@tensorflow/tfjs-core';
 import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setupBackend } from './helpers/backend.js';
-import { makeMxnetParams, makeTorchCheckpoint, makeZip, MX, torchStateDictPickle, type TorchStorageFixture } from './helpers/fixtures.js';
+import { makeTorchCheckpoint, makeZip, torchStateDictPickle, type TorchStorageFixture } from './helpers/fixtures.js';
 import { FixtureServer } from './helpers/http_server.js';
+import { fileWriter, findTorchPython, paramsBytes, safetensorsBytes, zooTensors, type Tensors } from './helpers/head_weights.js';
 import { UserError } from '../src/errors.js';
-import { serializeSafetensors } from '../src/formats/safetensors.js';
 import { listModels } from '../src/models/registry.js';
 import { defaultModelsJsonPath, loadModelsJson, modelNames, readCategoryFile } from '../src/hub/models_json.js';
 import { readHubSettings } from '../src/hub/settings.js';
@@ -52,26 +52,6 @@ test.before(async () => {
 });
 test.after.always(() => rmSync(tmp, { recursive: true, force: true }));
 
-type Tensors = Map<string, { shape: number[]; data: Float32Array }>;
-
-/** A zoo-layout value in PyTorch layout (OIHW). */
-function torchLayout(v: Float32Array, shape: number[]): { shape: number[]; data: Float32Array } {
-  if (shape.length !== 4) return { shape: [...shape], data: v.slice() };
-  const [kh, kw, ci, co] = shape as [number, number, number, number];
-  const o = new Float32Array(v.length);
-  for (let i = 0; i < kh; i++)
-    for (let j = 0; j < kw; j++)
-      for (let c = 0; c < ci; c++) for (let k = 0; k < co; k++) o[((k * ci + c) * kh + i) * kw + j] = v[((i * kw + j) * ci + c) * co + k]!;
-  return { shape: [co, ci, kh, kw], data: o };
-}
-
-/** A segmenter's tensors under zoo's names in PyTorch layout. */
-function zooTensors(seg: Segmenter): Tensors {
-  const out: Tensors = new Map();
-  for (const [name, spec] of seg.params.specs) out.set(name, torchLayout(seg.params.get(name).dataSync() as Float32Array, spec.shape));
-  return out;
-}
-
 /** torchvision's state dict of the same network: `backbone.` before the ResNet's names, a batch counter per BN. */
 function torchvisionTensors(seg: Segmenter): Tensors {
   const out: Tensors = new Map();
@@ -98,15 +78,6 @@ function gluonTensors(seg: Segmenter): Tensors {
   return out;
 }
 
-function safetensorsBytes(t: Tensors): Uint8Array {
-  const m = new Map([...t].map(([k, v]) => [k, { dtype: 'float32' as const, shape: v.shape, data: v.data }]));
-  return Buffer.concat(serializeSafetensors(m));
-}
-
-function paramsBytes(t: Tensors): Uint8Array {
-  return makeMxnetParams([...t].map(([name, v]) => ({ name, typeFlag: MX.float32, shape: v.shape, data: new Uint8Array(v.data.buffer, v.data.byteOffset, v.data.byteLength) })));
-}
-
 /** torch.save's zip of a state dict (float32, int64 batch counters), one storage per tensor. */
 function pthBytes(t: Tensors): Uint8Array {
   const storages: TorchStorageFixture[] = [];
@@ -120,12 +91,7 @@ function pthBytes(t: Tensors): Uint8Array {
   return makeTorchCheckpoint(torchStateDictPickle(tensors, { metadata: true }), storages);
 }
 
-let fileCount = 0;
-function write(bytes: Uint8Array, ext: string): string {
-  const f = join(tmp, `w${fileCount++}${ext}`);
-  writeFileSync(f, bytes);
-  return f;
-}
+const write = fileWriter(tmp);
 
 function sameParams(t: { true(v: boolean, m?: string): void }, seg: Segmenter, want: Map<string, Float32Array>): void {
   const got = seg.params.toMap();
@@ -444,9 +410,7 @@ test.serial("pullSegmenter: a torchvision .pth through a 127.0.0.1 mirror, pinne
 // ---------------------------------------------------------------------------------------------------
 // Against torchvision
 
-const python = [process.env.ZOO_PYTHON, 'python3', '/usr/bin/python3'].find(
-  (p) => p && spawnSync(p, ['-c', 'import torch, torchvision, numpy'], { stdio: 'ignore' }).status === 0,
-);
+const python = findTorchPython();
 const SCRIPT = fileURLToPath(new URL('../../scripts/torchvision_fcn.py', import.meta.url));
 
 /** max |a - b| / max(1, max |b|): the tolerance is relative to the logits' scale. */
