@@ -9,6 +9,8 @@ import test from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
 import { setupBackend, maxAbsDiff } from './helpers/backend.js';
 import { resizeBilinear } from '../src/ops/index.js';
+import '@tensorflow/tfjs-backend-cpu';
+import { registerZooKernels } from '../src/backend/kernels/index.js';
 import { createSegmenter } from '../src/segmentation/segmenter.js';
 import { checkSegmenterExport, exportSegmenter, runSegmenterSession } from '../src/segmentation/export.js';
 import { smoothImages } from '../src/detection/export.js';
@@ -20,6 +22,8 @@ import { Rng } from '../src/util/random.js';
 
 test.before(async () => {
   await setupBackend();
+  // The cpu backend too, with zoo's kernels, for the resize gradient on both backends that have it.
+  registerZooKernels('cpu');
 });
 
 const randn = (n: number, rng: Rng) => Float32Array.from({ length: n }, () => rng.normal());
@@ -62,7 +66,7 @@ const RESIZE_CASES: { from: [number, number]; to: [number, number] }[] = [
 for (const alignCorners of [false, true]) {
   test.serial(`resize (alignCorners ${alignCorners}): values match PyTorch's definition, the gradient is its adjoint (wasm and cpu), no leaks`, async (t) => {
    for (const backend of ['wasm', 'cpu']) {
-    await setupBackend(backend);
+    await tf.setBackend(backend);
     t.is(tf.getBackend(), backend);
     const rng = new Rng(alignCorners ? 2 : 1);
     const before = tf.memory().numTensors;
@@ -89,7 +93,7 @@ for (const alignCorners of [false, true]) {
     }
     t.is(tf.memory().numTensors, before);
    }
-   await setupBackend();
+   await tf.setBackend('wasm');
   });
 
   test.serial(`resize (alignCorners ${alignCorners}): ONNX Runtime's Resize agrees with tfjs at dynamic sizes`, async (t) => {

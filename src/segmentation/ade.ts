@@ -216,8 +216,8 @@ export async function readAde(root: string, options: ReadAdeOptions = {}): Promi
   const split = options.split ?? 'training';
   if (!(ADE_SPLITS as readonly string[]).includes(split)) throw new UserError(`'${split}' is not a split of the ADE20K layout (${ADE_SPLITS.join(' or ')})`, { exitCode: 2 });
   const layout = await locateAde(root);
-  const annDir = await splitFolder(layout, 'annotations', split);
   if (options.requireImages === false) {
+    const annDir = await splitFolder(layout, 'annotations', split);
     const classes = await resolveClasses(layout, options.classes);
     const annLabel = path.join(layout.label, 'annotations', split);
     const names = (await filesOf(annDir, annLabel)).filter((n) => path.extname(n).toLowerCase() === '.png');
@@ -226,6 +226,7 @@ export async function readAde(root: string, options: ReadAdeOptions = {}): Promi
     return { root: layout.dir, split, classes, samples };
   }
   const imageDir = await splitFolder(layout, 'images', split);
+  const annDir = await splitFolder(layout, 'annotations', split);
   const imageLabel = path.join(layout.label, 'images', split);
   const annLabel = path.join(layout.label, 'annotations', split);
   const classes = await resolveClasses(layout, options.classes);
