@@ -26,8 +26,7 @@ import { IMAGENET_PREPROCESSING } from '../predict/preprocessing.js';
 import { Rng } from '../util/random.js';
 import { SGD } from '../train/optim.js';
 import { LrSchedule } from '../train/schedule.js';
-import { checkInteger, checkRunOptions, diagnoseNonFinite, loopControl, openRunDir, prefetchBatches, readTaskRunConfig, runFiles, runLoop, taskConfigDiffs, updatesIn, type LoopEvent, type LoopRecord, type LoopTask, type RunControlOptions } from '../train/loop.js';
-import type { CheckpointState } from '../train/checkpoint.js';
+import { checkInteger, checkRunOptions, diagnoseNonFinite, openRunDir, prefetchBatches, readTaskRunConfig, runFiles, runTaskLoop, taskConfigDiffs, updatesIn, type LoopEvent, type TaskStartFields, type LoopRecord, type LoopTask, type RunControlOptions } from '../train/loop.js';
 import { createDetector, concatRois, type Detector } from './detector.js';
 import type { FasterRcnnConfig } from './faster_rcnn.js';
 import { rpnTargets, sampleRois } from './targets.js';
@@ -106,7 +105,7 @@ export interface DetEpochRecord extends LoopRecord {
 }
 
 export type DetTrainEvent =
-  | { type: 'start'; config: DetTrainConfig; params: number; trainable: number; itersPerEpoch: number; totalUpdates: number; peakLr: number; warmupUpdates: number; resumed?: CheckpointState }
+  | ({ type: 'start'; config: DetTrainConfig } & TaskStartFields)
   | { type: 'validating'; epoch: number; done: number; total: number }
   | { type: 'checking'; split: 'train' | 'val'; depth: VerifyDepth; done: number; total: number }
   | { type: 'exported'; path: string; bytes: number; check: DetectorCheckReport }
@@ -260,31 +259,19 @@ export async function trainDetector(options: DetTrainOptions): Promise<DetTrainR
     const itersPerEpoch = detUpdatesPerEpoch(c);
     const schedule = detSchedule(c);
     if (!options.resume) await writeFileAtomic(files.config, `${JSON.stringify(c, null, 2)}\n`);
-    const loop = await runLoop(detectionTask(det, options, trainable, emit), {
+    const loop = await runTaskLoop({
+      task: detectionTask(det, options, trainable, emit),
+      config: c,
       model: det,
       optimizer: opt,
       trainable,
       schedule,
-      epochs: c.epochs,
       itersPerEpoch,
-      accumulate: c.batchSize / c.microBatch,
-      batchSize: c.batchSize,
       files,
       records,
-      ...loopControl(options),
+      control: options,
       resumeCommand: `zoo det train --out ${out} --resume`,
-      onStart: (state) =>
-        emit({
-          type: 'start',
-          config: c,
-          params: det.params.countTrainable(),
-          trainable: trainable.reduce((a, [, v]) => a + v.size, 0),
-          itersPerEpoch,
-          totalUpdates: schedule.total,
-          peakLr: schedule.peak,
-          warmupUpdates: schedule.warmup,
-          ...(options.resume ? { resumed: state } : {}),
-        }),
+      onStart: (fields) => emit({ type: 'start', config: c, ...fields }),
       onEvent: emit,
       record: (base, f) => ({ ...base, valMap07: f.valMap07!, valMap: f.valMap! }),
     });

@@ -32,20 +32,19 @@ import {
   checkInteger,
   checkRunOptions,
   diagnoseNonFinite,
-  loopControl,
   openRunDir,
   prefetchBatches,
   readTaskRunConfig,
   runFiles,
-  runLoop,
+  runTaskLoop,
   taskConfigDiffs,
   updatesIn,
   type LoopEvent,
   type LoopRecord,
   type LoopTask,
   type RunControlOptions,
+  type TaskStartFields,
 } from '../train/loop.js';
-import type { CheckpointState } from '../train/checkpoint.js';
 import type { FcnConfig } from './fcn.js';
 import { createSegmenter, type Segmenter } from './segmenter.js';
 import { segmentationLoss } from './loss.js';
@@ -132,7 +131,7 @@ export interface SegEpochRecord extends LoopRecord {
 }
 
 export type SegTrainEvent =
-  | { type: 'start'; config: SegTrainConfig; params: number; trainable: number; itersPerEpoch: number; totalUpdates: number; peakLr: number; warmupUpdates: number; resumed?: CheckpointState }
+  | ({ type: 'start'; config: SegTrainConfig } & TaskStartFields)
   | { type: 'validating'; epoch: number; done: number; total: number }
   | { type: 'exported'; path: string; bytes: number; check: SegCheckReport }
   | LoopEvent<SegEpochRecord>;
@@ -303,31 +302,19 @@ export async function trainSegmenter(options: SegTrainOptions): Promise<SegTrain
     const itersPerEpoch = segUpdatesPerEpoch(c);
     const schedule = segSchedule(c);
     if (!options.resume) await writeFileAtomic(files.config, `${JSON.stringify(c, null, 2)}\n`);
-    const loop = await runLoop(segmentationTask(seg, options, trainable, emit), {
+    const loop = await runTaskLoop({
+      task: segmentationTask(seg, options, trainable, emit),
+      config: c,
       model: seg,
       optimizer: opt,
       trainable,
       schedule,
-      epochs: c.epochs,
       itersPerEpoch,
-      accumulate: c.batchSize / c.microBatch,
-      batchSize: c.batchSize,
       files,
       records,
-      ...loopControl(options),
+      control: options,
       resumeCommand,
-      onStart: (state) =>
-        emit({
-          type: 'start',
-          config: c,
-          params: seg.params.countTrainable(),
-          trainable: trainable.reduce((a, [, v]) => a + v.size, 0),
-          itersPerEpoch,
-          totalUpdates: schedule.total,
-          peakLr: schedule.peak,
-          warmupUpdates: schedule.warmup,
-          ...(options.resume ? { resumed: state } : {}),
-        }),
+      onStart: (fields) => emit({ type: 'start', config: c, ...fields }),
       onEvent: emit,
       record: (base, f) => ({ ...base, valPixAcc: f.valPixAcc!, valMIoU: f.valMIoU! }),
     });

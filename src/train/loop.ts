@@ -334,6 +334,67 @@ function runState(saved: CheckpointState, epochs: number, iters: number, file: s
   return { lossSum: 0, lossCount: 0, trainSeconds: 0, waitSeconds: 0, ...s } as RunState;
 }
 
+/** What a transfer task's 'start' event reports, beside its configuration. */
+export interface TaskStartFields {
+  /** Trainable parameters of the model, and of those the ones this run updates. */
+  params: number;
+  trainable: number;
+  itersPerEpoch: number;
+  totalUpdates: number;
+  peakLr: number;
+  warmupUpdates: number;
+  resumed?: CheckpointState;
+}
+
+/**
+ * The run loop as a transfer task (detection, segmentation) drives it: the run's sizes from its
+ * configuration, the run-control options forwarded, and the 'start' fields computed once for every task.
+ */
+export function runTaskLoop<B, R extends LoopRecord>(o: {
+  task: LoopTask<B>;
+  config: { epochs: number; batchSize: number; microBatch: number };
+  model: Checkpointable;
+  optimizer: SGD;
+  trainable: [string, tf.Variable][];
+  schedule: LrSchedule;
+  itersPerEpoch: number;
+  files: { log: string; checkpoint: string };
+  records: R[];
+  control: RunControlOptions;
+  resumeCommand: string;
+  onStart: (fields: TaskStartFields) => void;
+  onEvent: (e: LoopEvent<R>) => void;
+  record: (base: LoopRecord, fields: Record<string, number>) => R;
+}): Promise<LoopResult<R>> {
+  const { config: c, schedule } = o;
+  return runLoop(o.task, {
+    model: o.model,
+    optimizer: o.optimizer,
+    trainable: o.trainable,
+    schedule,
+    epochs: c.epochs,
+    itersPerEpoch: o.itersPerEpoch,
+    accumulate: c.batchSize / c.microBatch,
+    batchSize: c.batchSize,
+    files: o.files,
+    records: o.records,
+    ...loopControl(o.control),
+    resumeCommand: o.resumeCommand,
+    onStart: (state) =>
+      o.onStart({
+        params: o.model.params.countTrainable(),
+        trainable: o.trainable.reduce((a, [, v]) => a + v.size, 0),
+        itersPerEpoch: o.itersPerEpoch,
+        totalUpdates: schedule.total,
+        peakLr: schedule.peak,
+        warmupUpdates: schedule.warmup,
+        ...(o.control.resume ? { resumed: state } : {}),
+      }),
+    onEvent: o.onEvent,
+    record: o.record,
+  });
+}
+
 /** Runs (or continues) the epochs of a run. The caller creates and disposes the model and the optimizer. */
 export async function runLoop<B, R extends LoopRecord>(task: LoopTask<B>, o: LoopOptions<R>): Promise<LoopResult<R>> {
   try {
