@@ -7,7 +7,6 @@
  *   const { result } = await evaluateDetection({ model: 'runs/det', data: 'voc/VOCdevkit' });
  *   const found = await detect('runs/det/model.onnx', ['street.jpg']);
  */
-import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
 import { UserError } from '../errors.js';
@@ -16,12 +15,11 @@ import { RUN_FILES } from '../train/run_config.js';
 import { loadCheckpointParams } from '../train/checkpoint.js';
 import { createSession, type Session } from '../runtime/ort.js';
 import { addToLocalZoo, checkOwnModelName, findLocalModel } from '../hub/local.js';
-import { hashFile, modelDir, readManifest } from '../hub/cache.js';
+import { hashFile } from '../hub/cache.js';
 import { IMAGENET_PREPROCESSING } from '../predict/preprocessing.js';
 import { readFile } from 'node:fs/promises';
-import { hubSettings } from '../hub/settings.js';
 import { loadPublishedDetectors } from '../detection/weights.js';
-import { decodeImageInput, defined, resolveTransferBackbone, transferBackend } from './transfer.js';
+import { decodeImageInput, defined, resolveHeadFile, resolveTransferBackbone, transferBackend } from './transfer.js';
 import { createDetector } from '../detection/detector.js';
 import { defaultFasterRcnnConfig } from '../detection/faster_rcnn.js';
 import { listSplits, locateVoc, readVoc, type VocDataset, type VocImage } from '../detection/voc.js';
@@ -274,24 +272,14 @@ async function yearsWithSplit(root: string, years: readonly string[], split: str
 }
 
 /** The ONNX file of a detector given as a run directory, an .onnx file or a local zoo name. */
-export async function resolveDetectorFile(ref: string): Promise<string> {
-  if (existsSync(ref) && statSync(ref).isDirectory()) {
-    const f = path.join(ref, RUN_FILES.onnx);
-    if (!existsSync(f)) throw new UserError(`${ref} has no ${RUN_FILES.onnx}: export the run first (zoo det export ${ref} -o ${f})`);
-    return f;
-  }
-  if (existsSync(ref)) return ref;
-  const local = await findLocalModel(ref);
-  if (local) return local.onnx;
-  const published = loadPublishedDetectors().find((e) => e.name === ref || e.aliases.includes(ref));
-  if (published) {
-    const manifest = await readManifest(published.name, hubSettings());
-    const record = manifest?.meta?.detector as { onnx?: { file?: string } } | undefined;
-    const file = record?.onnx?.file ? path.join(modelDir(published.name, hubSettings()), record.onnx.file) : undefined;
-    if (file && existsSync(file)) return file;
-    throw new UserError(`${published.name} is a published detector that is not in the cache: run 'zoo pull ${ref}' first`);
-  }
-  throw new UserError(`'${ref}' is not a detector: give a detection run directory, an exported .onnx file or a local zoo name`);
+export function resolveDetectorFile(ref: string): Promise<string> {
+  return resolveHeadFile(ref, {
+    what: 'detector',
+    command: 'det',
+    runs: 'detection',
+    published: loadPublishedDetectors(),
+    local: async (name) => (await findLocalModel(name))?.onnx,
+  });
 }
 
 /** An exported detector opened in ONNX Runtime, with its metadata. */

@@ -17,8 +17,6 @@ import { RUN_FILES } from '../train/run_config.js';
 import { loadCheckpointParams } from '../train/checkpoint.js';
 import { createSession, type Session } from '../runtime/ort.js';
 import { ensureDir, writeFileAtomic } from '../io/atomic.js';
-import { hubSettings } from '../hub/settings.js';
-import { modelDir, readManifest } from '../hub/cache.js';
 import { readAde, type AdeSplit, type SegDataset } from '../segmentation/ade.js';
 import { loadSegBatch, segEvalSample } from '../segmentation/transform.js';
 import { evaluatePredictionDir, SegMetric, type SegEvalResult } from '../segmentation/metrics.js';
@@ -42,7 +40,7 @@ import {
   type SegTrainConfig,
   type SegTrainEvent,
 } from '../segmentation/train.js';
-import { decodeImageInput, defined, resolveTransferBackbone, transferBackend } from './transfer.js';
+import { decodeImageInput, defined, resolveHeadFile, resolveTransferBackbone, transferBackend } from './transfer.js';
 
 export interface SegTrainRequest {
   /** A registered architecture (random initialization), a local zoo or published name, a weights file or a training run. */
@@ -215,22 +213,8 @@ function requestOf(c: SegTrainConfig): SegTrainRequest {
 }
 
 /** The ONNX file of a segmenter given as a run directory, an .onnx file or a pulled published name. */
-export async function resolveSegmenterFile(ref: string): Promise<string> {
-  if (existsSync(ref) && statSync(ref).isDirectory()) {
-    const f = path.join(ref, RUN_FILES.onnx);
-    if (!existsSync(f)) throw new UserError(`${ref} has no ${RUN_FILES.onnx}: export the run first (zoo seg export ${ref} -o ${f})`);
-    return f;
-  }
-  if (existsSync(ref)) return ref;
-  const published = loadPublishedSegmenters().find((e) => e.name === ref || e.aliases.includes(ref));
-  if (published) {
-    const manifest = await readManifest(published.name, hubSettings());
-    const record = manifest?.meta?.segmenter as { onnx?: { file?: string } } | undefined;
-    const file = record?.onnx?.file ? path.join(modelDir(published.name, hubSettings()), record.onnx.file) : undefined;
-    if (file && existsSync(file)) return file;
-    throw new UserError(`${published.name} is a published segmenter that is not in the cache: run 'zoo pull ${ref}' first`);
-  }
-  throw new UserError(`'${ref}' is not a segmenter: give a segmentation run directory, an exported .onnx file or a pulled published name`);
+export function resolveSegmenterFile(ref: string): Promise<string> {
+  return resolveHeadFile(ref, { what: 'segmenter', command: 'seg', runs: 'segmentation', published: loadPublishedSegmenters() });
 }
 
 /** An exported segmenter opened in ONNX Runtime, with its metadata. */

@@ -8,6 +8,10 @@ import { getModelEntry, listModels } from '../models/registry.js';
 import type { Model } from '../models/model.js';
 import { decodeImage } from '../data/image_folder.js';
 import { fromPretrained } from './pretrained.js';
+import { existsSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { RUN_FILES } from '../train/run_config.js';
+import { pulledHeadFile } from '../hub/published_heads.js';
 
 /**
  * The tfjs backend of a transfer job: the one asked for, else ZOO_BACKEND, else wasm. RoIAlign's and
@@ -59,4 +63,38 @@ export async function decodeImageInput(img: string | Uint8Array): Promise<{ data
   } catch (e) {
     throw new UserError(`the image bytes cannot be decoded (${(e as Error).message})`);
   }
+}
+
+/**
+ * The ONNX file of a transfer model given as a run directory (its model.onnx), an .onnx file, a local zoo
+ * name (`local`, where the task has local zoo records) or a published name pulled into the cache.
+ */
+export async function resolveHeadFile(
+  ref: string,
+  o: {
+    /** 'detector' / 'segmenter': the word of messages and the manifest key of pulls. */
+    what: 'detector' | 'segmenter';
+    /** The task's command ('det', 'seg') and its runs' name ('detection', 'segmentation'). */
+    command: string;
+    runs: string;
+    published: readonly { name: string; aliases: readonly string[] }[];
+    local?: (name: string) => Promise<string | undefined>;
+  },
+): Promise<string> {
+  if (existsSync(ref) && statSync(ref).isDirectory()) {
+    const f = path.join(ref, RUN_FILES.onnx);
+    if (!existsSync(f)) throw new UserError(`${ref} has no ${RUN_FILES.onnx}: export the run first (zoo ${o.command} export ${ref} -o ${f})`);
+    return f;
+  }
+  if (existsSync(ref)) return ref;
+  const local = await o.local?.(ref);
+  if (local) return local;
+  const published = o.published.find((e) => e.name === ref || e.aliases.includes(ref));
+  if (published) {
+    const file = await pulledHeadFile(published.name, o.what);
+    if (file) return file;
+    throw new UserError(`${published.name} is a published ${o.what} that is not in the cache: run 'zoo pull ${ref}' first`);
+  }
+  const names = o.local ? 'a local zoo name' : 'a pulled published name';
+  throw new UserError(`'${ref}' is not a ${o.what}: give a ${o.runs} run directory, an exported .onnx file or ${names}`);
 }

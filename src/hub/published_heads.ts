@@ -413,6 +413,13 @@ export function sourceFileName(url: string): string {
   return name;
 }
 
+/** The model.onnx a pull of `name` recorded under `meta.<key>`, when the cache still holds it. */
+export async function pulledHeadFile(name: string, key: string, settings: HubSettings = hubSettings()): Promise<string | undefined> {
+  const record = (await readManifest(name, settings))?.meta?.[key] as { onnx?: { file?: string } } | undefined;
+  const file = record?.onnx?.file ? path.join(modelDir(name, settings), record.onnx.file) : undefined;
+  return file && existsSync(file) ? file : undefined;
+}
+
 /** The pulled model of the cache when its record is the entry's (same arch and a listed source) and model.onnx still has its digest. */
 async function cachedHead<R extends { arch: string; source: { url: string; file: string }; onnx: { file: string; sha256: string } }>(
   entry: { name: string; arch: string; sources: readonly { url: string }[] },
