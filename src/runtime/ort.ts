@@ -1,17 +1,29 @@
 /**
  * ONNX Runtime for Node: the only module that imports onnxruntime-node.
  *
- * Execution providers: 'cuda' is used where its provider libraries are installed next to ONNX
- * Runtime's own (`zoo doctor --install-cuda`, README "GPU inference") and a GPU answers; otherwise 'cpu'.
- * The CPU binaries ship inside the npm package; the CUDA ones do not (onnxruntime-node's install
- * script fetches them from a host outside the npm registry, which zoo skips through .npmrc).
+ * Execution providers: 'cpu', 'cuda', or 'auto': CUDA where it can start (cuda.ts checks the machine
+ * first, then ONNX Runtime has the last word), else the CPU with a one-line note saying what CUDA lacks
+ * and how to get it. The CPU binaries ship inside the npm package; the CUDA ones do not
+ * (onnxruntime-node's install script fetches them from a host outside the npm registry, which zoo skips
+ * through .npmrc; `zoo doctor --install-cuda` takes the same files from the npm registry).
+ *
+ * Session options live here only (`SessionOptions`): threads, graph optimization, memory arena, the
+ * warm-up run. What onnxruntime-node 1.29 does with buffers (measured in test/runtime_device.test.ts):
+ * inputs are read in place from the caller's typed arrays; every output is copied once into a fresh
+ * ArrayBuffer by the binding, also when a preallocated output is given (ONNX Runtime then writes into the
+ * caller's buffer first, and `runSession` hands that buffer back). It has no CUDA I/O binding: device
+ * memory ('gpu-buffer' tensors, `preferredOutputLocation`) exists only for its WebGPU provider, so with
+ * CUDA each run copies inputs to the device and outputs back.
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import os from 'node:os';
 import type * as OrtTypes from 'onnxruntime-node';
 import { UserError } from '../errors.js';
+import { CUDA_PROVIDER_LIBS, cudaReadiness, cudaReason, diagnoseCudaFailure, ortBinaryDir, type CudaProbe } from './cuda.js';
+
+export { ortBinaryDir };
 
 const require = createRequire(import.meta.url);
 let ortModule: typeof OrtTypes | undefined;
@@ -38,61 +50,110 @@ export function disableOrtTelemetry(env: NodeJS.ProcessEnv = process.env): void 
 }
 
 export type ProviderChoice = 'auto' | 'cpu' | 'cuda';
-
-/** The directory holding libonnxruntime.so for this platform. */
-export function ortBinaryDir(): string {
-  const pkg = dirname(require.resolve('onnxruntime-node/package.json'));
-  return join(pkg, 'bin', 'napi-v6', process.platform, process.arch);
-}
+export type GraphOptimization = 'disabled' | 'basic' | 'extended' | 'all';
 
 /** Whether the CUDA execution provider's libraries are installed beside ONNX Runtime. */
 export function cudaProviderInstalled(): boolean {
   const dir = ortBinaryDir();
-  return ['libonnxruntime_providers_cuda.so', 'libonnxruntime_providers_shared.so'].every((f) => existsSync(join(dir, f)));
+  return CUDA_PROVIDER_LIBS.every((f) => existsSync(join(dir, f)));
 }
 
+/** How a session is opened: every ONNX Runtime setting zoo uses, in one place. */
 export interface SessionOptions {
+  /** 'auto' (default): CUDA where it can start, else the CPU with `Session.note` saying why. */
   provider?: ProviderChoice;
   /** Threads inside one operator (default: all cores). */
   intraOpThreads?: number;
+  /** Threads running independent operators at once (default: ONNX Runtime's); above 1 it runs the graph in parallel mode. */
+  interOpThreads?: number;
+  /** Graph optimization level (default 'all'). */
+  graphOptimization?: GraphOptimization;
+  /** CPU memory arena and memory-pattern planning (default true); off trades speed for a smaller resident set. */
+  memoryArena?: boolean;
+  /** Feeds run once before createSession returns: the first run allocates and tunes. Under 'auto' a CUDA warm-up that fails falls back to the CPU. */
+  warmup?: Record<string, HostTensor>;
+  /** The CUDA device ordinal (default 0). */
+  deviceId?: number;
+  /** Replaces the probes that decide whether CUDA can start (tests; cuda.ts). */
+  cudaProbe?: CudaProbe;
 }
 
 export interface Session {
   session: OrtTypes.InferenceSession;
   provider: 'cpu' | 'cuda';
-  /** Why CUDA was not used, when it was asked for or auto-detected and fell back. */
+  /** One line, under 'auto' on the CPU: what CUDA lacks and how to fix it, ending "; using the CPU". Callers choose whether to print it. */
   note?: string;
 }
 
-/** Opens a model (path or bytes) on the best available provider. */
+const GRAPH_OPTIMIZATIONS: readonly GraphOptimization[] = ['disabled', 'basic', 'extended', 'all'];
+
+function checkCount(name: string, v: number | undefined, min: number): void {
+  if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new UserError(`${name} must be a whole number >= ${min}, not ${v}`, { exitCode: 2 });
+}
+
+/** The ONNX Runtime session options `options` mean (without execution providers). */
+export function ortSessionOptions(options: SessionOptions = {}): OrtTypes.InferenceSession.SessionOptions {
+  checkCount('intraOpThreads', options.intraOpThreads, 1);
+  checkCount('interOpThreads', options.interOpThreads, 1);
+  checkCount('deviceId', options.deviceId, 0);
+  const level = options.graphOptimization ?? 'all';
+  if (!GRAPH_OPTIMIZATIONS.includes(level)) throw new UserError(`graphOptimization must be one of ${GRAPH_OPTIMIZATIONS.join(', ')}, not '${String(level)}'`, { exitCode: 2 });
+  const arena = options.memoryArena ?? true;
+  return {
+    graphOptimizationLevel: level,
+    intraOpNumThreads: options.intraOpThreads ?? os.availableParallelism(),
+    ...(options.interOpThreads !== undefined ? { interOpNumThreads: options.interOpThreads, executionMode: options.interOpThreads > 1 ? 'parallel' : 'sequential' } : {}),
+    enableCpuMemArena: arena,
+    enableMemPattern: arena,
+  };
+}
+
+/** Opens a model (path or bytes) on the provider asked for (default 'auto'), runs the warm-up if given. */
 export async function createSession(model: string | Uint8Array, options: SessionOptions = {}): Promise<Session> {
   const provider = options.provider ?? 'auto';
-  const base: OrtTypes.InferenceSession.SessionOptions = {
-    graphOptimizationLevel: 'all',
-    intraOpNumThreads: options.intraOpThreads ?? os.availableParallelism(),
+  if (!['auto', 'cpu', 'cuda'].includes(provider)) throw new UserError(`device must be auto, cpu or cuda, not '${String(provider)}'`, { exitCode: 2 });
+  const base = ortSessionOptions(options);
+  const open = (eps: OrtTypes.InferenceSession.SessionOptions['executionProviders']) => {
+    const o = { ...base, executionProviders: eps };
+    return typeof model === 'string' ? ort().InferenceSession.create(model, o) : ort().InferenceSession.create(model, o);
   };
-  const open = (eps: string[]) =>
-    typeof model === 'string'
-      ? ort().InferenceSession.create(model, { ...base, executionProviders: eps })
-      : ort().InferenceSession.create(model, { ...base, executionProviders: eps });
   let note: string | undefined;
-  if (provider === 'cuda' || (provider === 'auto' && cudaProviderInstalled())) {
-    if (!cudaProviderInstalled()) {
-      throw new UserError(`the CUDA execution provider is not installed beside ONNX Runtime (${ortBinaryDir()}); run 'zoo doctor --install-cuda' to add it`);
+  if (provider !== 'cpu') {
+    const r = cudaReadiness(options.cudaProbe);
+    let reason = r.ready ? undefined : cudaReason(r);
+    if (!reason) {
+      let session: OrtTypes.InferenceSession | undefined;
+      try {
+        session = await open([{ name: 'cuda', deviceId: options.deviceId ?? 0 }, 'cpu']);
+        if (options.warmup) await runSession({ session, provider: 'cuda' }, options.warmup);
+        return { session, provider: 'cuda' };
+      } catch (e) {
+        if (session) await session.release();
+        if (e instanceof UserError) throw new UserError(`warm-up run: ${e.message}`);
+        reason = cudaReason(diagnoseCudaFailure((e as Error).message ?? String(e), options.cudaProbe ?? {}));
+      }
     }
-    try {
-      return { session: await open(['cuda', 'cpu']), provider: 'cuda' };
-    } catch (e) {
-      if (provider === 'cuda') throw new UserError(`ONNX Runtime could not start the CUDA execution provider: ${(e as Error).message}`);
-      note = `CUDA execution provider unavailable (${(e as Error).message.split('\n')[0]}); using CPU`;
-    }
+    if (provider === 'cuda') throw new UserError(`cannot run on CUDA: ${reason}`);
+    note = `CUDA not used: ${reason}; using the CPU`;
   }
+  let session: OrtTypes.InferenceSession;
   try {
-    return { session: await open(['cpu']), provider: 'cpu', ...(note ? { note } : {}) };
+    session = await open(['cpu']);
   } catch (e) {
     const what = typeof model === 'string' ? model : 'the model';
     throw new UserError(`ONNX Runtime could not load ${what}: ${(e as Error).message.split('\n')[0]}`);
   }
+  const s: Session = { session, provider: 'cpu', ...(note ? { note } : {}) };
+  if (options.warmup) {
+    try {
+      await runSession(s, options.warmup);
+    } catch (e) {
+      await session.release();
+      if (e instanceof UserError) throw new UserError(`warm-up run: ${e.message}`);
+      throw new UserError(`the warm-up run failed in ONNX Runtime: ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+  return s;
 }
 
 /** Runs a single-input, single-output classifier: NCHW float32 in, [N, classes] float32 out. */
@@ -104,22 +165,110 @@ export async function runClassifier(s: Session, input: Float32Array, dims: [numb
   return result[out]!.data as Float32Array;
 }
 
-/** A tensor handed to or returned by `runSession`. */
+/** Element types a `HostTensor` carries (the server maps KServe's FP32, FP16, INT64, INT32, UINT8, INT8, BOOL onto them). */
+export type HostTensorType = 'float32' | 'float16' | 'int64' | 'int32' | 'uint8' | 'int8' | 'bool';
+
+/**
+ * A tensor handed to or returned by `runSession`, row-major. float16 data is the IEEE half bits in a
+ * Uint16Array; bool is one byte per element (0 or 1) in a Uint8Array; int64 stays BigInt64Array.
+ */
 export interface HostTensor {
-  type: 'float32' | 'int64' | 'int32';
-  data: Float32Array | BigInt64Array | Int32Array;
+  type: HostTensorType;
+  data: Float32Array | Uint16Array | BigInt64Array | Int32Array | Uint8Array | Int8Array;
   dims: number[];
 }
 
-/** Runs a session on named inputs; returns every output by name (int64 data stays BigInt64Array). */
-export async function runSession(s: Session, feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>> {
-  const T = ort().Tensor;
+/** The typed array each element type is carried in. */
+export const HOST_ARRAY: Record<HostTensorType, new (n: number) => HostTensor['data']> = {
+  float32: Float32Array,
+  float16: Uint16Array,
+  int64: BigInt64Array,
+  int32: Int32Array,
+  uint8: Uint8Array,
+  int8: Int8Array,
+  bool: Uint8Array,
+};
+
+/** A zeroed tensor of `type` and `dims`, e.g. a preallocated output. */
+export function allocTensor(type: HostTensorType, dims: number[]): HostTensor {
+  return { type, data: new HOST_ARRAY[type](dims.reduce((a, b) => a * b, 1)), dims: [...dims] };
+}
+
+function shown(shape: readonly (number | string)[]): string {
+  return `[${shape.join(', ')}]`;
+}
+
+/** Checks a tensor's own consistency (type name, array, element count) and wraps it for ONNX Runtime. */
+function toOrt(role: string, name: string, t: HostTensor): OrtTypes.Tensor {
+  const want = HOST_ARRAY[t.type];
+  if (!want) throw new UserError(`${role} '${name}' has element type '${String(t.type)}'; zoo runs ${Object.keys(HOST_ARRAY).join(', ')}`);
+  if (!(t.data instanceof want)) throw new UserError(`${role} '${name}' is ${t.type} but its data is a ${t.data?.constructor?.name ?? typeof t.data}, not a ${want.name}`);
+  if (!Array.isArray(t.dims) || !t.dims.every((d) => Number.isInteger(d) && d >= 0)) throw new UserError(`${role} '${name}' has shape ${JSON.stringify(t.dims)}: dimensions must be whole numbers >= 0`);
+  const n = t.dims.reduce((a, b) => a * b, 1);
+  if (t.data.length !== n) throw new UserError(`${role} '${name}' has shape ${shown(t.dims)} (${n} elements) but ${t.data.length} values`);
+  return new (ort().Tensor)(t.type, t.data as never, t.dims);
+}
+
+/** Whether `dims` fits the declared `shape` (symbolic dimensions take anything). */
+function fits(dims: readonly number[], shape: readonly (number | string)[]): boolean {
+  return dims.length === shape.length && shape.every((d, i) => typeof d !== 'number' || d === dims[i]);
+}
+
+type ValueMeta = { name: string; isTensor: boolean; type?: string; shape?: readonly (number | string)[] };
+
+function checkAgainst(role: 'input' | 'output', meta: readonly ValueMeta[], name: string, t: HostTensor): void {
+  const m = meta.find((v) => v.name === name);
+  if (!m) throw new UserError(`the model has no ${role} '${name}' (its ${role}s: ${meta.map((v) => v.name).join(', ')})`);
+  if (m.isTensor && m.type && m.type !== t.type) throw new UserError(`${role} '${name}' is ${t.type}; the model's is ${m.type}`);
+  if (m.isTensor && m.shape && !fits(t.dims, m.shape)) throw new UserError(`${role} '${name}' has shape ${shown(t.dims)}; the model's is ${shown(m.shape)}`);
+}
+
+/** Float16Array (where the platform has it) back to the Uint16Array bits HostTensor carries, without copying. */
+function hostData(type: string, data: unknown): HostTensor['data'] {
+  if (type === 'float16' && !(data instanceof Uint16Array)) {
+    const d = data as { buffer: ArrayBuffer; byteOffset: number; length: number };
+    return new Uint16Array(d.buffer, d.byteOffset, d.length);
+  }
+  return data as HostTensor['data'];
+}
+
+export interface RunOptions {
+  /**
+   * Preallocated outputs by name, each of the exact shape the run produces: ONNX Runtime writes into their
+   * data and `runSession` returns these very objects. Outputs not named here are allocated as usual.
+   */
+  outputs?: Record<string, HostTensor>;
+}
+
+/**
+ * Runs a session on named inputs; returns every output by name. Inputs are checked against the model's
+ * names, element types and fixed dimensions first (a mismatch is a UserError naming the input).
+ */
+export async function runSession(s: Session, feeds: Record<string, HostTensor>, options: RunOptions = {}): Promise<Record<string, HostTensor>> {
   const inputs: Record<string, OrtTypes.Tensor> = {};
-  for (const [name, t] of Object.entries(feeds)) inputs[name] = new T(t.type, t.data, t.dims);
-  const result = await s.session.run(inputs);
+  const meta = s.session.inputMetadata as readonly ValueMeta[];
+  for (const [name, t] of Object.entries(feeds)) {
+    checkAgainst('input', meta, name, t);
+    inputs[name] = toOrt('input', name, t);
+  }
+  const absent = s.session.inputNames.filter((n) => !(n in feeds));
+  if (absent.length) throw new UserError(`the model's input${absent.length > 1 ? 's' : ''} ${absent.map((n) => `'${n}'`).join(', ')} ${absent.length > 1 ? 'are' : 'is'} not given`);
+  const given = options.outputs ?? {};
+  let result: OrtTypes.InferenceSession.OnnxValueMapType;
+  if (Object.keys(given).length) {
+    const outMeta = s.session.outputMetadata as readonly ValueMeta[];
+    const fetches: Record<string, OrtTypes.Tensor | null> = Object.fromEntries(s.session.outputNames.map((n) => [n, null]));
+    for (const [name, t] of Object.entries(given)) {
+      checkAgainst('output', outMeta, name, t);
+      fetches[name] = toOrt('output', name, t);
+    }
+    result = await s.session.run(inputs, fetches);
+  } else {
+    result = await s.session.run(inputs);
+  }
   const out: Record<string, HostTensor> = {};
   for (const [name, t] of Object.entries(result)) {
-    out[name] = { type: t.type as HostTensor['type'], data: t.data as HostTensor['data'], dims: [...t.dims] };
+    out[name] = given[name] ?? { type: t.type as HostTensorType, data: hostData(t.type, t.data), dims: [...t.dims] };
   }
   return out;
 }
