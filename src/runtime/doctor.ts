@@ -7,16 +7,29 @@
  * fetched by its install script from a host outside the npm registry, which zoo's .npmrc skips. The same
  * official Microsoft files for 1.29.0 are on the npm registry inside the package
  * com.github.asus4.onnxruntime.linux-x64-gpu@0.4.9 (Plugins/Linux/x64/). `installCudaProvider` fetches that
- * package with `npm pack` (or takes a tarball given by the user), checks the files are shared objects, and
- * copies them beside libonnxruntime.so, atomically per file.
+ * package with `npm pack` (or takes a tarball given by the user), checks the files are shared objects built
+ * for the ONNX Runtime that onnxruntime-node loads, copies them beside libonnxruntime.so, atomically per
+ * file, and records what it installed in zoo-cuda-provider.json beside them (the ONNX Runtime version they
+ * are built for, the package, the sha256 of each file), which cuda.ts reads before using them.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../errors.js';
-import { ortBinaryDir } from './ort.js';
+import {
+  CUDA_MANIFEST,
+  CUDA_PROVIDER_LIBS,
+  nvidiaSmiDevices,
+  ortBinaryDir,
+  ortNodeVersion,
+  providerVersion,
+  sha256File,
+  versionStrings,
+  type CudaManifest,
+  type ProviderVersion,
+} from './cuda.js';
 
 const require = createRequire(import.meta.url);
 
@@ -36,14 +49,9 @@ export interface GpuInfo {
 
 /** NVIDIA GPUs and the CUDA libraries visible to this process (Linux). */
 export function detectGpu(): GpuInfo {
-  const devices: string[] = [];
-  try {
-    const out = execFileSync('nvidia-smi', ['-L'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000 });
-    devices.push(...out.split('\n').filter((l) => l.startsWith('GPU ')));
-  } catch {
-    if (process.platform === 'linux' && existsSync('/dev')) {
-      devices.push(...readdirSync('/dev').filter((f) => /^nvidia\d+$/.test(f)).map((f) => `/dev/${f}`));
-    }
+  const devices = nvidiaSmiDevices();
+  if (!devices.length && process.platform === 'linux' && existsSync('/dev')) {
+    devices.push(...readdirSync('/dev').filter((f) => /^nvidia\d+$/.test(f)).map((f) => `/dev/${f}`));
   }
   const libraries: string[] = [];
   if (process.platform === 'linux') {
@@ -66,17 +74,22 @@ export interface OrtInfo {
   binaryDir: string;
   cudaFiles: { file: string; present: boolean }[];
   cudaInstalled: boolean;
+  /** Which ONNX Runtime the installed provider files are built for (absent when they are not installed). */
+  cudaVersion?: ProviderVersion;
 }
 
-export function ortInfo(dir = ortBinaryDir()): OrtInfo {
-  const version = (require('onnxruntime-node/package.json') as { version: string }).version;
+/** onnxruntime-node and its CUDA provider files; `checksums` verifies the files against zoo's manifest (reads them whole). */
+export function ortInfo(dir = ortBinaryDir(), options: { checksums?: boolean } = {}): OrtInfo {
+  const version = ortNodeVersion();
   const cudaFiles = CUDA_PROVIDER_FILES.map((file) => ({ file, present: existsSync(path.join(dir, file)) }));
+  const cudaInstalled = cudaFiles.filter((f) => (CUDA_PROVIDER_LIBS as readonly string[]).includes(f.file)).every((f) => f.present);
   return {
     version,
     pinned: version === ORT_VERSION,
     binaryDir: dir,
     cudaFiles,
-    cudaInstalled: cudaFiles.filter((f) => f.file !== 'libonnxruntime_providers_tensorrt.so').every((f) => f.present),
+    cudaInstalled,
+    ...(cudaInstalled ? { cudaVersion: providerVersion(dir, version, options) } : {}),
   };
 }
 
@@ -113,9 +126,10 @@ export function installCudaProvider(options: InstallOptions = {}): string[] {
   }
   const target = options.target ?? ortBinaryDir();
   if (!options.target) {
-    const { version } = ortInfo();
+    const version = ortNodeVersion();
     if (version !== ORT_VERSION) throw new UserError(`onnxruntime-node is ${version}; the provider files in ${CUDA_PROVIDER_PACKAGE} are built for ${ORT_VERSION}`);
   }
+  const ortVersion = ortNodeVersion();
   const work = mkdtempSync(path.join(os.tmpdir(), 'zoo-cuda-ep-'));
   try {
     let tarball = options.from;
@@ -138,12 +152,15 @@ export function installCudaProvider(options: InstallOptions = {}): string[] {
     if (r.error || r.status !== 0) {
       throw new UserError(`${tarball}: cannot extract ${members.join(', ')} (${(r.error?.message ?? r.stderr).trim().split('\n')[0]})`);
     }
-    mkdirSync(target, { recursive: true });
     // Every file is checked before any is copied: a bad tarball leaves the installation as it was.
     for (const f of CUDA_PROVIDER_FILES) {
       const src = path.join(out, PACKAGE_DIR, f);
       if (!existsSync(src) || !statSync(src).isFile() || !isElf(src)) throw new UserError(`${tarball}: ${PACKAGE_DIR}/${f} is missing or not a shared object`);
     }
+    const manifest = describeFiles(tarball, out, ortVersion);
+    mkdirSync(target, { recursive: true });
+    // The old manifest goes first: it must never describe files other than the ones it lists.
+    rmSync(path.join(target, CUDA_MANIFEST), { force: true });
     const written: string[] = [];
     for (const f of CUDA_PROVIDER_FILES) {
       const src = path.join(out, PACKAGE_DIR, f);
@@ -154,8 +171,49 @@ export function installCudaProvider(options: InstallOptions = {}): string[] {
       written.push(dst);
       log(`installed ${dst} (${(statSync(dst).size / 1e6).toFixed(1)} MB)`);
     }
+    const mf = path.join(target, CUDA_MANIFEST);
+    writeFileSync(`${mf}.tmp-${process.pid}`, `${JSON.stringify(manifest, null, 2)}\n`);
+    renameSync(`${mf}.tmp-${process.pid}`, mf);
+    log(`recorded ${mf} (${manifest.ortVersion ? `built for ONNX Runtime ${manifest.ortVersion}` : 'ONNX Runtime version unknown'}, from ${manifest.package})`);
     return written;
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * The manifest for the files extracted under `out`: their sha256 and sizes, the package they came from
+ * (its package.json, else the tarball's name), and the ONNX Runtime they are built for: the version string
+ * inside libonnxruntime_providers_cuda.so, else the version zoo's pinned package is known to be built for
+ * when the tarball is that package, else unknown (null). Files built for another ONNX Runtime than
+ * `ortVersion` are refused.
+ */
+function describeFiles(tarball: string, out: string, ortVersion: string): CudaManifest {
+  let pkg: string | undefined;
+  const r = spawnSync('tar', ['-xzf', tarball, '-C', out, 'package/package.json'], { stdio: 'ignore' });
+  if (!r.error && r.status === 0) {
+    try {
+      const j = JSON.parse(readFileSync(path.join(out, 'package', 'package.json'), 'utf8')) as { name?: unknown; version?: unknown };
+      if (typeof j.name === 'string' && typeof j.version === 'string') pkg = `${j.name}@${j.version}`;
+    } catch {
+      // no usable package.json: named by the tarball below
+    }
+  }
+  const lib = path.join(out, PACKAGE_DIR, CUDA_PROVIDER_LIBS[0]);
+  const found = versionStrings(lib);
+  let built: string | null = null;
+  let from: CudaManifest['ortVersionFrom'] = 'library';
+  if (found.includes(ortVersion)) built = ortVersion;
+  else if (found.length === 1) {
+    throw new UserError(`${tarball}: its ${CUDA_PROVIDER_LIBS[0]} is built for ONNX Runtime ${found[0]}, but onnxruntime-node is ${ortVersion}; nothing installed`);
+  } else if (pkg === CUDA_PROVIDER_PACKAGE) {
+    built = ORT_VERSION;
+    from = 'package';
+  }
+  const files: CudaManifest['files'] = {};
+  for (const f of CUDA_PROVIDER_FILES) {
+    const file = path.join(out, PACKAGE_DIR, f);
+    files[f] = { sha256: sha256File(file), bytes: statSync(file).size };
+  }
+  return { ortVersion: built, ortVersionFrom: from, package: pkg ?? path.basename(tarball), installedAt: new Date().toISOString(), files };
 }

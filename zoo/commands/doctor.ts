@@ -3,6 +3,7 @@ import os from 'node:os';
 import { initBackend, describeBackend } from '../../src/backend/index.js';
 import { CUDA_PROVIDER_PACKAGE, ORT_VERSION, detectGpu, installCudaProvider, nativeBackends, ortInfo } from '../../src/runtime/doctor.js';
 import { createSession } from '../../src/runtime/ort.js';
+import { cudaReadiness, cudaReason, type CudaCheck } from '../../src/runtime/cuda.js';
 import { createModel } from '../../src/models/model.js';
 import { exportOnnx } from '../../src/onnx/export.js';
 import { hubSettings } from '../../src/hub/settings.js';
@@ -29,8 +30,11 @@ export function doctorCommand(globals: () => { backend?: string }): Command {
 ONNX Runtime (onnxruntime-node ${ORT_VERSION}) runs on the CPU out of the box. Its CUDA execution provider
 needs three more libraries (built for CUDA 13 and cuDNN 9) that onnxruntime-node's own install script
 would fetch from outside the npm registry (zoo's .npmrc skips that). --install-cuda takes the same
-official files from the npm registry instead; afterwards 'zoo predict', 'zoo eval' and the ONNX check
-use the GPU wherever one answers, and fall back to the CPU (saying so) where none does.
+official files from the npm registry instead, and records what it installed (zoo-cuda-provider.json
+beside them: the ONNX Runtime version they are built for, the package, each file's sha256). 'zoo doctor'
+then says whether CUDA can start here, or the first thing it lacks (no NVIDIA GPU, the provider files,
+files built for another ONNX Runtime, CUDA 13 or cuDNN 9 libraries the dynamic linker cannot find) and
+how to get it; '--device auto' uses the GPU where it can and falls back to the CPU, saying why.
 
 Examples:
   zoo doctor
@@ -49,8 +53,9 @@ Examples:
           if (opts.target) return;
         }
         const backend = await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), gradients: false });
-        const ort = ortInfo();
+        const ort = ortInfo(undefined, { checksums: true });
         const gpu = detectGpu();
+        const cuda = cudaReadiness({ complete: true, checksums: true });
         // A real session on a tiny network: ONNX Runtime loads, and which provider it ends up on.
         const m = createModel('resnet_test');
         let session: { provider: string; note?: string } | { error: string };
@@ -85,6 +90,7 @@ Examples:
             native: nativeBackends(),
           },
           onnxruntime: { ...ort, session },
+          cuda: { ready: cuda.ready, problem: cuda.problem ?? null, fix: cuda.fix ?? null, checks: cuda.checks },
           gpu,
           cache: { dir: settings.cacheDir, offline: settings.offline, hfEndpoint: settings.hfEndpoint ?? null, gluonRepo: settings.gluonRepo ?? null, mirror: settings.mirror ?? null },
           embeddedData: embedded,
@@ -101,14 +107,29 @@ Examples:
           `  float16 compute: ${yes(backend.float16)} (FP16 training runs in float32; FP16 ONNX export works everywhere)`,
           `onnxruntime-node ${ort.version}${ort.pinned ? '' : ` (zoo pins ${ORT_VERSION})`}: ${ort.binaryDir}`,
           `  CUDA execution provider files: ${ort.cudaFiles.map((f) => `${f.file.replace('libonnxruntime_providers_', '').replace('.so', '')} ${f.present ? 'present' : 'missing'}`).join(', ')}`,
-          `  a session opens on: ${'error' in session ? `nothing (${session.error})` : `${session.provider}${session.note ? ` (${session.note})` : ''}`}`,
+          ...(ort.cudaVersion ? [`  CUDA provider version: ${ort.cudaVersion.detail}`] : []),
+          // The readiness line below already says why CUDA is not used; a note is shown here only when it adds to it.
+          `  a session opens on: ${'error' in session ? `nothing (${session.error})` : `${session.provider}${session.note && cuda.ready ? ` (${session.note})` : ''}`}`,
           `GPU: ${gpu.present ? gpu.devices.join('; ') : 'none found (nvidia-smi, /dev/nvidia*)'}`,
           ...(gpu.libraries.length ? [`  CUDA libraries: ${gpu.libraries.join(', ')}`] : gpu.present ? ['  CUDA libraries: none known to ldconfig (CUDA 13 and cuDNN 9 are needed)'] : []),
           `cache: ${settings.cacheDir}${settings.offline ? ' (offline)' : ''}`,
           `embedded data: ${embedded}`,
         ];
-        if (!ort.cudaInstalled) lines.push('', gpu.present ? "To run ONNX models on the GPU: zoo doctor --install-cuda" : 'No GPU here: ONNX Runtime runs on the CPU (zoo doctor --install-cuda adds the CUDA provider for machines with one).');
+        lines.push('', cuda.ready ? 'CUDA: ready (--device auto and cuda run ONNX models on the GPU)' : `CUDA: not ready: ${cudaReason(cuda)}`);
+        lines.push(...cuda.checks.map((c) => `  ${checkLine(c)}`));
         process.stdout.write(`${lines.join('\n')}\n`);
       }),
     );
+}
+
+const CHECK_NAMES: Record<CudaCheck['check'], string> = {
+  platform: 'platform',
+  device: 'NVIDIA device',
+  'provider-files': 'provider files',
+  version: 'provider version',
+  libraries: 'CUDA libraries',
+};
+
+function checkLine(c: CudaCheck): string {
+  return `${c.ok ? 'ok  ' : 'MISS'} ${CHECK_NAMES[c.check]}: ${c.detail}`;
 }
