@@ -338,52 +338,67 @@ export function cudaReadiness(probe?: CudaProbe): CudaReadiness {
 }
 
 function runChecks(probe: CudaProbe): CudaReadiness {
-  const checks: CudaCheck[] = [];
-  const done = () => {
-    const failed = checks.find((c) => !c.ok);
-    return failed ? { ready: false, problem: failed.problem!, ...(failed.fix ? { fix: failed.fix } : {}), checks } : { ready: true, checks };
-  };
-  const add = (c: CudaCheck) => {
-    checks.push(c);
-    return !c.ok && !probe.complete;
-  };
-
-  const platform = probe.platform ?? `${process.platform} ${process.arch}`;
-  if (add(platform === 'linux x64'
-    ? { check: 'platform', ok: true, detail: platform }
-    : { check: 'platform', ok: false, detail: platform, problem: `zoo runs ONNX Runtime's CUDA execution provider on Linux x64 only, and this is ${platform}` })) return done();
-
-  const devices = (probe.devices ?? listNvidiaDevices)();
-  if (add(devices.length
-    ? { check: 'device', ok: true, detail: devices.join('; ') }
-    : {
-        check: 'device', ok: false, detail: 'none found',
-        problem: 'no NVIDIA GPU found (no /dev/nvidia<N> device, and nvidia-smi -L lists none)',
-        fix: 'CUDA needs an NVIDIA GPU and its driver (in a container: run it with the NVIDIA Container Toolkit, e.g. docker run --gpus all)',
-      })) return done();
-
   const dir = probe.dir ?? ortBinaryDir();
+  const steps = [
+    () => checkPlatform(probe.platform ?? `${process.platform} ${process.arch}`),
+    () => checkDevice((probe.devices ?? listNvidiaDevices)()),
+    () => checkFiles(dir),
+    // These two read the provider files: they run only where the files are there.
+    () => checkVersion(dir, probe.ortVersion ?? ortNodeVersion(), probe.checksums ?? false),
+    () => checkLibraries(dir, probe.ldd ?? runLdd, probe.dlopen ?? dlopenLibraries),
+  ];
+  const checks: CudaCheck[] = [];
+  for (const step of steps) {
+    const c = step();
+    checks.push(c);
+    if (!c.ok && (!probe.complete || c.check === 'provider-files')) break;
+  }
+  const failed = checks.find((c) => !c.ok);
+  return failed ? { ready: false, problem: failed.problem!, ...(failed.fix ? { fix: failed.fix } : {}), checks } : { ready: true, checks };
+}
+
+function checkPlatform(platform: string): CudaCheck {
+  return platform === 'linux x64'
+    ? { check: 'platform', ok: true, detail: platform }
+    : { check: 'platform', ok: false, detail: platform, problem: `zoo runs ONNX Runtime's CUDA execution provider on Linux x64 only, and this is ${platform}` };
+}
+
+function checkDevice(devices: string[]): CudaCheck {
+  if (devices.length) return { check: 'device', ok: true, detail: devices.join('; ') };
+  return {
+    check: 'device',
+    ok: false,
+    detail: 'none found',
+    problem: 'no NVIDIA GPU found (no /dev/nvidia<N> device, and nvidia-smi -L lists none)',
+    fix: 'CUDA needs an NVIDIA GPU and its driver (in a container: run it with the NVIDIA Container Toolkit, e.g. docker run --gpus all)',
+  };
+}
+
+function checkFiles(dir: string): CudaCheck {
   const missing = CUDA_PROVIDER_LIBS.filter((f) => !existsSync(path.join(dir, f)));
-  if (add(missing.length
-    ? {
-        check: 'provider-files', ok: false, detail: `${missing.join(', ')} missing in ${dir}`,
-        problem: `the CUDA execution provider is not installed beside ONNX Runtime (${missing.join(', ')} missing in ${dir})`,
-        fix: "run 'zoo doctor --install-cuda'",
-      }
-    : { check: 'provider-files', ok: true, detail: `${CUDA_PROVIDER_LIBS.join(', ')} in ${dir}` })) return done();
-  if (missing.length) return done(); // the checks below read the files
+  if (!missing.length) return { check: 'provider-files', ok: true, detail: `${CUDA_PROVIDER_LIBS.join(', ')} in ${dir}` };
+  return {
+    check: 'provider-files',
+    ok: false,
+    detail: `${missing.join(', ')} missing in ${dir}`,
+    problem: `the CUDA execution provider is not installed beside ONNX Runtime (${missing.join(', ')} missing in ${dir})`,
+    fix: "run 'zoo doctor --install-cuda'",
+  };
+}
 
-  const ortVersion = probe.ortVersion ?? ortNodeVersion();
-  const v = providerVersion(dir, ortVersion, { checksums: probe.checksums ?? false });
-  if (add(v.status === 'mismatch'
-    ? {
-        check: 'version', ok: false, detail: v.detail,
-        problem: `the CUDA execution provider files in ${dir} are built for ONNX Runtime ${v.version}, but onnxruntime-node is ${ortVersion}`,
-        fix: `run 'zoo doctor --install-cuda' to replace them with the files for ${ortVersion}`,
-      }
-    : { check: 'version', ok: true, detail: v.detail })) return done();
+function checkVersion(dir: string, ortVersion: string, checksums: boolean): CudaCheck {
+  const v = providerVersion(dir, ortVersion, { checksums });
+  if (v.status !== 'mismatch') return { check: 'version', ok: true, detail: v.detail };
+  return {
+    check: 'version',
+    ok: false,
+    detail: v.detail,
+    problem: `the CUDA execution provider files in ${dir} are built for ONNX Runtime ${v.version}, but onnxruntime-node is ${ortVersion}`,
+    fix: `run 'zoo doctor --install-cuda' to replace them with the files for ${ortVersion}`,
+  };
+}
 
-  const ldd = probe.ldd ?? runLdd;
+function checkLibraries(dir: string, ldd: NonNullable<CudaProbe['ldd']>, dlopen: NonNullable<CudaProbe['dlopen']>): CudaCheck {
   const linked: string[] = [];
   let lddRan = false;
   for (const f of CUDA_PROVIDER_LIBS) {
@@ -392,20 +407,18 @@ function runChecks(probe: CudaProbe): CudaReadiness {
     lddRan = true;
     for (const lib of parseLddMissing(out)) if (!linked.includes(lib)) linked.push(lib);
   }
-  const loads = (probe.dlopen ?? dlopenLibraries)(CUDA_RUNTIME_LOADED);
+  const loads = dlopen(CUDA_RUNTIME_LOADED);
   const opened = loads ? CUDA_RUNTIME_LOADED.filter((l) => loads[l] !== undefined) : [];
   const all = [...linked, ...opened];
-  const notChecked = [...(lddRan ? [] : ['ldd is not available: linked libraries not checked']), ...(loads ? [] : [`${CUDA_RUNTIME_LOADED.join(', ')} not checked`])];
-  if (all.length) {
-    const why = [
-      ...(linked.length ? [`${joinAnd(linked)} (linked by the provider)`] : []),
-      ...(opened.length ? [`${joinAnd(opened)} (opened by the provider at run time)`] : []),
-    ].join(' and ');
-    add({ check: 'libraries', ok: false, detail: `not found: ${all.join(', ')}`, problem: `the dynamic linker cannot find ${why}`, fix: libraryFix(all) });
-  } else {
-    add({ check: 'libraries', ok: true, detail: notChecked.length ? `none missing that could be checked (${notChecked.join('; ')})` : 'every library the provider links or opens is found' });
+  if (!all.length) {
+    const notChecked = [...(lddRan ? [] : ['ldd is not available: linked libraries not checked']), ...(loads ? [] : [`${CUDA_RUNTIME_LOADED.join(', ')} not checked`])];
+    return { check: 'libraries', ok: true, detail: notChecked.length ? `none missing that could be checked (${notChecked.join('; ')})` : 'every library the provider links or opens is found' };
   }
-  return done();
+  const why = [
+    ...(linked.length ? [`${joinAnd(linked)} (linked by the provider)`] : []),
+    ...(opened.length ? [`${joinAnd(opened)} (opened by the provider at run time)`] : []),
+  ].join(' and ');
+  return { check: 'libraries', ok: false, detail: `not found: ${all.join(', ')}`, problem: `the dynamic linker cannot find ${why}`, fix: libraryFix(all) };
 }
 
 /**
