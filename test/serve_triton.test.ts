@@ -9,6 +9,7 @@
  */
 import test from 'ava';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -347,6 +348,94 @@ function schemaErrors(text: string): string[] {
   }
 }
 
+/** A Python with Google's protobuf package (Debian's python3-protobuf), or undefined. */
+function findProtobufPython(): string | undefined {
+  return [process.env.ZOO_PYTHON, 'python3', '/usr/bin/python3'].find(
+    (p) => p && spawnSync(p, ['-c', 'from google.protobuf import descriptor_pool, text_format, json_format'], { stdio: 'ignore' }).status === 0,
+  );
+}
+
+/**
+ * Parses config files with Google's own text-format parser (Python protobuf) over the schema, as a
+ * FileDescriptorSet protobufjs makes from the .proto. protobufjs names a map's entry type after its field
+ * ('Cc_model_filenames'); protobuf requires '<CamelCase>Entry', so the entries are renamed first.
+ */
+const GOOGLE_PARSE = `
+import json, sys
+from google.protobuf import descriptor_pb2, descriptor_pool, text_format, json_format
+s = descriptor_pb2.FileDescriptorSet()
+s.ParseFromString(open(sys.argv[1], 'rb').read())
+def camel(n): return ''.join(p[:1].upper() + p[1:] for p in n.split('_'))
+def fix(msg):
+    entries = {n.name: n for n in msg.nested_type if n.options.map_entry}
+    for f in msg.field:
+        if f.type_name in entries:
+            entry = entries[f.type_name]
+            entry.name = camel(f.name) + 'Entry'
+            f.type_name = entry.name
+    for n in msg.nested_type: fix(n)
+for m in s.file[0].message_type: fix(m)
+pool = descriptor_pool.DescriptorPool()
+pool.Add(s.file[0])
+d = pool.FindMessageTypeByName('inference.ModelConfig')
+try:
+    from google.protobuf.message_factory import GetMessageClass
+    cls = GetMessageClass(d)
+except ImportError:
+    from google.protobuf import message_factory
+    cls = message_factory.MessageFactory(pool).GetPrototype(d)
+out = []
+for path in sys.argv[2:]:
+    m = cls()
+    try:
+        text_format.Parse(open(path, encoding='utf-8').read(), m)
+        out.append({'ok': json_format.MessageToDict(m, preserving_proto_field_name=True)})
+    except text_format.ParseError as e:
+        out.append({'error': str(e)})
+print(json.dumps(out))
+`;
+
+function googleParse(python: string, files: string[]): ({ ok: Plain } | { error: string })[] {
+  const root = protobuf.parse(readFileSync(SCHEMA_FILE, 'utf8'), { keepCase: true }).root as unknown as { toDescriptor(syntax: string): unknown };
+  const descriptor = requireFromOnnxProto('protobufjs/ext/descriptor') as { FileDescriptorSet: { encode(m: unknown): { finish(): Uint8Array } } };
+  const dir = tempDir();
+  try {
+    const set = join(dir, 'model_config.desc');
+    writeFileSync(set, descriptor.FileDescriptorSet.encode(root.toDescriptor('proto3')).finish());
+    const r = spawnSync(python, ['-c', GOOGLE_PARSE, set, ...files], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`python protobuf: ${r.stderr}`);
+    return JSON.parse(r.stdout) as ({ ok: Plain } | { error: string })[];
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Names of the enum values that are 0 (defaults, which protobuf's JSON mapping leaves out) in the messages under `type`. */
+function zeroEnumNames(type: PbType, seen = new Set<PbType>(), names = new Set<string>()): Set<string> {
+  seen.add(type);
+  for (const f of Object.values(type.fields)) {
+    const r = f.resolvedType;
+    if (r && 'values' in r) for (const [name, v] of Object.entries(r.values)) if (v === 0) names.add(name);
+    if (r && 'fields' in r && !seen.has(r)) zeroEnumNames(r, seen, names);
+  }
+  return names;
+}
+
+/** Both readers' output in one form: protobuf's JSON mapping leaves out default values and writes 64-bit integers as strings. */
+function normalize(v: unknown, zeros = zeroEnumNames(schema)): unknown {
+  if (Array.isArray(v)) return v.length ? v.map((x) => normalize(x, zeros)) : undefined;
+  if (v && typeof v === 'object') {
+    const out: Plain = {};
+    for (const [k, x] of Object.entries(v)) {
+      const n = normalize(x, zeros);
+      if (n !== undefined) out[k] = n;
+    }
+    return out;
+  }
+  if (typeof v === 'string' && /^-?\d+$/.test(v)) return Number(v);
+  return v === 0 || v === '' || v === false || (typeof v === 'string' && zeros.has(v)) ? undefined : v;
+}
+
 // ---------------------------------------------------------------------------------------------------
 // What Triton's core and its onnxruntime backend check when they load an ONNX model (read from their
 // sources: ValidateIOShape in core's model_config_utils.cc, ValidateInputs/ValidateOutputs and
@@ -648,6 +737,26 @@ test('local zoo names (a classifier, a detector) are found as the commands that 
   const cls = await readModelDir(dir, 'my-model');
   t.is((cls.config.output as Plain[])[0]!.label_filename, 'labels.txt');
   await readModelDir(dir, 'my-det');
+});
+
+const python = findProtobufPython();
+
+(python ? test : test.skip)("every kind of config.pbtxt parses with Google's protobuf text format parser (python3-protobuf) to what this reader reads", async (t) => {
+  const dir = tempDir(t);
+  await write(dir, [files.classifier, files.detector, files.segmenter, files.fixed, files.batchOnly, files.scalar]);
+  await write(dir, [`trt=${files.classifier}`], { accelerator: 'tensorrt', tensorrtFp16: true, preferredBatch: [4, 8], device: 'auto', instances: 2 });
+  const names = ['fashion', 'voc', 'ade', 'fixed', 'rowmax', 'total', 'trt'];
+  const paths = names.map((n) => join(dir, n, 'config.pbtxt'));
+  const misspelt = join(dir, 'misspelt.pbtxt');
+  writeFileSync(misspelt, readFileSync(paths[0]!, 'utf8').replace('kind: KIND_GPU', 'kind: KIND_GPUS'));
+  const parsed = googleParse(python!, [...paths, misspelt]);
+  names.forEach((n, i) => {
+    const r = parsed[i]!;
+    if (!('ok' in r)) return t.fail(`${n}: ${r.error}`);
+    t.deepEqual(normalize(r.ok), normalize(readConfig(readFileSync(paths[i]!, 'utf8'))), n);
+  });
+  const bad = parsed[names.length]!;
+  t.true('error' in bad && /KIND_GPUS/.test(bad.error), JSON.stringify(bad));
 });
 
 test('names are rendered and read back exactly, quotes and backslashes escaped', (t) => {
