@@ -33,6 +33,8 @@ legend { font-weight: 600; margin-bottom: 8px; padding: 0; }
 .model:has(input:checked) { border-color: var(--accent); background: var(--accent-soft); }
 .model:has(input:disabled) { opacity: .6; cursor: default; }
 .model .task { color: var(--muted); font-size: .85em; }
+.options { display: flex; align-items: center; gap: 8px; margin: 12px 0 0; }
+.options input { width: 5.5em; font: inherit; padding: 2px 6px; border: 1px solid var(--line); border-radius: 6px; background: var(--card); color: var(--fg); }
 .vh { position: absolute; width: 1px; height: 1px; margin: -1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 .drop { display: block; border: 2px dashed var(--line); border-radius: 10px; padding: 28px 16px; text-align: center; cursor: pointer; }
 .drop:hover, .drop.over { border-color: var(--accent); background: var(--accent-soft); }
@@ -99,11 +101,21 @@ async function loadModels() {
     const input = el('input');
     input.type = 'radio'; input.name = 'model'; input.value = name;
     input.disabled = !(task in TASKS) || task === 'tensor';
-    input.addEventListener('change', () => { state.model = { name, task }; if (state.file) predict(); });
+    input.addEventListener('change', () => { chooseModel({ name, task }); if (state.file) predict(); });
     label.append(input, el('span', 'name', name), ' ', el('span', 'task', TASKS[task] || task));
     box.append(label);
-    if (!state.model && !input.disabled) { input.checked = true; state.model = { name, task }; }
+    if (!state.model && !input.disabled) { input.checked = true; chooseModel({ name, task }); }
   }
+}
+
+function chooseModel(model) {
+  state.model = model;
+  $('options').hidden = model.task !== 'object-detection';
+}
+
+function threshold() {
+  const v = Number($('threshold').value);
+  return $('threshold').value !== '' && v >= 0 && v <= 1 ? v : 0.5;
 }
 
 function decodeImage(file) {
@@ -117,7 +129,8 @@ async function predict() {
   if (!model) { showError('Choose a model first.'); return; }
   $('result').replaceChildren();
   setStatus('Running ' + model.name + ' on ' + file.name + '...');
-  const query = model.task === 'image-segmentation' ? '?format=json' : model.task === 'image-classification' ? '?topk=5' : '';
+  const query = model.task === 'image-segmentation' ? '?format=json' : model.task === 'image-classification' ? '?topk=5'
+    : model.task === 'object-detection' ? '?threshold=' + threshold() : '';
   const url = 'v1/models/' + encodeURIComponent(model.name) + ':predict' + query;
   const started = performance.now();
   const imagePromise = decodeImage(file);
@@ -221,6 +234,8 @@ function showDetection(body, image) {
 
 async function showSegmentation(body, image) {
   const bytes = Uint8Array.from(atob(String(body.labels_png || '')), (ch) => ch.charCodeAt(0));
+  // A canvas keeps 8 bits a channel: a 16-bit label PNG (more than 255 classes) would lose its values.
+  if (bytes.length > 24 && bytes[24] !== 8) throw new Error('the label PNG has ' + bytes[24] + '-bit values; the playground shows 8-bit label PNGs (up to 255 classes)');
   // No colour management or premultiplication: the red channel must keep the class values as written.
   const mask = await createImageBitmap(new Blob([bytes], { type: 'image/png' }), { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
   const off = document.createElement('canvas');
@@ -269,6 +284,7 @@ function useFile(file) {
   predict();
 }
 
+$('threshold').addEventListener('change', () => { if (state.file) predict(); });
 $('file').addEventListener('change', (e) => { useFile(e.target.files[0]); e.target.value = ''; });
 const drop = $('drop');
 // Dropping anywhere on the page takes the file instead of navigating away to it.
@@ -293,6 +309,10 @@ const BODY = String.raw`
       <legend>Model</legend>
       <p id="models-status" class="muted" role="status">Loading the models...</p>
       <div id="models" class="models"></div>
+      <p id="options" class="options" hidden>
+        <label for="threshold">Score threshold</label>
+        <input id="threshold" type="number" min="0" max="1" step="0.05" value="0.5">
+      </p>
     </fieldset>
   </section>
   <section>
