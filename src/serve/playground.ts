@@ -100,9 +100,10 @@ async function loadModels() {
     const label = el('label', 'model');
     const input = el('input');
     input.type = 'radio'; input.name = 'model'; input.value = name;
-    input.disabled = !(task in TASKS) || task === 'tensor';
+    const known = Object.prototype.hasOwnProperty.call(TASKS, task);
+    input.disabled = !known || task === 'tensor';
     input.addEventListener('change', () => { chooseModel({ name, task }); if (state.file) predict(); });
-    label.append(input, el('span', 'name', name), ' ', el('span', 'task', TASKS[task] || task));
+    label.append(input, el('span', 'name', name), ' ', el('span', 'task', known ? TASKS[task] : task));
     box.append(label);
     if (!state.model && !input.disabled) { input.checked = true; chooseModel({ name, task }); }
   }
