@@ -13,7 +13,7 @@ import { UserError } from '../errors.js';
 import { initBackend, type BackendInfo } from '../backend/index.js';
 import { RUN_FILES } from '../train/run_config.js';
 import { loadCheckpointParams } from '../train/checkpoint.js';
-import { createSession, type Session } from '../runtime/ort.js';
+import { createSession, type Session, type SessionOptions } from '../runtime/ort.js';
 import { addToLocalZoo, checkOwnModelName, findLocalModel } from '../hub/local.js';
 import { hashFile } from '../hub/cache.js';
 import { IMAGENET_PREPROCESSING } from '../predict/preprocessing.js';
@@ -26,6 +26,7 @@ import { listSplits, locateVoc, readVoc, type VocDataset, type VocImage } from '
 import { loadDetectionBatch, toDevkitBoxes, prepareDetectionSample } from '../detection/transform.js';
 import { evaluateVoc, readVocDetections, writeVocDetections, type Detection, type VocEvalResult } from '../detection/voc_eval.js';
 import { runDetectorSession, type DetectorCheckReport } from '../detection/export.js';
+import type { ImageDetections } from '../detection/proposals.js';
 import { readDetectionMetadata, type DetectionMetadata } from '../detection/metadata.js';
 import {
   detTrainConfig,
@@ -291,10 +292,10 @@ export interface DetectorSession {
   close(): Promise<void>;
 }
 
-export async function openDetector(ref: string, options: { device?: 'cpu' | 'cuda' | 'auto' } = {}): Promise<DetectorSession> {
+export async function openDetector(ref: string, options: { device?: 'cpu' | 'cuda' | 'auto'; session?: Omit<SessionOptions, 'provider'> } = {}): Promise<DetectorSession> {
   const file = await resolveDetectorFile(ref);
   const meta = await readDetectionMetadata(file);
-  const session = await createSession(file, { provider: options.device ?? 'cpu' });
+  const session = await createSession(file, { ...options.session, provider: options.device ?? 'cpu' });
   const dims = session.session.outputMetadata?.find?.((m: { name: string }) => m.name === 'detection_scores') as { shape?: (number | string)[] } | undefined;
   const D = typeof dims?.shape?.[1] === 'number' ? (dims.shape[1] as number) : 100;
   return { file, meta, session, maxDetections: D, close: () => session.session.release() };
@@ -398,6 +399,18 @@ export interface ImageDetection {
   box: [number, number, number, number];
 }
 
+/** One image's detections at or above `threshold`, boxes scaled back from the model's input to the image's pixels. */
+export function imageDetections(found: ImageDetections, scale: { scaleX: number; scaleY: number }, labels: readonly string[], threshold: number): ImageDetection[] {
+  const list: ImageDetection[] = [];
+  for (let k = 0; k < found.scores.length; k++) {
+    if (found.scores[k]! < threshold) continue;
+    const b = found.boxes.subarray(4 * k, 4 * k + 4);
+    const c = found.classes[k]!;
+    list.push({ label: labels[c] ?? String(c), classIndex: c, score: found.scores[k]!, box: [b[0]! / scale.scaleX, b[1]! / scale.scaleY, b[2]! / scale.scaleX, b[3]! / scale.scaleY] });
+  }
+  return list;
+}
+
 /** Objects in images (files or bytes) by an exported detector, boxes in each image's own pixels. */
 export async function detect(model: string | DetectorSession, images: (string | Uint8Array)[], options: { threshold?: number } = {}): Promise<ImageDetection[][]> {
   const d = typeof model === 'string' ? await openDetector(model) : model;
@@ -409,14 +422,7 @@ export async function detect(model: string | DetectorSession, images: (string | 
       const decoded = await decodeImageInput(img);
       const s = prepareDetectionSample(decoded, { id: label, year: '', width: decoded.width, height: decoded.height, objects: [] }, { minSize: d.meta.minSize, maxSize: d.meta.maxSize, preprocessing: d.meta });
       const [found] = await runDetectorSession(d.session, s.image, [1, s.height, s.width, 3], d.maxDetections);
-      const list: ImageDetection[] = [];
-      for (let k = 0; k < found!.scores.length; k++) {
-        if (found!.scores[k]! < threshold) continue;
-        const b = found!.boxes.subarray(4 * k, 4 * k + 4);
-        const c = found!.classes[k]!;
-        list.push({ label: d.meta.labels[c] ?? String(c), classIndex: c, score: found!.scores[k]!, box: [b[0]! / s.scaleX, b[1]! / s.scaleY, b[2]! / s.scaleX, b[3]! / s.scaleY] });
-      }
-      out.push(list);
+      out.push(imageDetections(found!, s, d.meta.labels, threshold));
     }
     return out;
   } finally {

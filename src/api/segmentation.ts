@@ -15,7 +15,7 @@ import { initBackend, type BackendInfo } from '../backend/index.js';
 import { getModelEntry } from '../models/registry.js';
 import { RUN_FILES } from '../train/run_config.js';
 import { loadCheckpointParams } from '../train/checkpoint.js';
-import { createSession, type Session } from '../runtime/ort.js';
+import { createSession, type HostTensor, type Session, type SessionOptions } from '../runtime/ort.js';
 import { ensureDir, writeFileAtomic } from '../io/atomic.js';
 import { readAde, type AdeSplit, type SegDataset } from '../segmentation/ade.js';
 import { loadSegBatch, segEvalSample } from '../segmentation/transform.js';
@@ -225,16 +225,23 @@ export interface SegmenterSession {
   close(): Promise<void>;
 }
 
-export async function openSegmenter(ref: string, options: { device?: 'cpu' | 'cuda' | 'auto' } = {}): Promise<SegmenterSession> {
+export async function openSegmenter(ref: string, options: { device?: 'cpu' | 'cuda' | 'auto'; session?: Omit<SessionOptions, 'provider'> } = {}): Promise<SegmenterSession> {
   const file = await resolveSegmenterFile(ref);
   const meta = await readSegmentationMetadata(file);
-  const session = await createSession(file, { provider: options.device ?? 'cpu' });
+  const session = await createSession(file, { ...options.session, provider: options.device ?? 'cpu' });
   return { file, meta, session, close: () => session.session.release() };
 }
 
 /** Labels [H * W] (label encoding: class index + 1) of one normalized NHWC image by an exported segmenter. */
 async function labelsOf(s: SegmenterSession, image: Float32Array, height: number, width: number): Promise<Uint8Array | Uint16Array> {
-  const r = await runSegmenterSession(s.session, image, [1, height, width, 3]);
+  return segmenterLabels(s, await runSegmenterSession(s.session, image, [1, height, width, 3]), height, width);
+}
+
+/**
+ * Labels [H * W] (class index + 1) of one image from a segmenter's outputs: its `labels` output where the
+ * export has one, else the argmax of its logits [1, K, H, W] (views of a batch's rows qualify).
+ */
+export function segmenterLabels(s: Pick<SegmenterSession, 'file' | 'meta'>, r: Record<string, HostTensor>, height: number, width: number): Uint8Array | Uint16Array {
   const K = s.meta.labels.length;
   const P = height * width;
   const out = K < 255 ? new Uint8Array(P) : new Uint16Array(P);

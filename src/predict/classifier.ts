@@ -8,7 +8,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../errors.js';
-import { createSession, runClassifier, type ProviderChoice, type Session } from '../runtime/ort.js';
+import { createSession, runClassifier, type ProviderChoice, type Session, type SessionOptions } from '../runtime/ort.js';
 import { graphIO } from '../runtime/graph_io.js';
 import type { ResolvedModel } from '../hub/resolve.js';
 import { labelNames } from '../onnx/metadata.js';
@@ -41,6 +41,8 @@ export interface ClassifyOptions {
 
 export interface OpenOptions {
   provider?: ProviderChoice;
+  /** ONNX Runtime's session options (threads, optimization, memory arena). */
+  session?: Omit<SessionOptions, 'provider'>;
   /** Receives a line for each assumption made (preprocessing adapted to the graph's input size). */
   notes?: string[];
 }
@@ -48,7 +50,8 @@ export interface OpenOptions {
 /** File name endings the folder expansion picks up. */
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp', '.gif', '.avif', '.tif', '.tiff'];
 
-function softmaxTop(logits: Float32Array, offset: number, k: number, n: number, labels: readonly string[] | undefined): Classification[] {
+/** The `k` most probable classes of one row of logits (softmax in float64). */
+export function softmaxTop(logits: Float32Array, offset: number, k: number, n: number, labels: readonly string[] | undefined): Classification[] {
   let max = -Infinity;
   for (let i = 0; i < n; i++) max = Math.max(max, logits[offset + i]!);
   let sum = 0;
@@ -88,7 +91,7 @@ export class ImageClassifier {
   /** Opens `model` (which must have an ONNX file) and checks its inputs, outputs, preprocessing and class names. */
   static async open(model: Pick<ResolvedModel, 'onnx' | 'label' | 'meta' | 'preprocessingFrom'>, options: OpenOptions = {}): Promise<ImageClassifier> {
     if (!model.onnx) throw new UserError(`${model.label} has no ONNX file to run`);
-    const session = await createSession(model.onnx, { provider: options.provider ?? 'auto' });
+    const session = await createSession(model.onnx, { ...options.session, provider: options.provider ?? 'auto' });
     try {
       const io = graphIO(session);
       const input = io.inputs[0];
