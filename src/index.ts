@@ -13,6 +13,7 @@
  *   trainDetection({ backbone, data })                     fine-tune a Faster R-CNN, as `zoo det train`
  *   pipeline('image-segmentation', 'runs/seg')            a function from images to per-pixel labels
  *   trainSegmentation({ backbone, data })                  fine-tune an FCN, as `zoo seg train`
+ *   serve(['resnet50d-best'], { port: 8000 })             the Open Inference Protocol over HTTP (zoo serve)
  *
  * Below it are the pieces they are made of: backends, the model registry and builder, ONNX export and
  * checks, the resolver and the hub. All share the command line's cache (ZOO_CACHE), settings and
@@ -26,6 +27,8 @@ export { trainDetection, evaluateDetection, exportDetection, detect, openDetecto
 export type { DetTrainRequest, DetTrainCallbacks, DetTrainOutcome, DetEvalRequest, DetEvalOutcome, ImageDetection, DetectorSession } from './api/detection.js';
 export { trainSegmentation, evaluateSegmentation, exportSegmentation, importSegmentation, segment, openSegmenter, writeSegmentation } from './api/segmentation.js';
 export type { SegTrainRequest, SegTrainCallbacks, SegTrainOutcome, SegEvalRequest, SegEvalOutcome, SegImportRequest, ImageSegmentation, SegmenterSession } from './api/segmentation.js';
+export { serve, SERVE_DEFAULTS } from './api/serve.js';
+export type { ServeOptions, ZooServer, ServedModelInfo, ServeTask, TensorMeta } from './api/serve.js';
 export { pull, fromPretrained } from './api/pretrained.js';
 export { train, planTraining } from './api/train.js';
 export type { TrainRequest, TrainCallbacks, TrainOutcome, TrainProgress, TrainPlan } from './api/train.js';

@@ -1,0 +1,221 @@
+/**
+ * Dynamic micro-batching: concurrent requests to one model are combined into one ONNX Runtime run.
+ *
+ * A request brings its feeds with a leading batch dimension (its rows). A run starts when the queue
+ * holds `maxBatch` rows, or when its oldest request has waited `maxDelayMs` for company (requests that
+ * queued during the previous run have usually waited that long already and run at once). Requests are combined only when their inputs agree in every
+ * dimension but the first and in type, up to `maxBatch` rows, in arrival order. One run at a time per
+ * model: ONNX Runtime's intra-op threads already use the cores. Each request's outputs are views into the
+ * batch's output (no copy). A full queue refuses at once (503); a request past its deadline is dropped from
+ * the queue (504); a run that fails fails every request in it.
+ */
+import type { HostTensor } from '../runtime/ort.js';
+import { HttpError } from './http.js';
+
+export type Feeds = Record<string, HostTensor>;
+export type Outputs = Record<string, HostTensor>;
+
+export interface BatcherOptions {
+  /** Rows per run at most; 1 turns combining off. */
+  maxBatch: number;
+  maxDelayMs: number;
+  /** Requests waiting at most (not counting those running). */
+  maxQueue: number;
+  /** Seconds a client should wait before retrying after a 503 (Retry-After). */
+  retryAfterSeconds?: number;
+  /** How messages name the model. */
+  name: string;
+  /** Called after each run: rows, requests and seconds. */
+  onRun?: (rows: number, requests: number, seconds: number) => void;
+}
+
+interface Item {
+  feeds: Feeds;
+  rows: number;
+  key: string;
+  deadline: number;
+  /** performance.now() at arrival. */
+  arrived: number;
+  resolve: (o: Outputs) => void;
+  reject: (e: Error) => void;
+  timer?: NodeJS.Timeout;
+}
+
+type Typed = HostTensor['data'];
+
+function allocLike(data: Typed, length: number): Typed {
+  const C = data.constructor as new (n: number) => Typed;
+  return new C(length);
+}
+
+function sliceRows(t: HostTensor, start: number, rows: number, total: number): HostTensor {
+  if (t.dims[0] !== total) {
+    throw new Error(`output of ${t.dims[0]} rows for a batch of ${total}: the model's outputs do not follow its batch`);
+  }
+  const per = t.data.length / total;
+  const data = t.data.subarray(start * per, (start + rows) * per) as Typed;
+  return { type: t.type, data, dims: [rows, ...t.dims.slice(1)] };
+}
+
+/** The shape signature that decides which requests may share a run (all but the batch dimension). */
+export function batchKey(feeds: Feeds): string {
+  return Object.keys(feeds)
+    .sort()
+    .map((k) => `${k}:${feeds[k]!.type}[${feeds[k]!.dims.slice(1).join(',')}]`)
+    .join(';');
+}
+
+export class Batcher {
+  private queue: Item[] = [];
+  private running = false;
+  private timer: NodeJS.Timeout | undefined;
+  private idleWaiters: (() => void)[] = [];
+  private busy = 0;
+
+  constructor(
+    private readonly run: (feeds: Feeds) => Promise<Outputs>,
+    readonly options: BatcherOptions,
+  ) {
+    if (!Number.isInteger(options.maxBatch) || options.maxBatch < 1) throw new Error('maxBatch must be a positive integer');
+  }
+
+  /** Requests waiting for a run. */
+  get depth(): number {
+    return this.queue.length;
+  }
+
+  /** Requests queued or running. */
+  get pending(): number {
+    return this.queue.length + this.busy;
+  }
+
+  /** Runs `feeds` (rows along dimension 0 of every input) in some batch; its outputs, rows in order. */
+  submit(feeds: Feeds, timeoutMs: number): Promise<Outputs> {
+    const first = Object.values(feeds)[0];
+    const rows = first?.dims[0] ?? 1;
+    if (rows > this.options.maxBatch) {
+      return Promise.reject(new HttpError(400, `a batch of ${rows} is more than the ${this.options.maxBatch} that ${this.options.name} runs at once (--max-batch)`));
+    }
+    if (this.queue.length >= this.options.maxQueue) {
+      const after = String(this.options.retryAfterSeconds ?? 1);
+      return Promise.reject(new HttpError(503, `${this.options.name} is overloaded: ${this.queue.length} requests are waiting (--max-queue); retry in ${after} s`, { 'Retry-After': after }));
+    }
+    return new Promise<Outputs>((resolve, reject) => {
+      const item: Item = { feeds, rows, key: batchKey(feeds), deadline: Date.now() + timeoutMs, arrived: performance.now(), resolve, reject };
+      item.timer = setTimeout(() => {
+        const at = this.queue.indexOf(item);
+        if (at >= 0) {
+          this.queue.splice(at, 1);
+          reject(new HttpError(504, `${this.options.name} did not start the request within ${timeoutMs} ms (--timeout); the service is busy`));
+        }
+      }, timeoutMs);
+      item.timer.unref?.();
+      this.queue.push(item);
+      this.schedule();
+    });
+  }
+
+  /** Resolves when nothing is queued or running. */
+  idle(): Promise<void> {
+    if (!this.running && this.queue.length === 0) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  private schedule(): void {
+    if (this.running || this.queue.length === 0) return;
+    const rows = this.queue.reduce((s, i) => s + i.rows, 0);
+    const wait = this.queue[0]!.arrived + this.options.maxDelayMs - performance.now();
+    if (rows >= this.options.maxBatch || wait <= 0) {
+      this.startRun();
+      return;
+    }
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      this.startRun();
+    }, wait);
+  }
+
+  /** Takes the oldest request and those after it that fit with it. */
+  private take(): Item[] {
+    const head = this.queue[0]!;
+    const batch: Item[] = [];
+    let rows = 0;
+    for (let i = 0; i < this.queue.length && rows < this.options.maxBatch; ) {
+      const it = this.queue[i]!;
+      if (it.key === head.key && rows + it.rows <= this.options.maxBatch) {
+        batch.push(it);
+        rows += it.rows;
+        this.queue.splice(i, 1);
+      } else i++;
+    }
+    return batch;
+  }
+
+  private startRun(): void {
+    if (this.running) return;
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    if (this.queue.length === 0) {
+      for (const w of this.idleWaiters.splice(0)) w();
+      return;
+    }
+    const batch = this.take();
+    for (const it of batch) clearTimeout(it.timer);
+    this.running = true;
+    this.busy = batch.length;
+    void this.execute(batch).finally(() => {
+      this.running = false;
+      this.busy = 0;
+      if (this.queue.length === 0) for (const w of this.idleWaiters.splice(0)) w();
+      else this.schedule();
+    });
+  }
+
+  private async execute(batch: Item[]): Promise<void> {
+    const total = batch.reduce((s, i) => s + i.rows, 0);
+    const t0 = performance.now();
+    let out: Outputs;
+    try {
+      out = await this.run(batch.length === 1 ? batch[0]!.feeds : concatFeeds(batch.map((b) => b.feeds), total));
+    } catch (e) {
+      for (const it of batch) it.reject(e as Error);
+      return;
+    }
+    this.options.onRun?.(total, batch.length, (performance.now() - t0) / 1000);
+    if (batch.length === 1) {
+      batch[0]!.resolve(out);
+      return;
+    }
+    let start = 0;
+    for (const it of batch) {
+      try {
+        const mine: Outputs = {};
+        for (const [name, t] of Object.entries(out)) mine[name] = sliceRows(t, start, it.rows, total);
+        it.resolve(mine);
+      } catch (e) {
+        it.reject(e as Error);
+      }
+      start += it.rows;
+    }
+  }
+}
+
+/** Feeds of several requests stacked along dimension 0 (their keys agree). */
+export function concatFeeds(list: readonly Feeds[], total: number): Feeds {
+  const out: Feeds = {};
+  for (const name of Object.keys(list[0]!)) {
+    const first = list[0]![name]!;
+    const per = first.data.length / first.dims[0]!;
+    const data = allocLike(first.data, per * total);
+    let at = 0;
+    for (const f of list) {
+      const t = f[name]!;
+      (data as Float32Array).set(t.data as Float32Array, at);
+      at += t.data.length;
+    }
+    out[name] = { type: first.type, data, dims: [total, ...first.dims.slice(1)] };
+  }
+  return out;
+}
