@@ -19,6 +19,7 @@ import { plotCommand } from './commands/plot.js';
 import { doctorCommand } from './commands/doctor.js';
 import { detCommand } from './commands/det.js';
 import { segCommand } from './commands/seg.js';
+import { serveCommand } from './commands/serve.js';
 import { fail } from './run.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -59,11 +60,12 @@ Start with:
                                  train with the paper's best recipe (--help: every trick)
   zoo eval runs/r18d/model.onnx --data fashion
   zoo plot runs/r18d             loss, accuracy and learning-rate curves (PNG)
+  zoo serve resnet50d-best       an HTTP service (Open Inference Protocol, image endpoint, playground)
   zoo doctor                     backends, ONNX Runtime providers, GPU (--install-cuda for the GPU)`,
   );
 
 const globals = () => program.opts<{ backend?: string }>();
-for (const cmd of [listCommand(), infoCommand(), exportCommand(globals), pullCommand(globals), importCommand(globals), predictCommand(), rmCommand(), trainCommand(globals), evalCommand(), plotCommand(), doctorCommand(globals), detCommand(globals), segCommand(globals)]) {
+for (const cmd of [listCommand(), infoCommand(), exportCommand(globals), pullCommand(globals), importCommand(globals), predictCommand(), rmCommand(), trainCommand(globals), evalCommand(), plotCommand(), doctorCommand(globals), detCommand(globals), segCommand(globals), serveCommand()]) {
   cmd.exitOverride((err: CommanderError) => process.exit(err.exitCode === 0 ? 0 : 2));
   cmd.showHelpAfterError(`(run 'zoo ${cmd.name()} --help' for usage)`);
   program.addCommand(cmd);
