@@ -551,3 +551,96 @@ test('session options reach ONNX Runtime: optimization level, threads, arena; th
     t.is((e as UserError).exitCode, 2);
   }
 });
+
+// --- sessions in a worker thread ----------------------------------------------------------------------
+
+/** 20 MatMuls of 1024 x 1024: a run long enough (tens of milliseconds) to watch the event loop during it. */
+function heavyModel(): Uint8Array {
+  const n = 1024;
+  const nodes = Array.from({ length: 20 }, (_, i) => node('MatMul', [i ? `h${i - 1}` : 'x', 'w'], [i === 19 ? 'y' : `h${i}`], `mm${i}`));
+  return encode({
+    name: 'heavy',
+    node: nodes,
+    initializer: [floatTensor('w', [n, n], new Float32Array(n * n).fill(1 / n))],
+    input: [valueInfo('x', DataType.FLOAT, ['N', n])],
+    output: [valueInfo('y', DataType.FLOAT, ['N', n])],
+  });
+}
+
+/** Whether a run started now has finished by the time a callback queued right after it runs. */
+async function finishedBeforeNextImmediate(run: () => Promise<unknown>): Promise<boolean> {
+  let done = false;
+  const p = run().then(() => {
+    done = true;
+  });
+  const seen = await new Promise<boolean>((resolve) => setImmediate(() => resolve(done)));
+  await p;
+  return seen;
+}
+
+test("thread 'worker': this thread stays free during runs (on the main thread a run holds it), with the same results", async (t) => {
+  const feeds = { x: f32(new Float32Array(64 * 1024).fill(1), [64, 1024]) };
+  const main = await createSession(heavyModel(), { provider: 'cpu' });
+  const worker = await createSession(heavyModel(), { provider: 'cpu', thread: 'worker' });
+  try {
+    t.true(await finishedBeforeNextImmediate(() => runSession(main, feeds)), 'onnxruntime-node 1.29 runs on the calling thread');
+    t.false(await finishedBeforeNextImmediate(() => runSession(worker, feeds)), 'the worker session leaves the event loop free');
+    const a = await runSession(main, feeds);
+    const b = await runSession(worker, feeds);
+    t.deepEqual(b.y!.dims, [64, 1024]);
+    t.deepEqual(Array.from(b.y!.data as Float32Array), Array.from(a.y!.data as Float32Array));
+    // Runs sent together are answered in order, each its own.
+    const xs = [1, 2, 3].map((v) => f32(new Float32Array(2 * 1024).fill(v), [2, 1024]));
+    const outs = await Promise.all(xs.map((x) => runSession(worker, { x })));
+    t.deepEqual(outs.map((o) => Math.round((o.y!.data as Float32Array)[0]!)), [1, 2, 3]);
+  } finally {
+    await main.session.release();
+    await worker.session.release();
+  }
+  await t.throwsAsync(runSession(worker, feeds), { message: /worker thread has exited/ }, 'released');
+});
+
+test("thread 'worker': preallocated outputs, element types, checks, notes and errors as on the main thread", async (t) => {
+  const { bytes, w, b } = affineModel();
+  const x = randomX(3);
+  const s = await createSession(bytes, { thread: 'worker', warmup: { x: f32(x, [3, 4]) }, intraOpThreads: 1 });
+  try {
+    const main = cudaReadiness();
+    if (!main.ready) {
+      t.is(s.provider, 'cpu');
+      t.is(s.note, `CUDA not used: ${cudaReason(main)}; using the CPU`);
+    }
+    t.deepEqual([...s.session.inputNames], ['x']);
+    const y = allocTensor('float32', [3, 3]);
+    const got = await runSession(s, { x: f32(x, [3, 4]) }, { outputs: { y } });
+    t.is(got.y, y);
+    t.true(maxAbsDiff(y.data as Float32Array, affineReference(x, w, b)) < 1e-5, 'the preallocated buffer holds the values');
+    t.deepEqual(Array.from(got.z!.data as Float32Array), Array.from(x, (v) => Math.max(0, v)));
+    await t.throwsAsync(runSession(s, { x: f32(x, [3, 5]) }), { instanceOf: UserError, message: "input 'x' has shape [3, 5]; the model's is [N, 4]" });
+  } finally {
+    await s.session.release();
+  }
+  const types = await createSession(typesModel(), { provider: 'cpu', thread: 'worker' });
+  try {
+    const dims = [2, 3];
+    const r = await runSession(types, {
+      f16: { type: 'float16', data: Uint16Array.from([0x3c00, 0xc000, 1, 2, 3, 4]), dims },
+      u8: { type: 'uint8', data: Uint8Array.from([0, 1, 2, 3, 4, 255]), dims },
+      i8: { type: 'int8', data: Int8Array.from([-128, 0, 1, 2, 3, 127]), dims },
+      i32: { type: 'int32', data: Int32Array.from([-1, 0, 1, 2, 3, 4]), dims },
+      i64: { type: 'int64', data: BigInt64Array.from([-1n, 0n, 1n, 2n, 3n, 2n ** 62n]), dims },
+      b: { type: 'bool', data: Uint8Array.from([1, 0, 1, 0, 1, 0]), dims },
+    });
+    t.deepEqual(Array.from(r.f16_out!.data as Uint16Array), [0x3c00, 0xc000, 1, 2, 3, 4]);
+    t.is(r.i64_out!.data.constructor, BigInt64Array);
+    t.is((r.i64_out!.data as BigInt64Array)[5], 2n ** 62n);
+    t.deepEqual(Array.from(r.b_out!.data as Uint8Array), [0, 1, 0, 1, 0, 1]);
+  } finally {
+    await types.session.release();
+  }
+  // Errors raised in the worker arrive as they were raised: a UserError stays one.
+  await t.throwsAsync(createSession(bytes, { thread: 'worker', provider: 'cpu', warmup: { x: f32(x, [3, 5]) } }), { instanceOf: UserError, message: "warm-up run: input 'x' has shape [3, 5]; the model's is [N, 4]" });
+  await t.throwsAsync(createSession(Uint8Array.from([1, 2, 3]), { thread: 'worker', provider: 'cpu' }), { instanceOf: UserError, message: /^ONNX Runtime could not load the model: / });
+  await t.throwsAsync(createSession(bytes, { thread: 'worker', provider: 'cuda', cudaProbe: { platform: 'darwin arm64' } }), { instanceOf: UserError, message: /^cannot run on CUDA: zoo runs ONNX Runtime's CUDA execution provider on Linux x64 only, and this is darwin arm64$/ });
+  await t.throwsAsync(createSession(bytes, { thread: 'gpu' as 'worker' }), { instanceOf: UserError, message: "thread must be main or worker, not 'gpu'" });
+});

@@ -13,12 +13,15 @@
  * ArrayBuffer by the binding, also when a preallocated output is given (ONNX Runtime then writes into the
  * caller's buffer first, and `runSession` hands that buffer back). It has no CUDA I/O binding: device
  * memory ('gpu-buffer' tensors, `preferredOutputLocation`) exists only for its WebGPU provider, so with
- * CUDA each run copies inputs to the device and outputs back.
+ * CUDA each run copies inputs to the device and outputs back. Its `run` also executes on the calling
+ * thread, holding the event loop for the whole run: `thread: 'worker'` opens the session in a worker
+ * thread instead (one copy of the inputs to it; outputs come back without a copy).
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import os from 'node:os';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type * as OrtTypes from 'onnxruntime-node';
 import { UserError } from '../errors.js';
 import { CUDA_PROVIDER_LIBS, cudaReadiness, cudaReason, diagnoseCudaFailure, ortBinaryDir, type CudaProbe } from './cuda.js';
@@ -74,8 +77,14 @@ export interface SessionOptions {
   warmup?: Record<string, HostTensor>;
   /** The CUDA device ordinal (default 0). */
   deviceId?: number;
-  /** Replaces the probes that decide whether CUDA can start (tests; cuda.ts). */
+  /** Replaces the probes that decide whether CUDA can start (tests; cuda.ts). With thread 'worker' only its data fields travel. */
   cudaProbe?: CudaProbe;
+  /**
+   * 'main' (default): runs execute on this thread and hold its event loop until they finish (onnxruntime-node
+   * 1.29 has no asynchronous run). 'worker': the session lives in a worker thread of its own and this
+   * thread stays free during runs (a server keeps answering); inputs are copied to it once per run.
+   */
+  thread?: 'main' | 'worker';
 }
 
 export interface Session {
@@ -112,7 +121,10 @@ export function ortSessionOptions(options: SessionOptions = {}): OrtTypes.Infere
 export async function createSession(model: string | Uint8Array, options: SessionOptions = {}): Promise<Session> {
   const provider = options.provider ?? 'auto';
   if (!['auto', 'cpu', 'cuda'].includes(provider)) throw new UserError(`device must be auto, cpu or cuda, not '${String(provider)}'`, { exitCode: 2 });
+  const thread = options.thread ?? 'main';
+  if (thread !== 'main' && thread !== 'worker') throw new UserError(`thread must be main or worker, not '${String(thread)}'`, { exitCode: 2 });
   const base = ortSessionOptions(options);
+  if (thread === 'worker') return openInWorker(model, options);
   const open = (eps: OrtTypes.InferenceSession.SessionOptions['executionProviders']) => {
     const o = { ...base, executionProviders: eps };
     return typeof model === 'string' ? ort().InferenceSession.create(model, o) : ort().InferenceSession.create(model, o);
@@ -271,4 +283,183 @@ export async function runSession(s: Session, feeds: Record<string, HostTensor>, 
     out[name] = given[name] ?? { type: t.type as HostTensorType, data: hostData(t.type, t.data), dims: [...t.dims] };
   }
   return out;
+}
+
+// --- sessions in a worker thread -----------------------------------------------------------------------
+
+const WORKER_MARK = 'zoo-ort-session-worker';
+
+interface WireTensor {
+  type: string;
+  data: ArrayBufferView & { length: number };
+  dims: number[];
+}
+interface WireError {
+  message: string;
+  user: boolean;
+  exitCode: number;
+}
+type ToWorker = { op: 'run'; id: number; feeds: Record<string, WireTensor>; fetches?: Record<string, WireTensor | null> } | { op: 'release'; id: number };
+type Opened = { provider: 'cpu' | 'cuda'; note?: string; inputNames: string[]; outputNames: string[]; inputMetadata: unknown[]; outputMetadata: unknown[] };
+type FromWorker =
+  | ({ op: 'open'; ok: true } & Opened)
+  | { op: 'open'; ok: false; error: WireError }
+  | { op: 'run'; id: number; ok: true; outputs: Record<string, WireTensor> }
+  | { op: 'run'; id: number; ok: false; error: WireError }
+  | { op: 'release'; id: number };
+
+const wire = (t: { type: string; data: unknown; dims: readonly number[] }): WireTensor => ({ type: t.type, data: t.data as WireTensor['data'], dims: [...t.dims] });
+const wireError = (e: unknown): WireError => ({ message: (e as Error)?.message ?? String(e), user: e instanceof UserError, exitCode: e instanceof UserError ? e.exitCode : 70 });
+const unwire = (e: WireError): Error => (e.user ? new UserError(e.message, { exitCode: e.exitCode }) : new Error(e.message));
+
+/** The data-only part of a probe: functions cannot be sent to a worker. */
+function probeData(p: CudaProbe | undefined): CudaProbe | undefined {
+  if (!p) return undefined;
+  return Object.fromEntries(Object.entries(p).filter(([, v]) => typeof v !== 'function')) as CudaProbe;
+}
+
+/**
+ * Stands in for the InferenceSession of a session opened in a worker thread: the same names and metadata,
+ * `run` and `release`. The worker is referenced (keeps the process alive) only while it has work.
+ */
+class WorkerSession {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  readonly inputMetadata: readonly unknown[];
+  readonly outputMetadata: readonly unknown[];
+  private next = 1;
+  private readonly pending = new Map<number, { resolve: (m: FromWorker) => void; reject: (e: Error) => void }>();
+  private stopped: Error | undefined;
+
+  constructor(private readonly worker: Worker, opened: Opened) {
+    this.inputNames = opened.inputNames;
+    this.outputNames = opened.outputNames;
+    this.inputMetadata = opened.inputMetadata;
+    this.outputMetadata = opened.outputMetadata;
+    worker.on('message', (m: FromWorker) => {
+      if (m.op === 'open') return;
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      this.pending.delete(m.id);
+      if (!this.pending.size) worker.unref();
+      p.resolve(m);
+    });
+    const stop = (e: Error) => {
+      this.stopped ??= e;
+      for (const p of this.pending.values()) p.reject(this.stopped);
+      this.pending.clear();
+    };
+    worker.on('error', (e) => stop(new Error(`the ONNX Runtime worker thread failed: ${e.message}`)));
+    worker.on('exit', (code) => stop(new Error(`the ONNX Runtime worker thread has exited (code ${code})`)));
+    worker.unref();
+  }
+
+  private ask(m: ToWorker, transfer: ArrayBuffer[] = []): Promise<FromWorker> {
+    if (this.stopped) return Promise.reject(this.stopped);
+    return new Promise((resolve, reject) => {
+      this.pending.set(m.id, { resolve, reject });
+      this.worker.ref();
+      this.worker.postMessage(m, transfer);
+    });
+  }
+
+  async run(feeds: Record<string, OrtTypes.Tensor>, fetches?: Record<string, OrtTypes.Tensor | null>): Promise<Record<string, OrtTypes.Tensor>> {
+    const wf: Record<string, WireTensor> = {};
+    for (const [k, t] of Object.entries(feeds)) wf[k] = wire(t);
+    const wo = fetches ? Object.fromEntries(Object.entries(fetches).map(([k, t]) => [k, t ? wire(t) : null])) : undefined;
+    const r = await this.ask({ op: 'run', id: this.next++, feeds: wf, ...(wo ? { fetches: wo } : {}) });
+    if (r.op !== 'run') throw new Error(`the ONNX Runtime worker answered '${r.op}' to a run`);
+    if (!r.ok) throw unwire(r.error);
+    const T = ort().Tensor;
+    const out: Record<string, OrtTypes.Tensor> = {};
+    for (const [k, t] of Object.entries(r.outputs)) {
+      const given = fetches?.[k];
+      // A preallocated output: the worker wrote into its copy; the caller's buffer gets the values.
+      if (given) (given.data as unknown as { set(a: ArrayLike<unknown>): void }).set(t.data as unknown as ArrayLike<unknown>);
+      out[k] = given ?? new T(t.type as never, t.data as never, t.dims);
+    }
+    return out;
+  }
+
+  async release(): Promise<void> {
+    if (!this.stopped) await this.ask({ op: 'release', id: this.next++ }).catch(() => undefined);
+    await this.worker.terminate();
+  }
+}
+
+async function openInWorker(model: string | Uint8Array, options: SessionOptions): Promise<Session> {
+  disableOrtTelemetry(); // in this process's environment, which ONNX Runtime reads whichever thread starts it first
+  const { thread: _thread, cudaProbe, ...rest } = options;
+  const probe = probeData(cudaProbe);
+  const worker = new Worker(new URL(import.meta.url), { workerData: { mark: WORKER_MARK, model, options: { ...rest, ...(probe ? { cudaProbe: probe } : {}) } } });
+  const opened = await new Promise<Opened>((resolve, reject) => {
+    const fail = (e: Error) => reject(e);
+    worker.once('error', fail);
+    worker.once('exit', (code) => reject(new Error(`the ONNX Runtime worker thread exited (code ${code}) before opening the model`)));
+    worker.once('message', (m: FromWorker) => {
+      worker.off('error', fail);
+      worker.removeAllListeners('exit');
+      if (m.op === 'open' && m.ok) resolve(m);
+      else if (m.op === 'open') reject(unwire(m.error));
+      else reject(new Error(`the ONNX Runtime worker answered '${m.op}' before opening the model`));
+    });
+  }).catch(async (e: Error) => {
+    await worker.terminate();
+    throw e;
+  });
+  const session = new WorkerSession(worker, opened) as unknown as OrtTypes.InferenceSession;
+  return { session, provider: opened.provider, ...(opened.note ? { note: opened.note } : {}) };
+}
+
+/** The worker's side: opens the session as the main thread would, then answers runs one at a time. */
+async function serveWorker(port: NonNullable<typeof parentPort>, data: { model: string | Uint8Array; options: SessionOptions }): Promise<void> {
+  let s: Session;
+  try {
+    s = await createSession(data.model, data.options);
+  } catch (e) {
+    port.postMessage({ op: 'open', ok: false, error: wireError(e) } satisfies FromWorker);
+    return;
+  }
+  const meta = (m: readonly unknown[]) => m.map((v) => ({ ...(v as object) }));
+  port.postMessage({
+    op: 'open',
+    ok: true,
+    provider: s.provider,
+    ...(s.note ? { note: s.note } : {}),
+    inputNames: [...s.session.inputNames],
+    outputNames: [...s.session.outputNames],
+    inputMetadata: meta(s.session.inputMetadata),
+    outputMetadata: meta(s.session.outputMetadata),
+  } satisfies FromWorker);
+  port.on('message', async (m: ToWorker) => {
+    if (m.op === 'release') {
+      await s.session.release();
+      port.postMessage({ op: 'release', id: m.id } satisfies FromWorker);
+      port.close();
+      return;
+    }
+    try {
+      const T = ort().Tensor;
+      const tensor = (t: WireTensor) => new T(t.type as never, t.data as never, t.dims);
+      const feeds = Object.fromEntries(Object.entries(m.feeds).map(([k, t]) => [k, tensor(t)]));
+      const fetches = m.fetches ? Object.fromEntries(Object.entries(m.fetches).map(([k, t]) => [k, t ? tensor(t) : null])) : undefined;
+      const r = fetches ? await s.session.run(feeds, fetches) : await s.session.run(feeds);
+      const outputs: Record<string, WireTensor> = {};
+      for (const [k, t] of Object.entries(r)) outputs[k] = wire(t);
+      const reply = { op: 'run', id: m.id, ok: true, outputs } satisfies FromWorker;
+      // The binding gives each output an ArrayBuffer of its own: hand it over rather than copy it.
+      const buffers = [...new Set(Object.values(outputs).map((t) => t.data.buffer as ArrayBuffer))];
+      try {
+        port.postMessage(reply, buffers);
+      } catch {
+        port.postMessage(reply);
+      }
+    } catch (e) {
+      port.postMessage({ op: 'run', id: m.id, ok: false, error: wireError(e) } satisfies FromWorker);
+    }
+  });
+}
+
+if (!isMainThread && parentPort && (workerData as { mark?: string } | null)?.mark === WORKER_MARK) {
+  void serveWorker(parentPort, workerData as { model: string | Uint8Array; options: SessionOptions });
 }
