@@ -32,7 +32,8 @@ import { addToLocalZoo } from '../src/hub/local.js';
 import { readHubSettings } from '../src/hub/settings.js';
 import { IMAGENET_PREPROCESSING } from '../src/predict/preprocessing.js';
 import { UserError } from '../src/errors.js';
-import { parseModelSpec, renderTritonConfig, writeTritonRepository, type TritonModelConfig } from '../src/serve/triton.js';
+import { renderTritonConfig, writeTritonRepository, type TritonModelConfig } from '../src/serve/triton.js';
+import { parseModelSpec } from '../src/serve/model.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Triton's schema, and a protobuf text-format reader checked against it
@@ -802,8 +803,8 @@ test('refused before anything is written: clashing names, bad names, unknown mod
   await refuse([`A=${files.classifier}`, `a=${files.detector}`], /'A=.*' and 'a=.*' would both be the model 'a' \(names differing only in case/);
   const spaced = join(dir, 'my model.onnx');
   writeFileSync(spaced, readFileSync(files.fixed));
-  await refuse([spaced], /'my model' cannot be a Triton model name.*\(name it: <name>=/);
-  for (const bad of ['x/y', '.hidden', 'a..b', '-dash', 'ü']) await refuse([`${bad}=${files.classifier}`], /cannot be a Triton model name/);
+  await refuse([spaced], /'my model' cannot be a model name.*\(name it: <name>=/);
+  for (const bad of ['x/y', '.hidden', 'a..b', '-dash', 'ü']) await refuse([`${bad}=${files.classifier}`], /cannot be a model name/);
   await refuse([`ok=${files.classifier}`, `bad=${join(dir, 'nope.onnx')}`], /nope\.onnx': no such file/, {}, 1);
   await refuse(['no-such-model'], /unknown model 'no-such-model'/);
   await refuse(['resnet50d'], /'resnet50d' is an architecture, without trained weights/);
@@ -843,7 +844,7 @@ test('zoo export --triton as a user runs it: several models, --json, notes on st
     [['export', '--triton', repo, files.classifier, '-o', join(dir, 'x.onnx'), '--fp16'], /--output, --fp16: not options of --triton/],
     [['export', '--triton', repo, files.classifier, '--triton-device', 'tpu'], /--triton-device must be one of gpu, cpu, auto, got 'tpu'/],
     [['export', '--triton', repo, files.classifier, '--triton-accelerator', 'openvino'], /--triton-accelerator must be one of cuda, tensorrt/],
-    [['export', '--triton', repo, `bad/name=${files.classifier}`], /cannot be a Triton model name/],
+    [['export', '--triton', repo, `bad/name=${files.classifier}`], /cannot be a model name/],
   ];
   for (const [args, want] of usage) {
     const u = await runZoo(args, { env });

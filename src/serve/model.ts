@@ -6,22 +6,27 @@
  * published name, pulled on first use, an .onnx file, a training run directory of any task). A file is
  * served under its base name without `.onnx`, a name under itself.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../errors.js';
-import { createSession, runSession, type HostTensor, type ProviderChoice, type Session, type SessionOptions } from '../runtime/ort.js';
+import { allocTensor, createSession, runSession, type ProviderChoice, type Session, type SessionOptions } from '../runtime/ort.js';
 import { graphIO, type TensorInfo } from '../runtime/graph_io.js';
 import { resolveLoading } from '../api/pretrained.js';
 import { looksLikePath, type ResolvedModel } from '../hub/resolve.js';
-import { readOnnxMetadata } from '../onnx/metadata.js';
+import { findLocalModel } from '../hub/local.js';
+import { hubSettings, type HubSettings } from '../hub/settings.js';
+import { labelNames, readMetadata, readOnnxMetadata } from '../onnx/metadata.js';
+import { loadPublishedDetectors } from '../detection/weights.js';
+import { loadPublishedSegmenters } from '../segmentation/weights.js';
 import { ImageClassifier } from '../predict/classifier.js';
 import { openDetector, resolveDetectorFile, type DetectorSession } from '../api/detection.js';
 import { openSegmenter, resolveSegmenterFile, type SegmenterSession } from '../api/segmentation.js';
-import { isDetector } from '../detection/metadata.js';
-import { isSegmenter } from '../segmentation/metadata.js';
+import { isDetector, parseDetectionMetadata } from '../detection/metadata.js';
+import { isSegmenter, parseSegmentationMetadata } from '../segmentation/metadata.js';
 import { RUN_FILES } from '../train/run_config.js';
 import { Batcher, type Feeds, type Outputs } from './batcher.js';
-import { datatypeOf, metaShape, type TensorMeta } from './protocol.js';
+import { DATATYPES, datatypeOf, metaShape, type TensorMeta } from './protocol.js';
 
 export const SERVE_TASKS = ['image-classification', 'object-detection', 'image-segmentation', 'tensor'] as const;
 export type ServeTask = (typeof SERVE_TASKS)[number];
@@ -41,37 +46,118 @@ export interface ServedModelInfo {
   maxBatch: number;
 }
 
+/** Model names are URL path segments of zoo serve and directories of a Triton repository: letters, digits, '.', '_', '-'. */
+export function checkServeName(name: string, arg: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name) || name.includes('..')) {
+    const hint = arg.includes('=') ? '' : ` (name it: <name>=${arg})`;
+    throw new UserError(`'${arg}': '${name}' cannot be a model name (a URL path segment of zoo serve, a directory of a Triton repository): letters, digits, '.', '_' or '-', starting with a letter or digit, at most 128, no '..'${hint}`, { exitCode: 2 });
+  }
+}
+
 export interface ModelSpec {
+  /** The model's name in the repository. */
   name: string;
+  /** What the resolver is given. */
   ref: string;
 }
 
-/** Model names are URL path segments and directory names (Triton's repository): letters, digits, '.', '_', '-'. */
-export function checkServeName(name: string, arg: string): void {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name) || name.includes('..')) {
-    throw new UserError(`'${arg}': the model name '${name}' must be letters, digits, '.', '_' or '-' (name it with name=${arg.includes('=') ? '...' : arg})`, { exitCode: 2 });
+/**
+ * `name=ref` or `ref`, named as `zoo serve` and `zoo export --triton` name it: a file by its base name without `.onnx`, a run
+ * directory by its base name, anything else by itself. Pure but for the existence probe (a file whose
+ * name holds '=' is taken whole).
+ */
+export function parseModelSpec(arg: string, exists: (p: string) => boolean = existsSync): ModelSpec {
+  const eq = arg.indexOf('=');
+  let spec: ModelSpec;
+  if (eq > 0 && !exists(arg)) {
+    spec = { name: arg.slice(0, eq), ref: arg.slice(eq + 1) };
+    if (!spec.ref) throw new UserError(`'${arg}': nothing after '=' (give <name>=<model>)`, { exitCode: 2 });
+  } else {
+    const asPath = looksLikePath(arg) || exists(arg);
+    spec = { name: asPath ? path.basename(path.resolve(expandHome(arg))).replace(/\.onnx$/i, '') : arg, ref: arg };
+  }
+  checkServeName(spec.name, arg);
+  return spec;
+}
+
+function expandHome(ref: string): string {
+  return ref === '~' || ref.startsWith('~/') ? path.join(os.homedir(), ref.slice(1)) : ref;
+}
+
+/** A model's ONNX file and what it is. */
+export interface ServableModel {
+  file: string;
+  task: ServeTask;
+  /** Class names, in output index order. */
+  labels?: string[];
+  notes: string[];
+  /** The classifier resolver's answer, for classifiers (preprocessing, labels, the local zoo record). */
+  resolved?: ResolvedModel;
+  /** The FP16 variant of a local zoo model, where it has one. */
+  fp16?: string;
+}
+
+/** The 'task' a run directory's run.json records (detection and segmentation runs record one). */
+function runTask(dir: string): unknown {
+  try {
+    return (JSON.parse(readFileSync(path.join(dir, RUN_FILES.config), 'utf8')) as { task?: unknown } | null)?.task;
+  } catch {
+    return undefined; // the resolver names what is wrong with it
   }
 }
 
-/** `name=ref` or `ref` (a file: its base name without .onnx; a run directory: its base name; else the name). */
-export function parseModelSpec(arg: string): ModelSpec {
-  const eq = arg.indexOf('=');
-  let name: string;
-  let ref: string;
-  if (eq > 0 && !existsSync(arg)) {
-    name = arg.slice(0, eq);
-    ref = arg.slice(eq + 1);
-    if (!ref) throw new UserError(`'${arg}': nothing after '=' (give name=file.onnx)`, { exitCode: 2 });
-  } else {
-    ref = arg;
-    name = looksLikePath(arg) || existsSync(arg) ? path.basename(path.resolve(arg)).replace(/\.onnx$/i, '') : arg;
+const isDirectory = (p: string) => {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
   }
-  checkServeName(name, arg);
-  return { name, ref };
+};
+
+/**
+ * The ONNX file a model argument runs, found the way the commands that run models find it: a run
+ * directory of any task, a published detector or segmenter (pulled), a detector in the local zoo, or
+ * anything the classifier resolver runs (a local zoo name, a pulled published name, an .onnx file).
+ * Its task and class names come from the file's metadata (zoo.task), for classifiers from the resolver.
+ */
+export async function resolveServableModel(ref: string, options: { settings?: HubSettings; command?: string } = {}): Promise<ServableModel> {
+  const settings = options.settings ?? hubSettings();
+  const command = options.command ?? 'zoo serve';
+  const local = expandHome(ref);
+  let file: string | undefined;
+  let resolved: ResolvedModel | undefined;
+  if (isDirectory(local) && existsSync(path.join(local, RUN_FILES.config))) {
+    const task = runTask(local);
+    if (task === 'detection') file = await resolveDetectorFile(local);
+    else if (task === 'segmentation') file = await resolveSegmenterFile(local);
+  } else if (!looksLikePath(ref) && !existsSync(local)) {
+    const named = (list: readonly { name: string; aliases: readonly string[] }[]) => list.some((e) => e.name === ref || e.aliases.includes(ref));
+    if (named(loadPublishedDetectors())) file = await resolveDetectorFile(ref);
+    else if (named(loadPublishedSegmenters())) file = await resolveSegmenterFile(ref);
+    else {
+      const own = await findLocalModel(ref, settings);
+      if (own?.record.task === 'object-detection') file = own.onnx;
+    }
+  }
+  if (!file) {
+    // A published classifier not in the cache yet is pulled, as pipeline() pulls it.
+    resolved = await resolveLoading(ref, 'run', { settings }, command);
+    file = resolved.onnx!;
+  }
+  const props = await readOnnxMetadata(file);
+  if (isDetector(props)) return { file, task: 'object-detection', labels: parseDetectionMetadata(props, file).labels, notes: [] };
+  if (isSegmenter(props)) return { file, task: 'image-segmentation', labels: parseSegmentationMetadata(props, file).labels, notes: [] };
+  const meta = resolved?.meta ?? readMetadata(props, file);
+  const labels = labelNames(meta);
+  const task: ServeTask = labels || meta.preprocessing || meta.arch ? 'image-classification' : 'tensor';
+  const record = resolved?.local?.record.onnxFp16;
+  const fp16 = record && resolved?.local ? path.join(resolved.local.dir, record.file) : undefined;
+  return { file, task, ...(labels ? { labels } : {}), notes: resolved?.notes ?? [], ...(resolved ? { resolved } : {}), ...(fp16 && existsSync(fp16) ? { fp16 } : {}) };
 }
 
 export interface OpenModelOptions {
   device?: ProviderChoice;
+  settings?: HubSettings;
   precision?: 'auto' | 'fp32' | 'fp16';
   session?: Omit<SessionOptions, 'provider' | 'warmup'>;
   maxBatch: number;
@@ -97,30 +183,13 @@ export class ServedModel {
     readonly parts: TaskParts,
     options: OpenModelOptions,
   ) {
-    const preallocate = this.preallocatable();
-    this.batcher = new Batcher((feeds) => this.runNow(feeds, preallocate), {
+    this.batcher = new Batcher((feeds) => runSession(this.session, feeds), {
       name: info.name,
       maxBatch: info.maxBatch,
       maxDelayMs: options.maxDelayMs,
       maxQueue: options.maxQueue,
       onRun: (rows, requests, seconds) => options.onRun?.(info.name, rows, requests, seconds),
     });
-  }
-
-  /** Outputs whose every dimension but the batch is fixed: ONNX Runtime writes them into buffers given to it. */
-  private preallocatable(): TensorMeta[] {
-    return this.info.outputs.filter((o) => o.shape.length > 0 && o.shape[0] === -1 && o.shape.slice(1).every((d) => d > 0) && ALLOC[o.datatype]);
-  }
-
-  private async runNow(feeds: Feeds, preallocate: TensorMeta[]): Promise<Outputs> {
-    const rows = Object.values(feeds)[0]?.dims[0] ?? 1;
-    const outputs: Record<string, HostTensor> = {};
-    for (const o of preallocate) {
-      const dims = [rows, ...o.shape.slice(1)];
-      const [type, Array_] = ALLOC[o.datatype]!;
-      outputs[o.name] = { type, data: new Array_(dims.reduce((a, b) => a * b, 1)), dims };
-    }
-    return runSession(this.session, feeds, preallocate.length ? { outputs } : {});
   }
 
   /** Runs feeds (rows along dimension 0) through the batcher. */
@@ -133,7 +202,7 @@ export class ServedModel {
   }
 
   static async open(spec: ModelSpec, options: OpenModelOptions): Promise<ServedModel> {
-    const found = await resolveServed(spec.ref);
+    const found = await resolveServableModel(spec.ref, { ...(options.settings ? { settings: options.settings } : {}) });
     const device = options.device ?? 'auto';
     let opened = await openParts(found, found.file, device, options);
     let precision: 'fp32' | 'fp16' = 'fp32';
@@ -188,11 +257,9 @@ export class ServedModel {
     const feeds: Feeds = {};
     for (const t of this.info.inputs) {
       const dims = t.shape.map((d, i) => (d > 0 ? d : i === 0 ? 1 : this.warmupSide()));
-      const alloc = ALLOC[t.datatype];
-      if (!alloc) return;
-      feeds[t.name] = { type: alloc[0], data: new alloc[1](dims.reduce((a, b) => a * b, 1)), dims };
+      feeds[t.name] = allocTensor(DATATYPES[t.datatype]!.type, dims);
     }
-    await this.runNow(feeds, this.preallocatable());
+    await runSession(this.session, feeds);
   }
 
   private warmupSide(): number {
@@ -203,62 +270,13 @@ export class ServedModel {
   }
 }
 
-const ALLOC: Record<string, [HostTensor['type'], new (n: number) => HostTensor['data']]> = {
-  FP32: ['float32', Float32Array],
-  FP16: ['float16', Uint16Array],
-  INT64: ['int64', BigInt64Array],
-  INT32: ['int32', Int32Array],
-  UINT8: ['uint8', Uint8Array],
-  INT8: ['int8', Int8Array],
-  BOOL: ['bool', Uint8Array],
-} as Record<string, [HostTensor['type'], new (n: number) => HostTensor['data']]>;
-
 function tensorMeta(t: TensorInfo, model: string): TensorMeta {
   const datatype = datatypeOf(t.type);
   if (!datatype) throw new UserError(`${model}: its tensor '${t.name}' is ${t.type}, which zoo serve does not carry (FP32, FP16, INT64, INT32, INT8, UINT8, BOOL)`);
   return { name: t.name, datatype, shape: metaShape(t.shape) };
 }
 
-interface FoundModel {
-  file: string;
-  fp16?: string;
-  task: 'classifier-or-tensor' | 'object-detection' | 'image-segmentation';
-  resolved?: ResolvedModel;
-}
-
-/** The ONNX file of a model argument and what its metadata says it is. */
-async function resolveServed(ref: string): Promise<FoundModel> {
-  const runDir = existsSync(path.join(ref, RUN_FILES.config)) ? path.join(ref, RUN_FILES.onnx) : undefined;
-  let file: string | undefined = runDir && existsSync(runDir) ? runDir : undefined;
-  let resolved: ResolvedModel | undefined;
-  let firstError: unknown;
-  if (!file) {
-    try {
-      resolved = await resolveLoading(ref, 'run', {}, 'zoo serve');
-      file = resolved.onnx!;
-    } catch (e) {
-      if (!(e instanceof UserError)) throw e;
-      firstError = e;
-    }
-  }
-  if (!file) {
-    for (const head of [resolveDetectorFile, resolveSegmenterFile]) {
-      try {
-        file = await head(ref);
-        break;
-      } catch (e) {
-        if (!(e instanceof UserError)) throw e;
-      }
-    }
-  }
-  if (!file) throw firstError;
-  const props = await readOnnxMetadata(file);
-  const task = isDetector(props) ? 'object-detection' : isSegmenter(props) ? 'image-segmentation' : 'classifier-or-tensor';
-  const fp16 = resolved?.local?.record.onnxFp16 ? path.join(resolved.local.dir, resolved.local.record.onnxFp16.file) : undefined;
-  return { file, task, ...(fp16 && existsSync(fp16) ? { fp16 } : {}), ...(resolved ? { resolved } : {}) };
-}
-
-async function openParts(found: FoundModel, file: string, device: ProviderChoice, options: OpenModelOptions): Promise<{ session: Session; parts: TaskParts }> {
+async function openParts(found: ServableModel, file: string, device: ProviderChoice, options: OpenModelOptions): Promise<{ session: Session; parts: TaskParts }> {
   const session = options.session ?? {};
   if (found.task === 'object-detection') {
     const detector = await openDetector(file, { device, session });
@@ -268,11 +286,11 @@ async function openParts(found: FoundModel, file: string, device: ProviderChoice
     const segmenter = await openSegmenter(file, { device, session });
     return { session: segmenter.session, parts: { task: 'image-segmentation', segmenter } };
   }
-  if (found.resolved) {
+  if (found.task === 'image-classification' && found.resolved) {
     const notes: string[] = [];
     try {
       const classifier = await ImageClassifier.open({ ...found.resolved, onnx: file }, { provider: device, session, notes });
-      for (const n of [...found.resolved.notes, ...notes]) options.onNote?.(`${path.basename(file)}: ${n}`);
+      for (const n of [...found.notes, ...notes]) options.onNote?.(`${path.basename(file)}: ${n}`);
       return { session: classifier.session, parts: { task: 'image-classification', classifier } };
     } catch (e) {
       if (!(e instanceof UserError) || !/is not (an image classifier|a classifier)/.test(e.message)) throw e;

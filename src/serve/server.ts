@@ -104,7 +104,7 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
     maxImagePixels: positiveInt('--max-pixels', options.maxImagePixels, SERVE_DEFAULTS.maxImagePixels),
   };
   if (o.port > 65535) throw new UserError(`--port must be at most 65535, got ${o.port}`, { exitCode: 2 });
-  const specs = modelArgs.map(parseModelSpec);
+  const specs = modelArgs.map((a) => parseModelSpec(a));
   const seen = new Map<string, string>();
   for (const [i, s] of specs.entries()) {
     const other = seen.get(s.name);
@@ -118,7 +118,8 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
       const m = await ServedModel.open(spec, {
         ...(options.device ? { device: options.device } : {}),
         ...(options.precision ? { precision: options.precision } : {}),
-        session: { ...options.session, ...(options.threads !== undefined ? { intraOpThreads: positiveInt('--threads', options.threads, 1) } : {}) },
+        // Sessions run in worker threads: a run holds its thread, and this one must keep answering (health, metrics, queueing).
+        session: { thread: 'worker', ...options.session, ...(options.threads !== undefined ? { intraOpThreads: positiveInt('--threads', options.threads, 1) } : {}) },
         maxBatch: o.maxBatch,
         maxDelayMs: o.maxDelayMs,
         maxQueue: o.maxQueue,

@@ -23,25 +23,15 @@
  * under a hidden name in the repository and renamed into place, so Triton never sees half a model.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { lstat, rename, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { ensureDir, writeFileAtomic } from '../io/atomic.js';
 import { createSession } from '../runtime/ort.js';
 import { graphIO, type GraphIO, type TensorInfo } from '../runtime/graph_io.js';
-import { looksLikePath, resolveModelRef, type ResolvedModel } from '../hub/resolve.js';
-import { findLocalModel } from '../hub/local.js';
-import { hubSettings, type HubSettings } from '../hub/settings.js';
-import { labelNames, readMetadata, readOnnxMetadata } from '../onnx/metadata.js';
-import { isDetector, parseDetectionMetadata } from '../detection/metadata.js';
-import { isSegmenter, parseSegmentationMetadata } from '../segmentation/metadata.js';
-import { loadPublishedDetectors } from '../detection/weights.js';
-import { loadPublishedSegmenters } from '../segmentation/weights.js';
-import { resolveDetectorFile } from '../api/detection.js';
-import { resolveSegmenterFile } from '../api/segmentation.js';
-import { RUN_FILES } from '../train/run_config.js';
+import type { HubSettings } from '../hub/settings.js';
+import { parseModelSpec, resolveServableModel, type ModelSpec, type ServeTask } from './model.js';
 
 /** Where Triton places a model's instances: KIND_GPU, KIND_CPU, or KIND_AUTO (GPUs where there are any). */
 export const TRITON_DEVICES = ['gpu', 'cpu', 'auto'] as const;
@@ -52,7 +42,7 @@ export const TRITON_ACCELERATORS = ['cuda', 'tensorrt'] as const;
 export type TritonAccelerator = (typeof TRITON_ACCELERATORS)[number];
 
 /** What a model is, as `zoo serve` names it. */
-export type TritonTask = 'image-classification' | 'object-detection' | 'image-segmentation' | 'tensor';
+export type TritonTask = ServeTask;
 
 /** Triton's DataType enum, for the element types ONNX Runtime models have. */
 export type TritonDataType =
@@ -176,108 +166,6 @@ export function settleTritonOptions(o: TritonOptions = {}): Settled {
   const tensorrtFp16 = o.tensorrtFp16 ?? DEFAULTS.tensorrtFp16;
   if (tensorrtFp16 && o.accelerator !== 'tensorrt') throw usage('--triton-fp16 sets TensorRT\'s precision; it needs --triton-accelerator tensorrt');
   return { device, maxBatch, maxDelayMs, instances, tensorrtFp16, ...(o.accelerator ? { accelerator: o.accelerator } : {}), ...(o.preferredBatch ? { preferredBatch: [...o.preferredBatch] } : {}) };
-}
-
-/** Triton model names are directories of the repository and URL path segments: letters, digits, '.', '_', '-'. */
-export function checkTritonName(name: string, arg: string): void {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name) || name.includes('..')) {
-    const hint = arg.includes('=') ? '' : ` (name it: <name>=${arg})`;
-    throw new UserError(`'${arg}': '${name}' cannot be a Triton model name, which is a directory of the repository: letters, digits, '.', '_' or '-', starting with a letter or digit, at most 128, no '..'${hint}`, { exitCode: 2 });
-  }
-}
-
-export interface ModelSpec {
-  /** The model's name in the repository. */
-  name: string;
-  /** What the resolver is given. */
-  ref: string;
-}
-
-/**
- * `name=ref` or `ref`, named as `zoo serve` names it: a file by its base name without `.onnx`, a run
- * directory by its base name, anything else by itself. Pure but for the existence probe (a file whose
- * name holds '=' is taken whole).
- */
-export function parseModelSpec(arg: string, exists: (p: string) => boolean = existsSync): ModelSpec {
-  const eq = arg.indexOf('=');
-  let spec: ModelSpec;
-  if (eq > 0 && !exists(arg)) {
-    spec = { name: arg.slice(0, eq), ref: arg.slice(eq + 1) };
-    if (!spec.ref) throw new UserError(`'${arg}': nothing after '=' (give <name>=<model>)`, { exitCode: 2 });
-  } else {
-    const asPath = looksLikePath(arg) || exists(arg);
-    spec = { name: asPath ? path.basename(path.resolve(expandHome(arg))).replace(/\.onnx$/i, '') : arg, ref: arg };
-  }
-  checkTritonName(spec.name, arg);
-  return spec;
-}
-
-function expandHome(ref: string): string {
-  return ref === '~' || ref.startsWith('~/') ? path.join(os.homedir(), ref.slice(1)) : ref;
-}
-
-/** A model's ONNX file and what it is. */
-export interface ServableModel {
-  file: string;
-  task: TritonTask;
-  /** Class names, in output index order. */
-  labels?: string[];
-  notes: string[];
-}
-
-/** The 'task' a run directory's run.json records (detection and segmentation runs record one). */
-function runTask(dir: string): unknown {
-  try {
-    return (JSON.parse(readFileSync(path.join(dir, RUN_FILES.config), 'utf8')) as { task?: unknown } | null)?.task;
-  } catch {
-    return undefined; // the resolver names what is wrong with it
-  }
-}
-
-const isDirectory = (p: string) => {
-  try {
-    return statSync(p).isDirectory();
-  } catch {
-    return false;
-  }
-};
-
-/**
- * The ONNX file a model argument runs, found the way the commands that run models find it: a run
- * directory of any task, a published detector or segmenter (pulled), a detector in the local zoo, or
- * anything the classifier resolver runs (a local zoo name, a pulled published name, an .onnx file).
- * Its task and class names come from the file's metadata (zoo.task), for classifiers from the resolver.
- */
-export async function resolveServableModel(ref: string, options: { settings?: HubSettings; command?: string } = {}): Promise<ServableModel> {
-  const settings = options.settings ?? hubSettings();
-  const command = options.command ?? 'zoo export --triton';
-  const local = expandHome(ref);
-  let file: string | undefined;
-  let resolved: ResolvedModel | undefined;
-  if (isDirectory(local) && existsSync(path.join(local, RUN_FILES.config))) {
-    const task = runTask(local);
-    if (task === 'detection') file = await resolveDetectorFile(local);
-    else if (task === 'segmentation') file = await resolveSegmenterFile(local);
-  } else if (!looksLikePath(ref) && !existsSync(local)) {
-    const named = (list: readonly { name: string; aliases: readonly string[] }[]) => list.some((e) => e.name === ref || e.aliases.includes(ref));
-    if (named(loadPublishedDetectors())) file = await resolveDetectorFile(ref);
-    else if (named(loadPublishedSegmenters())) file = await resolveSegmenterFile(ref);
-    else {
-      const own = await findLocalModel(ref, settings);
-      if (own?.record.task === 'object-detection') file = own.onnx;
-    }
-  }
-  if (!file) {
-    resolved = await resolveModelRef(ref, { purpose: 'run', command, settings });
-    file = resolved.onnx!;
-  }
-  const props = await readOnnxMetadata(file);
-  if (isDetector(props)) return { file, task: 'object-detection', labels: parseDetectionMetadata(props, file).labels, notes: [] };
-  if (isSegmenter(props)) return { file, task: 'image-segmentation', labels: parseSegmentationMetadata(props, file).labels, notes: [] };
-  const meta = resolved?.meta ?? readMetadata(props, file);
-  const labels = labelNames(meta);
-  const task: TritonTask = labels || meta.preprocessing || meta.arch ? 'image-classification' : 'tensor';
-  return { file, task, ...(labels ? { labels } : {}), notes: resolved?.notes ?? [] };
 }
 
 /** The inputs and outputs of an ONNX file, as ONNX Runtime (the engine of Triton's onnxruntime backend) reads them. */
@@ -505,7 +393,7 @@ export async function planTritonRepository(dir: string, args: readonly string[],
     if (kind !== 'none' && !options.force) {
       throw new UserError(`${target} exists: the repository already has a model '${s.name}' (pass --force to replace it)`);
     }
-    const m = await resolveServableModel(s.ref, { ...(options.settings ? { settings: options.settings } : {}), ...(options.command ? { command: options.command } : {}) });
+    const m = await resolveServableModel(s.ref, { ...(options.settings ? { settings: options.settings } : {}), command: options.command ?? 'zoo export --triton' });
     notes.push(...m.notes);
     const io = await readGraphIO(m.file);
     const c = tritonConfig(s.name, io, { task: m.task, ...(m.labels ? { labels: m.labels } : {}), label: m.file }, settled);
