@@ -150,3 +150,20 @@ test.serial('a pulled model with an FP16 variant: FP32 on the CPU under auto, FP
     await server.close();
   }
 });
+
+test('--device auto on a machine where CUDA cannot start serves on the CPU and says why once; --device cuda refuses with the reason', async (t) => {
+  const f = writeClassifier(join(dir, 'dev.onnx'));
+  const notes: string[] = [];
+  const server = await startServer([f], { port: 0, device: 'auto', log: false, onNote: (n) => notes.push(n) });
+  try {
+    t.is(server.models[0]!.provider, 'cpu');
+    const cuda = notes.filter((n) => /CUDA/.test(n));
+    t.is(cuda.length, 1, notes.join('\n'));
+    t.regex(cuda[0]!, /^dev: CUDA not used: .+; using the CPU$/);
+  } finally {
+    await server.close();
+  }
+  const e = await t.throwsAsync(startServer([f], { port: 0, device: 'cuda', log: false }), { instanceOf: UserError });
+  t.regex(e!.message, /^cannot run on CUDA: /);
+  t.regex(e!.message, /NVIDIA GPU|zoo doctor --install-cuda|CUDA 13/);
+});
