@@ -29,6 +29,10 @@ export { trainSegmentation, evaluateSegmentation, exportSegmentation, importSegm
 export type { SegTrainRequest, SegTrainCallbacks, SegTrainOutcome, SegEvalRequest, SegEvalOutcome, SegImportRequest, ImageSegmentation, SegmenterSession } from './api/segmentation.js';
 export { serve, SERVE_DEFAULTS } from './api/serve.js';
 export type { ServeOptions, ZooServer, ServedModelInfo, ServeTask, TensorMeta } from './api/serve.js';
+export { encodeInferRequest, decodeInferResponse } from './serve/protocol.js';
+export type { ClientTensor } from './serve/protocol.js';
+export { writeTritonRepository } from './serve/triton.js';
+export type { TritonRepositoryOptions, TritonRepositoryResult } from './serve/triton.js';
 export { pull, fromPretrained } from './api/pretrained.js';
 export { train, planTraining } from './api/train.js';
 export type { TrainRequest, TrainCallbacks, TrainOutcome, TrainProgress, TrainPlan } from './api/train.js';
@@ -71,7 +75,10 @@ export { metadataProps, readMetadata, readOnnxMetadata } from './onnx/metadata.j
 export type { ModelMetadata } from './onnx/metadata.js';
 export { IMAGENET_PREPROCESSING, preprocessingForSize } from './predict/preprocessing.js';
 export type { Preprocessing } from './predict/preprocessing.js';
-export { createSession, runClassifier, cudaProviderInstalled } from './runtime/ort.js';
+export { createSession, runSession, runClassifier, cudaProviderInstalled } from './runtime/ort.js';
+export type { SessionOptions, Session, HostTensor } from './runtime/ort.js';
+export { cudaReadiness } from './runtime/cuda.js';
+export type { CudaReadiness } from './runtime/cuda.js';
 export { loadWeights } from './io/weights.js';
 export type { LoadWeightsOptions, LoadedWeights } from './io/weights.js';
 export { openTensors, readTensors, loadTensorsInto, modelBudget } from './convert/convert.js';
