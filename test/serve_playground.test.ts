@@ -1,21 +1,27 @@
 /**
  * The playground `zoo serve` answers at `GET /`, in a real headless Chromium (Debian's, driven by
  * playwright-core): the model list, an upload through the file picker, and what a user then sees for each
- * task (the top-5, boxes on the canvas, the mask overlay and its legend) and for a server error. The page
- * is served by a small server in this file that answers the endpoints the page uses as the serving
- * contract has them, with fixed answers. Every request the page makes is checked to stay on 127.0.0.1.
+ * task (the top-5, boxes on the canvas, the mask overlay and its legend) and for a server error. First
+ * against a small server in this file that answers the endpoints the page uses as the serving contract has
+ * them, with fixed answers chosen so that every pixel to check is known; then against `zoo serve` itself
+ * with a small model of each task, the page's view compared with what :predict answers. Every request the
+ * page makes is checked to stay on 127.0.0.1.
  *
  * The browser tests skip, saying why, when no Chromium is found (ZOO_CHROMIUM if set, else
  * /usr/bin/chromium or /usr/bin/chromium-browser); the checks on the page's text run everywhere.
  */
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import sharp from 'sharp';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { MASK_OPACITY, playgroundHtml } from '../src/serve/playground.js';
+import { startServer, type ZooServer } from '../src/serve/server.js';
+import { CLASSIFIER_LABELS, SEGMENTER_LABELS, writeServeModels } from './helpers/serve_models.js';
 
 const html = playgroundHtml();
 
@@ -212,6 +218,26 @@ function near(t: ExecutionContext, got: number[], want: number[], tol: number, w
   t.true(ok, `${what}: got [${got}], want [${want.map((v) => v.toFixed(1))}] within ${tol}`);
 }
 
+/** A picture with structure, so that the models' answers are not all alike. */
+async function picture(width: number, height: number): Promise<{ png: Buffer; rgb: Buffer }> {
+  const rgb = Buffer.alloc(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const o = (y * width + x) * 3;
+      const inside = x > width / 4 && x < (3 * width) / 4 && y > height / 4 && y < (3 * height) / 4;
+      rgb[o] = inside ? 230 : Math.round((x * 255) / width);
+      rgb[o + 1] = inside ? 40 : Math.round((y * 255) / height);
+      rgb[o + 2] = (x * y) % 255;
+    }
+  }
+  return { png: await sharp(rgb, { raw: { width, height, channels: 3 } }).png().toBuffer(), rgb };
+}
+
+async function predictHere(server: ZooServer, path: string, body: Buffer, type = 'image/png'): Promise<Record<string, any>> {
+  const r = await fetch(`${server.url}${path}`, { method: 'POST', body: new Uint8Array(body), headers: { 'content-type': type } });
+  return (await r.json()) as Record<string, any>;
+}
+
 if (!executablePath) {
   const why = process.env.ZOO_CHROMIUM
     ? `ZOO_CHROMIUM=${process.env.ZOO_CHROMIUM} does not exist: the playground browser tests are skipped`
@@ -221,15 +247,21 @@ if (!executablePath) {
 } else {
   let browser: Browser;
   let fake: Fake;
+  let server: ZooServer;
+  const dir = mkdtempSync(join(tmpdir(), 'zoo-playground-'));
 
   test.before(async () => {
     fake = await startFake();
+    const files = await writeServeModels(dir);
+    server = await startServer([`fashion=${files.classifier}`, `det=${files.detector}`, `seg=${files.segmenter}`], { port: 0, device: 'cpu', log: () => {}, maxDelayMs: 1 });
     browser = await chromium.launch({ executablePath, args: ['--no-sandbox'] });
   });
 
   test.after.always(async () => {
     await browser?.close();
     await fake?.close();
+    await server?.close();
+    rmSync(dir, { recursive: true, force: true });
   });
 
   test.serial('the page lists the served models with their tasks; tensor-only models cannot be picked', async (t) => {
@@ -270,6 +302,28 @@ if (!executablePath) {
     await closeTab(t, tab);
   });
 
+  test.serial('an image dropped on the page is posted like one chosen with the picker', async (t) => {
+    const tab = await openTab(browser, fake.url);
+    const { page } = tab;
+    const png = await solidPng(16, 16, [0, 90, 0]);
+    const before = fake.seen.length;
+    const dataTransfer = await page.evaluateHandle((b64) => {
+      const d = new DataTransfer();
+      d.items.add(new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], 'dropped.png', { type: 'image/png' }));
+      return d;
+    }, png.toString('base64'));
+    await page.dispatchEvent('#drop', 'dragover', { dataTransfer });
+    t.true(await page.locator('#drop.over').isVisible(), 'the drop zone shows it will take the file');
+    await page.dispatchEvent('#drop', 'drop', { dataTransfer });
+    await page.locator('#result .top li').nth(4).waitFor();
+    t.false(await page.locator('#drop.over').isVisible());
+    const posted = fake.seen.slice(before).filter((r) => r.method === 'POST');
+    t.is(posted.length, 1);
+    t.is(posted[0]!.contentType, 'image/png');
+    t.true(posted[0]!.body.equals(png));
+    await closeTab(t, tab);
+  });
+
   test.serial('detection draws each box at the displayed scale with "label score"', async (t) => {
     const tab = await openTab(browser, fake.url);
     const { page } = tab;
@@ -278,6 +332,7 @@ if (!executablePath) {
     await page.locator('#file').setInputFiles({ name: 'street.png', mimeType: 'image/png', buffer: await solidPng(1280, 640, image) });
     await page.locator('#result .items li').nth(1).waitFor();
     t.deepEqual(await page.locator('#result .items li span:nth-child(2)').allTextContents(), ['dog 0.92', 'person 0.61']);
+    t.is(fake.seen.at(-1)!.path, '/v1/models/voc:predict?threshold=0.5');
     const { width, height } = await canvasSize(page);
     t.true(width < 1280, `the 1280 px image is shown smaller (${width} px), so boxes must be scaled`);
     const s = width / 1280;
@@ -327,6 +382,76 @@ if (!executablePath) {
     await page.locator('#file').setInputFiles({ name: 'shirt.png', mimeType: 'image/png', buffer: await solidPng(8, 8, [0, 0, 0]) });
     await page.locator('#result .top li').nth(4).waitFor();
     t.true(await alert.isHidden());
+    await closeTab(t, tab);
+  });
+
+  // The page on `zoo serve` itself, with a small model of each task.
+
+  test.serial('on zoo serve: the page lists the models and shows what :predict answers for each task', async (t) => {
+    const tab = await openTab(browser, `${server.url}/`);
+    const { page } = tab;
+    t.deepEqual(await page.locator('#models label').allTextContents(), ['fashion classification', 'det detection', 'seg segmentation']);
+    const { png, rgb } = await picture(64, 48);
+    const upload = () => page.locator('#file').setInputFiles({ name: 'picture.png', mimeType: 'image/png', buffer: png });
+
+    // An error, in the server's words.
+    const text = Buffer.from('not an image');
+    await page.locator('#file').setInputFiles({ name: 'notes.txt', mimeType: 'text/plain', buffer: text });
+    await page.getByRole('alert').waitFor();
+    const refusal = await predictHere(server, '/v1/models/fashion:predict', text, 'text/plain');
+    t.is(await page.getByRole('alert').textContent(), `fashion: ${refusal.error} (HTTP 415)`);
+
+    // Classification: the server's top classes (4 labels, so 4 rows), in its order, as percentages.
+    await upload();
+    await page.locator('#result .top li').nth(CLASSIFIER_LABELS.length - 1).waitFor();
+    const top = (await predictHere(server, '/v1/models/fashion:predict?topk=5', png)).predictions as { label: string; probability: number }[];
+    t.deepEqual(await page.locator('#result .top .label').allTextContents(), top.map((p) => p.label));
+    t.deepEqual(await page.locator('#result .top .num').allTextContents(), top.map((p) => `${(p.probability * 100).toFixed(1)}%`));
+    t.deepEqual([...top.map((p) => p.label)].sort(), [...CLASSIFIER_LABELS].sort());
+
+    // Detection: none of the untrained detector's boxes pass 0.5; at threshold 0 each box the server finds
+    // is listed and drawn, its left edge in its colour.
+    await page.getByRole('radio', { name: 'det detection' }).check();
+    await page.getByText('No objects above the threshold.').waitFor();
+    t.deepEqual((await predictHere(server, '/v1/models/det:predict', png)).detections, []);
+    await page.getByLabel('Score threshold').fill('0');
+    await page.getByLabel('Score threshold').press('Tab');
+    await page.locator('#result .items li').first().waitFor();
+    const dets = (await predictHere(server, '/v1/models/det:predict?threshold=0', png)).detections as { label: string; score: number; box: number[] }[];
+    t.true(dets.length > 0);
+    t.deepEqual(await page.locator('#result .items li span:nth-child(2)').allTextContents(), dets.map((d) => `${d.label} ${d.score.toFixed(2)}`));
+    t.deepEqual(await canvasSize(page), { width: 64, height: 48 });
+    const boxColours = await swatches(page);
+    const last = dets.length - 1;  // drawn last, so nothing covers its edges
+    const [x1, y1, , y2] = dets[last]!.box;
+    near(t, await canvasPixel(page, Math.min(63, x1!), (y1! + y2!) / 2), boxColours[last]!, 2, 'the last box, left edge');
+
+    // Segmentation: every pixel of the canvas is the image blended with its class's legend colour.
+    await page.getByRole('radio', { name: 'seg segmentation' }).check();
+    await page.locator('#result .items li').first().waitFor();
+    const seg = await predictHere(server, '/v1/models/seg:predict?format=json', png);
+    const mask = await sharp(Buffer.from(seg.labels_png as string, 'base64')).raw().toBuffer({ resolveWithObject: true });
+    t.deepEqual([seg.width, seg.height, mask.info.width, mask.info.height], [64, 48, 64, 48]);
+    const names = await page.locator('#result .items .name').allTextContents();
+    t.deepEqual([...names].sort(), Object.keys(seg.areas as object).sort());
+    t.log('areas', JSON.stringify(seg.areas));
+    const colour = new Map(names.map((n, i) => [n, i] as const));
+    const legend = await swatches(page);
+    const drawn = await page.evaluate(() => {
+      const c = document.querySelector<HTMLCanvasElement>('#result canvas')!;
+      return Array.from(c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data);
+    });
+    let worst = 0;
+    for (let p = 0; p < 64 * 48; p++) {
+      const v = mask.data[p * mask.info.channels]!;
+      const c = v === 0 ? undefined : legend[colour.get(SEGMENTER_LABELS[v - 1]!)!]!;
+      for (let ch = 0; ch < 3; ch++) {
+        const img = rgb[p * 3 + ch]!;
+        const want = c ? MASK_OPACITY * c[ch]! + (1 - MASK_OPACITY) * img : img;
+        worst = Math.max(worst, Math.abs(drawn[p * 4 + ch]! - want));
+      }
+    }
+    t.true(worst <= 3, `largest difference from the expected overlay: ${worst}`);
     await closeTab(t, tab);
   });
 }
