@@ -7,7 +7,8 @@
  * dimension but the first and in type, up to `maxBatch` rows, in arrival order. One run at a time per
  * model: ONNX Runtime's intra-op threads already use the cores. Each request's outputs are views into the
  * batch's output (no copy). A full queue refuses at once (503); a request past its deadline is dropped from
- * the queue (504); a run that fails fails every request in it.
+ * the queue (504), as is one whose client went away (its signal aborted). A combined run that fails, or
+ * whose outputs do not follow its rows, is run again request by request, so one bad request fails alone.
  */
 import type { HostTensor } from '../runtime/ort.js';
 import { HttpError } from './http.js';
@@ -23,6 +24,8 @@ export interface BatcherOptions {
   maxQueue: number;
   /** Seconds a client should wait before retrying after a 503 (Retry-After). */
   retryAfterSeconds?: number;
+  /** Whether requests may share a run (the model's outputs follow its batch dimension); default true. */
+  combine?: boolean;
   /** How messages name the model. */
   name: string;
   /** Called after each run: rows, requests and seconds. */
@@ -39,6 +42,8 @@ interface Item {
   resolve: (o: Outputs) => void;
   reject: (e: Error) => void;
   timer?: NodeJS.Timeout;
+  signal?: AbortSignal;
+  onAbort?: () => void;
 }
 
 type Typed = HostTensor['data'];
@@ -68,6 +73,8 @@ export function batchKey(feeds: Feeds): string {
 export class Batcher {
   private queue: Item[] = [];
   private running = false;
+  /** Stopping: queued requests run without waiting for company. */
+  private flushing = false;
   private timer: NodeJS.Timeout | undefined;
   private idleWaiters: (() => void)[] = [];
   private busy = 0;
@@ -89,30 +96,67 @@ export class Batcher {
     return this.queue.length + this.busy;
   }
 
-  /** Runs `feeds` (rows along dimension 0 of every input) in some batch; its outputs, rows in order. */
-  submit(feeds: Feeds, timeoutMs: number): Promise<Outputs> {
+  /** Whether a request now would be refused for a full queue (checked before its body is read). */
+  get full(): boolean {
+    return this.queue.length >= this.options.maxQueue;
+  }
+
+  private overloaded(): HttpError {
+    const after = String(this.options.retryAfterSeconds ?? 1);
+    return new HttpError(503, `${this.options.name} is overloaded: ${this.queue.length} requests are waiting (--max-queue); retry in ${after} s`, { 'Retry-After': after }, 'overloaded');
+  }
+
+  /**
+   * Runs `feeds` (rows along dimension 0 of every input) in some batch; its outputs, rows in order.
+   * `signal` aborted while the request waits takes it out of the queue (its client went away).
+   */
+  submit(feeds: Feeds, timeoutMs: number, signal?: AbortSignal): Promise<Outputs> {
     const first = Object.values(feeds)[0];
     const rows = first?.dims[0] ?? 1;
-    if (rows > this.options.maxBatch) {
+    if (this.combines && rows > this.options.maxBatch) {
       return Promise.reject(new HttpError(400, `a batch of ${rows} is more than the ${this.options.maxBatch} that ${this.options.name} runs at once (--max-batch)`));
     }
-    if (this.queue.length >= this.options.maxQueue) {
-      const after = String(this.options.retryAfterSeconds ?? 1);
-      return Promise.reject(new HttpError(503, `${this.options.name} is overloaded: ${this.queue.length} requests are waiting (--max-queue); retry in ${after} s`, { 'Retry-After': after }));
-    }
+    if (this.full) return Promise.reject(this.overloaded());
+    if (signal?.aborted) return Promise.reject(new HttpError(499, 'the client closed the connection'));
     return new Promise<Outputs>((resolve, reject) => {
       const item: Item = { feeds, rows, key: batchKey(feeds), deadline: Date.now() + timeoutMs, arrived: performance.now(), resolve, reject };
-      item.timer = setTimeout(() => {
+      const drop = (e: HttpError) => {
         const at = this.queue.indexOf(item);
-        if (at >= 0) {
-          this.queue.splice(at, 1);
-          reject(new HttpError(504, `${this.options.name} did not start the request within ${timeoutMs} ms (--timeout); the service is busy`));
-        }
-      }, timeoutMs);
+        if (at < 0) return;
+        this.queue.splice(at, 1);
+        this.release(item);
+        reject(e);
+        if (this.queue.length === 0 && !this.running) for (const w of this.idleWaiters.splice(0)) w();
+      };
+      item.timer = setTimeout(() => drop(new HttpError(504, `${this.options.name} did not start the request within ${timeoutMs} ms (--timeout); the service is busy`)), timeoutMs);
       item.timer.unref?.();
+      if (signal) {
+        item.signal = signal;
+        item.onAbort = () => drop(new HttpError(499, 'the client closed the connection'));
+        signal.addEventListener('abort', item.onAbort, { once: true });
+      }
       this.queue.push(item);
       this.schedule();
     });
+  }
+
+  private get combines(): boolean {
+    return (this.options.combine ?? true) && this.options.maxBatch > 1;
+  }
+
+  private release(item: Item): void {
+    clearTimeout(item.timer);
+    if (item.signal && item.onAbort) item.signal.removeEventListener('abort', item.onAbort);
+  }
+
+  /** Runs what is queued now and from now on without waiting for company (the service is stopping). */
+  flush(): void {
+    this.flushing = true;
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    this.schedule();
   }
 
   /** Resolves when nothing is queued or running. */
@@ -124,7 +168,7 @@ export class Batcher {
   private schedule(): void {
     if (this.running || this.queue.length === 0) return;
     const rows = this.queue.reduce((s, i) => s + i.rows, 0);
-    const wait = this.queue[0]!.arrived + this.options.maxDelayMs - performance.now();
+    const wait = this.flushing ? 0 : this.queue[0]!.arrived + this.options.maxDelayMs - performance.now();
     if (rows >= this.options.maxBatch || wait <= 0) {
       this.startRun();
       return;
@@ -137,9 +181,10 @@ export class Batcher {
 
   /** Takes the oldest request and those after it that fit with it. */
   private take(): Item[] {
-    const head = this.queue[0]!;
-    const batch: Item[] = [];
-    let rows = 0;
+    const head = this.queue.shift()!;
+    const batch: Item[] = [head];
+    if (!this.combines) return batch;
+    let rows = head.rows;
     for (let i = 0; i < this.queue.length && rows < this.options.maxBatch; ) {
       const it = this.queue[i]!;
       if (it.key === head.key && rows + it.rows <= this.options.maxBatch) {
@@ -162,7 +207,7 @@ export class Batcher {
       return;
     }
     const batch = this.take();
-    for (const it of batch) clearTimeout(it.timer);
+    for (const it of batch) this.release(it);
     this.running = true;
     this.busy = batch.length;
     void this.execute(batch).finally(() => {
@@ -180,7 +225,8 @@ export class Batcher {
     try {
       out = await this.run(batch.length === 1 ? batch[0]!.feeds : concatFeeds(batch.map((b) => b.feeds), total));
     } catch (e) {
-      for (const it of batch) it.reject(e as Error);
+      if (batch.length === 1) batch[0]!.reject(e as Error);
+      else await this.oneByOne(batch);
       return;
     }
     this.options.onRun?.(total, batch.length, (performance.now() - t0) / 1000);
@@ -188,16 +234,34 @@ export class Batcher {
       batch[0]!.resolve(out);
       return;
     }
-    let start = 0;
-    for (const it of batch) {
-      try {
+    const parts: Outputs[] = [];
+    try {
+      let start = 0;
+      for (const it of batch) {
         const mine: Outputs = {};
         for (const [name, t] of Object.entries(out)) mine[name] = sliceRows(t, start, it.rows, total);
-        it.resolve(mine);
+        parts.push(mine);
+        start += it.rows;
+      }
+    } catch {
+      // An output that does not follow the rows cannot be split: nobody gets another request's values.
+      await this.oneByOne(batch);
+      return;
+    }
+    batch.forEach((it, i) => it.resolve(parts[i]!));
+  }
+
+  /** Runs each request of a batch alone (after a combined run failed or could not be split). */
+  private async oneByOne(batch: readonly Item[]): Promise<void> {
+    for (const it of batch) {
+      const t0 = performance.now();
+      try {
+        const out = await this.run(it.feeds);
+        this.options.onRun?.(it.rows, 1, (performance.now() - t0) / 1000);
+        it.resolve(out);
       } catch (e) {
         it.reject(e as Error);
       }
-      start += it.rows;
     }
   }
 }

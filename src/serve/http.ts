@@ -4,6 +4,7 @@
  * escapes a handler is a bug in zoo and answers 500.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { gunzipSync, inflateSync } from 'node:zlib';
 
 /** A request that cannot be served: its status, its one-line message and any extra headers. */
 export class HttpError extends Error {
@@ -11,6 +12,8 @@ export class HttpError extends Error {
     readonly status: number,
     message: string,
     readonly headers: Record<string, string> = {},
+    /** Why, where metrics count it apart ('overloaded': a full queue). */
+    readonly reason?: 'overloaded',
   ) {
     super(message);
     this.name = 'HttpError';
@@ -58,17 +61,41 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 
 /** Sends `body` as JSON with `status`. */
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), ...headers });
-  res.end(text);
+  sendBytes(res, status, [Buffer.from(JSON.stringify(body))], { 'Content-Type': 'application/json', ...headers });
 }
 
-/** Sends raw bytes (one buffer or several, written without joining them). */
-export function sendBytes(res: ServerResponse, status: number, parts: readonly Uint8Array[], headers: Record<string, string | number>): void {
+/**
+ * Sends raw bytes (one buffer or several, written without joining them). Headers are set on the response
+ * (not only written), so the access log can read them back.
+ */
+export function sendBytes(res: ServerResponse, status: number, parts: readonly Uint8Array[], headers: Record<string, string | number>, options: { head?: boolean } = {}): void {
   const length = parts.reduce((s, p) => s + p.byteLength, 0);
-  res.writeHead(status, { 'Content-Length': length, ...headers });
+  res.statusCode = status;
+  for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+  res.setHeader('Content-Length', length);
+  if (options.head) {
+    res.end();
+    return;
+  }
   for (const p of parts) res.write(p);
   res.end();
+}
+
+/**
+ * The body as sent (Content-Encoding gzip or deflate undone, within `limit` bytes once decoded); other
+ * encodings are refused with 415.
+ */
+export function decodeBody(body: Buffer, encoding: string | undefined, limit: number): Buffer {
+  const e = (encoding ?? 'identity').trim().toLowerCase();
+  if (e === 'identity' || e === '') return body;
+  if (e !== 'gzip' && e !== 'deflate') throw new HttpError(415, `Content-Encoding ${e.slice(0, 40)} is not supported (gzip, deflate, or none)`);
+  try {
+    return e === 'gzip' ? gunzipSync(body, { maxOutputLength: limit }) : inflateSync(body, { maxOutputLength: limit });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ERR_BUFFER_TOO_LARGE') throw new HttpError(413, `the ${e} body decodes to more than the ${limit} bytes accepted (--max-body)`);
+    throw badRequest(`the body is not valid ${e} data (${(err as Error).message})`);
+  }
 }
 
 /** The media type of a Content-Type header, lower case, without parameters. */

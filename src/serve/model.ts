@@ -42,7 +42,7 @@ export interface ServedModelInfo {
   labels?: string[];
   inputs: TensorMeta[];
   outputs: TensorMeta[];
-  /** Rows combined into one run at most (1: the model has no dynamic batch dimension). */
+  /** Rows combined into one run at most (1: requests run alone, the graph's outputs do not follow a batch dimension). */
   maxBatch: number;
 }
 
@@ -186,15 +186,16 @@ export class ServedModel {
     this.batcher = new Batcher((feeds) => runSession(this.session, feeds), {
       name: info.name,
       maxBatch: info.maxBatch,
+      combine: info.maxBatch > 1,
       maxDelayMs: options.maxDelayMs,
       maxQueue: options.maxQueue,
       onRun: (rows, requests, seconds) => options.onRun?.(info.name, rows, requests, seconds),
     });
   }
 
-  /** Runs feeds (rows along dimension 0) through the batcher. */
-  infer(feeds: Feeds, timeoutMs: number): Promise<Outputs> {
-    return this.batcher.submit(feeds, timeoutMs);
+  /** Runs feeds (rows along dimension 0) through the batcher; `signal` withdraws a request still waiting. */
+  infer(feeds: Feeds, timeoutMs: number, signal?: AbortSignal): Promise<Outputs> {
+    return this.batcher.submit(feeds, timeoutMs, signal);
   }
 
   async close(): Promise<void> {
@@ -228,9 +229,7 @@ export class ServedModel {
       const io = graphIO(session);
       const inputs = io.inputs.map((t) => tensorMeta(t, spec.name));
       const outputs = io.outputs.map((t) => tensorMeta(t, spec.name));
-      const batched = inputs.length > 0 && inputs.every((t) => t.shape.length > 0 && t.shape[0] === -1);
-      const fixed = inputs[0]?.shape[0];
-      const maxBatch = batched ? options.maxBatch : fixed && fixed > 0 ? fixed : 1;
+      const maxBatch = combinable(io) ? options.maxBatch : 1;
       const labels = parts.task === 'image-classification' ? parts.classifier.labels : parts.task === 'object-detection' ? parts.detector.meta.labels : parts.task === 'image-segmentation' ? parts.segmenter.meta.labels : undefined;
       const info: ServedModelInfo = {
         name: spec.name,
@@ -268,6 +267,17 @@ export class ServedModel {
     if (p.task === 'image-classification') return p.classifier.preprocessing.crop;
     return 224;
   }
+}
+
+/**
+ * Whether requests may share a run: every input and every output starts with one and the same symbolic
+ * dimension (zoo's exports name it 'batch'), so a combined run's outputs split back into each request's
+ * rows. A graph whose outputs do not follow that dimension (a transpose, a shape, a count) runs each
+ * request alone.
+ */
+export function combinable(io: { inputs: readonly TensorInfo[]; outputs: readonly TensorInfo[] }): boolean {
+  const first = io.inputs[0]?.shape[0];
+  return typeof first === 'string' && first !== '' && [...io.inputs, ...io.outputs].every((t) => t.shape[0] === first);
 }
 
 function tensorMeta(t: TensorInfo, model: string): TensorMeta {

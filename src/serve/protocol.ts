@@ -63,17 +63,27 @@ export interface InferRequest {
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-function flatten(data: unknown, out: unknown[], depth = 0): void {
-  if (depth > 16) throw badRequest('tensor data nested more than 16 levels deep');
-  if (Array.isArray(data)) for (const d of data) flatten(d, out, depth + 1);
-  else out.push(data);
+/** The leaves of (nested) JSON data in order, at most `limit` of them (past that: the count is wrong, said by the caller). */
+function flatten(data: unknown, limit: number): unknown[] {
+  const out: unknown[] = [];
+  const walk = (d: unknown, depth: number): void => {
+    if (depth > 16) throw badRequest('tensor data nested more than 16 levels deep');
+    if (Array.isArray(d)) {
+      for (const x of d) {
+        walk(x, depth + 1);
+        if (out.length > limit) return;
+      }
+    } else out.push(d);
+  };
+  walk(data, 0);
+  return out;
 }
 
 function elementCount(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
-function checkShape(where: string, shape: unknown, meta: TensorMeta): number[] {
+function checkShape(where: string, shape: unknown, meta: TensorMeta, maxBatch: number | undefined): number[] {
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 0)) {
     throw badRequest(`${where}: 'shape' must be an array of non-negative integers`);
   }
@@ -85,11 +95,12 @@ function checkShape(where: string, shape: unknown, meta: TensorMeta): number[] {
     if (m !== -1 && dims[i] !== m) throw badRequest(`${where}: shape [${dims.join(', ')}] does not fit the model's [${meta.shape.join(', ')}] (dimension ${i} must be ${m})`);
   });
   if (dims.some((d) => d === 0)) throw badRequest(`${where}: shape [${dims.join(', ')}] holds no elements`);
+  if (maxBatch !== undefined && maxBatch > 1 && dims[0]! > maxBatch) throw badRequest(`a batch of ${dims[0]} is more than the ${maxBatch} the model runs at once (--max-batch)`);
   return dims;
 }
 
 function fromJson(where: string, datatype: string, info: DatatypeInfo, values: unknown[], count: number): HostTensor['data'] {
-  if (values.length !== count) throw badRequest(`${where}: ${values.length} values for a shape of ${count} elements`);
+  if (values.length !== count) throw badRequest(`${where}: ${values.length > count ? `more than ${count}` : values.length} values for a shape of ${count} elements`);
   const out = new info.array(count);
   if (datatype === 'BOOL') {
     for (let i = 0; i < count; i++) {
@@ -105,7 +116,10 @@ function fromJson(where: string, datatype: string, info: DatatypeInfo, values: u
     if (typeof v !== 'number' || (integer && !Number.isInteger(v))) {
       throw badRequest(`${where}: ${datatype} data must be ${integer ? 'integers' : 'numbers'} (element ${i} is ${JSON.stringify(v)?.slice(0, 20)})`);
     }
-    if (out instanceof BigInt64Array) out[i] = BigInt(v);
+    if (out instanceof BigInt64Array) {
+      if (Math.abs(v) > 2 ** 63) throw badRequest(`${where}: element ${i} (${v}) is out of range for INT64`);
+      out[i] = BigInt(v);
+    }
     else (out as Float32Array)[i] = v;
   }
   if (integer && !(out instanceof BigInt64Array)) {
@@ -119,7 +133,7 @@ function fromJson(where: string, datatype: string, info: DatatypeInfo, values: u
  * Parses and checks an inference request for a model with `inputs` and `outputs`: every input named once,
  * of the model's datatype and a shape that fits, its data complete (JSON, or binary after the header).
  */
-export function parseInferRequest(body: Buffer, headerLength: string | undefined, model: { name: string; inputs: TensorMeta[]; outputs: TensorMeta[] }): InferRequest {
+export function parseInferRequest(body: Buffer, headerLength: string | undefined, model: { name: string; inputs: TensorMeta[]; outputs: TensorMeta[]; maxBatch?: number }): InferRequest {
   let jsonEnd = body.length;
   if (headerLength !== undefined) {
     const n = Number(headerLength);
@@ -152,7 +166,7 @@ export function parseInferRequest(body: Buffer, headerLength: string | undefined
     if (raw.datatype !== meta.datatype) throw badRequest(`${where} is ${raw.datatype}; ${model.name} takes ${meta.datatype}`);
     const info = DATATYPES[meta.datatype];
     if (!info) throw new HttpError(400, `${where}: datatype ${meta.datatype} is not one zoo serves`);
-    const dims = checkShape(where, raw.shape, meta);
+    const dims = checkShape(where, raw.shape, meta, model.maxBatch);
     const count = elementCount(dims);
     const p = isObject(raw.parameters) ? raw.parameters : {};
     let data: HostTensor['data'];
@@ -174,9 +188,7 @@ export function parseInferRequest(body: Buffer, headerLength: string | undefined
     } else {
       if (!info.json) throw badRequest(`${where}: ${meta.datatype} has no JSON form; send it as binary data (binary_data_size)`);
       if (raw.data === undefined) throw badRequest(`${where} has no 'data'`);
-      const values: unknown[] = [];
-      flatten(raw.data, values);
-      data = fromJson(where, meta.datatype, info, values, count);
+      data = fromJson(where, meta.datatype, info, flatten(raw.data, count), count);
     }
     inputs[name] = { type: info.type, data, dims };
   }

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
 import { findPackageDir } from '../util/package.js';
 import type { ProviderChoice, SessionOptions } from '../runtime/ort.js';
-import { HttpError, readBody, sendBytes, sendJson } from './http.js';
+import { HttpError, decodeBody, readBody, sendBytes, sendJson } from './http.js';
 import { INFERENCE_HEADER, encodeInferResponse, parseInferRequest } from './protocol.js';
 import { ServedModel, parseModelSpec, type ServedModelInfo } from './model.js';
 import { predictImage } from './tasks.js';
@@ -40,6 +40,12 @@ export interface ServeOptions {
   maxBodyBytes?: number;
   /** Images of more decoded pixels are refused with 413 before decoding: 40 M. */
   maxImagePixels?: number;
+  /** Segmenters run on images of at most this many pixels; larger ones are scaled down and their labels back up: 1 Mi (1024 x 1024). */
+  segmentationPixels?: number;
+  /** After close() turns readiness off, keep accepting this long (load balancers notice readiness late): 0. */
+  drainMs?: number;
+  /** Idle keep-alive connections are closed after this long: 65 s (longer than common load balancers' 60 s). */
+  keepAliveMs?: number;
   /** ONNX Runtime's intra-op threads per session (default: all cores). */
   threads?: number;
   session?: Omit<SessionOptions, 'provider' | 'warmup' | 'intraOpThreads'>;
@@ -60,6 +66,8 @@ export interface ZooServer {
   readonly ready: boolean;
   /** Requests being handled now. */
   readonly inFlight: number;
+  /** Requests waiting for a run, over every model. */
+  readonly queued: number;
   /** Graceful stop: readiness off, no new connections, requests in flight finished, sessions released. */
   close(): Promise<void>;
 }
@@ -73,7 +81,13 @@ export const SERVE_DEFAULTS = {
   timeoutMs: 30_000,
   maxBodyBytes: 64 * 1024 * 1024,
   maxImagePixels: 40_000_000,
+  segmentationPixels: 1024 * 1024,
+  drainMs: 0,
+  keepAliveMs: 65_000,
 } as const;
+
+/** Node's timers hold at most 2^31 - 1 ms (a longer one fires at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 function zooVersion(): string {
   const file = findPackageDir(path.dirname(fileURLToPath(import.meta.url)), 'package.json');
@@ -84,9 +98,12 @@ function zooVersion(): string {
   }
 }
 
-function positiveInt(name: string, v: number | undefined, fallback: number, min = 1): number {
+function positiveInt(name: string, v: number | undefined, fallback: number, min = 1, max = Number.MAX_SAFE_INTEGER): number {
   if (v === undefined) return fallback;
-  if (!Number.isInteger(v) || v < min) throw new UserError(`${name} must be an integer of at least ${min}, got ${v}`, { exitCode: 2 });
+  if (!Number.isInteger(v) || v < min || v > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`;
+    throw new UserError(`${name} must be an integer ${range}, got ${v}`, { exitCode: 2 });
+  }
   return v;
 }
 
@@ -97,11 +114,14 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
     port: positiveInt('--port', options.port, SERVE_DEFAULTS.port, 0),
     host: options.host ?? SERVE_DEFAULTS.host,
     maxBatch: positiveInt('--max-batch', options.maxBatch, SERVE_DEFAULTS.maxBatch),
-    maxDelayMs: positiveInt('--max-delay-ms', options.maxDelayMs, SERVE_DEFAULTS.maxDelayMs, 0),
+    maxDelayMs: positiveInt('--max-delay-ms', options.maxDelayMs, SERVE_DEFAULTS.maxDelayMs, 0, 60_000),
     maxQueue: positiveInt('--max-queue', options.maxQueue, SERVE_DEFAULTS.maxQueue),
-    timeoutMs: positiveInt('--timeout', options.timeoutMs, SERVE_DEFAULTS.timeoutMs),
-    maxBodyBytes: positiveInt('--max-body', options.maxBodyBytes, SERVE_DEFAULTS.maxBodyBytes),
+    timeoutMs: positiveInt('--timeout', options.timeoutMs, SERVE_DEFAULTS.timeoutMs, 1, MAX_TIMER_MS),
+    maxBodyBytes: positiveInt('--max-body', options.maxBodyBytes, SERVE_DEFAULTS.maxBodyBytes, 1, 2 ** 31),
     maxImagePixels: positiveInt('--max-pixels', options.maxImagePixels, SERVE_DEFAULTS.maxImagePixels),
+    segmentationPixels: positiveInt('--seg-pixels', options.segmentationPixels, SERVE_DEFAULTS.segmentationPixels, 1024),
+    drainMs: positiveInt('--drain-ms', options.drainMs, SERVE_DEFAULTS.drainMs, 0, MAX_TIMER_MS),
+    keepAliveMs: positiveInt('--keep-alive-ms', options.keepAliveMs, SERVE_DEFAULTS.keepAliveMs, 1, MAX_TIMER_MS),
   };
   if (o.port > 65535) throw new UserError(`--port must be at most 65535, got ${o.port}`, { exitCode: 2 });
   const specs = modelArgs.map((a) => parseModelSpec(a));
@@ -143,9 +163,25 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
   let inFlight = 0;
   metrics.inFlight.track({}, () => inFlight);
   const idleWaiters: (() => void)[] = [];
+  /** Responses not yet finished (close() makes those still to send their headers close their connection). */
+  const active = new Set<ServerResponse>();
 
-  const handle = async (req: IncomingMessage, res: ServerResponse, note: { model?: string; endpoint: string; rows?: number }): Promise<void> => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+  /** The request's body, refused at once (before reading it) when the model's queue is full or the server is stopping. */
+  const body = async (req: IncomingMessage, m: ServedModel): Promise<Buffer> => {
+    if (!ready) throw new HttpError(503, 'the server is shutting down', { 'Retry-After': '1' });
+    if (m.batcher.full) throw new HttpError(503, `${m.info.name} is overloaded: ${m.batcher.depth} requests are waiting (--max-queue); retry in 1 s`, { 'Retry-After': '1' }, 'overloaded');
+    const raw = await readBody(req, o.maxBodyBytes);
+    const encoding = req.headers['content-encoding'];
+    return decodeBody(raw, Array.isArray(encoding) ? encoding[0] : encoding, o.maxBodyBytes);
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse, note: RequestNote): Promise<void> => {
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://localhost');
+    } catch {
+      throw new HttpError(400, `the request target ${(req.url ?? '').slice(0, 100)} is not a valid path`);
+    }
     const parts = url.pathname.split('/').filter(Boolean).map((p) => {
       try {
         return decodeURIComponent(p);
@@ -175,18 +211,12 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
     if (parts.length === 0) {
       note.endpoint = 'playground';
       want('GET', 'HEAD');
-      const html = playgroundHtml();
-      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': Buffer.byteLength(html), 'Cache-Control': 'no-cache' });
-      res.end(method === 'HEAD' ? undefined : html);
-      return;
+      return sendBytes(res, 200, [Buffer.from(playgroundHtml())], { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-cache' }, { head: method === 'HEAD' });
     }
     if (parts[0] === 'metrics' && parts.length === 1) {
       note.endpoint = 'metrics';
       want('GET');
-      const text = metrics.registry.render();
-      res.writeHead(200, { 'Content-Type': PROMETHEUS_CONTENT_TYPE, 'Content-Length': Buffer.byteLength(text) });
-      res.end(text);
-      return;
+      return sendBytes(res, 200, [Buffer.from(metrics.registry.render())], { 'Content-Type': PROMETHEUS_CONTENT_TYPE });
     }
     if (parts[0] === 'v2') {
       if (parts.length === 1) {
@@ -214,12 +244,11 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
         }
         if (rest.length === 1 && rest[0] === 'infer') {
           want('POST');
-          if (!ready) throw new HttpError(503, 'the server is shutting down', { 'Retry-After': '1', Connection: 'close' });
-          const body = await readBody(req, o.maxBodyBytes);
+          const data = await body(req, m);
           const header = req.headers[INFERENCE_HEADER];
-          const request = parseInferRequest(body, Array.isArray(header) ? header[0] : header, m.info);
+          const request = parseInferRequest(data, Array.isArray(header) ? header[0] : header, m.info);
           note.rows = Object.values(request.inputs)[0]?.dims[0];
-          const outputs = await m.infer(request.inputs, o.timeoutMs);
+          const outputs = await m.infer(request.inputs, o.timeoutMs, note.signal);
           const { header: json, binary } = encodeInferResponse({ name: m.info.name }, request, outputs);
           if (binary.length === 0) return sendBytes(res, 200, [json], { 'Content-Type': 'application/json' });
           return sendBytes(res, 200, [json, ...binary], { 'Content-Type': 'application/octet-stream', 'Inference-Header-Content-Length': json.length });
@@ -242,10 +271,14 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
         }
         if (verb === 'predict') {
           want('POST');
-          if (!ready) throw new HttpError(503, 'the server is shutting down', { 'Retry-After': '1', Connection: 'close' });
-          const body = await readBody(req, o.maxBodyBytes);
+          const data = await body(req, m);
           note.rows = 1;
-          const answer = await predictImage(m, body, req.headers['content-type'], url.searchParams, { maxImagePixels: o.maxImagePixels, timeoutMs: o.timeoutMs });
+          const answer = await predictImage(m, data, req.headers['content-type'], url.searchParams, {
+            maxImagePixels: o.maxImagePixels,
+            segmentationPixels: o.segmentationPixels,
+            timeoutMs: o.timeoutMs,
+            signal: note.signal,
+          });
           if ('json' in answer) return sendJson(res, 200, answer.json);
           return sendBytes(res, 200, [answer.bytes], { 'Content-Type': answer.contentType, ...answer.headers });
         }
@@ -255,10 +288,16 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
     throw new HttpError(404, `no endpoint ${method} ${url.pathname.slice(0, 200)}; see GET / for the playground, /v2 for the Open Inference Protocol and /v1/models/<name>:predict for images`);
   };
 
-  const server = http.createServer((req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     const t0 = performance.now();
     inFlight++;
-    const note: { model?: string; endpoint: string; rows?: number } = { endpoint: 'other' };
+    const aborted = new AbortController();
+    const note: RequestNote = { endpoint: 'other', signal: aborted.signal };
+    const remote = req.socket.remoteAddress;
+    // Once stopping, every answer closes its connection: the client's next request goes elsewhere
+    // instead of meeting a reset.
+    if (!ready) res.setHeader('Connection', 'close');
+    active.add(res);
     let bytesIn = 0;
     req.on('data', (c: Buffer) => (bytesIn += c.length));
     let finished = false;
@@ -266,27 +305,32 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
       if (finished) return;
       finished = true;
       inFlight--;
+      active.delete(res);
+      // A client that went away before its answer was sent: nginx's 499, counted apart from answers.
+      const gone = !res.writableFinished;
+      if (gone) aborted.abort();
+      const status = gone ? 499 : res.statusCode;
       const seconds = (performance.now() - t0) / 1000;
       const labels = { model: note.model ?? '', endpoint: note.endpoint };
-      const code = String(res.statusCode);
+      const code = String(status);
       metrics.requests.inc({ ...labels, code });
-      if (res.statusCode >= 400) metrics.errors.inc({ ...labels, code });
-      if (res.statusCode === 503 && note.model) metrics.rejected.inc({ model: note.model });
+      if (status >= 400) metrics.errors.inc({ ...labels, code });
+      if (note.overloaded && note.model) metrics.rejected.inc({ model: note.model });
       metrics.latency.observe(labels, seconds);
       log?.(
         JSON.stringify({
           time: new Date().toISOString(),
-          remote: req.socket.remoteAddress,
+          remote,
           method: req.method,
           path: (req.url ?? '').slice(0, 300),
-          status: res.statusCode,
+          status,
           ms: Math.round(seconds * 1e4) / 10,
           bytes_in: bytesIn,
-          bytes_out: Number(res.getHeader('content-length') ?? 0),
+          bytes_out: gone ? 0 : Number(res.getHeader('content-length') ?? 0),
           ...(note.model ? { model: note.model } : {}),
           endpoint: note.endpoint,
           ...(note.rows !== undefined ? { rows: note.rows } : {}),
-          ...(res.statusCode >= 400 && errorText.has(res) ? { error: errorText.get(res) } : {}),
+          ...(gone ? { error: 'the client closed the connection before the answer was sent' } : status >= 400 && errorText.has(res) ? { error: errorText.get(res) } : {}),
         }),
       );
       if (inFlight === 0) for (const w of idleWaiters.splice(0)) w();
@@ -301,7 +345,9 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
             ? new HttpError(400, e.message)
             : new HttpError(500, `internal error in zoo serve: ${(e as Error)?.message ?? String(e)}`);
       if (!(e instanceof HttpError) && !(e instanceof UserError)) process.stderr.write(`zoo serve: ${(e as Error)?.stack ?? String(e)}\n`);
+      if (err.reason === 'overloaded') note.overloaded = true;
       errorText.set(res, err.message);
+      if (res.destroyed || res.writableEnded) return;
       if (res.headersSent) {
         res.destroy();
         return;
@@ -313,15 +359,23 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
         req.resume();
       }
     });
+  };
+  const server = http.createServer(onRequest);
+  // Expect: 100-continue: a body over the limit is refused before the client sends it.
+  server.on('checkContinue', (req, res) => {
+    if (Number(req.headers['content-length'] ?? 0) <= o.maxBodyBytes) res.writeContinue();
+    onRequest(req, res);
   });
   const errorText = new WeakMap<ServerResponse, string>();
-  server.keepAliveTimeout = 5_000;
-  server.headersTimeout = 30_000;
-  server.requestTimeout = Math.max(60_000, o.timeoutMs * 2);
-  server.on('clientError', (err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{"error":"malformed HTTP request"}');
+  server.keepAliveTimeout = o.keepAliveMs;
+  server.headersTimeout = Math.min(MAX_TIMER_MS, o.keepAliveMs + 1_000);
+  server.requestTimeout = Math.min(MAX_TIMER_MS, Math.max(120_000, o.timeoutMs * 2));
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    const [status, text] =
+      err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'Request Timeout'] : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large'] : [400, 'Bad Request'];
+    const body = JSON.stringify({ error: status === 400 ? 'malformed HTTP request' : text.toLowerCase() });
+    if (socket.writable) socket.end(`HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
     else socket.destroy();
-    void err;
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => {
@@ -347,9 +401,18 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
     get inFlight() {
       return inFlight;
     },
+    get queued() {
+      let n = 0;
+      for (const m of models.values()) n += m.batcher.depth;
+      return n;
+    },
     close() {
       closing ??= (async () => {
         ready = false;
+        for (const r of active) if (!r.headersSent) r.setHeader('Connection', 'close');
+        // Readiness is off; keep accepting while load balancers take notice.
+        if (o.drainMs > 0) await new Promise((r) => setTimeout(r, o.drainMs));
+        for (const m of models.values()) m.batcher.flush();
         const stopped = new Promise<void>((r) => server.close(() => r()));
         server.closeIdleConnections();
         if (inFlight > 0) await new Promise<void>((r) => idleWaiters.push(r));
@@ -361,6 +424,16 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
       return closing;
     },
   };
+}
+
+interface RequestNote {
+  model?: string;
+  endpoint: string;
+  rows?: number;
+  /** Aborted when the client goes away before its answer. */
+  signal: AbortSignal;
+  /** Refused for a full queue. */
+  overloaded?: boolean;
 }
 
 function splitVerb(segment: string): [string, string | undefined] {

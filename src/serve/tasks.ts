@@ -21,8 +21,15 @@ import type { ServedModel } from './model.js';
 
 export interface TaskLimits {
   maxImagePixels: number;
+  /** Segmenters run on images of at most this many pixels (larger ones are scaled down, the labels scaled back up). */
+  segmentationPixels: number;
   timeoutMs: number;
+  /** Aborted when the client goes away: a request still waiting is withdrawn. */
+  signal?: AbortSignal;
 }
+
+/** The formats the endpoint decodes (sharp's names); SVG and the rest of what sharp reads are refused. */
+const IMAGE_FORMATS = ['jpeg', 'png', 'webp', 'gif', 'heif', 'tiff'];
 
 /** A task answer: JSON, or bytes with their content type. */
 export type TaskAnswer = { json: Record<string, unknown> } | { bytes: Buffer; contentType: string; headers?: Record<string, string> };
@@ -45,7 +52,10 @@ export function imageFromBody(body: Buffer, contentType: string | undefined): Bu
   return bytes;
 }
 
-/** The image's size from its header, refused before decoding when it is not an image or has too many pixels. */
+/**
+ * The image's size from its header (as displayed: EXIF rotations of 90 degrees swap it), refused before
+ * decoding when it is not an image of the accepted formats or has too many pixels.
+ */
 async function probe(bytes: Buffer, maxPixels: number): Promise<{ width: number; height: number }> {
   let meta: sharp.Metadata;
   try {
@@ -53,8 +63,12 @@ async function probe(bytes: Buffer, maxPixels: number): Promise<{ width: number;
   } catch (e) {
     throw badRequest(`the body is not an image zoo can read (JPEG, PNG, WebP, GIF, AVIF, TIFF): ${(e as Error).message.split('\n')[0]}`);
   }
-  const width = meta.width ?? 0;
-  const height = meta.height ?? 0;
+  if (!meta.format || !IMAGE_FORMATS.includes(meta.format)) {
+    throw new HttpError(415, `the image is ${meta.format ?? 'of an unknown format'}; the endpoint takes JPEG, PNG, WebP, GIF, AVIF or TIFF`);
+  }
+  const swap = (meta.orientation ?? 1) >= 5;
+  const width = (swap ? meta.height : meta.width) ?? 0;
+  const height = (swap ? meta.width : meta.height) ?? 0;
   if (!width || !height) throw badRequest('the image has no size');
   if (width * height > maxPixels) {
     throw new HttpError(413, `the image is ${width}x${height} = ${width * height} pixels, more than the ${maxPixels} accepted (--max-pixels)`);
@@ -62,10 +76,12 @@ async function probe(bytes: Buffer, maxPixels: number): Promise<{ width: number;
   return { width, height };
 }
 
-/** Decoded RGB pixels, with truncated or corrupt data refused (400). */
-async function decodeRgb(bytes: Buffer, maxPixels: number): Promise<{ data: Uint8Array; width: number; height: number; channels: 3 }> {
+/** Decoded RGB pixels (resized to `size` when given), with truncated or corrupt data refused (400). */
+async function decodeRgb(bytes: Buffer, maxPixels: number, size?: { width: number; height: number }): Promise<{ data: Uint8Array; width: number; height: number; channels: 3 }> {
   try {
-    const { data, info } = await sharp(bytes, { failOn: 'error', limitInputPixels: maxPixels }).rotate().removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+    let image = sharp(bytes, { failOn: 'error', limitInputPixels: maxPixels }).rotate();
+    if (size) image = image.resize(size.width, size.height, { fit: 'fill', kernel: 'linear' });
+    const { data, info } = await image.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
     return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: 3 };
   } catch (e) {
     throw badRequest(`the image cannot be decoded (truncated or corrupt): ${(e as Error).message.split('\n')[0]}`);
@@ -109,17 +125,17 @@ export async function predictImage(model: ServedModel, body: Buffer, contentType
       throw e;
     }
     const crop = c.preprocessing.crop;
-    const out = await model.infer({ [input]: { type: 'float32', data: x, dims: [1, 3, crop, crop] } }, limits.timeoutMs);
+    const out = await model.infer({ [input]: { type: 'float32', data: x, dims: [1, 3, crop, crop] } }, limits.timeoutMs, limits.signal);
     const logits = out[model.info.outputs[0]!.name]!.data as Float32Array;
     const classes = logits.length;
     return { json: { model: name, task: parts.task, width: size.width, height: size.height, predictions: softmaxTop(logits, 0, Math.min(k, classes), classes, c.labels).map((p) => ({ label: p.label, index: p.index, probability: p.probability })) } };
   }
-  const px = await decodeRgb(bytes, limits.maxImagePixels);
   if (parts.task === 'object-detection') {
+    const px = await decodeRgb(bytes, limits.maxImagePixels);
     const threshold = floatParam(query, 'threshold', 0.5, 0, 1);
     const d = parts.detector;
     const s = prepareDetectionSample(px, { id: 'request', year: '', width: px.width, height: px.height, objects: [] }, { minSize: d.meta.minSize, maxSize: d.meta.maxSize, preprocessing: d.meta });
-    const out = await model.infer({ [input]: { type: 'float32', data: toNCHW(s.image, 1, s.height, s.width, 3), dims: [1, 3, s.height, s.width] } }, limits.timeoutMs);
+    const out = await model.infer({ [input]: { type: 'float32', data: toNCHW(s.image, 1, s.height, s.width, 3), dims: [1, 3, s.height, s.width] } }, limits.timeoutMs, limits.signal);
     const [found] = unpadDetections(
       {
         num: out.num_detections!.data as BigInt64Array,
@@ -135,16 +151,38 @@ export async function predictImage(model: ServedModel, body: Buffer, contentType
   const format = query.get('format') ?? 'png';
   if (format !== 'png' && format !== 'json') throw badRequest(`'format' must be png or json, got '${format.slice(0, 20)}'`);
   const seg = parts.segmenter;
+  // A segmenter's memory grows with the image (logits of every class at every pixel): large images run
+  // scaled down to the limit, and their labels are scaled back up to the image's size.
+  const scale = Math.min(1, Math.sqrt(limits.segmentationPixels / (size.width * size.height)));
+  const run = scale < 1 ? { width: Math.max(1, Math.floor(size.width * scale)), height: Math.max(1, Math.floor(size.height * scale)) } : undefined;
+  const px = await decodeRgb(bytes, limits.maxImagePixels, run);
   const unlabeled = { width: px.width, height: px.height, data: new Uint8Array(px.width * px.height) };
   const t = segEvalSample(px, unlabeled, { mean: seg.meta.mean, std: seg.meta.std });
-  const out = await model.infer({ [input]: { type: 'float32', data: toNCHW(t.image, 1, t.height, t.width, 3), dims: [1, 3, t.height, t.width] } }, limits.timeoutMs);
-  const labels = segmenterLabels(seg, out, t.height, t.width);
-  const png = encodeGrayPng(labels, t.width, t.height, labels instanceof Uint16Array ? 16 : 8);
-  if (format === 'png') return { bytes: png, contentType: 'image/png', headers: { 'X-Zoo-Classes': String(seg.meta.labels.length) } };
-  const areas: Record<string, number> = {};
+  const out = await model.infer({ [input]: { type: 'float32', data: toNCHW(t.image, 1, t.height, t.width, 3), dims: [1, 3, t.height, t.width] } }, limits.timeoutMs, limits.signal);
+  let labels = segmenterLabels(seg, out, t.height, t.width);
+  if (run) labels = scaleLabels(labels, t.width, t.height, size.width, size.height);
+  const { width, height } = size;
+  const png = encodeGrayPng(labels, width, height, labels instanceof Uint16Array ? 16 : 8);
+  const headers: Record<string, string> = { 'X-Zoo-Classes': String(seg.meta.labels.length), ...(run ? { 'X-Zoo-Inferred-Size': `${t.width}x${t.height}` } : {}) };
+  if (format === 'png') return { bytes: png, contentType: 'image/png', headers };
+  const areas: Record<string, number> = Object.create(null) as Record<string, number>;
   for (let i = 0; i < labels.length; i++) {
     const label = seg.meta.labels[labels[i]! - 1] ?? String(labels[i]);
     areas[label] = (areas[label] ?? 0) + 1;
   }
-  return { json: { model: name, task: parts.task, width: t.width, height: t.height, classes: seg.meta.labels, areas, labels_png: png.toString('base64') } };
+  return {
+    json: { model: name, task: parts.task, width, height, ...(run ? { inferred: { width: t.width, height: t.height } } : {}), classes: seg.meta.labels, areas, labels_png: png.toString('base64') },
+  };
+}
+
+/** Labels of a w x h map at W x H, nearest neighbour (pixel centres). */
+export function scaleLabels(labels: Uint8Array | Uint16Array, w: number, h: number, W: number, H: number): Uint8Array | Uint16Array {
+  const out = labels instanceof Uint16Array ? new Uint16Array(W * H) : new Uint8Array(W * H);
+  const cols = new Int32Array(W);
+  for (let x = 0; x < W; x++) cols[x] = Math.min(w - 1, Math.floor(((x + 0.5) * w) / W));
+  for (let y = 0; y < H; y++) {
+    const row = Math.min(h - 1, Math.floor(((y + 0.5) * h) / H)) * w;
+    for (let x = 0; x < W; x++) out[y * W + x] = labels[row + cols[x]!]!;
+  }
+  return out;
 }

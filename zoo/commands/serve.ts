@@ -13,6 +13,9 @@ interface ServeCliOptions {
   timeout: number;
   maxBody: number;
   maxPixels: number;
+  segPixels: number;
+  drainMs: number;
+  keepAliveMs: number;
   threads?: number;
   warmup: boolean;
   accessLog: boolean;
@@ -34,6 +37,9 @@ export function serveCommand(): Command {
     .option('--timeout <ms>', 'a request not started within this is answered 504', positiveInt('--timeout'), SERVE_DEFAULTS.timeoutMs)
     .option('--max-body <bytes>', 'largest request body (413 past it)', positiveInt('--max-body'), SERVE_DEFAULTS.maxBodyBytes)
     .option('--max-pixels <n>', 'largest decoded image, in pixels (413 past it, checked before decoding)', positiveInt('--max-pixels'), SERVE_DEFAULTS.maxImagePixels)
+    .option('--seg-pixels <n>', 'segmenters run on at most this many pixels (larger images scaled down, labels back up)', positiveInt('--seg-pixels'), SERVE_DEFAULTS.segmentationPixels)
+    .option('--drain-ms <ms>', 'on SIGTERM, keep accepting this long after readiness turns false (for load balancers)', nonNegativeInt('--drain-ms'), SERVE_DEFAULTS.drainMs)
+    .option('--keep-alive-ms <ms>', 'idle keep-alive connections close after this long', positiveInt('--keep-alive-ms'), SERVE_DEFAULTS.keepAliveMs)
     .option('--threads <n>', 'ONNX Runtime intra-op threads per model (default: all cores)', positiveInt('--threads'))
     .option('--no-warmup', 'skip the one run per model at start')
     .option('--no-access-log', 'do not print a JSON line per request')
@@ -65,6 +71,14 @@ Examples:
     )
     .action(
       action(async (models: string[], opts: ServeCliOptions) => {
+        // A broken stdout (a log collector gone, '| head') stops the access log, not the service.
+        let logging = opts.accessLog;
+        process.stdout.removeAllListeners('error');
+        process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+          if (!logging) return;
+          logging = false;
+          process.stderr.write(`zoo serve: the access log stopped: stdout failed (${e.code ?? e.message})\n`);
+        });
         const server = await startServer(models, {
           port: opts.port,
           host: opts.host,
@@ -76,9 +90,12 @@ Examples:
           timeoutMs: opts.timeout,
           maxBodyBytes: opts.maxBody,
           maxImagePixels: opts.maxPixels,
+          segmentationPixels: opts.segPixels,
+          drainMs: opts.drainMs,
+          keepAliveMs: opts.keepAliveMs,
           ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
           warmup: opts.warmup,
-          ...(opts.accessLog ? {} : { log: false }),
+          log: opts.accessLog ? (line) => logging && process.stdout.write(`${line}\n`) : false,
           onNote: (line) => process.stderr.write(`note: ${line}\n`),
         });
         for (const m of server.models) {
