@@ -7,6 +7,7 @@
 import test from 'ava';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServer } from '../src/serve/server.js';
@@ -137,18 +138,52 @@ test.serial('a full queue answers 503 with Retry-After, a request waiting past -
   }
 });
 
-test.serial('close() turns readiness off, refuses new work, finishes the requests in flight, then stops', async (t) => {
-  const server = await startServer([classifier], { port: 0, device: 'cpu', log: false, maxDelayMs: 800 });
+test.serial('close() turns readiness off, refuses new work while draining, finishes the requests in flight with Connection: close, then stops', async (t) => {
+  const server = await startServer([classifier], { port: 0, device: 'cpu', log: false, maxDelayMs: 3000, drainMs: 400 });
   const inFlight = [1, 2, 3].map((i) => infer(server.url, image(i)));
-  // Wait until the three are queued (the model waits 800 ms for company).
-  for (let i = 0; i < 100 && server.inFlight < 3; i++) await new Promise((r) => setTimeout(r, 10));
+  // Wait until the three are queued (the model waits 3 s for company).
+  for (let i = 0; i < 250 && server.queued < 3; i++) await new Promise((r) => setTimeout(r, 10));
   t.is(server.inFlight, 3);
   const closing = server.close();
   t.false(server.ready);
+  // During the drain the server still answers: not ready, and no new work.
+  const ready = await fetch(`${server.url}/v2/health/ready`);
+  t.is(ready.status, 503);
+  t.is(ready.headers.get('connection'), 'close');
+  const refused = await infer(server.url, image(9));
+  t.is(refused.status, 503);
+  t.regex(JSON.parse(refused.bytes.toString()).error, /shutting down/);
   const answers = await Promise.all(inFlight);
   t.deepEqual(answers.map((a) => a.status), [200, 200, 200]);
+  for (const a of answers) t.is(a.headers.get('connection'), 'close', 'answers sent while stopping close their connection');
   await closing;
   await t.throwsAsync(fetch(`${server.url}/v2/health/live`), undefined, 'no longer listening');
+});
+
+test.serial('a client that goes away while its request waits is withdrawn: logged as 499, never run', async (t) => {
+  const lines: string[] = [];
+  const server = await startServer([classifier], { port: 0, device: 'cpu', log: (l) => lines.push(l), maxDelayMs: 1500 });
+  try {
+    const { body, headers } = encodeInferRequest([{ name: 'input', datatype: 'FP32', shape: [1, 3, 32, 32], data: image(1) }]);
+    const sock = connect(server.port, '127.0.0.1');
+    await new Promise((r) => sock.once('connect', r));
+    sock.write(`POST /v2/models/classifier/infer HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`);
+    sock.write(body);
+    for (let i = 0; i < 200 && server.queued < 1; i++) await new Promise((r) => setTimeout(r, 10));
+    t.is(server.queued, 1);
+    sock.destroy();
+    for (let i = 0; i < 200 && lines.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    t.is(server.queued, 0, 'taken out of the queue');
+    const line = JSON.parse(lines[0]!) as Record<string, unknown>;
+    t.is(line.status, 499);
+    t.regex(line.error as string, /closed the connection/);
+    await new Promise((r) => setTimeout(r, 1700));
+    const text = await (await fetch(`${server.url}/metrics`)).text();
+    t.regex(text, /zoo_requests_total\{code="499",endpoint="infer",model="classifier"\} 1\n/);
+    t.notRegex(text, /zoo_batch_size_count\{model="classifier"\} [1-9]/, 'the withdrawn request never ran');
+  } finally {
+    await server.close();
+  }
 });
 
 test.serial('metrics are Prometheus text: requests, errors, latency histogram, batch sizes, queue depth', async (t) => {
@@ -205,6 +240,30 @@ test('label values are escaped as the format says', (t) => {
   t.is(parsePrometheus(text).samples[0]!.labels.path, 'a"b\\c\nd');
 });
 
+test('a combined run that fails, or whose outputs do not have its rows, is run again request by request', async (t) => {
+  const runs: number[] = [];
+  const b = new Batcher(
+    async (feeds) => {
+      const x = feeds.x!.data as Float32Array;
+      runs.push(feeds.x!.dims[0]!);
+      if (x.includes(-1)) throw new Error('bad value');
+      // A "transpose": [rows, 2] in, [2, rows] out.
+      const rows = feeds.x!.dims[0]!;
+      const out = new Float32Array(2 * rows);
+      for (let r = 0; r < rows; r++) for (let c = 0; c < 2; c++) out[c * rows + r] = x[r * 2 + c]!;
+      return { y: { type: 'float32', data: out, dims: [2, rows] } };
+    },
+    { name: 'm', maxBatch: 4, maxDelayMs: 50, maxQueue: 10 },
+  );
+  const f = (a: number, c: number) => ({ x: { type: 'float32' as const, data: Float32Array.from([a, c]), dims: [1, 2] } });
+  const [p, q, r] = await Promise.allSettled([b.submit(f(1, 2), 1000), b.submit(f(-1, 0), 1000), b.submit(f(5, 6), 1000)]);
+  t.deepEqual(runs, [3, 1, 1, 1], 'one combined run, then each alone');
+  t.is(p.status, 'fulfilled');
+  t.deepEqual(Array.from((p as PromiseFulfilledResult<Record<string, { data: Float32Array }>>).value.y!.data), [1, 2]);
+  t.is(q.status, 'rejected', 'the bad request fails alone');
+  t.deepEqual(Array.from((r as PromiseFulfilledResult<Record<string, { data: Float32Array }>>).value.y!.data), [5, 6]);
+});
+
 test('the batcher combines only requests of the same shape, and a failed run fails only its requests', async (t) => {
   const runs: number[][] = [];
   const b = new Batcher(
@@ -247,7 +306,12 @@ test.serial('zoo serve: SIGTERM finishes the request in flight, then exits 0', a
   t.regex(stderr, /serving clf: image-classification, cpu fp32, batches up to 32/);
   const { body, headers } = encodeInferRequest([{ name: 'input', datatype: 'FP32', shape: [1, 3, 32, 32], data: image(1) }]);
   const pending = fetch(`${url}/v2/models/clf/infer`, { method: 'POST', body: new Uint8Array(body), headers });
-  await new Promise((r) => setTimeout(r, 300));
+  // Signal once the request waits in the queue (the model waits 1.5 s for company).
+  for (let i = 0; i < 200; i++) {
+    const m = await (await fetch(`${url}/metrics`)).text();
+    if (/zoo_queue_depth\{model="clf"\} 1\n/.test(m)) break;
+    await new Promise((r) => setTimeout(r, 10));
+  }
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   child.kill('SIGTERM');
   const answer = await pending;

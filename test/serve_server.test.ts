@@ -9,6 +9,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
+import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
+import { gzipSync } from 'node:zlib';
+import { scaleLabels } from '../src/serve/tasks.js';
 import { startServer, type ZooServer } from '../src/serve/server.js';
 import { decodeInferResponse, encodeInferRequest } from '../src/serve/protocol.js';
 import { createSession, runSession } from '../src/runtime/ort.js';
@@ -221,7 +225,11 @@ test('bad input is a 4xx JSON error that says what was wrong, and the service st
     ['wrong rank', '/v2/models/classifier/infer', JSON.stringify({ inputs: [{ name: 'input', shape: [3, 32, 32], datatype: 'FP32', data: Array.from(x) }] }), {}, 400, /3 dimensions; the model takes \[-1, 3, 32, 32\]/],
     ['wrong datatype', '/v2/models/classifier/infer', JSON.stringify({ inputs: [{ name: 'input', shape: [1, 3, 32, 32], datatype: 'INT64', data: Array.from(x, Math.round) }] }), {}, 400, /is INT64; classifier takes FP32/],
     ['too few values', '/v2/models/classifier/infer', JSON.stringify({ inputs: [{ name: 'input', shape: [1, 3, 32, 32], datatype: 'FP32', data: [1, 2, 3] }] }), {}, 400, /3 values for a shape of 3072 elements/],
-    ['non-numbers', '/v2/models/classifier/infer', JSON.stringify({ inputs: [{ name: 'input', shape: [1, 3, 1, 1], datatype: 'FP32', data: ['a', 'b', 'c'] }] }), {}, 400, /dimension 2 must be 32/],
+    ['a shape smaller than the model\'s', '/v2/models/classifier/infer', JSON.stringify({ inputs: [{ name: 'input', shape: [1, 3, 1, 1], datatype: 'FP32', data: [1, 2, 3] }] }), {}, 400, /dimension 2 must be 32/],
+    ['too many values', '/v2/models/classifier/infer', JSON.stringify({ inputs: [{ name: 'input', shape: [1, 3, 32, 32], datatype: 'FP32', data: Array(4000).fill(0) }] }), {}, 400, /more than 3072 values for a shape of 3072 elements/],
+    ['an SVG', '/v1/models/classifier:predict', '<svg xmlns="http://www.w3.org/2000/svg" width="900" height="900"><rect width="900" height="900"/></svg>', { 'Content-Type': 'application/octet-stream' }, 415, /the image is svg; the endpoint takes JPEG, PNG/],
+    ['an unknown Content-Encoding', '/v2/models/classifier/infer', '{}', { 'Content-Encoding': 'br' }, 415, /Content-Encoding br is not supported/],
+    ['bad gzip', '/v2/models/classifier/infer', 'not gzip', { 'Content-Encoding': 'gzip' }, 400, /not valid gzip data/],
     ['strings as data', '/v2/models/classifier/infer', JSON.stringify({ inputs: [{ name: 'input', shape: [1, 3, 32, 32], datatype: 'FP32', data: Array(3072).fill('a') }] }), {}, 400, /FP32 data must be numbers \(element 0 is "a"\)/],
     ['batch over --max-batch', '/v2/models/classifier/infer', JSON.stringify({ inputs: [{ name: 'input', shape: [33, 3, 32, 32], datatype: 'FP32', data: Array(33 * 3072).fill(0) }] }), {}, 400, /a batch of 33 is more than the 32/],
     ['unknown output', '/v2/models/classifier/infer', JSON.stringify({ inputs: [{ name: 'input', shape: [1, 3, 32, 32], datatype: 'FP32', data: Array.from(x) }], outputs: [{ name: 'probs' }] }), {}, 400, /has no output 'probs'/],
@@ -245,6 +253,36 @@ test('bad input is a 4xx JSON error that says what was wrong, and the service st
   const huge = await post('/v1/models/classifier:predict', Buffer.alloc(5 * 1024 * 1024), { 'Content-Type': 'image/png' });
   t.is(huge.status, 413);
   t.regex(json(huge.body).error, /more than the 4194304 accepted \(--max-body\)/);
+  // A chunked body (no Content-Length) over the limit is cut off as it arrives.
+  const chunked = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = httpRequest(`${server.url}/v1/models/classifier:predict`, { method: 'POST', headers: { 'Content-Type': 'image/png', 'Transfer-Encoding': 'chunked' } }, (res) => {
+      let text = '';
+      res.on('data', (c) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode!, body: text }));
+    });
+    req.on('error', reject);
+    const chunk = Buffer.alloc(1024 * 1024);
+    let sent = 0;
+    const pump = () => {
+      while (sent < 6) {
+        sent++;
+        if (!req.write(chunk)) return void req.once('drain', pump);
+      }
+      req.end();
+    };
+    pump();
+  }).catch((e: Error) => ({ status: 0, body: e.message }));
+  t.is(chunked.status, 413, chunked.body);
+  t.regex(chunked.body, /more than the 4194304 bytes accepted/);
+  // A request target that is no URL path, on a raw socket.
+  const raw = await new Promise<string>((resolve) => {
+    const sock = connect(server.port, '127.0.0.1', () => sock.end('GET //[ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+    let text = '';
+    sock.on('data', (c) => (text += c));
+    sock.on('close', () => resolve(text));
+  });
+  t.regex(raw, /^HTTP\/1\.1 400/);
+  t.regex(raw, /not a valid path/);
   // Unknown routes and methods.
   const route = await fetch(`${server.url}/v3/anything`);
   t.is(route.status, 404);
@@ -265,8 +303,40 @@ test('the access log has one JSON line per request, with status, time and model'
   t.is(hit!.method, 'POST');
   t.is(typeof hit!.ms, 'number');
   t.is(hit!.bytes_in, png.length);
+  t.true((hit!.bytes_out as number) > 50, `bytes_out ${String(hit!.bytes_out)}`);
   t.true(!Number.isNaN(Date.parse(hit!.time as string)));
   t.true(lines.some((l) => (l.status as number) >= 400 && typeof l.error === 'string'), 'errors carry their message');
+});
+
+test('a gzip-encoded inference request is read as the plain one', async (t) => {
+  const x = input32(6);
+  const { body, headers } = encodeInferRequest([{ name: 'input', datatype: 'FP32', shape: [1, 3, 32, 32], data: x }], { binary: false });
+  const plain = await post('/v2/models/classifier/infer', body, headers);
+  const zipped = await post('/v2/models/classifier/infer', gzipSync(body), { ...headers, 'Content-Encoding': 'gzip' });
+  t.is(zipped.status, 200, zipped.body.toString().slice(0, 200));
+  t.deepEqual(json(zipped.body).outputs, json(plain.body).outputs);
+});
+
+test('a large image is segmented scaled down to --seg-pixels, its labels scaled back to its size', async (t) => {
+  const small = await startServer([`seg=${files.segmenter}`], { port: 0, device: 'cpu', log: false, segmentationPixels: 1024 });
+  try {
+    const image = await (await picture(64, 48)).png().toBuffer();
+    const r = await post('/v1/models/seg:predict', image, { 'Content-Type': 'image/png' }, small.url);
+    t.is(r.status, 200, r.body.toString().slice(0, 200));
+    t.is(r.headers.get('x-zoo-inferred-size'), '36x27');
+    const { data, info } = await sharp(r.body).extractChannel(0).raw().toBuffer({ resolveWithObject: true });
+    t.deepEqual([info.width, info.height], [64, 48]);
+    const segment = await pipeline('image-segmentation', files.segmenter, { device: 'cpu' });
+    const scaled = await sharp(image).resize(36, 27, { fit: 'fill', kernel: 'linear' }).png().toBuffer();
+    const [expected] = await segment([scaled]);
+    await segment.dispose();
+    t.deepEqual(Array.from(data), Array.from(scaleLabels(expected!.labels, 36, 27, 64, 48)));
+    const j = json((await post('/v1/models/seg:predict?format=json', image, { 'Content-Type': 'image/png' }, small.url)).body);
+    t.deepEqual([j.width, j.height, j.inferred], [64, 48, { width: 36, height: 27 }]);
+    t.is(Object.values(j.areas as Record<string, number>).reduce((a, b) => a + b, 0), 64 * 48);
+  } finally {
+    await small.close();
+  }
 });
 
 test('the playground page is served at /', async (t) => {
