@@ -516,6 +516,9 @@ test('session options reach ONNX Runtime: optimization level, threads, arena; th
     enableCpuMemArena: true,
     enableMemPattern: true,
   });
+  // Spinning off is ONNX Runtime's session configuration entry, for its intra- and inter-op pools.
+  t.deepEqual(ortSessionOptions({ intraOpThreads: 1, spinning: false }).extra, { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } });
+  t.false('extra' in ortSessionOptions({ intraOpThreads: 1 }), 'ONNX Runtime\'s default unless asked');
   // The level is what ONNX Runtime applies: its optimized graph keeps BatchNormalization only when disabled.
   const bytes = convBnModel();
   const ops = async (level: SessionOptions['graphOptimization']) => {
@@ -537,7 +540,7 @@ test('session options reach ONNX Runtime: optimization level, threads, arena; th
     }
   };
   const ref = await run({ graphOptimization: 'all' });
-  for (const o of [{ graphOptimization: 'disabled' }, { graphOptimization: 'basic' }, { graphOptimization: 'extended' }, { intraOpThreads: 1 }, { interOpThreads: 2 }, { memoryArena: false }] as SessionOptions[]) {
+  for (const o of [{ graphOptimization: 'disabled' }, { graphOptimization: 'basic' }, { graphOptimization: 'extended' }, { intraOpThreads: 1 }, { interOpThreads: 2 }, { memoryArena: false }, { spinning: false }, { spinning: false, thread: 'worker' }] as SessionOptions[]) {
     const d = maxAbsDiff(await run(o), ref);
     t.true(d <= 1e-5, `${JSON.stringify(o)}: max |diff| ${d}`);
   }

@@ -85,6 +85,12 @@ export interface SessionOptions {
    * thread stays free during runs (a server keeps answering); inputs are copied to it once per run.
    */
   thread?: 'main' | 'worker';
+  /**
+   * Whether ONNX Runtime's pool threads spin waiting for work after a run (its default, true). Spinning
+   * shaves the wake-up off back-to-back runs but burns the cores between them: a service, whose main thread
+   * parses the next requests between runs, turns it off.
+   */
+  spinning?: boolean;
 }
 
 export interface Session {
@@ -114,6 +120,8 @@ export function ortSessionOptions(options: SessionOptions = {}): OrtTypes.Infere
     ...(options.interOpThreads !== undefined ? { interOpNumThreads: options.interOpThreads, executionMode: options.interOpThreads > 1 ? 'parallel' : 'sequential' } : {}),
     enableCpuMemArena: arena,
     enableMemPattern: arena,
+    // Session configuration entries (onnxruntime_session_options_config_keys.h), which onnxruntime-node reads from `extra`.
+    ...(options.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {}),
   };
 }
 
