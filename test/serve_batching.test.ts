@@ -264,6 +264,44 @@ test('a combined run that fails, or whose outputs do not have its rows, is run a
   t.deepEqual(Array.from((r as PromiseFulfilledResult<Record<string, { data: Float32Array }>>).value.y!.data), [5, 6]);
 });
 
+test('with two instances the batcher runs two batches at once, each on its own instance', async (t) => {
+  const running: number[] = [];
+  let peak = 0;
+  const seen = new Set<number>();
+  const b = new Batcher(
+    async (feeds, instance) => {
+      running.push(instance);
+      peak = Math.max(peak, running.length);
+      seen.add(instance);
+      await new Promise((r) => setTimeout(r, 100));
+      running.splice(running.indexOf(instance), 1);
+      return { y: feeds.x! };
+    },
+    { name: 'm', maxBatch: 2, maxDelayMs: 0, maxQueue: 10, instances: 2 },
+  );
+  const f = (v: number) => ({ x: { type: 'float32' as const, data: Float32Array.from([v]), dims: [1, 1] } });
+  const out = await Promise.all([1, 2, 3, 4].map((v) => b.submit(f(v), 5000)));
+  t.deepEqual(out.map((o) => (o.y!.data as Float32Array)[0]), [1, 2, 3, 4]);
+  t.is(peak, 2, 'two runs at a time, never more');
+  t.deepEqual([...seen].sort(), [0, 1]);
+  await b.idle();
+});
+
+test.serial('zoo serve --instances 2: two sessions of the model answer alike', async (t) => {
+  const server = await startServer([classifier], { port: 0, device: 'cpu', log: false, instances: 2, maxBatch: 1 });
+  try {
+    t.is(server.models[0]!.instances, 2);
+    const s = await createSession(classifier, { provider: 'cpu' });
+    const x = image(3);
+    const expected = (await runSession(s, { input: { type: 'float32', data: x, dims: [1, 3, 32, 32] } })).logits!.data as Float32Array;
+    await s.session.release();
+    const answers = await Promise.all([...Array(6)].map(() => infer(server.url, x)));
+    for (const a of answers) t.true(maxAbsDiff(a.logits!, expected) < 1e-5);
+  } finally {
+    await server.close();
+  }
+});
+
 test('the batcher combines only requests of the same shape, and a failed run fails only its requests', async (t) => {
   const runs: number[][] = [];
   const b = new Batcher(

@@ -3,9 +3,10 @@
  *
  * A request brings its feeds with a leading batch dimension (its rows). A run starts when the queue
  * holds `maxBatch` rows, or when its oldest request has waited `maxDelayMs` for company (requests that
- * queued during the previous run have usually waited that long already and run at once). Requests are combined only when their inputs agree in every
- * dimension but the first and in type, up to `maxBatch` rows, in arrival order. One run at a time per
- * model: ONNX Runtime's intra-op threads already use the cores. Each request's outputs are views into the
+ * queued during the previous run have usually waited that long already and run at once). Requests are
+ * combined only when their inputs agree in every dimension but the first and in type, up to `maxBatch`
+ * rows, in arrival order. As many runs at a time as the model has instances (sessions; one by default,
+ * whose intra-op threads use the cores), each given the instance it runs on. Each request's outputs are views into the
  * batch's output (no copy). A full queue refuses at once (503); a request past its deadline is dropped from
  * the queue (504), as is one whose client went away (its signal aborted). A combined run that fails, or
  * whose outputs do not follow its rows, is run again request by request, so one bad request fails alone.
@@ -28,6 +29,8 @@ export interface BatcherOptions {
   combine?: boolean;
   /** How messages name the model. */
   name: string;
+  /** Runs at a time (the model's instances): 1 by default. */
+  instances?: number;
   /** Called after each run: rows, requests and seconds. */
   onRun?: (rows: number, requests: number, seconds: number) => void;
 }
@@ -72,7 +75,9 @@ export function batchKey(feeds: Feeds): string {
 
 export class Batcher {
   private queue: Item[] = [];
-  private running = false;
+  /** Runs in progress, and which instances are free. */
+  private running = 0;
+  private free: number[];
   /** Stopping: queued requests run without waiting for company. */
   private flushing = false;
   private timer: NodeJS.Timeout | undefined;
@@ -80,10 +85,13 @@ export class Batcher {
   private busy = 0;
 
   constructor(
-    private readonly run: (feeds: Feeds) => Promise<Outputs>,
+    private readonly run: (feeds: Feeds, instance: number) => Promise<Outputs>,
     readonly options: BatcherOptions,
   ) {
     if (!Number.isInteger(options.maxBatch) || options.maxBatch < 1) throw new Error('maxBatch must be a positive integer');
+    const instances = options.instances ?? 1;
+    if (!Number.isInteger(instances) || instances < 1) throw new Error('instances must be a positive integer');
+    this.free = [...Array(instances).keys()];
   }
 
   /** Requests waiting for a run. */
@@ -126,7 +134,7 @@ export class Batcher {
         this.queue.splice(at, 1);
         this.release(item);
         reject(e);
-        if (this.queue.length === 0 && !this.running) for (const w of this.idleWaiters.splice(0)) w();
+        if (this.queue.length === 0 && this.running === 0) for (const w of this.idleWaiters.splice(0)) w();
       };
       item.timer = setTimeout(() => drop(new HttpError(504, `${this.options.name} did not start the request within ${timeoutMs} ms (--timeout); the service is busy`)), timeoutMs);
       item.timer.unref?.();
@@ -161,12 +169,12 @@ export class Batcher {
 
   /** Resolves when nothing is queued or running. */
   idle(): Promise<void> {
-    if (!this.running && this.queue.length === 0) return Promise.resolve();
+    if (this.running === 0 && this.queue.length === 0) return Promise.resolve();
     return new Promise((r) => this.idleWaiters.push(r));
   }
 
   private schedule(): void {
-    if (this.running || this.queue.length === 0) return;
+    if (this.free.length === 0 || this.queue.length === 0) return;
     const rows = this.queue.reduce((s, i) => s + i.rows, 0);
     const wait = this.flushing ? 0 : this.queue[0]!.arrived + this.options.maxDelayMs - performance.now();
     if (rows >= this.options.maxBatch || wait <= 0) {
@@ -197,36 +205,41 @@ export class Batcher {
   }
 
   private startRun(): void {
-    if (this.running) return;
     if (this.timer) {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
     if (this.queue.length === 0) {
-      for (const w of this.idleWaiters.splice(0)) w();
+      if (this.running === 0) for (const w of this.idleWaiters.splice(0)) w();
       return;
     }
+    if (this.free.length === 0) return;
+    const instance = this.free.shift()!;
     const batch = this.take();
     for (const it of batch) this.release(it);
-    this.running = true;
-    this.busy = batch.length;
-    void this.execute(batch).finally(() => {
-      this.running = false;
-      this.busy = 0;
-      if (this.queue.length === 0) for (const w of this.idleWaiters.splice(0)) w();
-      else this.schedule();
+    this.running++;
+    this.busy += batch.length;
+    void this.execute(batch, instance).finally(() => {
+      this.running--;
+      this.busy -= batch.length;
+      this.free.push(instance);
+      if (this.queue.length === 0) {
+        if (this.running === 0) for (const w of this.idleWaiters.splice(0)) w();
+      } else this.schedule();
     });
+    // Another instance may take what is left at once.
+    if (this.queue.length > 0) this.schedule();
   }
 
-  private async execute(batch: Item[]): Promise<void> {
+  private async execute(batch: Item[], instance: number): Promise<void> {
     const total = batch.reduce((s, i) => s + i.rows, 0);
     const t0 = performance.now();
     let out: Outputs;
     try {
-      out = await this.run(batch.length === 1 ? batch[0]!.feeds : concatFeeds(batch.map((b) => b.feeds), total));
+      out = await this.run(batch.length === 1 ? batch[0]!.feeds : concatFeeds(batch.map((b) => b.feeds), total), instance);
     } catch (e) {
       if (batch.length === 1) batch[0]!.reject(e as Error);
-      else await this.oneByOne(batch);
+      else await this.oneByOne(batch, instance);
       return;
     }
     this.options.onRun?.(total, batch.length, (performance.now() - t0) / 1000);
@@ -245,18 +258,18 @@ export class Batcher {
       }
     } catch {
       // An output that does not follow the rows cannot be split: nobody gets another request's values.
-      await this.oneByOne(batch);
+      await this.oneByOne(batch, instance);
       return;
     }
     batch.forEach((it, i) => it.resolve(parts[i]!));
   }
 
   /** Runs each request of a batch alone (after a combined run failed or could not be split). */
-  private async oneByOne(batch: readonly Item[]): Promise<void> {
+  private async oneByOne(batch: readonly Item[], instance: number): Promise<void> {
     for (const it of batch) {
       const t0 = performance.now();
       try {
-        const out = await this.run(it.feeds);
+        const out = await this.run(it.feeds, instance);
         this.options.onRun?.(it.rows, 1, (performance.now() - t0) / 1000);
         it.resolve(out);
       } catch (e) {

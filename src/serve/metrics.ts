@@ -58,12 +58,13 @@ export class Counter implements Metric {
   }
 }
 
+/** A value read at each scrape: a gauge, or a counter kept elsewhere (CPU seconds). */
 export class Gauge implements Metric {
-  readonly type = 'gauge';
   private values = new Map<string, { labels: Labels; value: () => number }>();
   constructor(
     readonly name: string,
     readonly help: string,
+    readonly type: 'gauge' | 'counter' = 'gauge',
   ) {}
   /** The gauge's value for `labels` is read from `read` at each scrape. */
   track(labels: Labels, read: () => number): void {
@@ -121,6 +122,10 @@ export class Registry {
   gauge(name: string, help: string): Gauge {
     return this.add(new Gauge(name, help));
   }
+  /** A counter whose value is read at each scrape from where it is kept. */
+  observedCounter(name: string, help: string): Gauge {
+    return this.add(new Gauge(name, help, 'counter'));
+  }
   histogram(name: string, help: string, buckets: readonly number[]): Histogram {
     return this.add(new Histogram(name, help, buckets));
   }
@@ -155,6 +160,7 @@ export function serveMetrics() {
     queueDepth: registry.gauge('zoo_queue_depth', 'Requests waiting for a run, by model'),
     inFlight: registry.gauge('zoo_requests_in_flight', 'HTTP requests being handled'),
     rejected: registry.counter('zoo_rejected_total', 'Requests refused because the queue was full (503), by model'),
+    cpu: registry.observedCounter('process_cpu_seconds_total', 'CPU time of the process, user and system, every thread (seconds)'),
   };
 }
 export type ServeMetrics = ReturnType<typeof serveMetrics>;

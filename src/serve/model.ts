@@ -1,5 +1,5 @@
 /**
- * A model as `zoo serve` holds it: one ONNX Runtime session, what it is (its task from its metadata and
+ * A model as `zoo serve` holds it: its ONNX Runtime sessions (instances; one by default), what it is (its task from its metadata and
  * graph), its inputs and outputs in the protocol's terms, and the batcher every request to it goes through.
  *
  * A model argument is `name=ref` or `ref`; ref is anything the resolver runs (a local zoo name, a
@@ -44,6 +44,8 @@ export interface ServedModelInfo {
   outputs: TensorMeta[];
   /** Rows combined into one run at most (1: requests run alone, the graph's outputs do not follow a batch dimension). */
   maxBatch: number;
+  /** Sessions running batches side by side. */
+  instances: number;
 }
 
 /** Model names are URL path segments of zoo serve and directories of a Triton repository: letters, digits, '.', '_', '-'. */
@@ -160,6 +162,8 @@ export interface OpenModelOptions {
   settings?: HubSettings;
   precision?: 'auto' | 'fp32' | 'fp16';
   session?: Omit<SessionOptions, 'provider' | 'warmup'>;
+  /** Sessions of the model that run batches side by side (default 1). */
+  instances?: number;
   maxBatch: number;
   maxDelayMs: number;
   maxQueue: number;
@@ -179,11 +183,15 @@ export class ServedModel {
   readonly batcher: Batcher;
   private constructor(
     readonly info: ServedModelInfo,
+    /** The first instance's session (the one the task's parts hold). */
     readonly session: Session,
     readonly parts: TaskParts,
     options: OpenModelOptions,
+    /** Every instance's session, the first included. */
+    readonly sessions: readonly Session[] = [session],
   ) {
-    this.batcher = new Batcher((feeds) => runSession(this.session, feeds), {
+    this.batcher = new Batcher((feeds, instance) => runSession(this.sessions[instance]!, feeds), {
+      instances: sessions.length,
       name: info.name,
       maxBatch: info.maxBatch,
       combine: info.maxBatch > 1,
@@ -199,7 +207,7 @@ export class ServedModel {
   }
 
   async close(): Promise<void> {
-    await this.session.session.release();
+    for (const s of this.sessions) await s.session.release();
   }
 
   static async open(spec: ModelSpec, options: OpenModelOptions): Promise<ServedModel> {
@@ -224,6 +232,7 @@ export class ServedModel {
       }
     }
     const { session, parts } = opened;
+    const sessions: Session[] = [session];
     try {
       if (session.note) options.onNote?.(`${spec.name}: ${session.note}`);
       const io = graphIO(session);
@@ -241,12 +250,15 @@ export class ServedModel {
         inputs,
         outputs,
         maxBatch,
+        instances: options.instances ?? 1,
       };
-      const model = new ServedModel(info, session, parts, options);
+      const instances = options.instances ?? 1;
+      for (let i = 1; i < instances; i++) sessions.push(await createSession(info.file, { ...options.session, provider: session.provider }));
+      const model = new ServedModel(info, session, parts, options, sessions);
       if (options.warmup ?? true) await model.warmup();
       return model;
     } catch (e) {
-      await session.session.release();
+      for (const s of sessions) await s.session.release();
       throw e;
     }
   }
@@ -258,7 +270,7 @@ export class ServedModel {
       const dims = t.shape.map((d, i) => (d > 0 ? d : i === 0 ? 1 : this.warmupSide()));
       feeds[t.name] = allocTensor(DATATYPES[t.datatype]!.type, dims);
     }
-    await runSession(this.session, feeds);
+    for (const s of this.sessions) await runSession(s, feeds);
   }
 
   private warmupSide(): number {

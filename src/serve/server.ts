@@ -9,6 +9,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
@@ -46,7 +47,9 @@ export interface ServeOptions {
   drainMs?: number;
   /** Idle keep-alive connections are closed after this long: 65 s (longer than common load balancers' 60 s). */
   keepAliveMs?: number;
-  /** ONNX Runtime's intra-op threads per session (default: all cores). */
+  /** Sessions per model running batches side by side (Triton's instance count): 1. */
+  instances?: number;
+  /** ONNX Runtime's intra-op threads per session (default: the cores divided among the instances). */
   threads?: number;
   session?: Omit<SessionOptions, 'provider' | 'warmup' | 'intraOpThreads'>;
   /** One run per model at start (default true). */
@@ -124,6 +127,8 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
     keepAliveMs: positiveInt('--keep-alive-ms', options.keepAliveMs, SERVE_DEFAULTS.keepAliveMs, 1, MAX_TIMER_MS),
   };
   if (o.port > 65535) throw new UserError(`--port must be at most 65535, got ${o.port}`, { exitCode: 2 });
+  const instances = positiveInt('--instances', options.instances, 1, 1, 64);
+  const threads = options.threads !== undefined ? positiveInt('--threads', options.threads, 1) : Math.max(1, Math.floor(os.availableParallelism() / instances));
   const specs = modelArgs.map((a) => parseModelSpec(a));
   const seen = new Map<string, string>();
   for (const [i, s] of specs.entries()) {
@@ -138,8 +143,10 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
       const m = await ServedModel.open(spec, {
         ...(options.device ? { device: options.device } : {}),
         ...(options.precision ? { precision: options.precision } : {}),
-        // Sessions run in worker threads: a run holds its thread, and this one must keep answering (health, metrics, queueing).
-        session: { thread: 'worker', ...options.session, ...(options.threads !== undefined ? { intraOpThreads: positiveInt('--threads', options.threads, 1) } : {}) },
+        // Sessions run in worker threads (a run holds its thread, and this one must keep answering: health,
+        // metrics, queueing), and their pool threads do not spin between runs (that would starve this thread).
+        session: { thread: 'worker', spinning: false, ...options.session, intraOpThreads: threads },
+        instances,
         maxBatch: o.maxBatch,
         maxDelayMs: o.maxDelayMs,
         maxQueue: o.maxQueue,
@@ -162,6 +169,10 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
   let ready = true;
   let inFlight = 0;
   metrics.inFlight.track({}, () => inFlight);
+  metrics.cpu.track({}, () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1e6;
+  });
   const idleWaiters: (() => void)[] = [];
   /** Responses not yet finished (close() makes those still to send their headers close their connection). */
   const active = new Set<ServerResponse>();

@@ -17,6 +17,7 @@ interface ServeCliOptions {
   drainMs: number;
   keepAliveMs: number;
   threads?: number;
+  instances: number;
   warmup: boolean;
   accessLog: boolean;
 }
@@ -40,7 +41,8 @@ export function serveCommand(): Command {
     .option('--seg-pixels <n>', 'segmenters run on at most this many pixels (larger images scaled down, labels back up)', positiveInt('--seg-pixels'), SERVE_DEFAULTS.segmentationPixels)
     .option('--drain-ms <ms>', 'on SIGTERM, keep accepting this long after readiness turns false (for load balancers)', nonNegativeInt('--drain-ms'), SERVE_DEFAULTS.drainMs)
     .option('--keep-alive-ms <ms>', 'idle keep-alive connections close after this long', positiveInt('--keep-alive-ms'), SERVE_DEFAULTS.keepAliveMs)
-    .option('--threads <n>', 'ONNX Runtime intra-op threads per model (default: all cores)', positiveInt('--threads'))
+    .option('--instances <n>', 'sessions per model running batches side by side (each in its own thread)', positiveInt('--instances'), 1)
+    .option('--threads <n>', 'ONNX Runtime intra-op threads per session (default: the cores divided among the instances)', positiveInt('--threads'))
     .option('--no-warmup', 'skip the one run per model at start')
     .option('--no-access-log', 'do not print a JSON line per request')
     .addHelpText(
@@ -94,12 +96,13 @@ Examples:
           drainMs: opts.drainMs,
           keepAliveMs: opts.keepAliveMs,
           ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+          instances: opts.instances,
           warmup: opts.warmup,
           log: opts.accessLog ? (line) => logging && process.stdout.write(`${line}\n`) : false,
           onNote: (line) => process.stderr.write(`note: ${line}\n`),
         });
         for (const m of server.models) {
-          const batch = m.maxBatch > 1 ? `batches up to ${m.maxBatch}` : 'no batching';
+          const batch = `${m.maxBatch > 1 ? `batches up to ${m.maxBatch}` : 'no batching'}${m.instances > 1 ? `, ${m.instances} instances` : ''}`;
           process.stderr.write(`serving ${m.name}: ${m.task}, ${m.provider} ${m.precision}, ${batch} (${m.file})\n`);
         }
         process.stderr.write(`zoo serve: listening on ${server.url} (playground ${server.url}/, metrics ${server.url}/metrics)\n`);
