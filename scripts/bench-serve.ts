@@ -147,7 +147,7 @@ async function main(): Promise<void> {
     .option('--seconds <s>', 'time per concurrency level (and per batch of the bare runs, halved)', Number, 15)
     .option('--rounds <n>', 'paired rounds of bare and service for the ratio', Number, 4)
     .option('--threads <n>', 'ONNX Runtime intra-op threads, bare and in the service (divided among its instances)', Number, os.availableParallelism())
-    .option('--instances <n>', 'sessions of the model in the service (zoo serve --instances)', Number, 1)
+    .option('--instances <n>', 'sessions of the model in the service (zoo serve --instances; 2 single-threaded ones keep both cores busy under load)', Number, 2)
     .option('--out <file>', 'JSON output', 'bench-results/bench-serve.json')
     .parse(process.argv);
   const opts = program.opts<{ seconds: number; rounds: number; threads: number; instances: number; out: string }>();
