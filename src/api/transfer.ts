@@ -51,14 +51,26 @@ export async function resolveTransferBackbone(ref: string, options: { arch?: str
   return { arch: p.model.arch, pretrained: true, model: p.model };
 }
 
+/** How image bytes are decoded: refused when truncated or corrupt, past `maxPixels`, resized to `size` (after EXIF orientation). */
+export interface DecodeOptions {
+  strict?: boolean;
+  maxPixels?: number;
+  size?: { width: number; height: number };
+}
+
 /** An image file or image bytes (JPEG, PNG, WebP) as RGB pixels, EXIF orientation applied. */
-export async function decodeImageInput(img: string | Uint8Array): Promise<{ data: Uint8Array; width: number; height: number; channels: 3 }> {
+export async function decodeImageInput(img: string | Uint8Array, options: DecodeOptions = {}): Promise<{ data: Uint8Array; width: number; height: number; channels: 3 }> {
   if (typeof img === 'string') {
     const d = await decodeImage(img);
     return { data: d.data, width: d.width, height: d.height, channels: 3 };
   }
   try {
-    const { data, info } = await sharp(Buffer.from(img)).rotate().removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+    let image = sharp(Buffer.from(img.buffer, img.byteOffset, img.byteLength), {
+      ...(options.strict ? { failOn: 'error' as const } : {}),
+      ...(options.maxPixels !== undefined ? { limitInputPixels: options.maxPixels } : {}),
+    }).rotate();
+    if (options.size) image = image.resize(options.size.width, options.size.height, { fit: 'fill', kernel: 'linear' });
+    const { data, info } = await image.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
     return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: 3 };
   } catch (e) {
     throw new UserError(`the image bytes cannot be decoded (${(e as Error).message})`);

@@ -9,6 +9,7 @@ import { UserError } from '../errors.js';
 import { preprocessImage } from '../predict/predict.js';
 import { softmaxTop } from '../predict/classifier.js';
 import { imageDetections } from '../api/detection.js';
+import { decodeImageInput } from '../api/transfer.js';
 import { segmenterLabels } from '../api/segmentation.js';
 import { prepareDetectionSample } from '../detection/transform.js';
 import { unpadDetections } from '../detection/export.js';
@@ -79,12 +80,10 @@ async function probe(bytes: Buffer, maxPixels: number): Promise<{ width: number;
 /** Decoded RGB pixels (resized to `size` when given), with truncated or corrupt data refused (400). */
 async function decodeRgb(bytes: Buffer, maxPixels: number, size?: { width: number; height: number }): Promise<{ data: Uint8Array; width: number; height: number; channels: 3 }> {
   try {
-    let image = sharp(bytes, { failOn: 'error', limitInputPixels: maxPixels }).rotate();
-    if (size) image = image.resize(size.width, size.height, { fit: 'fill', kernel: 'linear' });
-    const { data, info } = await image.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
-    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: 3 };
+    return await decodeImageInput(bytes, { strict: true, maxPixels, ...(size ? { size } : {}) });
   } catch (e) {
-    throw badRequest(`the image cannot be decoded (truncated or corrupt): ${(e as Error).message.split('\n')[0]}`);
+    if (e instanceof UserError) throw badRequest(`the image cannot be decoded (truncated or corrupt): ${e.message.replace(/^the image bytes cannot be decoded \((.*)\)$/s, '$1').split('\n')[0]}`);
+    throw e;
   }
 }
 
