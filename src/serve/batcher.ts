@@ -109,7 +109,8 @@ export class Batcher {
     return this.queue.length >= this.options.maxQueue;
   }
 
-  private overloaded(): HttpError {
+  /** The 503 a request gets while the queue is full. */
+  overloaded(): HttpError {
     const after = String(this.options.retryAfterSeconds ?? 1);
     return new HttpError(503, `${this.options.name} is overloaded: ${this.queue.length} requests are waiting (--max-queue); retry in ${after} s`, { 'Retry-After': after }, 'overloaded');
   }

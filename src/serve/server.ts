@@ -180,7 +180,7 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
   /** The request's body, refused at once (before reading it) when the model's queue is full or the server is stopping. */
   const body = async (req: IncomingMessage, m: ServedModel): Promise<Buffer> => {
     if (!ready) throw new HttpError(503, 'the server is shutting down', { 'Retry-After': '1' });
-    if (m.batcher.full) throw new HttpError(503, `${m.info.name} is overloaded: ${m.batcher.depth} requests are waiting (--max-queue); retry in 1 s`, { 'Retry-After': '1' }, 'overloaded');
+    if (m.batcher.full) throw m.batcher.overloaded();
     const raw = await readBody(req, o.maxBodyBytes);
     const encoding = req.headers['content-encoding'];
     return decodeBody(raw, Array.isArray(encoding) ? encoding[0] : encoding, o.maxBodyBytes);
