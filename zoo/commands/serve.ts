@@ -33,7 +33,7 @@ export function serveCommand(): Command {
     .addOption(new Option('--device <device>', 'where ONNX Runtime runs: auto tries CUDA and falls back to the CPU, saying why').choices(['auto', 'cpu', 'cuda']).default('auto'))
     .addOption(new Option('--precision <p>', 'auto: a model\'s FP16 variant on CUDA, FP32 on the CPU').choices(['auto', 'fp32', 'fp16']).default('auto'))
     .option('--max-batch <n>', 'requests (images, rows) combined into one run at most', positiveInt('--max-batch'), SERVE_DEFAULTS.maxBatch)
-    .option('--max-delay-ms <ms>', 'how long an idle model waits for more requests before running', nonNegativeInt('--max-delay-ms'), SERVE_DEFAULTS.maxDelayMs)
+    .option('--max-delay-ms <ms>', 'how long a request waits for others to share its run', nonNegativeInt('--max-delay-ms'), SERVE_DEFAULTS.maxDelayMs)
     .option('--max-queue <n>', 'requests waiting per model; more are answered 503 with Retry-After', positiveInt('--max-queue'), SERVE_DEFAULTS.maxQueue)
     .option('--timeout <ms>', 'a request not started within this is answered 504', positiveInt('--timeout'), SERVE_DEFAULTS.timeoutMs)
     .option('--max-body <bytes>', 'largest request body (413 past it)', positiveInt('--max-body'), SERVE_DEFAULTS.maxBodyBytes)
@@ -41,7 +41,7 @@ export function serveCommand(): Command {
     .option('--seg-pixels <n>', 'segmenters run on at most this many pixels (larger images scaled down, labels back up)', positiveInt('--seg-pixels'), SERVE_DEFAULTS.segmentationPixels)
     .option('--drain-ms <ms>', 'on SIGTERM, keep accepting this long after readiness turns false (for load balancers)', nonNegativeInt('--drain-ms'), SERVE_DEFAULTS.drainMs)
     .option('--keep-alive-ms <ms>', 'idle keep-alive connections close after this long', positiveInt('--keep-alive-ms'), SERVE_DEFAULTS.keepAliveMs)
-    .option('--instances <n>', 'sessions per model running batches side by side (each in its own thread)', positiveInt('--instances'), 1)
+    .option('--instances <n>', 'sessions per model running batches side by side, each in its own thread (on a CPU under load, 2 keep the cores busier; 1 answers a lone request sooner)', positiveInt('--instances'), 1)
     .option('--threads <n>', 'ONNX Runtime intra-op threads per session (default: the cores divided among the instances)', positiveInt('--threads'))
     .option('--no-warmup', 'skip the one run per model at start')
     .option('--no-access-log', 'do not print a JSON line per request')
@@ -59,10 +59,11 @@ Endpoints (http://HOST:PORT):
                                           ?topk=5 labels | ?threshold=0.5 boxes | a label PNG (?format=json)
   GET  /metrics                           Prometheus: requests, errors, latency, batch sizes, queue depth
 
-Concurrent requests to a model are combined into one ONNX Runtime run (up to --max-batch rows, waiting at
-most --max-delay-ms while the model is idle). Errors are JSON {"error": "..."} with a 4xx status (400 bad
+Concurrent requests to a model are combined into one ONNX Runtime run (up to --max-batch rows; a request
+waits at most --max-delay-ms for others). Errors are JSON {"error": "..."} with a 4xx status (400 bad
 input, 404 unknown model, 413 too large, 415 not an image type, 503 overloaded, 504 timed out). SIGTERM or
-Ctrl-C: readiness turns false, requests in flight finish, then the process exits.
+Ctrl-C: readiness turns false (after --drain-ms the listener closes), requests in flight finish, then the
+process exits.
 For more than one process, 'zoo export --triton DIR <models...>' writes a Triton model repository that
 answers the same /v2 requests.
 
