@@ -5,11 +5,12 @@
  * on 127.0.0.1 as a user's would be.
  */
 import test from 'ava';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServer } from '../src/serve/server.js';
 import { parseModelSpec } from '../src/serve/model.js';
+import { writeTritonRepository } from '../src/serve/triton.js';
 import { decodeInferResponse, encodeInferRequest } from '../src/serve/protocol.js';
 import { OnnxBuilder, encodeModel } from '../src/onnx/export.js';
 import { DataType, node, valueInfo } from '../src/onnx/proto.js';
@@ -147,6 +148,12 @@ test.serial('a pulled model with an FP16 variant: FP32 on the CPU under auto, FP
       await half.close();
       const plain = writeClassifier(join(dir, 'plain.onnx'));
       await t.throwsAsync(startServer([plain], { port: 0, device: 'cpu', log: false, precision: 'fp16' }), { instanceOf: UserError, message: /has no FP16 variant/ });
+      // The same variant goes into a Triton repository on request.
+      const repo = join(dir, 'triton');
+      const written = await writeTritonRepository(repo, ['serve-model'], { precision: 'fp16', settings });
+      t.deepEqual(readFileSync(join(repo, 'serve-model', '1', 'model.onnx')), readFileSync(half.models[0]!.file));
+      t.is(written.models.length, 1);
+      await t.throwsAsync(writeTritonRepository(join(dir, 'triton2'), [plain], { precision: 'fp16' }), { instanceOf: UserError, message: /has no FP16 variant \(--fp16\)/ });
     } finally {
       process.env = saved;
     }

@@ -841,7 +841,8 @@ test('zoo export --triton as a user runs it: several models, --json, notes on st
   const usage: [string[], RegExp][] = [
     [['export', files.classifier, files.detector], /zoo export takes one model \(several only with --triton DIR\), got 2/],
     [['export', 'resnet_test', '--max-batch', '4', '--force'], /--max-batch, --force: options of --triton DIR/],
-    [['export', '--triton', repo, files.classifier, '-o', join(dir, 'x.onnx'), '--fp16'], /--output, --fp16: not options of --triton/],
+    [['export', '--triton', repo, files.classifier, '-o', join(dir, 'x.onnx'), '--fp16'], /--output: not options of --triton/],
+    [['export', '--triton', repo, files.classifier, '--fp16'], /has no FP16 variant \(--fp16\)/],
     [['export', '--triton', repo, files.classifier, '--triton-device', 'tpu'], /--triton-device must be one of gpu, cpu, auto, got 'tpu'/],
     [['export', '--triton', repo, files.classifier, '--triton-accelerator', 'openvino'], /--triton-accelerator must be one of cuda, tensorrt/],
     [['export', '--triton', repo, `bad/name=${files.classifier}`], /cannot be a model name/],

@@ -348,6 +348,8 @@ export interface TritonRepositoryOptions extends TritonOptions {
   settings?: HubSettings;
   /** The command, for messages. */
   command?: string;
+  /** 'fp16': each model's FP16 variant (a local zoo model's, `zoo pull --fp16`) goes in the repository. */
+  precision?: 'fp32' | 'fp16';
 }
 
 export interface TritonRepositoryPlan {
@@ -395,10 +397,15 @@ export async function planTritonRepository(dir: string, args: readonly string[],
     }
     const m = await resolveServableModel(s.ref, { ...(options.settings ? { settings: options.settings } : {}), command: options.command ?? 'zoo export --triton' });
     notes.push(...m.notes);
-    const io = await readGraphIO(m.file);
-    const c = tritonConfig(s.name, io, { task: m.task, ...(m.labels ? { labels: m.labels } : {}), label: m.file }, settled);
+    let file = m.file;
+    if (options.precision === 'fp16') {
+      if (!m.fp16) throw new UserError(`${s.ref} has no FP16 variant (--fp16): pull it with 'zoo pull ${s.ref} --fp16', or export one ('zoo export ... --fp16 -o m16.onnx') and give that file`, { exitCode: 2 });
+      file = m.fp16;
+    }
+    const io = await readGraphIO(file);
+    const c = tritonConfig(s.name, io, { task: m.task, ...(m.labels ? { labels: m.labels } : {}), label: file }, settled);
     notes.push(...c.notes);
-    models.push({ name: s.name, ref: s.ref, file: m.file, task: m.task, ...(m.labels ? { labels: m.labels } : {}), config: c.config, labelsFile: c.labelsFile, exists: kind !== 'none' });
+    models.push({ name: s.name, ref: s.ref, file, task: m.task, ...(m.labels ? { labels: m.labels } : {}), config: c.config, labelsFile: c.labelsFile, exists: kind !== 'none' });
   }
   return { dir, models, notes };
 }

@@ -61,7 +61,7 @@ export function exportCommand(globals: () => { backend?: string }): Command {
     .option('--weights <model>', 'weights to load: a file (.safetensors, .pth, GluonCV .zip or .params, an .onnx export of zoo), a local zoo name, a pulled published name, or a run directory')
     .option('--image-size <n>', "input height and width recorded in the graph (default: the model's own, else 224)", positiveInt('--image-size'))
     .option('--dynamic-size', 'leave input height and width symbolic')
-    .option('--fp16', 'store and compute in float16 (input and output stay float32)')
+    .option('--fp16', 'store and compute in float16 (input and output stay float32); with --triton, the models\' FP16 variants (zoo pull --fp16)')
     .option('--fold-bn', 'fold batch norm into the convolutions (default for --fp16)')
     .option('--no-fold-bn', 'keep batch norm as separate nodes')
     .option('--num-classes <n>', "classifier outputs (default: the weights' classes, else the architecture's)", positiveInt('--num-classes'))
@@ -112,7 +112,8 @@ labels.txt, its output's label_filename. A model already in DIR is kept unless -
       action(async (refs: string[], opts: ExportOpts, cmd: Command) => {
         const fromCli = (k: string) => cmd.getOptionValueSource(k) === 'cli';
         if (opts.triton !== undefined) {
-          const wrong = ONNX_ONLY.filter(fromCli);
+          // --fp16 with --triton: the models' FP16 variants go in the repository.
+          const wrong = ONNX_ONLY.filter((k) => k !== 'fp16').filter(fromCli);
           if (wrong.length) throw new UserError(`${wrong.map((k) => flag(cmd, k)).join(', ')}: not options of --triton (it copies trained ONNX models; export one first, then put it in the repository)`, { exitCode: 2 });
           const r = await writeTritonRepository(opts.triton, refs, {
             ...(opts.tritonDevice ? { device: opts.tritonDevice } : {}),
@@ -123,6 +124,7 @@ labels.txt, its output's label_filename. A model already in DIR is kept unless -
             ...(opts.tritonAccelerator ? { accelerator: opts.tritonAccelerator } : {}),
             tensorrtFp16: opts.tritonFp16 ?? false,
             force: opts.force ?? false,
+            ...(opts.fp16 ? { precision: 'fp16' as const } : {}),
             command: 'zoo export --triton',
           });
           for (const n of r.notes) process.stderr.write(`note: ${n}\n`);
