@@ -620,6 +620,19 @@ test("thread 'worker': preallocated outputs, element types, checks, notes and er
     t.true(maxAbsDiff(y.data as Float32Array, affineReference(x, w, b)) < 1e-5, 'the preallocated buffer holds the values');
     t.deepEqual(Array.from(got.z!.data as Float32Array), Array.from(x, (v) => Math.max(0, v)));
     await t.throwsAsync(runSession(s, { x: f32(x, [3, 5]) }), { instanceOf: UserError, message: "input 'x' has shape [3, 5]; the model's is [N, 4]" });
+    // transferInputs: a buffer the typed array covers whole moves to the worker (detached here); a view is copied.
+    const whole = Float32Array.from(x);
+    const moved = await runSession(s, { x: f32(whole, [3, 4]) }, { transferInputs: true });
+    t.is(whole.byteLength, 0, 'handed over, not copied');
+    t.true(maxAbsDiff(moved.y!.data as Float32Array, affineReference(x, w, b)) < 1e-5);
+    const big = new Float32Array(24);
+    big.set(x, 4);
+    const part = big.subarray(4, 16);
+    await runSession(s, { x: f32(part, [3, 4]) }, { transferInputs: true });
+    t.is(big.byteLength, 96, 'a view into a larger buffer stays');
+    const kept = Float32Array.from(x);
+    await runSession(s, { x: f32(kept, [3, 4]) });
+    t.is(kept.byteLength, 48, 'copied unless asked');
   } finally {
     await s.session.release();
   }

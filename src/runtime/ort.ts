@@ -258,6 +258,12 @@ export interface RunOptions {
    * data and `runSession` returns these very objects. Outputs not named here are allocated as usual.
    */
   outputs?: Record<string, HostTensor>;
+  /**
+   * For a session in a worker thread: hand the inputs' buffers to the worker instead of copying them (those
+   * whose typed array covers its whole ArrayBuffer; they are detached here afterwards). For buffers the
+   * caller made for this run alone, such as a batch assembled from several requests.
+   */
+  transferInputs?: boolean;
 }
 
 /**
@@ -283,6 +289,8 @@ export async function runSession(s: Session, feeds: Record<string, HostTensor>, 
       fetches[name] = toOrt('output', name, t);
     }
     result = await s.session.run(inputs, fetches);
+  } else if (options.transferInputs && (s.session as unknown) instanceof WorkerSession) {
+    result = await (s.session as unknown as WorkerSession).run(inputs, undefined, true);
   } else {
     result = await s.session.run(inputs);
   }
@@ -371,11 +379,19 @@ class WorkerSession {
     });
   }
 
-  async run(feeds: Record<string, OrtTypes.Tensor>, fetches?: Record<string, OrtTypes.Tensor | null>): Promise<Record<string, OrtTypes.Tensor>> {
+  async run(feeds: Record<string, OrtTypes.Tensor>, fetches?: Record<string, OrtTypes.Tensor | null>, transferInputs = false): Promise<Record<string, OrtTypes.Tensor>> {
     const wf: Record<string, WireTensor> = {};
     for (const [k, t] of Object.entries(feeds)) wf[k] = wire(t);
     const wo = fetches ? Object.fromEntries(Object.entries(fetches).map(([k, t]) => [k, t ? wire(t) : null])) : undefined;
-    const r = await this.ask({ op: 'run', id: this.next++, feeds: wf, ...(wo ? { fetches: wo } : {}) });
+    // Buffers a typed array covers whole can move to the worker; any other is cloned (it may hold more).
+    const moved = new Set<ArrayBuffer>();
+    if (transferInputs) {
+      for (const t of Object.values(wf)) {
+        const d = t.data;
+        if (d.buffer instanceof ArrayBuffer && d.byteOffset === 0 && d.byteLength === d.buffer.byteLength) moved.add(d.buffer);
+      }
+    }
+    const r = await this.ask({ op: 'run', id: this.next++, feeds: wf, ...(wo ? { fetches: wo } : {}) }, [...moved]);
     if (r.op !== 'run') throw new Error(`the ONNX Runtime worker answered '${r.op}' to a run`);
     if (!r.ok) throw unwire(r.error);
     const T = ort().Tensor;

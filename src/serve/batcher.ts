@@ -85,7 +85,8 @@ export class Batcher {
   private busy = 0;
 
   constructor(
-    private readonly run: (feeds: Feeds, instance: number) => Promise<Outputs>,
+    /** `owned`: the feeds were assembled for this run (a combined batch) and may be handed over. */
+    private readonly run: (feeds: Feeds, instance: number, owned: boolean) => Promise<Outputs>,
     readonly options: BatcherOptions,
   ) {
     if (!Number.isInteger(options.maxBatch) || options.maxBatch < 1) throw new Error('maxBatch must be a positive integer');
@@ -237,7 +238,7 @@ export class Batcher {
     const t0 = performance.now();
     let out: Outputs;
     try {
-      out = await this.run(batch.length === 1 ? batch[0]!.feeds : concatFeeds(batch.map((b) => b.feeds), total), instance);
+      out = await this.run(batch.length === 1 ? batch[0]!.feeds : concatFeeds(batch.map((b) => b.feeds), total), instance, batch.length > 1);
     } catch (e) {
       if (batch.length === 1) batch[0]!.reject(e as Error);
       else await this.oneByOne(batch, instance);
@@ -270,7 +271,7 @@ export class Batcher {
     for (const it of batch) {
       const t0 = performance.now();
       try {
-        const out = await this.run(it.feeds, instance);
+        const out = await this.run(it.feeds, instance, false);
         this.options.onRun?.(it.rows, 1, (performance.now() - t0) / 1000);
         it.resolve(out);
       } catch (e) {

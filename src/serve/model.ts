@@ -190,7 +190,7 @@ export class ServedModel {
     /** Every instance's session, the first included. */
     readonly sessions: readonly Session[] = [session],
   ) {
-    this.batcher = new Batcher((feeds, instance) => runSession(this.sessions[instance]!, feeds), {
+    this.batcher = new Batcher((feeds, instance, owned) => runSession(this.sessions[instance]!, feeds, { transferInputs: owned }), {
       instances: sessions.length,
       name: info.name,
       maxBatch: info.maxBatch,
