@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServer } from '../src/serve/server.js';
-import { parseModelSpec } from '../src/serve/model.js';
+import { noFp16Variant, parseModelSpec } from '../src/serve/model.js';
 import { writeTritonRepository } from '../src/serve/triton.js';
 import { decodeInferResponse, encodeInferRequest } from '../src/serve/protocol.js';
 import { OnnxBuilder, encodeModel } from '../src/onnx/export.js';
@@ -147,7 +147,8 @@ test.serial('a pulled model with an FP16 variant: FP32 on the CPU under auto, FP
       t.is(meta.inputs[0].datatype, 'FP32', 'the FP16 export keeps float32 input and output');
       await half.close();
       const plain = writeClassifier(join(dir, 'plain.onnx'));
-      await t.throwsAsync(startServer([plain], { port: 0, device: 'cpu', log: false, precision: 'fp16' }), { instanceOf: UserError, message: /has no FP16 variant/ });
+      await t.throwsAsync(startServer([plain], { port: 0, device: 'cpu', log: false, precision: 'fp16' }), { instanceOf: UserError, message: /has no FP16 variant \(--precision fp16\); a file is served as it is: give the FP16 export itself/ });
+      t.regex(noFp16Variant('my-model', '--fp16').message, /pull it with 'zoo pull my-model --fp16'/);
       // The same variant goes into a Triton repository on request.
       const repo = join(dir, 'triton');
       const written = await writeTritonRepository(repo, ['serve-model'], { precision: 'fp16', settings });

@@ -9,6 +9,7 @@ import type { Model } from '../models/model.js';
 import { decodeImage } from '../data/image_folder.js';
 import { fromPretrained } from './pretrained.js';
 import { existsSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { RUN_FILES } from '../train/run_config.js';
 import { pulledHeadFile } from '../hub/published_heads.js';
@@ -60,12 +61,19 @@ export interface DecodeOptions {
 
 /** An image file or image bytes (JPEG, PNG, WebP) as RGB pixels, EXIF orientation applied. */
 export async function decodeImageInput(img: string | Uint8Array, options: DecodeOptions = {}): Promise<{ data: Uint8Array; width: number; height: number; channels: 3 }> {
-  if (typeof img === 'string') {
+  if (typeof img === 'string' && !options.strict && options.maxPixels === undefined && !options.size) {
     const d = await decodeImage(img);
     return { data: d.data, width: d.width, height: d.height, channels: 3 };
   }
+  let bytes: Uint8Array;
+  if (typeof img === 'string') {
+    const file = img;
+    bytes = await readFile(file).catch((e: NodeJS.ErrnoException) => {
+      throw new UserError(`image '${file}' cannot be read (${e.code ?? e.message})`);
+    });
+  } else bytes = img;
   try {
-    let image = sharp(Buffer.from(img.buffer, img.byteOffset, img.byteLength), {
+    let image = sharp(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
       ...(options.strict ? { failOn: 'error' as const } : {}),
       ...(options.maxPixels !== undefined ? { limitInputPixels: options.maxPixels } : {}),
     }).rotate();

@@ -213,12 +213,10 @@ export class ServedModel {
   static async open(spec: ModelSpec, options: OpenModelOptions): Promise<ServedModel> {
     const found = await resolveServableModel(spec.ref, { ...(options.settings ? { settings: options.settings } : {}) });
     const device = options.device ?? 'auto';
+    const half = found.fp16;
+    if (options.precision === 'fp16' && !half) throw noFp16Variant(spec.ref, '--precision fp16');
     let opened = await openParts(found, found.file, device, options);
     let precision: 'fp32' | 'fp16' = 'fp32';
-    const half = found.fp16;
-    if (options.precision === 'fp16') {
-      if (!half) throw new UserError(`${spec.ref} has no FP16 variant to serve (--precision fp16); pull it with 'zoo pull ${spec.ref} --fp16' or export one with 'zoo export --fp16'`, { exitCode: 2 });
-    }
     // FP16 pays on a GPU (tensor cores); on the CPU, ONNX Runtime computes float16 more slowly than float32.
     const wantHalf = half && (options.precision === 'fp16' || ((options.precision ?? 'auto') === 'auto' && opened.session.provider === 'cuda'));
     if (wantHalf) {
@@ -279,6 +277,14 @@ export class ServedModel {
     if (p.task === 'image-classification') return p.classifier.preprocessing.crop;
     return 224;
   }
+}
+
+/** The usage error for a model without an FP16 variant, with the way to get one that fits what was given. */
+export function noFp16Variant(ref: string, option: string): UserError {
+  const how = looksLikePath(ref) || existsSync(ref)
+    ? `a file is served as it is: give the FP16 export itself (zoo export ... --fp16 -o m16.onnx) without ${option}`
+    : `pull it with 'zoo pull ${ref} --fp16'`;
+  return new UserError(`${ref} has no FP16 variant (${option}); ${how}`, { exitCode: 2 });
 }
 
 /**

@@ -31,7 +31,7 @@ import { ensureDir, writeFileAtomic } from '../io/atomic.js';
 import { createSession } from '../runtime/ort.js';
 import { graphIO, type GraphIO, type TensorInfo } from '../runtime/graph_io.js';
 import type { HubSettings } from '../hub/settings.js';
-import { parseModelSpec, resolveServableModel, type ModelSpec, type ServeTask } from './model.js';
+import { noFp16Variant, parseModelSpec, resolveServableModel, type ModelSpec, type ServeTask } from './model.js';
 
 /** Where Triton places a model's instances: KIND_GPU, KIND_CPU, or KIND_AUTO (GPUs where there are any). */
 export const TRITON_DEVICES = ['gpu', 'cpu', 'auto'] as const;
@@ -399,7 +399,7 @@ export async function planTritonRepository(dir: string, args: readonly string[],
     notes.push(...m.notes);
     let file = m.file;
     if (options.precision === 'fp16') {
-      if (!m.fp16) throw new UserError(`${s.ref} has no FP16 variant (--fp16): pull it with 'zoo pull ${s.ref} --fp16', or export one ('zoo export ... --fp16 -o m16.onnx') and give that file`, { exitCode: 2 });
+      if (!m.fp16) throw noFp16Variant(s.ref, '--fp16');
       file = m.fp16;
     }
     const io = await readGraphIO(file);
