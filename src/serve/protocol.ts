@@ -5,7 +5,7 @@
  * Model Server speak it. Datatypes are the protocol's names (FP32, INT64, ...); tensor data is row-major,
  * little-endian, flattened or nested in JSON.
  */
-import type { HostTensor } from '../runtime/ort.js';
+import { HOST_ARRAY, type HostTensor } from '../runtime/ort.js';
 import { HttpError, badRequest } from './http.js';
 
 export const INFERENCE_HEADER = 'inference-header-content-length';
@@ -28,16 +28,22 @@ interface DatatypeInfo {
   json: boolean;
 }
 
+/** A datatype of the protocol over ONNX Runtime's element type: its typed array and size come from the runtime's. */
+function datatype(type: Element, json = true): DatatypeInfo {
+  const array = HOST_ARRAY[type] as unknown as DatatypeInfo['array'] & { BYTES_PER_ELEMENT: number };
+  return { type, bytes: array.BYTES_PER_ELEMENT, array, json };
+}
+
 /** The protocol's datatypes zoo's models use, and how they map onto ONNX Runtime tensors. */
 export const DATATYPES: Record<string, DatatypeInfo> = {
-  FP32: { type: 'float32', bytes: 4, array: Float32Array, json: true },
-  FP16: { type: 'float16', bytes: 2, array: Uint16Array, json: false },
-  INT64: { type: 'int64', bytes: 8, array: BigInt64Array, json: true },
-  INT32: { type: 'int32', bytes: 4, array: Int32Array, json: true },
-  INT8: { type: 'int8', bytes: 1, array: Int8Array, json: true },
-  UINT8: { type: 'uint8', bytes: 1, array: Uint8Array, json: true },
-  BOOL: { type: 'bool', bytes: 1, array: Uint8Array, json: true },
-} as unknown as Record<string, DatatypeInfo>;
+  FP32: datatype('float32'),
+  FP16: datatype('float16', false),
+  INT64: datatype('int64'),
+  INT32: datatype('int32'),
+  INT8: datatype('int8'),
+  UINT8: datatype('uint8'),
+  BOOL: datatype('bool'),
+};
 
 /** The protocol's datatype for an ONNX Runtime element type ('float32' -> 'FP32'), or undefined. */
 export function datatypeOf(type: string): string | undefined {
