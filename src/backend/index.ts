@@ -4,6 +4,8 @@
  * Order when nothing is asked for: @tensorflow/tfjs-node-gpu, then @tensorflow/tfjs-node (both optional:
  * their install step downloads libtensorflow, so they are not dependencies of zoo; a user installs them
  * beside it), then the WebAssembly backend (threaded SIMD, see ./wasm.ts), then the pure JS cpu backend.
+ * The WebAssembly backend runs its heavy kernels in zoo's native oneDNN addon when that is built
+ * (./native/); `native` insists on it, `wasm` turns it off.
  * `--backend` on the command line or ZOO_BACKEND overrides the order.
  *
  * The cpu backend is far too slow to train on (250 s for one 3x3 filter gradient at batch 8 on 56x56x64),
@@ -16,8 +18,10 @@ import { createThreadedWasmModule, threadsAvailable, unrefWasmWorkers, wasmPacka
 import { registerZooKernels } from './kernels/index.js';
 import { registerCoreGradients } from './gradients.js';
 import { startSimdPool } from './simd/pool.js';
+import { loadNative, nativeBuilt, type NativeInfo } from './native/addon.js';
+import { setNativeConvPrecision, useNativeAddon } from './native/kernels.js';
 
-export const BACKEND_CHOICES = ['auto', 'tfjs-node-gpu', 'tfjs-node', 'wasm', 'cpu'] as const;
+export const BACKEND_CHOICES = ['auto', 'tfjs-node-gpu', 'tfjs-node', 'native', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
 
 export interface BackendOptions {
@@ -50,9 +54,14 @@ export interface BackendInfo {
   float16: boolean;
   /** Backends tried before this one under 'auto', and why each was skipped. */
   skipped: { choice: string; reason: string }[];
+  /** zoo's native oneDNN kernels, when the WebAssembly backend runs on them. */
+  native?: NativeInfo;
+  /** Why the WebAssembly backend runs without them, and how to enable them (auto only). */
+  nativeMissing?: string;
 }
 
 let current: BackendInfo | undefined;
+const NATIVE_OFF = "zoo's native kernels off (backend 'wasm' asked for; 'auto' or 'native' uses them)";
 let wasmModule: WasmModule | undefined;
 
 function parseChoice(value: string): BackendChoice {
@@ -120,7 +129,11 @@ async function setupWasm(threads: number): Promise<{ detail: string; threads: nu
   };
 }
 
-async function activate(choice: Exclude<BackendChoice, 'auto'>, threads: number) {
+async function activate(
+  choice: Exclude<BackendChoice, 'auto'>,
+  threads: number,
+  requested: BackendChoice,
+): Promise<{ name: string; detail: string; threads: number; native?: NativeInfo; nativeMissing?: string }> {
   switch (choice) {
     case 'tfjs-node-gpu':
     case 'tfjs-node': {
@@ -128,9 +141,22 @@ async function activate(choice: Exclude<BackendChoice, 'auto'>, threads: number)
       if (!(await tf.setBackend(name))) throw new UserError(`${choice} failed to initialize`);
       return { name, detail: 'TensorFlow C library', threads };
     }
+    case 'native':
     case 'wasm': {
+      // Under auto, the native kernels are used where they load; `native` requires them, `wasm` skips them.
+      const withNative = choice === 'native' || requested === 'auto';
+      const n = withNative ? loadNative(threads) : undefined;
+      if (choice === 'native' && !n?.available) throw new UserError(n && !n.available ? n.reason : 'native kernels unavailable');
       const r = await setupWasm(threads);
-      return { name: 'wasm', ...r };
+      if (n?.available) {
+        useNativeAddon(n.addon);
+        const i = n.info;
+        return { name: 'wasm', ...r, detail: `oneDNN ${i.version} kernels (${i.isa}), ${r.detail}`, native: i };
+      }
+      useNativeAddon(undefined);
+      const off = !withNative && nativeBuilt() ? NATIVE_OFF : undefined;
+      const why = n && !n.available ? n.reason : off;
+      return { name: 'wasm', ...r, ...(why ? { nativeMissing: why } : {}) };
     }
     case 'cpu': {
       await import('@tensorflow/tfjs-backend-cpu');
@@ -159,23 +185,29 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
   const threads = options.threads ?? settings().threads;
   const order: Exclude<BackendChoice, 'auto'>[] =
     requested === 'auto' ? ['tfjs-node-gpu', 'tfjs-node', 'wasm', 'cpu'] : [requested];
+  if (current && current.name === 'wasm' && (requested === 'wasm' || requested === 'native')) {
+    // Switching between wasm with and without the native kernels keeps the one wasm module.
+    return switchNative(current, requested);
+  }
   const skipped: { choice: string; reason: string }[] = [];
   for (const choice of order) {
     if (requested === 'auto' && choice === 'cpu' && purpose === 'training') {
       throw cpuForTraining(skipped.map((k) => k.reason).join('; '));
     }
     try {
-      const r = await activate(choice, threads);
+      const r = await activate(choice, threads, requested);
       registerZooKernels(r.name);
       current = {
         requested,
-        choice,
+        choice: r.native ? 'native' : choice,
         name: r.name,
         threads: r.threads,
         detail: r.detail,
         skipped,
         // tfjs-core has no float16 dtype: no backend available in Node computes in half precision.
         float16: false,
+        ...(r.native ? { native: r.native } : {}),
+        ...(r.nativeMissing ? { nativeMissing: r.nativeMissing } : {}),
       };
       return current;
     } catch (e) {
@@ -195,6 +227,29 @@ function cpuForTraining(why: string): UserError {
 
 export { registerCoreGradients };
 
+/**
+ * The paper's mixed precision (low-precision compute, float32 master weights), where this machine can
+ * do it: with the native kernels on a CPU that computes bf16 (AMX or AVX512-BF16), convolutions read
+ * their operands in bf16 and accumulate and write in float32; batch norm, the loss and the update stay
+ * in float32. Elsewhere it says why training stays in float32. `on: false` turns it off again.
+ */
+export function setMixedPrecision(on: boolean): { bf16: true; detail: string } | { bf16: false; reason: string } {
+  if (!on) {
+    setNativeConvPrecision('fp32');
+    return { bf16: false, reason: 'turned off' };
+  }
+  const native = current?.native;
+  if (!native) {
+    const why = current?.nativeMissing ?? `the ${current?.choice ?? 'active'} backend has no bf16 kernels`;
+    return { bf16: false, reason: `bf16 needs zoo's native kernels: ${why}` };
+  }
+  if (!native.bf16) {
+    return { bf16: false, reason: `this CPU has neither AMX nor AVX512-BF16 (oneDNN ${native.version} runs ${native.isa})` };
+  }
+  setNativeConvPrecision('bf16');
+  return { bf16: true, detail: `convolutions in bf16 with float32 accumulation (oneDNN ${native.version}, ${native.isa}); float32 master weights, batch norm, loss and update` };
+}
+
 /** The active backend, or undefined before initBackend(). */
 export function activeBackend(): BackendInfo | undefined {
   return current;
@@ -205,6 +260,21 @@ export function activeWasmModule(): WasmModule | undefined {
   return current?.name === 'wasm' ? wasmModule : undefined;
 }
 
+function switchNative(from: BackendInfo, requested: 'wasm' | 'native'): BackendInfo {
+  const { native: _n, nativeMissing: _m, ...rest } = from;
+  const base = from.native ? from.detail.replace(/^oneDNN [^,]*, /, '') : from.detail;
+  if (requested === 'wasm') {
+    useNativeAddon(undefined);
+    current = { ...rest, requested, choice: 'wasm', detail: base, nativeMissing: NATIVE_OFF };
+    return current;
+  }
+  const n = loadNative(from.threads);
+  if (!n.available) throw new UserError(n.reason);
+  useNativeAddon(n.addon);
+  current = { ...rest, requested, choice: 'native', detail: `oneDNN ${n.info.version} kernels (${n.info.isa}), ${base}`, native: n.info };
+  return current;
+}
+
 /** One line for logs: "backend: wasm (SIMD, 2 threads; tfjs-node-gpu, tfjs-node not installed)". */
 export function describeBackend(info: BackendInfo): string {
   const missing = info.skipped.filter((k) => k.reason.includes('is not installed')).map((k) => k.choice);
@@ -212,6 +282,7 @@ export function describeBackend(info: BackendInfo): string {
   const notes = [
     ...(missing.length ? [`${missing.join(', ')} not installed`] : []),
     ...failed.map((k) => `${k.choice} failed: ${k.reason}`),
+    ...(info.nativeMissing ? [info.nativeMissing] : []),
   ];
   return `backend: ${info.choice} (${info.detail}${notes.length ? `; ${notes.join('; ')}` : ''})`;
 }

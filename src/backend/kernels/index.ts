@@ -29,6 +29,19 @@ import { avgPoolGradKernel, identitySharingKernel, maxPoolGradKernel } from './p
 import { resizeBilinearGradKernel } from './resize.js';
 import { roiAlignGradKernel, roiAlignKernel } from './roi_align.js';
 import { sgdKernel } from './sgd.js';
+import {
+  nativeBatchMatMul,
+  nativeBatchNormTrain,
+  nativeBatchNormTrainGrad,
+  nativeConvBackpropFilter,
+  nativeConvBackpropInput,
+  nativeConvForward,
+  nativeAvgPoolGrad,
+  nativeMaxPoolGrad,
+  nativeReluGrad,
+  nativeSgd,
+  preferNative,
+} from '../native/kernels.js';
 
 type KernelArgs = { inputs: Record<string, TensorInfo>; backend: KernelBackend; attrs: NamedAttrMap };
 type Impl = (args: KernelArgs, backendName: string) => TensorInfo | TensorInfo[];
@@ -93,32 +106,47 @@ const maxPoolGradComposed: Impl = (args, backendName) => {
   }
 };
 
-/** Registers zoo's kernels for `backendName` (idempotent). */
+/** The kernel registered now under a core name (before zoo replaces it). */
+function original(coreName: string, backendName: string): Impl {
+  const kernel = tf.getKernel(coreName, backendName);
+  if (!kernel) return delegate(coreName);
+  const f = kernel.kernelFunc;
+  return (args) => f(args as unknown as Parameters<tf.KernelFunc>[0]) as TensorInfo;
+}
+
+/**
+ * Registers zoo's kernels for `backendName` (idempotent). On wasm, the kernels that zoo's native
+ * addon provides (../native/kernels.ts) run there whenever the addon is in use, and these otherwise.
+ */
 export function registerZooKernels(backendName: string): void {
   if (registered.has(backendName)) return;
   const direct = backendName === 'wasm' || backendName === 'cpu';
-  register(ZOO_KERNELS.conv2d, backendName, direct ? convForwardKernel : delegate('Conv2D'));
-  register(ZOO_KERNELS.conv2dBackpropFilter, backendName, backpropFilterKernel);
-  register(ZOO_KERNELS.conv2dBackpropInput, backendName, backpropInputKernel);
+  const wasm = backendName === 'wasm';
+  // preferNative() passes through to the second kernel on every backend but wasm.
+  register(ZOO_KERNELS.conv2d, backendName, preferNative(nativeConvForward, direct ? convForwardKernel : delegate('Conv2D')));
+  register(ZOO_KERNELS.conv2dBackpropFilter, backendName, preferNative(nativeConvBackpropFilter, backpropFilterKernel));
+  register(ZOO_KERNELS.conv2dBackpropInput, backendName, preferNative(nativeConvBackpropInput, backpropInputKernel));
   register(ZOO_KERNELS.relu, backendName, delegate('Relu'));
-  register(ZOO_KERNELS.reluGrad, backendName, direct ? reluGradKernel : reluGradComposed);
+  register(ZOO_KERNELS.reluGrad, backendName, direct ? preferNative(nativeReluGrad, reluGradKernel) : reluGradComposed);
   register(ZOO_KERNELS.maxPool, backendName, delegate('MaxPool'));
-  register(ZOO_KERNELS.maxPoolGrad, backendName, direct ? maxPoolGradKernel : maxPoolGradComposed);
+  register(ZOO_KERNELS.maxPoolGrad, backendName, direct ? preferNative(nativeMaxPoolGrad, maxPoolGradKernel) : maxPoolGradComposed);
   register(ZOO_KERNELS.avgPool, backendName, delegate('AvgPool'));
-  register(ZOO_KERNELS.avgPoolGrad, backendName, avgPoolGradKernel);
+  register(ZOO_KERNELS.avgPoolGrad, backendName, preferNative(nativeAvgPoolGrad, avgPoolGradKernel));
   register(ZOO_KERNELS.resizeBilinear, backendName, delegate('ResizeBilinear'));
   if (direct) {
-    register(ZOO_KERNELS.batchNormTrain, backendName, batchNormTrainKernel);
-    register(ZOO_KERNELS.batchNormTrainGrad, backendName, batchNormTrainGradKernel);
-    register(ZOO_KERNELS.sgd, backendName, sgdKernel);
+    register(ZOO_KERNELS.batchNormTrain, backendName, preferNative(nativeBatchNormTrain, batchNormTrainKernel));
+    register(ZOO_KERNELS.batchNormTrainGrad, backendName, preferNative(nativeBatchNormTrainGrad, batchNormTrainGradKernel));
+    register(ZOO_KERNELS.sgd, backendName, preferNative(nativeSgd, sgdKernel));
     register(ZOO_KERNELS.roiAlign, backendName, roiAlignKernel);
     register(ZOO_KERNELS.roiAlignGrad, backendName, roiAlignGradKernel);
     register(ZOO_KERNELS.resizeBilinearGrad, backendName, resizeBilinearGradKernel);
   }
-  if (backendName === 'wasm') {
-    register('Conv2DBackpropFilter', backendName, backpropFilterKernel);
-    register('Conv2DBackpropInput', backendName, backpropInputKernel);
-    register('BatchMatMul', backendName, batchMatMulKernel);
+  if (wasm) {
+    register('Conv2D', backendName, preferNative(nativeConvForward, original('Conv2D', backendName)));
+    register('FusedConv2D', backendName, preferNative(nativeConvForward, original('FusedConv2D', backendName)));
+    register('Conv2DBackpropFilter', backendName, preferNative(nativeConvBackpropFilter, backpropFilterKernel));
+    register('Conv2DBackpropInput', backendName, preferNative(nativeConvBackpropInput, backpropInputKernel));
+    register('BatchMatMul', backendName, preferNative(nativeBatchMatMul, batchMatMulKernel));
     // The tape clones every tensor it saves for the backward pass; wasm's Identity copies the data,
     // doubling the memory of saved activations. Share it instead (strings keep the copying kernel).
     const copying = tf.getKernel('Identity', backendName)?.kernelFunc;

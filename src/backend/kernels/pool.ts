@@ -23,7 +23,7 @@ export interface PoolAttrs {
   dimRoundingMode?: 'floor' | 'round' | 'ceil';
 }
 
-function poolInfo(xShape: number[], a: PoolAttrs) {
+export function poolInfo(xShape: number[], a: PoolAttrs) {
   return tf.backend_util.computePool2DInfo(
     xShape as [number, number, number, number],
     a.filterSize,
