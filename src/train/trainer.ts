@@ -39,6 +39,7 @@ import { MAX_IMAGE_SIDE } from '../predict/preprocessing.js';
 import { metadataProps } from '../onnx/metadata.js';
 import { Rng } from '../util/random.js';
 import { registerCoreGradients } from '../backend/gradients.js';
+import { setMixedPrecision } from '../backend/index.js';
 import { SGD } from './optim.js';
 import { LrSchedule } from './schedule.js';
 import { distillationLoss, mixup, sampleBeta, smoothTargets, softCrossEntropy } from './loss.js';
@@ -216,12 +217,14 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
   }
   await ensureDir(out, 'the run directory');
 
-  if (t.fp16) {
+  const precision = t.fp16 ? setMixedPrecision(true) : undefined;
+  if (precision) {
     emit({
       type: 'notice',
-      message:
-        'fp16: no tfjs backend computes in float16 (tfjs-core 4.22 has no float16 type), so this run trains in float32; ' +
-        'the paper reports the same accuracy either way (Table 4). Pass --no-fp16 to hide this notice.',
+      message: precision.bf16
+        ? `fp16: mixed precision with bf16: ${precision.detail}`
+        : `fp16: this run trains in float32: ${precision.reason}; the paper reports the same accuracy either way (Table 4). ` +
+          'Pass --no-fp16 to hide this notice.',
     });
   }
 
@@ -275,6 +278,7 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
     throw e;
   } finally {
     opt.dispose();
+    if (precision?.bf16) setMixedPrecision(false);
   }
 }
 

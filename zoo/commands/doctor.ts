@@ -9,12 +9,19 @@ import { exportOnnx } from '../../src/onnx/export.js';
 import { hubSettings } from '../../src/hub/settings.js';
 import { embeddedFashionDir } from '../../src/data/embedded.js';
 import { action } from '../run.js';
+import { loadNative } from '../../src/backend/native/addon.js';
+import { nativeKernelsEnabled } from '../../src/backend/native/kernels.js';
 
 interface DoctorOpts {
   json?: boolean;
   installCuda?: boolean;
   from?: string;
   target?: string;
+}
+
+function bf16Why(n: ReturnType<typeof loadNative>): string {
+  if (!n.available) return 'needs the native kernels';
+  return `this CPU has neither AMX nor AVX512-BF16; oneDNN runs ${n.info.isa}`;
 }
 
 export function doctorCommand(globals: () => { backend?: string }): Command {
@@ -53,6 +60,10 @@ Examples:
           if (opts.target) return;
         }
         const backend = await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), gradients: false });
+        const nativeLoad = loadNative(backend.threads);
+        const nativeKernels = nativeLoad.available
+          ? { available: true, inUse: nativeKernelsEnabled(), addon: nativeLoad.path, ...nativeLoad.info }
+          : { available: false, inUse: false, addon: nativeLoad.path, reason: nativeLoad.reason };
         const ort = ortInfo(undefined, { checksums: true });
         const gpu = detectGpu();
         const cuda = cudaReadiness({ complete: true, checksums: true });
@@ -88,6 +99,7 @@ Examples:
             float16: backend.float16,
             skipped: backend.skipped,
             native: nativeBackends(),
+            nativeKernels,
           },
           onnxruntime: { ...ort, session },
           cuda: { ready: cuda.ready, problem: cuda.problem ?? null, fix: cuda.fix ?? null, checks: cuda.checks },
@@ -104,7 +116,12 @@ Examples:
           `node ${report.node} on ${report.platform}, ${report.cores} cores, ${report.memoryGiB} GiB`,
           `tfjs ${describeBackend(backend)}`,
           `  native backends: ${report.tfjs.native.map((n) => `${n.name} ${n.installed ? 'installed' : 'not installed'}`).join(', ')}`,
-          `  float16 compute: ${yes(backend.float16)} (FP16 training runs in float32; FP16 ONNX export works everywhere)`,
+          nativeLoad.available
+            ? `  native kernels: ${nativeKernelsEnabled() ? 'in use' : `built, not in use (--backend ${backend.choice})`}: oneDNN ${nativeLoad.info.version} ` +
+              `(${nativeLoad.info.library ?? 'libdnnl'}; built with ${nativeLoad.info.builtWith}), ISA ${nativeLoad.info.isa}, ${nativeLoad.info.runtime} ${nativeLoad.info.threads} threads`
+            : `  native kernels: not in use: ${nativeLoad.reason}`,
+          `  bf16 compute (--fp16): ${nativeLoad.available && nativeLoad.info.bf16 ? `yes (oneDNN ${nativeLoad.info.isa})` : `no (${bf16Why(nativeLoad)})`}`,
+          `  float16 compute: ${yes(backend.float16)} (FP16 ONNX export works everywhere)`,
           `onnxruntime-node ${ort.version}${ort.pinned ? '' : ` (zoo pins ${ORT_VERSION})`}: ${ort.binaryDir}`,
           `  CUDA execution provider files: ${ort.cudaFiles.map((f) => `${f.file.replace('libonnxruntime_providers_', '').replace('.so', '')} ${f.present ? 'present' : 'missing'}`).join(', ')}`,
           ...(ort.cudaVersion ? [`  CUDA provider version: ${ort.cudaVersion.detail}`] : []),

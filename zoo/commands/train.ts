@@ -56,7 +56,7 @@ export function trainCommand(globals: () => { backend?: string }): Command {
     .option('--no-zero-gamma', 'BN gamma 1 everywhere')
     .option('--bias-decay', 'weight decay on every parameter')
     .option('--no-bias-decay', 'weight decay on conv and fc weights only')
-    .option('--fp16', 'mixed precision where the backend computes in float16 (none of the tfjs backends does: a notice, then float32)')
+    .option('--fp16', 'mixed precision: bf16 convolutions, float32 master weights, on the native kernels where the CPU has AMX or AVX512-BF16 (elsewhere a notice, then float32)')
     .option('--no-fp16', 'float32')
     .option('--cosine', 'cosine learning-rate decay')
     .option('--no-cosine', 'step decay: /10 at 1/4, 1/2 and 3/4 of the run')
