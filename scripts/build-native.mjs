@@ -28,10 +28,13 @@ function giveUp(reason) {
 if (process.env.ZOO_NATIVE === '0') giveUp('skipped (ZOO_NATIVE=0)');
 if (!existsSync(path.join(nativeDir, 'binding.gyp'))) giveUp('sources not found');
 
-/** The oneDNN header directory, from DNNL_INCLUDE_DIR or the usual prefixes. */
+/** The oneDNN header directory: DNNL_INCLUDE_DIR when set (only there), else the usual prefixes. */
 function findDnnlHeaders() {
+  if (process.env.DNNL_INCLUDE_DIR) {
+    const dir = process.env.DNNL_INCLUDE_DIR;
+    return existsSync(path.join(dir, 'oneapi', 'dnnl', 'dnnl.hpp')) ? dir : undefined;
+  }
   const candidates = [
-    process.env.DNNL_INCLUDE_DIR,
     '/usr/include',
     '/usr/local/include',
     '/opt/homebrew/include',
@@ -43,7 +46,11 @@ function findDnnlHeaders() {
 
 const include = findDnnlHeaders();
 if (!include) {
-  giveUp('oneDNN headers not found (apt-get install libdnnl-dev, then npm run build:native)');
+  giveUp(
+    process.env.DNNL_INCLUDE_DIR
+      ? `oneDNN headers not found in DNNL_INCLUDE_DIR=${process.env.DNNL_INCLUDE_DIR}`
+      : 'oneDNN headers not found (apt-get install libdnnl-dev, then npm run build:native)',
+  );
 }
 const version = /#define\s+DNNL_VERSION_MAJOR\s+(\d+)/.exec(readFileSync(path.join(include, 'oneapi', 'dnnl', 'dnnl_version.h'), 'utf8'));
 if (version && version[1] !== '2') giveUp(`oneDNN ${version[1]}.x found in ${include}; the kernels are written for oneDNN 2.x`);
