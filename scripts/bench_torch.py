@@ -1,6 +1,7 @@
 """PyTorch CPU peer for `npm run bench`: the same ResNet-50-D and shapes, medians over runs.
 
-Reads a JSON job from argv[1] ({"threads", "runs", "cases": [{"kind", "batch", "size"}]}) and prints one
+Reads a JSON job from argv[1] ({"threads", "runs", "cases": [{"kind", "batch", "size", "layout"?, "autocast"?}]};
+layout "channels_last" runs the model and input in NHWC memory, autocast runs under bf16 autocast) and prints one
 JSON object with images/s per case. The model is written here in plain PyTorch (no torchvision, no timm)
 so the peer needs only Debian's python3-torch.
 """
@@ -79,11 +80,16 @@ def main():
     for case in job["cases"]:
         b, s = case["batch"], case["size"]
         x = torch.randn(b, 3, s, s)
+        # channels_last: NHWC memory for the model and input, oneDNN's preferred layout; else PyTorch's default.
+        fmt = torch.channels_last if case.get("layout") == "channels_last" else torch.contiguous_format
+        model = model.to(memory_format=fmt)
+        x = x.contiguous(memory_format=fmt)
+        autocast = case.get("autocast", False)
         if case["kind"] == "forward":
             model.eval()
 
             def step():
-                with torch.no_grad():
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                     model(x)
         else:
             model.train()
@@ -91,7 +97,9 @@ def main():
 
             def step():
                 opt.zero_grad(set_to_none=True)
-                nn.functional.cross_entropy(model(x), y).backward()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
                 opt.step()
         med, times = median_time(step, job["runs"], case.get("warmup", 2))
         out["cases"].append({**case, "seconds": med, "times": times, "imagesPerSecond": b / med})

@@ -82,6 +82,14 @@ export type NativeStatus =
   | { available: false; reason: string; path: string };
 
 let status: NativeStatus | undefined;
+const setByZoo = new Set<string>();
+
+/** `env` without the OpenMP settings loadNative() made (for child processes such as a PyTorch peer). */
+export function nativeEnvironmentRemoved(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const out = { ...env };
+  for (const k of setByZoo) delete out[k];
+  return out;
+}
 
 /**
  * Loads the addon once (with OpenMP's settings for `threads`) and says whether it can be used. Never
@@ -94,8 +102,12 @@ export function loadNative(threads: number): NativeStatus {
     status = { available: false, path, reason: `zoo's native kernels are not built (${ENABLE_HINT})` };
     return status;
   }
-  process.env.OMP_WAIT_POLICY ??= 'passive';
-  process.env.OMP_NUM_THREADS ??= String(threads);
+  for (const [k, v] of [['OMP_WAIT_POLICY', 'passive'], ['OMP_NUM_THREADS', String(threads)]] as const) {
+    if (process.env[k] === undefined) {
+      process.env[k] = v;
+      setByZoo.add(k);
+    }
+  }
   try {
     const addon = require(path) as NativeAddon;
     addon.setThreads(threads);
