@@ -23,6 +23,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <stdexcept>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -44,6 +46,20 @@ using dt = dnnl::memory::data_type;
 
 uint8_t* g_heap = nullptr;
 size_t g_heap_len = 0;
+// The addon's state (the heap, cached primitives) belongs to the one thread whose wasm backend it
+// serves; a second JavaScript thread (a worker with its own tfjs) is refused rather than sharing it.
+std::thread::id g_owner;
+bool g_owned = false;
+
+void check_thread() {
+  const auto me = std::this_thread::get_id();
+  if (!g_owned) {
+    g_owner = me;
+    g_owned = true;
+  } else if (g_owner != me) {
+    throw std::runtime_error("zoo's native kernels serve one JavaScript thread per process; this is another");
+  }
+}
 
 struct Failure {
   std::string message;
@@ -100,6 +116,7 @@ T* at(int64_t off, int64_t count) {
 template <typename F>
 napi_value guarded(napi_env env, F&& body) {
   try {
+    check_thread();
     return body();
   } catch (const Failure& f) {
     return throw_error(env, f.message);
