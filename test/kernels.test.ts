@@ -7,7 +7,7 @@
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { setupBackend, maxAbsDiff } from './helpers/backend.js';
+import { setupBackend, readOutputs, assertClose, type ConvCase as ConvCaseOf } from './helpers/backend.js';
 import { registerZooKernels, ZOO_KERNELS } from '../src/backend/kernels/index.js';
 import { batchNormTrainComposed } from '../src/ops/index.js';
 import { setConvStrategy, type ConvStrategy } from '../src/backend/kernels/conv_gemm.js';
@@ -28,37 +28,13 @@ test.before(async () => {
 /** Runs fn with `backend` active; the result is read back as plain arrays. */
 async function on(backend: 'cpu' | 'wasm', fn: () => tf.Tensor | tf.Tensor[]): Promise<Float32Array[]> {
   await tf.setBackend(backend);
-  const before = tf.memory().numTensors;
-  const out = tf.tidy(() => {
-    const r = fn();
-    return Array.isArray(r) ? r : [r];
-  });
-  const values = out.map((t) => t.dataSync().slice() as Float32Array);
-  tf.dispose(out);
-  if (tf.memory().numTensors !== before) throw new Error(`${backend}: ${tf.memory().numTensors - before} tensors leaked`);
-  return values;
+  return readOutputs(fn, backend);
 }
 
-function close(t: { is(a: unknown, b: unknown, m?: string): void; true(v: boolean, m?: string): void }, got: Float32Array, want: Float32Array, what: string): void {
-  t.is(got.length, want.length, `${what}: length`);
-  let scale = 1;
-  for (const v of want) scale = Math.max(scale, Math.abs(v));
-  const d = maxAbsDiff(got, want);
-  t.true(d <= 2e-5 * scale, `${what}: max |diff| ${d} (scale ${scale})`);
-}
+const close = assertClose;
 
 type Pad = number | [[number, number], [number, number]];
-interface ConvCase {
-  n: number;
-  h: number;
-  w: number;
-  ci: number;
-  co: number;
-  k: number;
-  s: number;
-  pad: Pad;
-  d: number;
-}
+type ConvCase = ConvCaseOf<Pad>;
 
 const convCases: ConvCase[] = [
   // small maps with many channels: where products beat the native convolution

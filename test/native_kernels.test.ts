@@ -17,7 +17,7 @@ import { loadNative, nativeBuilt } from '../src/backend/native/addon.js';
 import { nativeKernelsEnabled, setNativeKernelsEnabled, useNativeAddon } from '../src/backend/native/kernels.js';
 import { createModel } from '../src/models/model.js';
 import { batchNormTrain } from '../src/ops/index.js';
-import { maxAbsDiff } from './helpers/backend.js';
+import { readOutputs, assertClose, type ConvCase } from './helpers/backend.js';
 import { Rng } from '../src/util/random.js';
 
 const built = nativeBuilt();
@@ -46,30 +46,15 @@ async function on(where: Where, fn: () => tf.Tensor | tf.Tensor[]): Promise<Floa
   await tf.setBackend(where === 'cpu' ? 'cpu' : 'wasm');
   setNativeKernelsEnabled(where === 'native');
   try {
-    const before = tf.memory().numTensors;
-    const out = tf.tidy(() => {
-      const r = fn();
-      return Array.isArray(r) ? r : [r];
-    });
-    const values = out.map((t) => t.dataSync().slice() as Float32Array);
-    tf.dispose(out);
-    if (tf.memory().numTensors !== before) throw new Error(`${where}: ${tf.memory().numTensors - before} tensors leaked`);
-    return values;
+    return readOutputs(fn, where);
   } finally {
     setNativeKernelsEnabled(true);
     await tf.setBackend('wasm');
   }
 }
 
-type T = { is(a: unknown, b: unknown, m?: string): void; true(v: boolean, m?: string): void };
-/** |got - want| <= tol * max(1, max |want|), elementwise. */
-function close(t: T, got: Float32Array, want: Float32Array, what: string, tol = 2e-5): void {
-  t.is(got.length, want.length, `${what}: length`);
-  let scale = 1;
-  for (const v of want) scale = Math.max(scale, Math.abs(v));
-  const d = maxAbsDiff(got, want);
-  t.true(d <= tol * scale, `${what}: max |diff| ${d} (scale ${scale})`);
-}
+type T = Parameters<typeof assertClose>[0];
+const close = assertClose;
 
 /** Compares native against wasm and cpu for each output. */
 async function agree(t: T, what: string, fn: () => tf.Tensor | tf.Tensor[], tol = 2e-5, against: Where[] = ['wasm', 'cpu']): Promise<void> {
@@ -81,17 +66,6 @@ async function agree(t: T, what: string, fn: () => tf.Tensor | tf.Tensor[], tol 
   }
 }
 
-interface ConvCase {
-  n: number;
-  h: number;
-  w: number;
-  ci: number;
-  co: number;
-  k: number;
-  s: number;
-  pad: number | 'same' | 'valid' | [[number, number], [number, number]];
-  d: number;
-}
 
 const convCases: ConvCase[] = [
   { n: 2, h: 9, w: 9, ci: 8, co: 16, k: 3, s: 1, pad: 1, d: 1 },

@@ -28,3 +28,40 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   }
   return m;
 }
+
+/** Runs fn in a tidy scope and reads its outputs back as plain arrays; throws if it leaks tensors. */
+export function readOutputs(fn: () => tf.Tensor | tf.Tensor[], what: string): Float32Array[] {
+  const before = tf.memory().numTensors;
+  const out = tf.tidy(() => {
+    const r = fn();
+    return Array.isArray(r) ? r : [r];
+  });
+  const values = out.map((t) => t.dataSync().slice() as Float32Array);
+  tf.dispose(out);
+  if (tf.memory().numTensors !== before) throw new Error(`${what}: ${tf.memory().numTensors - before} tensors leaked`);
+  return values;
+}
+
+type Asserts = { is(a: unknown, b: unknown, m?: string): void; true(v: boolean, m?: string): void };
+
+/** Elementwise |got - want| <= tol * max(1, max |want|). */
+export function assertClose(t: Asserts, got: Float32Array, want: Float32Array, what: string, tol = 2e-5): void {
+  t.is(got.length, want.length, `${what}: length`);
+  let scale = 1;
+  for (const v of want) scale = Math.max(scale, Math.abs(v));
+  const d = maxAbsDiff(got, want);
+  t.true(d <= tol * scale, `${what}: max |diff| ${d} (scale ${scale})`);
+}
+
+/** One convolution of the kernel tests: NHWC input n x h x w x ci, k x k filter to co, stride, padding, dilation. */
+export interface ConvCase<P = number | 'same' | 'valid' | [[number, number], [number, number]]> {
+  n: number;
+  h: number;
+  w: number;
+  ci: number;
+  co: number;
+  k: number;
+  s: number;
+  pad: P;
+  d: number;
+}
