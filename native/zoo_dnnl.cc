@@ -581,18 +581,41 @@ ZOO_CLONES void bn_apply_range(const float* x, float* y, const float* res, int64
   }
 }
 
-ZOO_CLONES void bn_grad_reduce_range(const float* dy, const float* x, const float* y, float* dres, const float* mean, int64_t C, int64_t p0,
-                                     int64_t p1, double* sg, double* sgx) {
-  for (int64_t p = p0; p < p1; p++) {
-    const int64_t o = p * C;
+// Sums of g and g * (x - mean) over rows [p0, p1): each block of up to 32 rows is summed in float
+// (eight lanes), and the blocks in double.
+template <bool RELU, bool RES>
+ZOO_CLONES void bn_grad_reduce_rows(const float* dy, const float* x, const float* y, float* dres, const float* mean, int64_t C, int64_t p0,
+                                    int64_t p1, double* sg, double* sgx) {
+  std::vector<float> bs(C), bx(C);
+  for (int64_t b0 = p0; b0 < p1; b0 += 32) {
+    const int64_t b1 = std::min(p1, b0 + 32);
+    std::fill(bs.begin(), bs.end(), 0.f);
+    std::fill(bx.begin(), bx.end(), 0.f);
+    float* __restrict fs = bs.data();
+    float* __restrict fx = bx.data();
+    for (int64_t p = b0; p < b1; p++) {
+      const int64_t o = p * C;
 #pragma omp simd
+      for (int64_t c = 0; c < C; c++) {
+        const float g = RELU ? (y[o + c] > 0.f ? dy[o + c] : 0.f) : dy[o + c];
+        if (RES) dres[o + c] = g;
+        fs[c] += g;
+        fx[c] += g * (x[o + c] - mean[c]);
+      }
+    }
     for (int64_t c = 0; c < C; c++) {
-      const float g = y ? (y[o + c] > 0.f ? dy[o + c] : 0.f) : dy[o + c];
-      if (dres) dres[o + c] = g;
-      sg[c] += g;
-      sgx[c] += double(g) * double(x[o + c] - mean[c]);
+      sg[c] += fs[c];
+      sgx[c] += fx[c];
     }
   }
+}
+
+void bn_grad_reduce_range(const float* dy, const float* x, const float* y, float* dres, const float* mean, int64_t C, int64_t p0, int64_t p1,
+                          double* sg, double* sgx) {
+  if (y && dres) bn_grad_reduce_rows<true, true>(dy, x, y, dres, mean, C, p0, p1, sg, sgx);
+  else if (y) bn_grad_reduce_rows<true, false>(dy, x, y, dres, mean, C, p0, p1, sg, sgx);
+  else if (dres) bn_grad_reduce_rows<false, true>(dy, x, y, dres, mean, C, p0, p1, sg, sgx);
+  else bn_grad_reduce_rows<false, false>(dy, x, y, dres, mean, C, p0, p1, sg, sgx);
 }
 
 ZOO_CLONES void bn_grad_apply_range(const float* dy, const float* x, const float* y, float* dx, const float* mean, const float* ka,
