@@ -45,9 +45,10 @@ const j = require(process.argv[2]);
 const p = Array.isArray(j) ? j[0] : Object.values(j)[0];
 const files = p.files.map((f) => f.path);
 const need = ['package.json', 'README.md', 'LICENSE', 'models.json', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/zoo/index.js',
-  'dist/src/backend/simd/kernels.wasm', 'dist/src/backend/wasm-worker.cjs', 'data/imagenet_classes.json'];
+  'dist/src/backend/simd/kernels.wasm', 'dist/src/backend/wasm-worker.cjs', 'data/imagenet_classes.json',
+  'native/zoo_dnnl.cc', 'native/binding.gyp', 'native/build.mjs'];
 const missing = need.filter((f) => !files.includes(f));
-const stray = files.filter((f) => /\.map$|^dist\/(test|scripts)\/|^(src|test|scripts|zoo|docs)\/|\.tsbuildinfo$|^\.npmrc$/.test(f));
+const stray = files.filter((f) => /\.map$|^dist\/(test|scripts)\/|^(src|test|scripts|zoo|docs)\/|^native\/build\/|\.tsbuildinfo$|^\.npmrc$/.test(f));
 if (missing.length) console.error('missing:', missing.join(' '));
 if (stray.length) console.error('should not ship:', stray.join(' '));
 console.log(`tarball ${(p.size / 1e6).toFixed(2)} MB, unpacked ${(p.unpackedSize / 1e6).toFixed(2)} MB, ${files.length} files`);
@@ -71,6 +72,9 @@ t0=$(now)
 (cd "$app" && env "${install_env[@]}" npm install --prefer-offline --no-audit --no-fund --foreground-scripts "$tarball" >"$work/install.log" 2>&1) || { tail -25 "$work/install.log"; fail "npm install of the tarball failed"; }
 ! grep -qi 'nuget' "$work/install.log" || { grep -i nuget "$work/install.log"; fail "onnxruntime-node's install script reached for nuget"; }
 echo "install: $(secs "$t0" "$(now)")"
+# The package's install step builds zoo's native kernels where oneDNN's headers are, and says why not elsewhere.
+grep -q 'zoo native kernels:' "$work/install.log" || fail "the install step printed nothing about zoo's native kernels"
+echo "  $(grep 'zoo native kernels:' "$work/install.log" | tail -1)"
 
 nm="$app/node_modules"
 [ -f "$nm/$name/dist/src/backend/simd/kernels.wasm" ] || fail "kernels.wasm is not installed"

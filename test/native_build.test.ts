@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const build = fileURLToPath(new URL('../../scripts/build-native.mjs', import.meta.url));
+const build = fileURLToPath(new URL('../../native/build.mjs', import.meta.url));
 const backendModule = new URL('../src/backend/index.js', import.meta.url).href;
 
 function run(args: string[], env: Record<string, string>) {

@@ -1,8 +1,8 @@
 /**
  * zoo's native kernels: the one module that loads the oneDNN addon (native/zoo_dnnl.cc).
  *
- * The addon is built at install time by node-gyp where oneDNN's headers are present (scripts/
- * build-native.mjs; `apt-get install libdnnl-dev` on Debian and Ubuntu) and is optional: without it
+ * The addon is built at install time by node-gyp where oneDNN's headers are present (native/
+ * build.mjs; `apt-get install libdnnl-dev` on Debian and Ubuntu) and is optional: without it
  * zoo runs exactly as before, on the WebAssembly backend's own kernels. With it, the training path's
  * heavy kernels (convolutions and their gradients, batch norm, matrix products, the SGD update) run in
  * oneDNN and C++ directly on the tensors in the wasm heap, without copies.

@@ -15,8 +15,8 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const nativeDir = path.join(root, 'native');
+const nativeDir = path.dirname(fileURLToPath(import.meta.url));
+const root = path.dirname(nativeDir);
 const strict = process.argv.includes('--strict');
 const say = (msg) => console.log(`zoo native kernels: ${msg}`);
 
