@@ -52,7 +52,13 @@ if (!include) {
       : 'oneDNN headers not found (apt-get install libdnnl-dev, then npm run build:native)',
   );
 }
-const version = /#define\s+DNNL_VERSION_MAJOR\s+(\d+)/.exec(readFileSync(path.join(include, 'oneapi', 'dnnl', 'dnnl_version.h'), 'utf8'));
+let versionHeader = '';
+try {
+  versionHeader = readFileSync(path.join(include, 'oneapi', 'dnnl', 'dnnl_version.h'), 'utf8');
+} catch {
+  giveUp(`oneDNN's dnnl_version.h not found beside dnnl.hpp in ${include}`);
+}
+const version = /#define\s+DNNL_VERSION_MAJOR\s+(\d+)/.exec(versionHeader);
 if (version && version[1] !== '2') giveUp(`oneDNN ${version[1]}.x found in ${include}; the kernels are written for oneDNN 2.x`);
 
 /** node-gyp: npm's own (npm sets npm_config_node_gyp for scripts), a local install, or npm's bundled copy. */
@@ -81,8 +87,10 @@ if (include !== '/usr/include') {
   env.LDFLAGS = `${env.LDFLAGS ?? ''} -L${path.join(path.dirname(include), 'lib')}`.trim();
 }
 say(`building with oneDNN ${version ? `${version[1]}.x ` : ''}headers from ${include}`);
-const r = spawnSync(process.execPath, args, { cwd: nativeDir, env, encoding: 'utf8' });
-if (r.status !== 0) {
+// Ten minutes: a compile takes seconds; node-gyp fetching Node's headers from a network it cannot reach
+// would otherwise hang the install.
+const r = spawnSync(process.execPath, args, { cwd: nativeDir, env, encoding: 'utf8', timeout: 600_000 });
+if (r.status !== 0 || r.error) {
   const log = `${r.stdout ?? ''}${r.stderr ?? ''}`;
   const lines = log.split('\n').filter((l) => /error|not found|No such file/i.test(l)).slice(0, 6);
   rmSync(path.join(nativeDir, 'build'), { recursive: true, force: true });

@@ -24,6 +24,7 @@
 #include <memory>
 #include <string>
 #include <stdexcept>
+#include <mutex>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -48,15 +49,13 @@ uint8_t* g_heap = nullptr;
 size_t g_heap_len = 0;
 // The addon's state (the heap, cached primitives) belongs to the one thread whose wasm backend it
 // serves; a second JavaScript thread (a worker with its own tfjs) is refused rather than sharing it.
+std::once_flag g_owned;
 std::thread::id g_owner;
-bool g_owned = false;
 
 void check_thread() {
   const auto me = std::this_thread::get_id();
-  if (!g_owned) {
-    g_owner = me;
-    g_owned = true;
-  } else if (g_owner != me) {
+  std::call_once(g_owned, [&] { g_owner = me; });
+  if (g_owner != me) {
     throw std::runtime_error("zoo's native kernels serve one JavaScript thread per process; this is another");
   }
 }
@@ -87,6 +86,7 @@ struct Args {
   napi_value argv[24];
   Args(napi_env e, napi_callback_info info) : env(e) {
     napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+    if (argc > 24) argc = 24;  // napi reports the call's count; only 24 were read
   }
   double num(size_t i) const {
     if (i >= argc) throw Failure{"missing argument " + std::to_string(i)};
@@ -563,7 +563,7 @@ ZOO_CLONES void bn_apply_range(const float* x, float* y, const float* res, int64
 #pragma omp simd
       for (int64_t c = 0; c < C; c++) {
         const float v = xr[c] * scale[c] + shift[c] + rr[c];
-        yr[c] = v > 0.f ? v : 0.f;
+        yr[c] = v < 0.f ? 0.f : v;  // a NaN stays NaN, as in the wasm kernel
       }
     } else if (rr) {
 #pragma omp simd
@@ -572,7 +572,7 @@ ZOO_CLONES void bn_apply_range(const float* x, float* y, const float* res, int64
 #pragma omp simd
       for (int64_t c = 0; c < C; c++) {
         const float v = xr[c] * scale[c] + shift[c];
-        yr[c] = v > 0.f ? v : 0.f;
+        yr[c] = v < 0.f ? 0.f : v;  // a NaN stays NaN, as in the wasm kernel
       }
     } else {
 #pragma omp simd
@@ -597,7 +597,7 @@ ZOO_CLONES void bn_grad_reduce_rows(const float* dy, const float* x, const float
       const int64_t o = p * C;
 #pragma omp simd
       for (int64_t c = 0; c < C; c++) {
-        const float g = RELU ? (y[o + c] > 0.f ? dy[o + c] : 0.f) : dy[o + c];
+        const float g = RELU ? dy[o + c] * float(y[o + c] > 0.f) : dy[o + c];
         if (RES) dres[o + c] = g;
         fs[c] += g;
         fx[c] += g * (x[o + c] - mean[c]);
@@ -625,7 +625,7 @@ ZOO_CLONES void bn_grad_apply_range(const float* dy, const float* x, const float
     if (y) {
 #pragma omp simd
       for (int64_t c = 0; c < C; c++) {
-        const float g = y[o + c] > 0.f ? dy[o + c] : 0.f;
+        const float g = dy[o + c] * float(y[o + c] > 0.f);
         dx[o + c] = ka[c] * g + kb[c] * (x[o + c] - mean[c]) + kk[c];
       }
     } else {
@@ -747,7 +747,7 @@ napi_value BnTrainGrad(napi_env env, napi_callback_info info) {
 
 ZOO_CLONES void relu_grad_range(const float* dy, const float* y, float* dx, int64_t i0, int64_t i1) {
 #pragma omp simd
-  for (int64_t i = i0; i < i1; i++) dx[i] = y[i] > 0.f ? dy[i] : 0.f;
+  for (int64_t i = i0; i < i1; i++) dx[i] = dy[i] * float(y[i] > 0.f);
 }
 
 // reluGrad(dy, y, dx, n)
@@ -901,9 +901,11 @@ napi_value AvgPoolGrad(napi_env env, napi_callback_info info) {
 }
 
 napi_value ClearCaches(napi_env env, napi_callback_info) {
-  g_conv_plans.clear();
-  g_matmul_plans.clear();
-  return undefined(env);
+  return guarded(env, [&]() -> napi_value {
+    g_conv_plans.clear();
+    g_matmul_plans.clear();
+    return undefined(env);
+  });
 }
 
 napi_value Init(napi_env env, napi_value exports) {

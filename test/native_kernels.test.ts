@@ -296,3 +296,34 @@ maybe('--fp16 says what it does: bf16 where the CPU computes it, else why float3
     setMixedPrecision(false);
   }
 });
+
+maybe('a NaN stays NaN through the fused ReLU and its gradient, as on the wasm kernels', async (t) => {
+  const shape = [2, 3, 3, 4];
+  const x = rand(72);
+  x[5] = NaN; // channel 1's statistics become NaN
+  const dy = rand(72);
+  dy[10] = NaN;
+  const nans = (a: Float32Array) => a.reduce((n, v) => n + (Number.isNaN(v) ? 1 : 0), 0);
+  for (const where of ['native', 'wasm'] as const) {
+    const [y] = await on(where, () => batchNormTrain(tf.tensor(x, shape), tf.ones([4]) as tf.Tensor1D, tf.zeros([4]) as tf.Tensor1D, { epsilon: 1e-5, relu: true }).y);
+    t.is(nans(y!), 18, `${where}: every element of the NaN channel is NaN`);
+    const [g] = await on(where, () => tf.engine().runKernel(ZOO_KERNELS.reluGrad, { dy: tf.tensor1d(dy), y: tf.tensor1d(new Float32Array(72).fill(1)) }) as tf.Tensor);
+    t.is(nans(g!), 1, `${where}: the NaN gradient passes`);
+  }
+});
+
+maybe('shapes the native kernels do not take run on the wasm kernels with the same result', async (t) => {
+  // BatchMatMul broadcasting a batch of 1: the output keeps the broadcast rank.
+  const a = rand(5 * 7);
+  const b = rand(3 * 7 * 4);
+  const [got] = await on('native', () => tf.matMul(tf.tensor(a, [1, 5, 7]), tf.tensor(b, [3, 7, 4])));
+  const shape = tf.tidy(() => tf.matMul(tf.tensor(a, [1, 5, 7]), tf.tensor(b, [3, 7, 4])).shape);
+  t.deepEqual(shape, [3, 5, 4]);
+  const [want] = await on('wasm', () => tf.matMul(tf.tensor(a, [1, 5, 7]), tf.tensor(b, [3, 7, 4])));
+  close(t, got!, want!, 'broadcast matmul');
+  t.deepEqual(tf.tidy(() => tf.matMul(tf.tensor(a, [1, 5, 7]), tf.tensor(b.subarray(0, 28), [7, 4])).shape), [1, 5, 4]);
+  // dimRoundingMode 'ceil' gives an output size the padding does not imply: declined, the wasm kernel runs.
+  const x = rand(1 * 6 * 6 * 2);
+  const w = rand(3 * 3 * 2 * 3);
+  await agree(t, 'ceil rounding', () => tf.conv2d(tf.tensor4d(x, [1, 6, 6, 2]), tf.tensor4d(w, [3, 3, 2, 3]), 2, 0, 'NHWC', 1, 'ceil'), 2e-5, ['wasm']);
+});

@@ -217,20 +217,21 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
   }
   await ensureDir(out, 'the run directory');
 
-  const precision = t.fp16 ? setMixedPrecision(true) : undefined;
-  if (precision) {
-    emit({
-      type: 'notice',
-      message: precision.bf16
-        ? `fp16: mixed precision with bf16: ${precision.detail}`
-        : `fp16: this run trains in float32: ${precision.reason}; the paper reports the same accuracy either way (Table 4). ` +
-          'Pass --no-fp16 to hide this notice.',
-    });
-  }
-
   const model = createModel(c.arch, { numClasses: classes, zeroInitLastBn: t.zeroGamma, seed: c.seed });
   const opt = new SGD(model.params, { momentum: c.momentum, nesterov: c.nesterov, weightDecay: c.weightDecay, noBiasDecay: t.noBiasDecay });
+  let precision: ReturnType<typeof setMixedPrecision> | undefined;
   try {
+    precision = t.fp16 ? setMixedPrecision(true) : undefined;
+    if (precision) {
+      emit({
+        type: 'notice',
+        message: precision.bf16
+          ? `fp16: mixed precision with bf16: ${precision.detail}`
+          : `fp16: this run trains in float32: ${precision.reason}; the paper reports the same accuracy either way (Table 4). ` +
+            'Pass --no-fp16 to hide this notice.',
+      });
+    }
+
     const itersPerEpoch = updatesPerEpoch(c);
     const schedule = scheduleOf(c);
     if (!options.resume) await writeFileAtomic(files.config, `${JSON.stringify(c, null, 2)}\n`);

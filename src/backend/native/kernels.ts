@@ -14,6 +14,7 @@
  * the convolutions read bf16 copies of their operands and accumulate and write in float32; batch norm,
  * the loss and the update stay in float32.
  */
+import * as tf from '@tensorflow/tfjs-core';
 import type { KernelBackend, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 import { KernelContext, sizeOf } from '../kernels/context.js';
 import { convGeometry, type ConvGeometry, type ConvGradAttrs } from '../kernels/conv_backprop.js';
@@ -32,13 +33,13 @@ interface WasmMemoryOwner {
 let addon: NativeAddon | undefined;
 let enabled = false;
 let convBf16 = false;
-let heapBytes = -1;
+let heapBuffer: ArrayBufferLike | undefined;
 
 /** Makes the kernels below use `a` (undefined: off). */
 export function useNativeAddon(a: NativeAddon | undefined): void {
   addon = a;
   enabled = a !== undefined;
-  heapBytes = -1;
+  heapBuffer = undefined;
 }
 
 /** Turns the native kernels off and on again in this process (the wasm kernels run while off). */
@@ -63,10 +64,11 @@ export function nativeConvPrecision(): 'bf16' | 'fp32' {
 /** The addon, with its view of the heap current (call after the outputs are allocated). */
 function ready(ctx: KernelContext): NativeAddon {
   const memory = (ctx.backend as unknown as WasmMemoryOwner).wasm.wasmMemory;
+  // A grown shared memory hands out a new buffer object: the addon then takes its new length.
   const buffer = memory.buffer;
-  if (buffer.byteLength !== heapBytes) {
+  if (buffer !== heapBuffer) {
     addon!.setHeap(new Uint8Array(buffer));
-    heapBytes = buffer.byteLength;
+    heapBuffer = buffer;
   }
   return addon!;
 }
@@ -100,6 +102,21 @@ function nhwc(attrs: ConvGradAttrs): boolean {
   return !attrs.dataFormat || attrs.dataFormat === 'NHWC';
 }
 
+/**
+ * Whether oneDNN takes this geometry as tfjs computed it: the output size follows from the padding
+ * exactly (tfjs's dimRoundingMode can round otherwise), and the operands have the shapes it implies.
+ */
+function convTakes(g: ConvGeometry, x: readonly number[] | undefined, filterIn: number | undefined, dy: readonly number[] | undefined): boolean {
+  const out = (size: number, k: number, s: number, d: number, a: number, b: number) => Math.floor((size + a + b - ((k - 1) * d + 1)) / s) + 1;
+  if (out(g.inH, g.kH, g.strideH, g.dilH, g.padTop, g.padBottom) !== g.outH) return false;
+  if (out(g.inW, g.kW, g.strideW, g.dilW, g.padLeft, g.padRight) !== g.outW) return false;
+  const same = (a: readonly number[], b: number[]) => a.length === b.length && a.every((v, i) => v === b[i]);
+  if (x && !same(x, [g.batch, g.inH, g.inW, g.inC])) return false;
+  if (filterIn !== undefined && filterIn !== g.inC) return false;
+  if (dy && !same(dy, [g.batch, g.outH, g.outW, g.outC])) return false;
+  return true;
+}
+
 function withContext<T>(args: KernelArgs, backendName: string, body: (ctx: KernelContext) => T): T {
   const ctx = new KernelContext(args.backend, backendName);
   try {
@@ -116,9 +133,11 @@ export const nativeConvForward: NativeImpl = (args, backendName) => {
   const activation = attrs.activation ?? 'linear';
   if (!nhwc(attrs) || !float32(x, filter, bias) || preluActivationWeights) return undefined;
   if (activation !== 'linear' && activation !== 'relu') return undefined;
-  if (bias && sizeOf(bias.shape) !== filter!.shape[3]) return undefined; // a broadcast bias of another shape
+  // A bias per output channel ([outC], or [1, .., outC]); other broadcasts are the wasm kernel's.
+  if (bias && (bias.shape[bias.shape.length - 1] !== filter!.shape[3] || sizeOf(bias.shape) !== filter!.shape[3])) return undefined;
+  const g = convGeometry(x!.shape, filter!.shape, attrs.strides, attrs.pad, attrs.dilations ?? 1, attrs.dimRoundingMode);
+  if (!convTakes(g, x!.shape, filter!.shape[2], undefined)) return undefined;
   return withContext(args, backendName, (ctx) => {
-    const g = convGeometry(x!.shape, filter!.shape, attrs.strides, attrs.pad, attrs.dilations ?? 1, attrs.dimRoundingMode);
     const y = ctx.empty([g.batch, g.outH, g.outW, g.outC]);
     ready(ctx).conv(0, packGeometry(g), ctx.address(x!), ctx.address(filter!), ctx.address(y), +convBf16, bias ? ctx.address(bias) : 0, +(activation === 'relu'));
     return ctx.keep(y);
@@ -130,11 +149,10 @@ export const nativeConvBackpropInput: NativeImpl = (args, backendName) => {
   const attrs = args.attrs as unknown as ConvGradAttrs;
   const { dy, filter } = args.inputs;
   if (!nhwc(attrs) || !float32(dy, filter)) return undefined;
+  const g = convGeometry(attrs.inputShape!, filter!.shape, attrs.strides, attrs.pad, attrs.dilations ?? 1, attrs.dimRoundingMode);
+  // A mismatch is reported by the wasm kernel, which checks the same.
+  if (!convTakes(g, undefined, filter!.shape[2], dy!.shape)) return undefined;
   return withContext(args, backendName, (ctx) => {
-    const g = convGeometry(attrs.inputShape!, filter!.shape, attrs.strides, attrs.pad, attrs.dilations ?? 1, attrs.dimRoundingMode);
-    if (g.outH !== dy!.shape[1] || g.outW !== dy!.shape[2]) {
-      throw new Error(`Conv2DBackpropInput: dy shape ${dy!.shape} does not match the convolution output ${g.outH}x${g.outW}`);
-    }
     const dx = ctx.empty([g.batch, g.inH, g.inW, g.inC]);
     ready(ctx).conv(1, packGeometry(g), ctx.address(dy!), ctx.address(filter!), ctx.address(dx), +convBf16);
     return ctx.keep(dx);
@@ -146,8 +164,9 @@ export const nativeConvBackpropFilter: NativeImpl = (args, backendName) => {
   const attrs = args.attrs as unknown as ConvGradAttrs;
   const { x, dy } = args.inputs;
   if (!nhwc(attrs) || !float32(x, dy)) return undefined;
+  const g = convGeometry(x!.shape, attrs.filterShape!, attrs.strides, attrs.pad, attrs.dilations ?? 1, attrs.dimRoundingMode);
+  if (!convTakes(g, x!.shape, attrs.filterShape![2], dy!.shape)) return undefined;
   return withContext(args, backendName, (ctx) => {
-    const g = convGeometry(x!.shape, attrs.filterShape!, attrs.strides, attrs.pad, attrs.dilations ?? 1, attrs.dimRoundingMode);
     const dw = ctx.empty([g.kH, g.kW, g.inC, g.outC]);
     ready(ctx).conv(2, packGeometry(g), ctx.address(x!), ctx.address(dy!), ctx.address(dw), +convBf16);
     return ctx.keep(dw);
@@ -169,13 +188,18 @@ export const nativeBatchMatMul: NativeImpl = (args, backendName) => {
   const outerB = b!.shape.slice(0, -2);
   const batchA = sizeOf(outerA);
   const batchB = sizeOf(outerB);
-  // Only a batch that is equal or 1 on each side (as tfjs's models produce); the wasm kernel reports
-  // the rest.
-  const sameOuter = outerA.length === outerB.length && outerA.every((d, i) => d === outerB[i]);
-  const outer = sameOuter ? outerA : batchA === 1 ? outerB : batchB === 1 ? outerA : undefined;
-  if (K !== Kb || !outer || M * N * K === 0) return undefined;
+  // A batch equal on both sides or 1 on one (the broadcast of the outer dimensions, as tfjs defines
+  // it); the wasm kernel takes or reports the rest.
+  const batch = Math.max(batchA, batchB);
+  if (K !== Kb || M * N * K === 0 || (batchA !== batch && batchA !== 1) || (batchB !== batch && batchB !== 1)) return undefined;
+  let outer: number[];
+  try {
+    outer = tf.backend_util.assertAndGetBroadcastShape(outerA, outerB);
+  } catch {
+    return undefined;
+  }
+  if (sizeOf(outer) !== batch) return undefined;
   return withContext(args, backendName, (ctx) => {
-    const batch = Math.max(batchA, batchB);
     const c = ctx.empty([...outer, M, N]);
     ready(ctx).matmul(ctx.address(a!), ctx.address(b!), ctx.address(c), batch, M, K, N, +transposeA, +transposeB, batchA, batchB);
     return ctx.keep(c);
