@@ -18,6 +18,9 @@
  * The wasm backend additionally gets the core kernels it lacks or runs on slow scalar paths:
  *   Conv2DBackpropFilter (missing), Conv2DBackpropInput and BatchMatMul (replaced),
  * so plain tf.conv2d / tf.matMul gradients are fast there too, and an Identity that shares data.
+ * On wasm, where zoo's native addon is loaded (../native/), the convolutions (core and zoo names, and
+ * FusedConv2D), BatchMatMul, batch norm, the ReLU and pooling gradients and SGD run there instead;
+ * each falls back to the kernel named here for a case the addon does not take.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelBackend, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
