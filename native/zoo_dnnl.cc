@@ -900,13 +900,6 @@ napi_value AvgPoolGrad(napi_env env, napi_callback_info info) {
   });
 }
 
-napi_value ClearCaches(napi_env env, napi_callback_info) {
-  return guarded(env, [&]() -> napi_value {
-    g_conv_plans.clear();
-    g_matmul_plans.clear();
-    return undefined(env);
-  });
-}
 
 napi_value Init(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
@@ -921,7 +914,6 @@ napi_value Init(napi_env env, napi_value exports) {
       {"maxPoolGrad", nullptr, MaxPoolGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"avgPoolGrad", nullptr, AvgPoolGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"sgd", nullptr, Sgd, nullptr, nullptr, nullptr, napi_default, nullptr},
-      {"clearCaches", nullptr, ClearCaches, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

@@ -96,8 +96,7 @@ for (const c of convCases) {
     const forward = () => tf.engine().runKernel(ZOO_KERNELS.conv2d, { x: tf.tensor4d(x, [c.n, c.h, c.w, c.ci]), filter: tf.tensor4d(w, [c.k, c.k, c.ci, c.co]) }, attrs as never) as tf.Tensor;
     const info = tf.backend_util.computeConv2DInfo([c.n, c.h, c.w, c.ci], [c.k, c.k, c.ci, c.co], c.s, c.d, pad as never);
     const shape = [c.n, info.outHeight, info.outWidth, c.co];
-    const y = { length: shape.reduce((a, b) => a * b, 1) };
-    const dy = rand(y!.length);
+    const dy = rand(shape.reduce((a, b) => a * b, 1));
     const grads = () => {
       const e = tf.engine();
       const xt = tf.tensor4d(x, [c.n, c.h, c.w, c.ci]);

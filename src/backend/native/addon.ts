@@ -50,7 +50,6 @@ export interface NativeAddon {
   maxPoolGrad(x: number, dy: number, dx: number, ...geometry: number[]): void;
   avgPoolGrad(dy: number, dx: number, ...geometry: number[]): void;
   sgd(w: number, g: number, v: number, wOut: number, vOut: number, n: number, lr: number, momentum: number, weightDecay: number, gradScale: number, nesterov: number): void;
-  clearCaches(): void;
 }
 
 /** Where the addon is built (node-gyp's output inside the package). */
@@ -123,9 +122,4 @@ export function loadNative(threads: number): NativeStatus {
 /** Whether the addon file exists (without loading it). */
 export function nativeBuilt(): boolean {
   return existsSync(process.env.ZOO_NATIVE_ADDON || ADDON_PATH);
-}
-
-/** The addon's status if loadNative() ran, without loading it. */
-export function nativeStatus(): NativeStatus | undefined {
-  return status;
 }

@@ -57,10 +57,6 @@ export function setNativeConvPrecision(p: 'bf16' | 'fp32'): void {
   convBf16 = p === 'bf16';
 }
 
-export function nativeConvPrecision(): 'bf16' | 'fp32' {
-  return convBf16 ? 'bf16' : 'fp32';
-}
-
 /** The addon, with its view of the heap current (call after the outputs are allocated). */
 function ready(ctx: KernelContext): NativeAddon {
   const memory = (ctx.backend as unknown as WasmMemoryOwner).wasm.wasmMemory;
