@@ -162,7 +162,7 @@ export async function benchDetection(o: DetectionBenchOptions): Promise<Detectio
   const det = createDetector(arch, classes, { seed: 0 });
   let bytes: Uint8Array;
   try {
-    bytes = exportDetector(det);
+    bytes = await exportDetector(det);
   } finally {
     det.dispose();
   }

@@ -340,8 +340,8 @@ export async function benchSegmentation(o: SegmentationBenchOptions): Promise<Se
   let bytes: Uint8Array;
   let folded: Uint8Array | undefined;
   try {
-    bytes = exportSegmenter(seg, { foldBatchNorm: o.foldBatchNorm ?? false });
-    if (o.variants) folded = o.foldBatchNorm ? bytes : exportSegmenter(seg, { foldBatchNorm: true });
+    bytes = await exportSegmenter(seg, { foldBatchNorm: o.foldBatchNorm ?? false });
+    if (o.variants) folded = o.foldBatchNorm ? bytes : await exportSegmenter(seg, { foldBatchNorm: true });
   } finally {
     seg.dispose();
   }

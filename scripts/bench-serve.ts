@@ -163,7 +163,7 @@ async function main(): Promise<void> {
     const backend = describeBackend(await initBackend({ purpose: 'inference' }));
     const model = createModel('resnet50d', { seed: 1 });
     const file = path.join(dir, 'resnet50d.onnx');
-    writeFileSync(file, exportOnnx(model, { imageSize: 224, metadata: metadataProps({ arch: 'resnet50d', preprocessing: IMAGENET_PREPROCESSING }) }));
+    writeFileSync(file, await exportOnnx(model, { imageSize: 224, metadata: metadataProps({ arch: 'resnet50d', preprocessing: IMAGENET_PREPROCESSING }) }));
     model.dispose();
     const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
     process.stderr.write(`bench:serve: ResNet-50-D 224x224, ${opts.threads} ONNX Runtime threads, ${os.availableParallelism()} cores (${cpu}); ${opts.seconds} s per level\n`);

@@ -236,7 +236,7 @@ async function main(): Promise<void> {
   };
 
   const m = createModel('resnet50d');
-  trainedLikeInit(m);
+  await trainedLikeInit(m);
 
   // tfjs forward, batch 16 at 224.
   {
@@ -360,7 +360,7 @@ async function main(): Promise<void> {
 
   // ONNX Runtime inference.
   {
-    const s = await createSession(exportOnnx(m, { imageSize: 224 }), { provider: 'auto' });
+    const s = await createSession(await exportOnnx(m, { imageSize: 224 }), { provider: 'auto' });
     for (const batch of [1, 16]) {
       const x = randomImages(batch, 224, 3);
       const times = await timeRuns(async () => {

@@ -18,13 +18,13 @@ async function main(): Promise<void> {
   console.log(describeBackend(info));
   const arch = process.argv[2] ?? 'resnet50d';
   const m = createModel(arch);
-  trainedLikeInit(m);
+  await trainedLikeInit(m);
   const c = m.counts(224);
   console.log(`${arch}: ${c.params.toLocaleString('en-US')} parameters, ${(c.macs / 1e9).toFixed(2)} GFLOPs (multiply-adds) at 224x224`);
   mkdirSync('out', { recursive: true });
   for (const fp16 of [false, true]) {
     const t0 = performance.now();
-    const bytes = exportOnnx(m, { imageSize: 224, fp16 });
+    const bytes = await exportOnnx(m, { imageSize: 224, fp16 });
     const report = await checkExport(m, bytes, { imageSize: 224, batch: 4, fp16 });
     const file = `out/${arch}${fp16 ? '-fp16' : ''}.onnx`;
     if (!report.passed) throw new Error(`check failed for ${file}: ${describeCheck(report)}`);

@@ -1,7 +1,7 @@
 /**
  * Settings read from the environment, in one place and once.
  *
- * ZOO_BACKEND   compute backend: auto | tfjs-node-gpu | tfjs-node | wasm | cpu (default auto)
+ * ZOO_BACKEND   compute backend: auto | tfjs-node-gpu | tfjs-node | webgpu | native | wasm | cpu (default auto)
  * ZOO_THREADS   threads of the WebAssembly backend (default: all cores)
  */
 import os from 'node:os';

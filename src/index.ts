@@ -43,7 +43,8 @@ export type { PullOptions, PullProgress, PullResult, FromPretrainedOptions, Pret
 export type { Classification, ImageInput, ImageResult } from './predict/classifier.js';
 export { ImageClassifier } from './predict/classifier.js';
 
-export { initBackend, activeBackend, describeBackend, registerCoreGradients, BACKEND_CHOICES } from './backend/index.js';
+export { initBackend, activeBackend, describeBackend, releaseBackend, registerCoreGradients, BACKEND_CHOICES } from './backend/index.js';
+export { WebGpuError } from './backend/webgpu.js';
 export type { BackendChoice, BackendInfo, BackendOptions } from './backend/index.js';
 export { createModel, modelConfig, Model } from './models/model.js';
 export type { CreateModelOptions, ForwardOptions, StageFeatures } from './models/model.js';

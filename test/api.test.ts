@@ -42,7 +42,7 @@ test.before(async () => {
   // A published model of the test's own, served from 127.0.0.1 through a mirror.
   server = await FixtureServer.start();
   const m = createModel('resnet_test', { seed: 3 });
-  trainedLikeInit(m);
+  await trainedLikeInit(m);
   const weights = safetensorsBytes(torchStateDict(m));
   m.dispose();
   server.route('/timm/apitest/model.safetensors', { data: Buffer.from(weights) });
@@ -166,7 +166,7 @@ test.serial('fromPretrained() gives the tfjs model of the weights, or a new clas
 test.serial('a teacher that does not fit the student is refused when it is loaded, not mid-run', async (t) => {
   const m = createModel('resnet_test', { numClasses: 3 });
   const at224 = join(dir, 'teacher224.onnx');
-  writeFileSync(at224, exportOnnx(m, { imageSize: 224 }));
+  writeFileSync(at224, await exportOnnx(m, { imageSize: 224 }));
   m.dispose();
   await t.throwsAsync(loadTeacher(at224, { numClasses: 3, imageSize: 32 }), { instanceOf: UserError, message: /takes 224x224 images and the student trains at 32x32; export the teacher at the student's size/ });
   await t.throwsAsync(loadTeacher(at224, { numClasses: 10, imageSize: 224 }), { instanceOf: UserError, message: /outputs 3 classes; the student has 10/ });

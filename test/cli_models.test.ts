@@ -60,7 +60,7 @@ test('an export at --image-size 320 carries its preprocessing: predict runs it a
 test('an ONNX file without preprocessing runs at its graph\'s input size, saying so', async (t) => {
   const m = createModel('resnet_test');
   const file = join(dir, 'bare96.onnx');
-  writeFileSync(file, exportOnnx(m, { imageSize: 96 }));
+  writeFileSync(file, await exportOnnx(m, { imageSize: 96 }));
   m.dispose();
   const p = await zoo(['predict', file, img, '--json']);
   t.is(p.code, 0, p.stderr);
@@ -125,10 +125,10 @@ test('without -o, export writes <model>.onnx here and never replaces a file', as
 });
 
 /** An ONNX file whose zoo metadata is `props`. */
-function hostileOnnx(name: string, props: Record<string, string>): string {
+async function hostileOnnx(name: string, props: Record<string, string>): Promise<string> {
   const m = createModel('resnet_test');
   const file = join(dir, name);
-  writeFileSync(file, exportOnnx(m, { imageSize: 32, metadata: props }));
+  writeFileSync(file, await exportOnnx(m, { imageSize: 32, metadata: props }));
   m.dispose();
   return file;
 }
@@ -141,7 +141,7 @@ test('hostile or broken input is a one-line user error, never an internal error'
     ['crop60000.onnx', { 'zoo.preprocessing': JSON.stringify({ ...pre, crop: 60000 }) }, /crop60000\.onnx: .*crop: expected a positive integer up to 4096, got 60000/],
     ['proto.onnx', { 'zoo.categories': '__proto__' }, /proto\.onnx: unknown label set '__proto__'/],
   ];
-  for (const [name, props, message] of cases) userError(t, await zoo(['predict', hostileOnnx(name, props), img]), 1, message);
+  for (const [name, props, message] of cases) userError(t, await zoo(['predict', await hostileOnnx(name, props), img]), 1, message);
   userError(t, await zoo(['predict', dir, img]), 1, /is a directory but not a training run/);
   userError(t, await zoo(['export', 'resnet_test', '--num-classes', '100000000', '-o', join(dir, 'huge.onnx')]), 2, /100000000 classes would need a 256 x 100000000 classifier .*at most \d+ classes/);
   userError(t, await zoo(['export', 'resnet_test', '-o', join(dir, 'threads.onnx')], { env: { ...env, ZOO_THREADS: 'abc' } }), 2, /ZOO_THREADS must be a positive integer, got 'abc'/);

@@ -26,7 +26,7 @@ test.before(async () => {
   await setupBackend();
   server = await FixtureServer.start();
   const m = createModel('resnet_test', { seed: 9 });
-  trainedLikeInit(m);
+  await trainedLikeInit(m);
   const weights = safetensorsBytes(torchStateDict(m));
   m.dispose();
   writeFileSync(join(dir, 'weights.safetensors'), weights);

@@ -117,7 +117,7 @@ test('a file larger than the model budget is refused before it is read', async (
 test('real files load within the budget, and the accounting sees their tensors', async (t) => {
   const dir = tempDir(t);
   const src = createModel('resnet_test', { seed: 5 });
-  trainedLikeInit(src, { seed: 6 });
+  await trainedLikeInit(src, { seed: 6 });
   const sd = torchStateDict(src);
   const want = snapshot(src);
   const P = paramBytes(src);

@@ -22,10 +22,10 @@ test.before(async () => {
 });
 
 /** A resnet_test export with one initializer changed by `edit`. */
-function edited(edit: (t: OnnxNs.ITensorProto, all: OnnxNs.ITensorProto[]) => void): Uint8Array {
+async function edited(edit: (t: OnnxNs.ITensorProto, all: OnnxNs.ITensorProto[]) => void): Promise<Uint8Array> {
   const m = createModel('resnet_test', { seed: 1 });
   try {
-    const proto = decodeModel(exportOnnx(m, { imageSize: 64 }), 'export');
+    const proto = decodeModel(await exportOnnx(m, { imageSize: 64 }), 'export');
     const inits = proto.graph!.initializer!;
     edit(inits.find((t) => t.name === 'fc.weight')!, inits);
     return onnx.ModelProto.encode(proto).finish();
@@ -58,7 +58,7 @@ test('unreadable initializers are one-line user errors naming the file, and leav
     const before = Array.from(m.params.get('fc.weight').dataSync());
     for (const [name, edit, message] of cases) {
       const file = path.join(dir, name);
-      fs.writeFileSync(file, edited(edit));
+      fs.writeFileSync(file, await edited(edit));
       for (const load of [() => loadWeights(m, file), () => importOnnxFile(m, file)]) {
         const err = await t.throwsAsync(load(), { instanceOf: UserError });
         t.true(err!.message.startsWith(`${file}: `), err!.message);
@@ -69,7 +69,7 @@ test('unreadable initializers are one-line user errors naming the file, and leav
     t.deepEqual(Array.from(m.params.get('fc.weight').dataSync()), before);
     // The edits are what broke them: the same export unedited loads.
     const good = path.join(dir, 'good.onnx');
-    fs.writeFileSync(good, edited(() => {}));
+    fs.writeFileSync(good, await edited(() => {}));
     t.is((await loadWeights(m, good)).loaded, 97);
   } finally {
     m.dispose();
@@ -102,7 +102,7 @@ test('zoo import of such a file exits 1 with one line naming it, not as a bug in
   const dir = tempDir(t);
   for (const [name, edit] of [cases[0]!, cases[1]!]) {
     const file = path.join(dir, name);
-    fs.writeFileSync(file, edited(edit));
+    fs.writeFileSync(file, await edited(edit));
     const r = await zoo('import', file, '--arch', 'resnet_test', '-o', path.join(dir, 'out.onnx'));
     t.is(r.code, 1, r.stderr);
     const lines = r.stderr.split('\n').filter((l) => l.includes(`${file}: initializer 'fc.weight'`));

@@ -196,7 +196,7 @@ function decisiveDetector(seed: number) {
 test.serial('the exported detector reproduces the tfjs detector on three image sizes and batch 1 and 2, and detect() leaks no tensor', async (t) => {
   const det = decisiveDetector(2);
   try {
-    const bytes = exportDetector(det);
+    const bytes = await exportDetector(det);
     // Warm the folded batch-norm weights (a cache that lives with the parameters) before counting.
     const warm = tf.tensor4d(smoothImages(1, 64, 64, 1), [1, 64, 64, 3]);
     await det.detect(warm);
@@ -243,7 +243,7 @@ test.serial('a check catches a broken export: a graph with other box weights tha
   const det = createDetector('resnet_test', 2, { seed: 4, config: { rpnChannels: 32 } });
   const other = createDetector('resnet_test', 2, { seed: 5, config: { rpnChannels: 32 } });
   try {
-    const report = await checkDetectorExport(det, exportDetector(other), { sizes: [[128, 128]], batches: [1] });
+    const report = await checkDetectorExport(det, await exportDetector(other), { sizes: [[128, 128]], batches: [1] });
     t.false(report.passed);
   } finally {
     det.dispose();

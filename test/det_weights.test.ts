@@ -202,7 +202,7 @@ test.serial('bad files, namings and formats are UserErrors naming the file', asy
   await t.throwsAsync(loadDetectorWeights(det, odd), { instanceOf: UserError, message: /cannot tell how its tensors are named \('mystery'\); pass naming/ });
   await t.throwsAsync(loadDetectorWeights(det, odd, { naming: 'keras' as never }), { instanceOf: UserError, message: /unknown detector weights naming 'keras'/ });
   await t.throwsAsync(loadDetectorWeights(det, write(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]), '.params')), { instanceOf: UserError, message: /not an MXNet NDArray file/ });
-  const onnx = write(exportDetector(det), '.onnx');
+  const onnx = write(await exportDetector(det), '.onnx');
   await t.throwsAsync(loadDetectorWeights(det, onnx), { instanceOf: UserError, message: /an ONNX export is a graph/ });
   det.dispose();
 });
@@ -504,7 +504,7 @@ async function compareWithReference(t: import('ava').ExecutionContext, net: Netw
     }
   };
   check('tfjs', await det.detect(x));
-  const session = await createSession(exportDetector(det), { provider: 'cpu' });
+  const session = await createSession(await exportDetector(det), { provider: 'cpu' });
   try {
     check('onnx', await runDetectorSession(session, nhwc, [N, H, W, C], det.config.detections.maxDetections));
   } finally {

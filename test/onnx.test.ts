@@ -28,16 +28,16 @@ test.before(async () => {
 
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
 
-function prepared(arch: string, options: Parameters<typeof createModel>[1] = {}): Model {
+async function prepared(arch: string, options: Parameters<typeof createModel>[1] = {}): Promise<Model> {
   const m = createModel(arch, options);
-  trainedLikeInit(m);
+  await trainedLikeInit(m);
   return m;
 }
 
 test.serial('resnet50d at 224x224: FP32 logits match tfjs within 1e-4 in ONNX Runtime', async (t) => {
-  const m = prepared('resnet50d');
+  const m = await prepared('resnet50d');
   try {
-    const r = await checkExport(m, exportOnnx(m, { imageSize: 224 }), { imageSize: 224, batch: 2 });
+    const r = await checkExport(m, await exportOnnx(m, { imageSize: 224 }), { imageSize: 224, batch: 2 });
     t.log(`max |diff| ${r.maxAbsDiff.toExponential(2)}, max |logit| ${r.maxAbsLogit.toFixed(2)}`);
     t.true(r.maxAbsLogit > 3, 'logits of ordinary magnitude');
     t.true(r.maxAbsDiff <= 1e-4, `max |diff| ${r.maxAbsDiff}`);
@@ -49,10 +49,10 @@ test.serial('resnet50d at 224x224: FP32 logits match tfjs within 1e-4 in ONNX Ru
 });
 
 test.serial('resnet50d FP16 export agrees on the top-1 class (decisive images) and is half the size', async (t) => {
-  const m = prepared('resnet50d');
+  const m = await prepared('resnet50d');
   try {
-    const fp32 = exportOnnx(m, { imageSize: 224 });
-    const fp16 = exportOnnx(m, { imageSize: 224, fp16: true });
+    const fp32 = await exportOnnx(m, { imageSize: 224 });
+    const fp16 = await exportOnnx(m, { imageSize: 224, fp16: true });
     t.true(fp16.length < 0.6 * fp32.length);
     const r = await checkExport(m, fp16, { imageSize: 224, batch: 8, fp16: true });
     t.log(`FP16: max |diff| ${r.maxAbsDiff.toFixed(4)}, top-1 ${r.top1Agreement * 100}% of 8, decisive ${r.decisive}`);
@@ -74,9 +74,9 @@ const tinyCases: { label: string; size: number; options: Parameters<typeof expor
 
 for (const c of tinyCases) {
   test.serial(`resnet_test export matches tfjs within 1e-4: ${c.label}`, async (t) => {
-    const m = prepared('resnet_test', c.model);
+    const m = await prepared('resnet_test', c.model);
     try {
-      const r = await checkExport(m, exportOnnx(m, { imageSize: c.size, ...c.options }), { imageSize: c.size, batch: 3 });
+      const r = await checkExport(m, await exportOnnx(m, { imageSize: c.size, ...c.options }), { imageSize: c.size, batch: 3 });
       t.true(r.maxAbsDiff <= 1e-4, `max |diff| ${r.maxAbsDiff}`);
       t.true(r.maxAbsLogit > 1);
       t.is(r.top1Agreement, 1);
@@ -88,9 +88,9 @@ for (const c of tinyCases) {
 
 for (const arch of ['resnet18', 'resnet50', 'resnet50b', 'resnet50c', 'resnet34e']) {
   test.serial(`${arch} export matches tfjs within 1e-4 (every stem, shortcut and block type)`, async (t) => {
-    const m = prepared(arch);
+    const m = await prepared(arch);
     try {
-      const r = await checkExport(m, exportOnnx(m, { imageSize: 96 }), { imageSize: 96, batch: 2 });
+      const r = await checkExport(m, await exportOnnx(m, { imageSize: 96 }), { imageSize: 96, batch: 2 });
       t.true(r.maxAbsDiff <= 1e-4, `max |diff| ${r.maxAbsDiff}`);
     } finally {
       m.dispose();
@@ -98,10 +98,10 @@ for (const arch of ['resnet18', 'resnet50', 'resnet50b', 'resnet50c', 'resnet34e
   });
 }
 
-test.serial('the graph: opset 17, input NCHW with a dynamic batch axis, output logits, parameters as initializers', (t) => {
+test.serial('the graph: opset 17, input NCHW with a dynamic batch axis, output logits, parameters as initializers', async (t) => {
   const m = createModel('resnet_test');
   try {
-    const proto = decodeModel(exportOnnx(m, { imageSize: 64 }), 'export');
+    const proto = decodeModel(await exportOnnx(m, { imageSize: 64 }), 'export');
     t.is(Number(proto.opsetImport[0]!.version), 17);
     const input = proto.graph!.input![0]!;
     t.is(input.name, 'input');
@@ -120,9 +120,9 @@ test.serial('the graph: opset 17, input NCHW with a dynamic batch axis, output l
 });
 
 test.serial('dynamic height and width: one file runs at two sizes', async (t) => {
-  const m = prepared('resnet_test');
+  const m = await prepared('resnet_test');
   try {
-    const s = await createSession(exportOnnx(m, { dynamicSize: true }), { provider: 'cpu' });
+    const s = await createSession(await exportOnnx(m, { dynamicSize: true }), { provider: 'cpu' });
     for (const size of [48, 80]) {
       const x = checkInput(1, size, size, 3, size);
       const y = m.forward(tf.tensor4d(x, [1, size, size, 3]));
@@ -141,10 +141,10 @@ test.serial('dynamic height and width: one file runs at two sizes', async (t) =>
 
 test.serial('round trip tfjs -> ONNX -> tfjs is exact', async (t) => {
   for (const arch of ['resnet_test', 'resnet18d']) {
-    const a = prepared(arch, { seed: 1 });
+    const a = await prepared(arch, { seed: 1 });
     const b = createModel(arch, { seed: 2 });
     try {
-      const bytes = exportOnnx(a, { imageSize: 64 });
+      const bytes = await exportOnnx(a, { imageSize: 64 });
       const path = join(dir, `${arch}.onnx`);
       writeFileSync(path, bytes);
       const r = await importOnnxFile(b, path);
@@ -157,7 +157,7 @@ test.serial('round trip tfjs -> ONNX -> tfjs is exact', async (t) => {
         if (va.length !== vb.length || va.some((v, i) => !Object.is(v, vb[i]))) differing++;
       }
       t.is(differing, 0, 'parameters that differ after the round trip');
-      t.true(Buffer.from(exportOnnx(b, { imageSize: 64 })).equals(Buffer.from(bytes)), 'exporting the imported model gives the same bytes');
+      t.true(Buffer.from(await exportOnnx(b, { imageSize: 64 })).equals(Buffer.from(bytes)), 'exporting the imported model gives the same bytes');
     } finally {
       a.dispose();
       b.dispose();
@@ -172,9 +172,9 @@ test.serial('import refuses folded, FP16 and mismatched files without changing t
   try {
     const before = Array.from(b.params.get('fc.weight').dataSync());
     const cases: [string, Uint8Array, RegExp][] = [
-      ['folded.onnx', exportOnnx(a, { foldBatchNorm: true }), /batch norm was folded/],
-      ['fp16.onnx', exportOnnx(a, { fp16: true, foldBatchNorm: false }), /FP16 export/],
-      ['resnet18.onnx', exportOnnx(other, { imageSize: 64 }), /does not match resnet_test \(zoo names\): missing .*mis-shaped/],
+      ['folded.onnx', await exportOnnx(a, { foldBatchNorm: true }), /batch norm was folded/],
+      ['fp16.onnx', await exportOnnx(a, { fp16: true, foldBatchNorm: false }), /FP16 export/],
+      ['resnet18.onnx', await exportOnnx(other, { imageSize: 64 }), /does not match resnet_test \(zoo names\): missing .*mis-shaped/],
       ['garbage.onnx', new Uint8Array([1, 2, 3, 4, 5, 255, 255]), /not a readable ONNX model/],
     ];
     for (const [file, bytes, re] of cases) {

@@ -55,7 +55,7 @@ test.before(async () => {
   server = await FixtureServer.start();
   for (const arch of ['resnet_test', 'resnet_test_a']) {
     const m = createModel(arch, { seed: 5 });
-    trainedLikeInit(m, { seed: 6 });
+    await trainedLikeInit(m, { seed: 6 });
     sd.set(arch, torchStateDict(m));
     m.dispose();
   }

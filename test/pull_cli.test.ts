@@ -31,7 +31,7 @@ test.before(async () => {
   await setupBackend();
   server = await FixtureServer.start();
   const m = createModel('resnet_test', { seed: 11 });
-  trainedLikeInit(m);
+  await trainedLikeInit(m);
   weights = Buffer.from(safetensorsBytes(torchStateDict(m)));
   m.dispose();
   server.route('/timm/fixture/model.safetensors', { data: weights });

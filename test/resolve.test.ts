@@ -29,7 +29,7 @@ test.before(async () => {
   await setupBackend();
   await makeRunDir(runDir);
   const m = createModel('resnet_test');
-  plainOnnx = exportOnnx(m, { imageSize: 32 });
+  plainOnnx = await exportOnnx(m, { imageSize: 32 });
   m.dispose();
   await addToLocalZoo({
     name: 'my-model',
@@ -142,11 +142,11 @@ test('directories that are not runs, FIFOs and missing files are refused with th
 });
 
 /** An ONNX file of resnet_test whose metadata says `props`. */
-function onnxWith(name: string, props: Record<string, string>): string {
+async function onnxWith(name: string, props: Record<string, string>): Promise<string> {
   const m = createModel('resnet_test');
   try {
     const file = join(dir, name);
-    writeFileSync(file, exportOnnx(m, { imageSize: 32, metadata: props }));
+    writeFileSync(file, await exportOnnx(m, { imageSize: 32, metadata: props }));
     return file;
   } finally {
     m.dispose();
@@ -167,7 +167,7 @@ const hostile: [string, Record<string, string>, RegExp][] = [
 
 for (const [what, props, message] of hostile) {
   test(`ONNX metadata with ${what} is refused naming the file`, async (t) => {
-    const file = onnxWith(`${what.replace(/\W+/g, '_')}.onnx`, props);
+    const file = await onnxWith(`${what.replace(/\W+/g, '_')}.onnx`, props);
     const e = await t.throwsAsync(resolve(file, 'run'), { instanceOf: UserError });
     t.true(e!.message.startsWith(file), e!.message);
     t.regex(e!.message, message);

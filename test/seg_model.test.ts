@@ -198,7 +198,7 @@ test.serial('export: the ONNX graph reproduces tfjs on three sizes (logits, argm
     // Decisive predictions: scale the last convolution so that argmax is not decided by rounding.
     const w = seg.params.get('classifier.4.weight');
     w.assign(tf.mul(w, 20));
-    const bytes = exportSegmenter(seg, { argmax: true, aux: true });
+    const bytes = await exportSegmenter(seg, { argmax: true, aux: true });
     const report = await checkSegmenterExport(seg, bytes, { batch: 2 });
     t.true(report.passed, JSON.stringify(report.cases));
     t.is(report.cases.length, 3);
@@ -224,7 +224,7 @@ test.serial('export: the ONNX graph reproduces tfjs on three sizes (logits, argm
       await s.session.release();
     }
     // Without the options: just logits
-    const plain = exportSegmenter(seg);
+    const plain = await exportSegmenter(seg);
     const s2 = await createSession(plain, { provider: 'cpu' });
     t.deepEqual(s2.session.outputNames, ['logits']);
     await s2.session.release();

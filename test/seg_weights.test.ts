@@ -458,7 +458,7 @@ async function compareWithReference(t: import('ava').ExecutionContext, o: { arch
     const loaded = await loadSegmenterWeights(seg, join(dir, ref.weights));
     t.is(loaded.naming, o.naming);
     t.is(loaded.loaded, seg.params.specs.size);
-    const session = await createSession(exportSegmenter(seg, { aux: true }), { provider: 'cpu' });
+    const session = await createSession(await exportSegmenter(seg, { aux: true }), { provider: 'cpu' });
     try {
       // Eval mode caches batch norm folded into the convolutions on the first call: leaks are counted from the second size on.
       for (const [i, c] of ref.cases.entries()) {

@@ -79,7 +79,7 @@ function parsePrometheus(text: string): { families: Map<string, string>; samples
 
 test.before(async () => {
   await setupBackend();
-  classifier = writeClassifier(join(dir, 'classifier.onnx'));
+  classifier = await writeClassifier(join(dir, 'classifier.onnx'));
 });
 
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));

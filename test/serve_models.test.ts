@@ -63,7 +63,7 @@ test('model arguments: name=ref, a file by its base name, a name by itself; bad 
 });
 
 test('two models under one name, no models, or a model that is not there: clear errors before listening', async (t) => {
-  const f = writeClassifier(join(dir, 'm.onnx'));
+  const f = await writeClassifier(join(dir, 'm.onnx'));
   await t.throwsAsync(startServer([f, `m=${f}`], { port: 0, log: false }), { instanceOf: UserError, message: /two models would be served as 'm'/ });
   await t.throwsAsync(startServer([], { port: 0, log: false }), { instanceOf: UserError, message: /at least one model/ });
   await t.throwsAsync(startServer([join(dir, 'nope.onnx')], { port: 0, log: false }), { instanceOf: UserError, message: /nope\.onnx/ });
@@ -123,7 +123,7 @@ test.serial('a pulled model with an FP16 variant: FP32 on the CPU under auto, FP
   const server = await FixtureServer.start();
   try {
     const m = createModel('resnet_test', { seed: 5 });
-    trainedLikeInit(m);
+    await trainedLikeInit(m);
     const weights = safetensorsBytes(torchStateDict(m));
     m.dispose();
     server.route('/timm/servetest/model.safetensors', { data: Buffer.from(weights) });
@@ -146,7 +146,7 @@ test.serial('a pulled model with an FP16 variant: FP32 on the CPU under auto, FP
       const meta = (await (await fetch(`${half.url}/v2/models/serve-model`)).json()) as Record<string, any>;
       t.is(meta.inputs[0].datatype, 'FP32', 'the FP16 export keeps float32 input and output');
       await half.close();
-      const plain = writeClassifier(join(dir, 'plain.onnx'));
+      const plain = await writeClassifier(join(dir, 'plain.onnx'));
       await t.throwsAsync(startServer([plain], { port: 0, device: 'cpu', log: false, precision: 'fp16' }), { instanceOf: UserError, message: /has no FP16 variant \(--precision fp16\); a file is served as it is: give the FP16 export itself/ });
       t.regex(noFp16Variant('my-model', '--fp16').message, /pull it with 'zoo pull my-model --fp16'/);
       // The same variant goes into a Triton repository on request.
@@ -187,7 +187,7 @@ test('a graph whose outputs do not follow the batch runs each request alone: no 
 
 test('--device auto on a machine where CUDA cannot start serves on the CPU and says why once; --device cuda refuses with the reason', async (t) => {
   if (cudaReadiness().ready) return t.pass('CUDA can start here: the fallback is not what this machine does');
-  const f = writeClassifier(join(dir, 'dev.onnx'));
+  const f = await writeClassifier(join(dir, 'dev.onnx'));
   const notes: string[] = [];
   const server = await startServer([f], { port: 0, device: 'auto', log: false, onNote: (n) => notes.push(n) });
   try {

@@ -160,9 +160,9 @@ function recording(inner: Teacher, nanFromCall = Infinity) {
 
 test.serial('distillation runs an ONNX teacher in ONNX Runtime on the mixed-up batch', async (t) => {
   const tm = createModel('resnet_test', { numClasses: 10, seed: 9 });
-  trainedLikeInit(tm);
+  await trainedLikeInit(tm);
   const file = path.join(tmp, 'teacher.onnx');
-  await writeFileAtomic(file, exportOnnx(tm, { imageSize: 16 }));
+  await writeFileAtomic(file, await exportOnnx(tm, { imageSize: 16 }));
   tm.dispose();
   const { teacher, seen } = recording(await loadTeacher(file, { numClasses: 10 }));
   const c = config({ epochs: 1, tricks: { mixup: 0.2, distill: true, temperature: 5 }, teacher: file });
@@ -185,9 +185,9 @@ test.serial('distillation runs an ONNX teacher in ONNX Runtime on the mixed-up b
 
 test.serial('a teacher from a weights file (tfjs), an ONNX file and a local zoo name gives the same logits', async (t) => {
   const tm = createModel('resnet_test', { numClasses: 10, seed: 4 });
-  trainedLikeInit(tm);
+  await trainedLikeInit(tm);
   const onnx = path.join(tmp, 'teacher-src.onnx');
-  await writeFileAtomic(onnx, exportOnnx(tm, { imageSize: 16 }));
+  await writeFileAtomic(onnx, await exportOnnx(tm, { imageSize: 16 }));
   const ckpt = path.join(tmp, 'teacher-src.safetensors');
   const opt = new SGD(tm.params);
   await saveCheckpoint(ckpt, tm, opt, { epoch: 1, updateInEpoch: 0, globalUpdate: 10 });

@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import { UserError } from '../src/errors.js';
+import { releaseBackend } from '../src/backend/index.js';
 
 export function fail(e: unknown): never {
   if (e instanceof UserError) {
@@ -17,15 +18,17 @@ export function fail(e: unknown): never {
   process.exit(70);
 }
 
-/** Wraps a command action: errors go through fail(); success exits explicitly (the wasm backend's
- *  worker threads would otherwise keep nothing alive, but ONNX Runtime sessions can). */
+/** Wraps a command action: errors go through fail(); the WebGPU device is released at the end either
+ *  way (Dawn would keep the process alive). */
 export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | void): (...args: A) => Promise<void> {
   return async (...args: A) => {
     try {
       await fn(...args);
     } catch (e) {
+      releaseBackend();
       fail(e);
     }
+    releaseBackend();
   };
 }
 

@@ -129,7 +129,7 @@ export async function fromPretrained(ref: string, options: FromPretrainedOptions
   const model = createModel(arch, { numClasses: wanted, seed });
   try {
     for (const name of model.params.specs.keys()) {
-      if (!name.startsWith('fc.')) model.params.setValues(name, loaded.params.get(name).dataSync() as Float32Array);
+      if (!name.startsWith('fc.')) model.params.setValues(name, (await loaded.params.get(name).data()) as Float32Array);
     }
   } catch (e) {
     model.dispose();

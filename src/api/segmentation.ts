@@ -349,7 +349,7 @@ export async function exportSegmentation(
   });
   try {
     await loadSegmenterWeights(seg, file, { naming: 'zoo', format: 'onnx' });
-    const bytes = exportSegmenter(seg, { metadata: segmentationMetadata(meta), ...outputs });
+    const bytes = await exportSegmenter(seg, { metadata: segmentationMetadata(meta), ...outputs });
     const check = await checkSegmenterExport(seg, bytes, { sizes: segCheckSizes(224) });
     if (!check.passed) throw new UserError(`the re-exported segmenter does not reproduce ${file} (${describeSegCheck(check)}); nothing was written to ${out}`);
     await writeFileAtomic(out, bytes);
@@ -402,7 +402,7 @@ export async function importSegmentation(r: SegImportRequest): Promise<{ file: s
       std: r.std ?? SEG_PREPROCESSING.std,
       training: JSON.stringify({ imported: path.resolve(r.file), naming: found.naming }),
     });
-    const bytes = exportSegmenter(seg, { metadata, ...(r.argmax ? { argmax: true } : {}) });
+    const bytes = await exportSegmenter(seg, { metadata, ...(r.argmax ? { argmax: true } : {}) });
     const check = await checkSegmenterExport(seg, bytes, { sizes: segCheckSizes(224) });
     if (!check.passed) throw new UserError(`the exported segmenter does not reproduce the imported one (${describeSegCheck(check)}); nothing was written to ${r.out}`);
     await writeFileAtomic(r.out, bytes);

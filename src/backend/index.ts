@@ -3,7 +3,9 @@
  *
  * Order when nothing is asked for: @tensorflow/tfjs-node-gpu, then @tensorflow/tfjs-node (both optional:
  * their install step downloads libtensorflow, so they are not dependencies of zoo; a user installs them
- * beside it), then the WebAssembly backend (threaded SIMD, see ./wasm.ts), then the pure JS cpu backend.
+ * beside it), then WebGPU on a GPU (./webgpu.ts: Dawn over Vulkan; never a CPU fallback adapter such as
+ * lavapipe unless `webgpu` is asked for by name), then the WebAssembly backend (threaded SIMD, see
+ * ./wasm.ts), then the pure JS cpu backend.
  * The WebAssembly backend runs its heavy kernels in zoo's native oneDNN addon when that is built
  * (./native/); `native` insists on it, `wasm` turns it off.
  * `--backend` on the command line or ZOO_BACKEND overrides the order.
@@ -12,6 +14,7 @@
  * so it is never chosen silently for training: it must be asked for by name.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { readdirSync } from 'node:fs';
 import { UserError, nearMatches } from '../errors.js';
 import { settings } from '../env.js';
 import { createThreadedWasmModule, threadsAvailable, unrefWasmWorkers, wasmPackage, type WasmModule } from './wasm.js';
@@ -20,8 +23,9 @@ import { registerCoreGradients } from './gradients.js';
 import { startSimdPool } from './simd/pool.js';
 import { loadNative, nativeBuilt, type NativeInfo } from './native/addon.js';
 import { setNativeConvPrecision, useNativeAddon } from './native/kernels.js';
+import { adapterName, formatBytes, releaseWebGpu, setupWebGpu, type WebGpuAdapterInfo } from './webgpu.js';
 
-export const BACKEND_CHOICES = ['auto', 'tfjs-node-gpu', 'tfjs-node', 'native', 'wasm', 'cpu'] as const;
+export const BACKEND_CHOICES = ['auto', 'tfjs-node-gpu', 'tfjs-node', 'webgpu', 'native', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
 
 export interface BackendOptions {
@@ -44,7 +48,7 @@ export interface BackendInfo {
   requested: BackendChoice;
   /** The package that provides the backend. */
   choice: Exclude<BackendChoice, 'auto'>;
-  /** The tfjs backend name ('tensorflow', 'wasm' or 'cpu'). */
+  /** The tfjs backend name ('tensorflow', 'webgpu', 'wasm' or 'cpu'). */
   name: string;
   /** Human-readable details: threads, SIMD, why earlier choices were skipped. */
   detail: string;
@@ -58,6 +62,8 @@ export interface BackendInfo {
   native?: NativeInfo;
   /** Why the WebAssembly backend runs without them, and how to enable them (auto only). */
   nativeMissing?: string;
+  /** The adapter, on the WebGPU backend. */
+  webgpu?: WebGpuAdapterInfo;
 }
 
 let current: BackendInfo | undefined;
@@ -133,8 +139,18 @@ async function activate(
   choice: Exclude<BackendChoice, 'auto'>,
   threads: number,
   requested: BackendChoice,
-): Promise<{ name: string; detail: string; threads: number; native?: NativeInfo; nativeMissing?: string }> {
+): Promise<{ name: string; detail: string; threads: number; native?: NativeInfo; nativeMissing?: string; webgpu?: WebGpuAdapterInfo }> {
   switch (choice) {
+    case 'webgpu': {
+      if (requested === 'auto') {
+        const why = noGpuDevice();
+        if (why) throw new UserError(why);
+      }
+      const a = await setupWebGpu(requested === 'webgpu');
+      const detail = `${adapterName(a)}, ${formatBytes(a.limits.maxStorageBufferBindingSize)} largest tensor` +
+        (a.fallback ? '; a CPU fallback adapter: for checking, slower than the wasm backend' : '');
+      return { name: 'webgpu', detail, threads, webgpu: a };
+    }
     case 'tfjs-node-gpu':
     case 'tfjs-node': {
       const name = await tryTfjsNode(choice);
@@ -184,7 +200,7 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
   }
   const threads = options.threads ?? settings().threads;
   const order: Exclude<BackendChoice, 'auto'>[] =
-    requested === 'auto' ? ['tfjs-node-gpu', 'tfjs-node', 'wasm', 'cpu'] : [requested];
+    requested === 'auto' ? ['tfjs-node-gpu', 'tfjs-node', 'webgpu', 'wasm', 'cpu'] : [requested];
   if (current && current.name === 'wasm' && (requested === 'wasm' || requested === 'native')) {
     // Switching between wasm with and without the native kernels keeps the one wasm module.
     return switchNative(current, requested);
@@ -208,6 +224,7 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
         float16: false,
         ...(r.native ? { native: r.native } : {}),
         ...(r.nativeMissing ? { nativeMissing: r.nativeMissing } : {}),
+        ...(r.webgpu ? { webgpu: r.webgpu } : {}),
       };
       return current;
     } catch (e) {
@@ -216,6 +233,35 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
     }
   }
   throw new UserError(`no compute backend could be initialized: ${skipped.map((k) => k.reason).join('; ')}`);
+}
+
+/**
+ * Why `auto` need not ask Dawn for an adapter: on Linux a GPU shows as a device node (/dev/dri/renderD*,
+ * /dev/nvidia*, WSL's /dev/dxg); without one, only a CPU fallback adapter could answer, which auto
+ * never takes, and loading Dawn would cost a tenth of a second and its driver warnings.
+ */
+function noGpuDevice(): string | undefined {
+  if (process.platform !== 'linux') return undefined;
+  const has = (dir: string, prefix: string) => {
+    try {
+      return readdirSync(dir).some((f) => f.startsWith(prefix));
+    } catch {
+      return false;
+    }
+  };
+  if (has('/dev/dri', 'renderD') || has('/dev', 'nvidia') || has('/dev', 'dxg')) return undefined;
+  return 'no GPU (no /dev/dri/renderD*, /dev/nvidia* or /dev/dxg)';
+}
+
+/**
+ * Releases what keeps the process alive or holds device memory: the WebGPU device (Node does not exit
+ * while Dawn holds one). Afterwards initBackend() starts afresh.
+ */
+export function releaseBackend(): void {
+  if (current?.name === 'webgpu') {
+    releaseWebGpu();
+    current = undefined;
+  }
 }
 
 function cpuForTraining(why: string): UserError {
@@ -278,9 +324,12 @@ function switchNative(from: BackendInfo, requested: 'wasm' | 'native'): BackendI
 /** One line for logs: "backend: wasm (SIMD, 2 threads; tfjs-node-gpu, tfjs-node not installed)". */
 export function describeBackend(info: BackendInfo): string {
   const missing = info.skipped.filter((k) => k.reason.includes('is not installed')).map((k) => k.choice);
-  const failed = info.skipped.filter((k) => !k.reason.includes('is not installed'));
+  // WebGPU without a GPU is the ordinary case, not a failure.
+  const absent = (k: { choice: string; reason: string }) => k.choice === 'webgpu' && /^(no GPU|no WebGPU adapter|only a CPU fallback)/.test(k.reason);
+  const failed = info.skipped.filter((k) => !k.reason.includes('is not installed') && !absent(k));
   const notes = [
     ...(missing.length ? [`${missing.join(', ')} not installed`] : []),
+    ...info.skipped.filter(absent).map((k) => `webgpu: ${k.reason.startsWith('no GPU (') ? 'no GPU' : k.reason.split(' (')[0]}`),
     ...failed.map((k) => `${k.choice} failed: ${k.reason}`),
     ...(info.nativeMissing ? [info.nativeMissing] : []),
   ];

@@ -30,8 +30,8 @@ export interface DetectorExportOptions {
 }
 
 /** Serializes a detector to ONNX (bytes of a ModelProto). */
-export function exportDetector(det: Detector, options: DetectorExportOptions = {}): Uint8Array {
-  const b = new OnnxBuilder(paramValues(det.params), { foldBatchNorm: false, fp16: false, epsilon: det.epsilon });
+export async function exportDetector(det: Detector, options: DetectorExportOptions = {}): Promise<Uint8Array> {
+  const b = new OnnxBuilder(await paramValues(det.params), { foldBatchNorm: false, fp16: false, epsilon: det.epsilon });
   const net = det.net;
   const info = emitImageInfo(b, 'input');
   const features = net.trunk(b, 'input');

@@ -303,7 +303,7 @@ export async function exportDetectorRun(det: Detector, c: DetTrainConfig, file: 
     std: IMAGENET_PREPROCESSING.std,
     training: JSON.stringify({ backbone: c.backbone, pretrained: c.pretrained, epochs: c.epochs, batchSize: c.batchSize, data: c.data.spec }),
   });
-  const bytes = exportDetector(det, { metadata });
+  const bytes = await exportDetector(det, { metadata });
   const side = (v: number) => Math.max(32, Math.round(v / 16) * 16);
   const check = await checkDetectorExport(det, bytes, {
     sizes: [

@@ -468,7 +468,7 @@ async function convertPublished(entry: PublishedDetector, source: DetectorSource
       mean: entry.preprocessing.mean,
       std: entry.preprocessing.std,
     });
-    const bytes = exportDetector(det, { metadata });
+    const bytes = await exportDetector(det, { metadata });
     const check = await checkDetectorExport(det, bytes, options.check ?? PULL_CHECK);
     if (!check.passed) throw new UserError(`the converted ${entry.name} does not reproduce in ONNX Runtime: ${describeDetectorCheck(check)}`);
     log(`checked in ONNX Runtime: ${describeDetectorCheck(check)}`);

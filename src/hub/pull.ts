@@ -273,7 +273,7 @@ async function convert(entry: PullEntry, source: PullSource, file: string, fileN
       preprocessing: entry.preprocessing,
       ...(entry.categories ? { categories: entry.categories } : {}),
     });
-    const bytes = exportOnnx(model, { imageSize: size, metadata });
+    const bytes = await exportOnnx(model, { imageSize: size, metadata });
     const check = await checkExport(model, bytes, { imageSize: size, batch: 2 });
     if (!check.passed) {
       throw new UserError(`the converted ${entry.name} does not reproduce in ONNX Runtime: max |logit difference| ${check.maxAbsDiff.toExponential(2)} > ${check.tolerance}`);
@@ -281,7 +281,7 @@ async function convert(entry: PullEntry, source: PullSource, file: string, fileN
     log(`checked in ONNX Runtime: max |logit difference| ${check.maxAbsDiff.toExponential(2)} (largest logit ${check.maxAbsLogit.toFixed(2)})`);
     const out: Converted = { bytes, check };
     if (options.fp16) {
-      const half = exportOnnx(model, { imageSize: size, metadata, fp16: true });
+      const half = await exportOnnx(model, { imageSize: size, metadata, fp16: true });
       const c16 = await checkExport(model, half, { imageSize: size, batch: 8, fp16: true });
       if (!c16.passed) throw new UserError(`the FP16 export of ${entry.name} disagrees with FP32 on the top class`);
       out.half = { bytes: half, check: c16 };

@@ -29,7 +29,7 @@ export function lastBlockBatchNorms(model: Model): string[] {
   return model.params.names().filter((n) => new RegExp(`^layer\\d+\\.\\d+\\.${last}\\.weight$`).test(n));
 }
 
-export function trainedLikeInit(model: Model, options: TrainedLikeOptions = {}): void {
+export async function trainedLikeInit(model: Model, options: TrainedLikeOptions = {}): Promise<void> {
   const lastGamma = options.lastGamma ?? 0.25;
   for (const name of lastBlockBatchNorms(model)) {
     model.params.setValues(name, new Float32Array(model.params.get(name).size).fill(lastGamma));
@@ -44,11 +44,13 @@ export function trainedLikeInit(model: Model, options: TrainedLikeOptions = {}):
   try {
     model.calibrateBatchNorm(x);
     const logits = model.forward(x, { mode: 'eval' });
-    const std = tf.tidy(() => tf.sqrt(tf.moments(logits).variance).dataSync()[0]!);
+    const stdT = tf.tidy(() => tf.sqrt(tf.moments(logits).variance));
     logits.dispose();
+    const std = (await stdT.data())[0]!;
+    stdT.dispose();
     const scale = (options.logitStd ?? 3) / Math.max(std, 1e-6);
     for (const name of ['fc.weight', 'fc.bias']) {
-      const v = model.params.get(name).dataSync() as Float32Array;
+      const v = (await model.params.get(name).data()) as Float32Array;
       model.params.setValues(name, v.map((e) => e * scale));
     }
   } finally {

@@ -103,10 +103,17 @@ export class ParamStore {
     this.version++;
   }
 
-  /** All values, read synchronously, in parameter order. */
+  /** All values, read synchronously, in parameter order (wasm and cpu backends; not WebGPU in Node). */
   toMap(): Map<string, Float32Array> {
     const out = new Map<string, Float32Array>();
     for (const [k, v] of this.vars) out.set(k, v.dataSync() as Float32Array);
+    return out;
+  }
+
+  /** All values, read asynchronously (every backend), in parameter order. */
+  async read(): Promise<Map<string, Float32Array>> {
+    const out = new Map<string, Float32Array>();
+    for (const [k, v] of this.vars) out.set(k, (await v.data()) as Float32Array);
     return out;
   }
 

@@ -96,7 +96,7 @@ export async function checkExport(model: Model, onnxBytes: Uint8Array, options: 
   const c = model.config.inChannels ?? 3;
   const xNHWC = checkInput(batch, h, w, c, options.seed ?? 1234);
   const ref = tf.tidy(() => model.forward(tf.tensor(xNHWC, [batch, h, w, c]) as Tensor4D, { mode: 'eval' }));
-  const expected = ref.dataSync() as Float32Array;
+  const expected = (await ref.data()) as Float32Array;
   ref.dispose();
   const s = await createSession(onnxBytes, { provider: options.provider ?? 'cpu' });
   let got: Float32Array;

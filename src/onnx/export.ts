@@ -260,15 +260,15 @@ export class OnnxBuilder implements GraphBuilder<string> {
   }
 }
 
-/** A parameter store's values by name for OnnxBuilder (each read once; a fresh copy per use). */
-export function paramValues(params: ParamStore): (name: string) => Float32Array {
-  const cache = new Map<string, Float32Array>();
+/**
+ * A parameter store's values by name for OnnxBuilder (a fresh copy per use). All are read first, and
+ * asynchronously: the only way a GPU backend (WebGPU) can give them in Node.
+ */
+export async function paramValues(params: ParamStore): Promise<(name: string) => Float32Array> {
+  const values = await params.read();
   return (name: string) => {
-    let v = cache.get(name);
-    if (!v) {
-      v = params.get(name).dataSync() as Float32Array;
-      cache.set(name, v);
-    }
+    const v = values.get(name);
+    if (!v) throw new Error(`no parameter '${name}'`);
     return v.slice(); // builders may modify (folding)
   };
 }
@@ -294,10 +294,10 @@ export function encodeModel(g: {
 }
 
 /** Serializes `model` to ONNX (bytes of a ModelProto). */
-export function exportOnnx(model: Model, options: ExportOptions = {}): Uint8Array {
+export async function exportOnnx(model: Model, options: ExportOptions = {}): Promise<Uint8Array> {
   const [h, w] = typeof options.imageSize === 'number' ? [options.imageSize, options.imageSize] : (options.imageSize ?? [224, 224]);
   const fp16 = options.fp16 ?? false;
-  const values = paramValues(model.params);
+  const values = await paramValues(model.params);
   const foldBatchNorm = options.foldBatchNorm ?? fp16;
   const b = new OnnxBuilder(values, { foldBatchNorm, fp16, epsilon: model.net.epsilon });
   const inC = model.config.inChannels ?? 3;

@@ -69,7 +69,7 @@ export async function runExport(job: ExportJob): Promise<ExportResult> {
     }
     const size = job.imageSize ?? job.meta?.preprocessing?.crop ?? 224;
     const metadata = { ...metadataProps({ ...job.meta, arch: job.arch }), ...job.metadata };
-    const bytes = exportOnnx(model, { ...job, imageSize: size, metadata });
+    const bytes = await exportOnnx(model, { ...job, imageSize: size, metadata });
     let check: CheckReport | undefined;
     if (job.check ?? true) {
       check = await checkExport(model, bytes, {

@@ -30,8 +30,8 @@ export interface SegmenterExportOptions {
 }
 
 /** Serializes a segmenter to ONNX (bytes of a ModelProto). */
-export function exportSegmenter(seg: Segmenter, options: SegmenterExportOptions = {}): Uint8Array {
-  const b = new OnnxBuilder(paramValues(seg.params), { foldBatchNorm: options.foldBatchNorm ?? false, fp16: false, epsilon: seg.epsilon });
+export async function exportSegmenter(seg: Segmenter, options: SegmenterExportOptions = {}): Promise<Uint8Array> {
+  const b = new OnnxBuilder(await paramValues(seg.params), { foldBatchNorm: options.foldBatchNorm ?? false, fp16: false, epsilon: seg.epsilon });
   const r = seg.net.forward(b, 'input', { aux: options.aux ?? false });
   const K = seg.numClasses;
   const rename = (value: string, name: string) => {

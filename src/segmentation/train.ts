@@ -363,7 +363,7 @@ export async function exportSegmenterRun(
     ...SEG_PREPROCESSING,
     training: JSON.stringify({ backbone: c.backbone, pretrained: c.pretrained, epochs: c.epochs, batchSize: c.batchSize, cropSize: c.cropSize, data: c.data.spec }),
   });
-  const bytes = exportSegmenter(seg, { metadata, ...(options.argmax ? { argmax: true } : {}), ...(options.aux ? { aux: true } : {}) });
+  const bytes = await exportSegmenter(seg, { metadata, ...(options.argmax ? { argmax: true } : {}), ...(options.aux ? { aux: true } : {}) });
   const check = await checkSegmenterExport(seg, bytes, { sizes: segCheckSizes(c.cropSize) });
   if (!check.passed) throw new UserError(`the exported segmenter does not reproduce the trained one (${describeSegCheck(check)}); the checkpoint is kept, nothing was written to ${file}`);
   await writeFileAtomic(file, bytes);

@@ -502,7 +502,7 @@ async function convertPublished(entry: PublishedSegmenter, source: SegmenterSour
     const loaded = await loadSegmenterWeights(seg, file, { naming: source.naming, format });
     for (const w of loaded.warnings) log(`note: ${w}`);
     const metadata = (options.metadata ?? pulledSegmenterMetadata)(entry, labels);
-    const bytes = exportSegmenter(seg, { metadata });
+    const bytes = await exportSegmenter(seg, { metadata });
     const check = await checkSegmenterExport(seg, bytes, { sizes: options.checkSizes ?? PULL_CHECK_SIZES });
     const summary = describeSegCheck(check);
     if (!check.passed) throw new UserError(`the converted ${entry.name} does not reproduce in ONNX Runtime: ${summary}`);

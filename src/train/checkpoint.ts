@@ -61,10 +61,11 @@ export interface Checkpointable {
 export async function saveCheckpoint(path: string, model: Checkpointable, optimizer: SGD, state: CheckpointState): Promise<void> {
   const tensors = new Map<string, { dtype: 'float32'; shape: number[]; data: Float32Array }>();
   for (const [name, spec] of model.params.specs) {
-    const t = toTorchLayout(model.params.get(name).dataSync() as Float32Array, spec.shape);
+    // Asynchronous reads: the only kind a GPU backend (WebGPU) can do in Node.
+    const t = toTorchLayout((await model.params.get(name).data()) as Float32Array, spec.shape);
     tensors.set(name, { dtype: 'float32', ...t });
     const v = optimizer.velocity.get(name);
-    if (v) tensors.set(`${VELOCITY_PREFIX}${name}`, { dtype: 'float32', ...toTorchLayout(v.dataSync() as Float32Array, spec.shape) });
+    if (v) tensors.set(`${VELOCITY_PREFIX}${name}`, { dtype: 'float32', ...toTorchLayout((await v.data()) as Float32Array, spec.shape) });
   }
   await writeSafetensors(path, tensors, { 'zoo.checkpoint': JSON.stringify(state), 'zoo.arch': model.arch, format: 'pt' });
 }

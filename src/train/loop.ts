@@ -164,9 +164,10 @@ export async function readTaskRunConfig<C>(file: string, task: string): Promise<
 }
 
 /** Why a loss was not finite, for a task's `diagnose`: the batch's inputs, else the parameters, else the forward pass. */
-export function diagnoseNonFinite(inputs: Float32Array, params: ParamStore): string {
+export async function diagnoseNonFinite(inputs: Float32Array, params: ParamStore): Promise<string> {
   for (let i = 0; i < inputs.length; i++) if (!Number.isFinite(inputs[i]!)) return 'the input batch holds non-finite values (a data problem)';
-  const bad = [...params.specs.keys()].filter((n) => (params.get(n).dataSync() as Float32Array).some((v) => !Number.isFinite(v)));
+  const values = await params.read();
+  const bad = [...params.specs.keys()].filter((n) => values.get(n)!.some((v) => !Number.isFinite(v)));
   if (bad.length) return `${bad.length} parameter tensors hold non-finite values (first: ${bad.slice(0, 3).join(', ')}): the previous updates diverged`;
   return 'inputs and parameters are finite, so the forward pass overflowed (the learning rate is probably too high)';
 }
@@ -188,7 +189,7 @@ export interface LoopTask<B> {
   /** Loss and gradients of a micro-batch within update `update` (0-based, of the run). */
   step(batch: B, update: number): Promise<MicroStep>;
   /** Why a loss was not finite, as far as can be told cheaply. */
-  diagnose(batch: B): string;
+  diagnose(batch: B): Promise<string>;
   /** The end-of-epoch evaluation: fields for the record (and its wall time). */
   evaluate(epoch: number): Promise<{ fields: Record<string, number>; seconds: number }>;
   /** Closes the data (worker threads...). */
@@ -500,9 +501,10 @@ async function epochs<B, R extends LoopRecord>(task: LoopTask<B>, o: LoopOptions
           const { loss, grads } = step;
           if (!Number.isFinite(loss)) {
             disposeGrads(grads);
+            const why = await task.diagnose(batch);
             throw new TrainingError(
               `the loss became ${loss} at update ${u + 1} (epoch ${epoch + 1}, update ${state.updateInEpoch + 1} of ${itersPerEpoch}, ` +
-                `learning rate ${lr.toPrecision(3)}): ${task.diagnose(batch)}. The run stopped; ${intact()}. ` +
+                `learning rate ${lr.toPrecision(3)}): ${why}. The run stopped; ${intact()}. ` +
                 'Lower --lr, lengthen --warmup, or check the data.',
             );
           }

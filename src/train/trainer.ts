@@ -350,7 +350,7 @@ function classificationTask(model: Model, options: TrainOptions, varList: [strin
 }
 
 /** Where a non-finite loss came from, as far as can be told cheaply. */
-function diagnose(model: Model, images: Float32Array, teacherLogits: Float32Array | undefined): string {
+async function diagnose(model: Model, images: Float32Array, teacherLogits: Float32Array | undefined): Promise<string> {
   if (teacherLogits && teacherLogits.some((v) => !Number.isFinite(v))) return "the teacher's logits are not finite";
   return diagnoseNonFinite(images, model.params);
 }
@@ -364,7 +364,7 @@ export async function exportRun(model: Model, c: TrainConfig, file: string): Pro
     labels: [...c.data.classes],
     training: JSON.stringify({ recipe: c.recipe, tricks: c.tricks, epochs: c.epochs, batchSize: c.batchSize, data: c.data.spec }),
   });
-  const bytes = exportOnnx(model, { imageSize: c.imageSize, metadata });
+  const bytes = await exportOnnx(model, { imageSize: c.imageSize, metadata });
   const check = await checkExport(model, bytes, { imageSize: c.imageSize, batch: 4 });
   if (!check.passed) throw new UserError(`the exported model does not reproduce the trained one (${describeCheck(check)}); the checkpoint is kept, nothing was written to ${file}`);
   await writeFileAtomic(file, bytes);

@@ -37,7 +37,7 @@ export async function makeRunDir(dir: string, imageSize = 32): Promise<TrainConf
   const model = createModel('resnet_test', { numClasses: RUN_LABELS.length, seed: 4 });
   const opt = new SGD(model.params);
   try {
-    trainedLikeInit(model);
+    await trainedLikeInit(model);
     await saveCheckpoint(path.join(dir, RUN_FILES.checkpoint), model, opt, { epoch: 1, updateInEpoch: 0, globalUpdate: 3 });
     await exportRun(model, config, path.join(dir, RUN_FILES.onnx));
   } finally {

@@ -21,10 +21,10 @@ export const DETECTOR_LABELS = ['box', 'ball', 'cup'];
 export const SEGMENTER_LABELS = ['background', 'road', 'sky'];
 export const CLASSIFIER_PREPROCESSING = { inputSize: 32, resizeShorter: 36, crop: 32, interpolation: 'bilinear' as const, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 
-export function writeClassifier(file: string, options: { dynamicSize?: boolean; fp16?: boolean } = {}): string {
+export async function writeClassifier(file: string, options: { dynamicSize?: boolean; fp16?: boolean } = {}): Promise<string> {
   const m = createModel('resnet_test', { numClasses: CLASSIFIER_LABELS.length, seed: 7 });
   try {
-    const bytes = exportOnnx(m, {
+    const bytes = await exportOnnx(m, {
       imageSize: 32,
       ...(options.fp16 ? { fp16: true } : {}),
       metadata: metadataProps({ arch: 'resnet_test', name: 'serve-test', preprocessing: CLASSIFIER_PREPROCESSING, labels: CLASSIFIER_LABELS }),
@@ -36,10 +36,10 @@ export function writeClassifier(file: string, options: { dynamicSize?: boolean; 
   }
 }
 
-export function writeDetector(file: string): string {
+export async function writeDetector(file: string): Promise<string> {
   const det = createDetector('resnet_test', DETECTOR_LABELS.length, { seed: 2, config: { rpnChannels: 32 } });
   try {
-    const bytes = exportDetector(det, {
+    const bytes = await exportDetector(det, {
       metadata: detectionMetadata({ arch: 'resnet_test', name: 'serve-det', labels: DETECTOR_LABELS, minSize: 64, maxSize: 96, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }),
     });
     writeFileSync(file, bytes);
@@ -49,10 +49,10 @@ export function writeDetector(file: string): string {
   }
 }
 
-export function writeSegmenter(file: string): string {
+export async function writeSegmenter(file: string): Promise<string> {
   const seg = createSegmenter('resnet_test', SEGMENTER_LABELS.length, { seed: 3 });
   try {
-    const bytes = exportSegmenter(seg, { metadata: segmentationMetadata({ arch: 'resnet_test', name: 'serve-seg', labels: SEGMENTER_LABELS, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }) });
+    const bytes = await exportSegmenter(seg, { metadata: segmentationMetadata({ arch: 'resnet_test', name: 'serve-seg', labels: SEGMENTER_LABELS, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }) });
     writeFileSync(file, bytes);
     return file;
   } finally {
@@ -64,8 +64,8 @@ export function writeSegmenter(file: string): string {
 export async function writeServeModels(dir: string): Promise<{ classifier: string; detector: string; segmenter: string }> {
   await setupBackend();
   return {
-    classifier: writeClassifier(join(dir, 'classifier.onnx')),
-    detector: writeDetector(join(dir, 'detector.onnx')),
-    segmenter: writeSegmenter(join(dir, 'segmenter.onnx')),
+    classifier: await writeClassifier(join(dir, 'classifier.onnx')),
+    detector: await writeDetector(join(dir, 'detector.onnx')),
+    segmenter: await writeSegmenter(join(dir, 'segmenter.onnx')),
   };
 }

@@ -71,7 +71,7 @@ Examples:
         const m = createModel('resnet_test');
         let session: { provider: string; note?: string } | { error: string };
         try {
-          const s = await createSession(exportOnnx(m, { imageSize: 32 }), { provider: 'auto' });
+          const s = await createSession(await exportOnnx(m, { imageSize: 32 }), { provider: 'auto' });
           session = { provider: s.provider, ...(s.note ? { note: s.note } : {}) };
           await s.session.release();
         } catch (e) {

@@ -197,6 +197,9 @@ export function conv2dBackpropInput(ctx: KernelContext, dy: TensorInfo, filter: 
   if (g.dilH !== 1 || g.dilW !== 1) {
     throw new Error('conv2d input gradient with both stride > 1 and dilation > 1 is not supported');
   }
+  // The phase decomposition builds its combined filter in JavaScript; a backend whose memory
+  // JavaScript cannot reach synchronously (WebGPU) runs its own strided kernel instead.
+  if (!ctx.hasDirectMemory) return ctx.keep(backendInputGrad(ctx, dy, filter, g));
   return inputGradPhases(ctx, dy, filter, g);
 }
 
@@ -212,15 +215,29 @@ function flippedFilter(w: Float32Array, g: ConvGeometry): Float32Array {
   return out;
 }
 
-function readF32(ctx: KernelContext, t: TensorInfo): Float32Array {
-  if (ctx.hasDirectMemory) return ctx.f32(t);
-  return ctx.backend.readSync(t.dataId) as Float32Array;
+/** The backend's own Conv2DBackpropInput (dilation 1), with zoo's explicit padding. */
+function backendInputGrad(ctx: KernelContext, dy: TensorInfo, filter: TensorInfo, g: ConvGeometry): TensorInfo {
+  return ctx.run('Conv2DBackpropInput', { dy, filter }, {
+    strides: [g.strideH, g.strideW],
+    pad: [
+      [0, 0],
+      [g.padTop, g.padBottom],
+      [g.padLeft, g.padRight],
+      [0, 0],
+    ],
+    dataFormat: 'NHWC',
+    inputShape: [g.batch, g.inH, g.inW, g.inC],
+  } as unknown as NamedAttrMap);
 }
 
-/** flippedFilter() on the wasm heap with the SIMD pool: one 2-D transpose per kernel tap. */
+/**
+ * flippedFilter() as a tensor: on the wasm heap with the SIMD pool (one 2-D transpose per kernel tap),
+ * in JavaScript on the cpu backend, and with the backend's Reverse and Transpose elsewhere.
+ */
 function flippedFilterTensor(ctx: KernelContext, filter: TensorInfo, g: ConvGeometry): TensorInfo {
   const simd = ctx.simd;
-  if (!simd) return ctx.fromValues([g.kH, g.kW, g.outC, g.inC], flippedFilter(readF32(ctx, filter), g));
+  if (!ctx.hasDirectMemory) return ctx.transpose(ctx.run('Reverse', { x: filter }, { dims: [0, 1] }), [0, 1, 3, 2]);
+  if (!simd) return ctx.fromValues([g.kH, g.kW, g.outC, g.inC], flippedFilter(ctx.f32(filter), g));
   const out = ctx.empty([g.kH, g.kW, g.outC, g.inC]);
   const src = ctx.address(filter);
   const dst = ctx.address(out);
@@ -269,7 +286,7 @@ function inputGradPhases(ctx: KernelContext, dy: TensorInfo, filter: TensorInfo,
   const phases: [number, number][] = [];
   for (let rh = 0; rh < g.strideH; rh++)
     for (let rw = 0; rw < g.strideW; rw++) if (ph.taps[rh]!.length && pw.taps[rw]!.length) phases.push([rh, rw]);
-  const w = readF32(ctx, filter);
+  const w = ctx.f32(filter);
   const P = phases.length;
   const { inC, outC } = g;
   // Combined filter [window_h, window_w, outC, P * inC]: phase q's channels hold its taps.
