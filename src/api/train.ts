@@ -13,6 +13,9 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { initBackend, type BackendInfo } from '../backend/index.js';
+import { checkWebGpuFits } from '../backend/webgpu.js';
+import { countNetwork } from '../models/count.js';
+import { ResNet } from '../models/resnet.js';
 import { UserError } from '../errors.js';
 import { getModelEntry } from '../models/registry.js';
 import type { Model } from '../models/model.js';
@@ -329,6 +332,19 @@ export async function planTraining(given: TrainRequest): Promise<TrainPlan> {
   return { config, data, outDir, request, notices };
 }
 
+/** Largest tensor of one image through `arch` at `size`: the biggest layer output, or the input. */
+function perImageBytes(arch: string, numClasses: number, size: number): number {
+  const net = new ResNet({ ...getModelEntry(arch).config, numClasses });
+  const counts = countNetwork(net, size, size, getModelEntry(arch).config.inChannels ?? 3);
+  return 4 * Math.max(size * size * 3, ...counts.layers.map((l) => l.outShape.reduce((a, b) => a * b, 1)));
+}
+
+/** On a GPU backend, refuses a micro-batch whose largest tensor the device cannot bind (training and the evaluation batch). */
+function checkFitsDevice(arch: string, numClasses: number, size: number, microBatch: number): void {
+  const at = (s: number) => perImageBytes(arch, numClasses, s);
+  checkWebGpuFits({ what: `${arch} training at ${size}x${size}`, batch: microBatch, perImageBytes: at(size), perImageBytesAt: at, size });
+}
+
 /** Trains as planned by `planTraining(request)`; see the module comment. */
 export async function train(request: TrainRequest, callbacks: TrainCallbacks = {}): Promise<TrainOutcome> {
   const plan = await planTraining(request);
@@ -336,6 +352,7 @@ export async function train(request: TrainRequest, callbacks: TrainCallbacks = {
   const r = plan.request;
   const info = await initBackend({ ...(r.backend ? { backend: r.backend } : {}), purpose: 'training' });
   callbacks.onBackend?.(info);
+  checkFitsDevice(config.arch, data.classes.length, config.imageSize, config.microBatch);
   const emit = (e: TrainEvent) => {
     callbacks.onEvent?.(e);
     if (e.type === 'epoch') callbacks.onEpoch?.(e.record, e.epochs);

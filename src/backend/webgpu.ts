@@ -14,6 +14,8 @@
  * throws a WebGpuError instead of returning numbers computed after one. Synchronous reads (dataSync,
  * arraySync) cannot work in Node on this backend: zoo's paths read with `await tensor.data()`.
  */
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { UserError } from '../errors.js';
 
@@ -262,4 +264,82 @@ export function releaseWebGpu(): void {
   device.destroy();
   device = undefined;
   active = undefined;
+}
+
+/** What `zoo doctor` says about WebGPU. */
+export interface WebGpuReport {
+  /** 'auto': a GPU adapter, used by default; 'explicit': only a CPU fallback adapter, used with --backend webgpu; 'no'. */
+  usable: 'auto' | 'explicit' | 'no';
+  reason: string;
+  adapter?: WebGpuAdapterInfo;
+  /** Vulkan driver manifests Dawn's loader can see (VK_DRIVER_FILES / VK_ICD_FILENAMES, else the standard directories). */
+  vulkanDrivers: string[];
+}
+
+function vulkanDrivers(): string[] {
+  const named = process.env.VK_DRIVER_FILES ?? process.env.VK_ICD_FILENAMES;
+  if (named) return named.split(':').filter(Boolean);
+  const dirs = ['/usr/share/vulkan/icd.d', '/etc/vulkan/icd.d', '/usr/local/share/vulkan/icd.d'];
+  return dirs.flatMap((d) => {
+    try {
+      return readdirSync(d).filter((f) => f.endsWith('.json')).map((f) => path.join(d, f));
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** Looks for an adapter (the active one when WebGPU is the backend) and says whether and how zoo uses it. */
+export async function webgpuReport(): Promise<WebGpuReport> {
+  const drivers = vulkanDrivers();
+  let adapter = active;
+  if (!adapter) {
+    const p = await probeWebGpu(true);
+    if (!p.available) return { usable: 'no', reason: p.reason, vulkanDrivers: drivers };
+    adapter = p.adapter;
+  }
+  if (adapter.fallback) {
+    return { usable: 'explicit', reason: `${adapterName(adapter)} is a CPU fallback adapter: used only with --backend webgpu (for checking; slower than wasm)`, adapter, vulkanDrivers: drivers };
+  }
+  return { usable: 'auto', reason: `${adapterName(adapter)}: --backend auto uses it for training and inference`, adapter, vulkanDrivers: drivers };
+}
+
+/** The largest tensor of a run, per image, for the check before it starts. */
+export interface WebGpuFitRequest {
+  /** What runs, e.g. "resnet50d training at 224x224". */
+  what: string;
+  /** Images per forward/backward pass. */
+  batch: number;
+  /** Bytes of the largest per-image tensor (activation or gradient) at this size. */
+  perImageBytes: number;
+  /** The option that sets the batch (default --micro-batch). */
+  batchOption?: string;
+  /** Bytes of the largest per-image tensor at another square size, to name the largest size that fits. */
+  perImageBytesAt?: (size: number) => number;
+  size?: number;
+}
+
+/**
+ * Checks, before a run starts, that its largest tensor binds on the device: WebGPU binds each tensor
+ * whole, and a larger one would fail on the device mid-run. The message names the largest batch
+ * (and size) that fits. No-op unless WebGPU is the active backend.
+ */
+export function checkWebGpuFits(r: WebGpuFitRequest): void {
+  const limit = maxBindingBytes();
+  if (limit === undefined) return;
+  const need = r.batch * r.perImageBytes;
+  if (need <= limit) return;
+  const maxBatch = Math.floor(limit / r.perImageBytes);
+  const fixes: string[] = [];
+  if (maxBatch >= 1) fixes.push(`${r.batchOption ?? '--micro-batch'} ${maxBatch} or smaller`);
+  if (r.perImageBytesAt && r.size) {
+    let s = r.size;
+    while (s > 8 && r.batch * r.perImageBytesAt(s) > limit) s -= 8;
+    if (s < r.size && r.batch * r.perImageBytesAt(s) <= limit) fixes.push(`--image-size ${s} at this batch`);
+  }
+  throw new UserError(
+    `${r.what} needs a ${formatBytes(need)} tensor at batch ${r.batch} (${formatBytes(r.perImageBytes)} per image), and this WebGPU device binds at most ` +
+      `${formatBytes(limit)} per tensor (${active ? adapterName(active) : 'the adapter'})` +
+      (fixes.length ? `: use ${fixes.join(', or ')}` : ': even one image is too large; use a smaller image size'),
+  );
 }

@@ -11,6 +11,7 @@ import { embeddedFashionDir } from '../../src/data/embedded.js';
 import { action } from '../run.js';
 import { loadNative } from '../../src/backend/native/addon.js';
 import { nativeKernelsEnabled } from '../../src/backend/native/kernels.js';
+import { formatBytes, webgpuReport } from '../../src/backend/webgpu.js';
 
 interface DoctorOpts {
   json?: boolean;
@@ -64,6 +65,7 @@ Examples:
         const nativeKernels = nativeLoad.available
           ? { available: true, inUse: nativeKernelsEnabled(), addon: nativeLoad.path, ...nativeLoad.info }
           : { available: false, inUse: false, addon: nativeLoad.path, reason: nativeLoad.reason };
+        const webgpu = await webgpuReport();
         const ort = ortInfo(undefined, { checksums: true });
         const gpu = detectGpu();
         const cuda = cudaReadiness({ complete: true, checksums: true });
@@ -100,6 +102,7 @@ Examples:
             skipped: backend.skipped,
             native: nativeBackends(),
             nativeKernels,
+            webgpu,
           },
           onnxruntime: { ...ort, session },
           cuda: { ready: cuda.ready, problem: cuda.problem ?? null, fix: cuda.fix ?? null, checks: cuda.checks },
@@ -122,6 +125,13 @@ Examples:
             : `  native kernels: not in use: ${nativeLoad.reason}`,
           `  bf16 compute (--fp16): ${nativeLoad.available && nativeLoad.info.bf16 ? `yes (oneDNN ${nativeLoad.info.isa})` : `no (${bf16Why(nativeLoad)})`}`,
           `  float16 compute: ${yes(backend.float16)} (FP16 ONNX export works everywhere)`,
+          `  WebGPU: ${webgpu.usable === 'no' ? `no: ${webgpu.reason}` : webgpu.reason}`,
+          ...(webgpu.adapter
+            ? [`    limits: largest tensor ${formatBytes(webgpu.adapter.limits.maxStorageBufferBindingSize)}, largest buffer ${formatBytes(webgpu.adapter.limits.maxBufferSize)}, ` +
+                `workgroup storage ${webgpu.adapter.limits.maxComputeWorkgroupStorageSize / 1024} KiB, ${webgpu.adapter.limits.maxComputeInvocationsPerWorkgroup} invocations per workgroup; ` +
+                `timestamp queries ${yes(webgpu.adapter.features.includes('timestamp-query'))}, shader-f16 ${yes(webgpu.adapter.features.includes('shader-f16'))}`]
+            : []),
+          `    Vulkan drivers: ${webgpu.vulkanDrivers.length ? webgpu.vulkanDrivers.map((f) => f.replace(/^.*\//, '')).join(', ') : 'none found (libvulkan1 and a driver: the GPU vendor\'s, or mesa-vulkan-drivers for lavapipe)'}`,
           `onnxruntime-node ${ort.version}${ort.pinned ? '' : ` (zoo pins ${ORT_VERSION})`}: ${ort.binaryDir}`,
           `  CUDA execution provider files: ${ort.cudaFiles.map((f) => `${f.file.replace('libonnxruntime_providers_', '').replace('.so', '')} ${f.present ? 'present' : 'missing'}`).join(', ')}`,
           ...(ort.cudaVersion ? [`  CUDA provider version: ${ort.cudaVersion.detail}`] : []),
