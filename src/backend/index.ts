@@ -201,9 +201,16 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
   const threads = options.threads ?? settings().threads;
   const order: Exclude<BackendChoice, 'auto'>[] =
     requested === 'auto' ? ['tfjs-node-gpu', 'tfjs-node', 'webgpu', 'wasm', 'cpu'] : [requested];
+  // A backend activated before is reactivated as it was (the wasm module, the WebGPU device are kept).
+  const earlier = requested === 'wasm' || requested === 'native' ? activated.get('wasm') : requested === 'auto' ? undefined : activated.get(requested);
+  if (current && earlier && earlier !== current && tf.findBackend(earlier.name)) {
+    if (!(await tf.setBackend(earlier.name))) throw new UserError(`the ${earlier.choice} backend failed to reactivate`);
+    current = earlier;
+    if (current.choice === requested) return current;
+  }
   if (current && current.name === 'wasm' && (requested === 'wasm' || requested === 'native')) {
     // Switching between wasm with and without the native kernels keeps the one wasm module.
-    return switchNative(current, requested);
+    return remember(switchNative(current, requested));
   }
   const skipped: { choice: string; reason: string }[] = [];
   for (const choice of order) {
@@ -226,7 +233,7 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
         ...(r.nativeMissing ? { nativeMissing: r.nativeMissing } : {}),
         ...(r.webgpu ? { webgpu: r.webgpu } : {}),
       };
-      return current;
+      return remember(current);
     } catch (e) {
       if (requested !== 'auto') throw e;
       skipped.push({ choice, reason: e instanceof UserError ? e.message : `${choice}: ${(e as Error).message}` });
@@ -258,10 +265,17 @@ function noGpuDevice(): string | undefined {
  * while Dawn holds one). Afterwards initBackend() starts afresh.
  */
 export function releaseBackend(): void {
-  if (current?.name === 'webgpu') {
-    releaseWebGpu();
-    current = undefined;
-  }
+  activated.delete('webgpu');
+  if (current?.name === 'webgpu') current = undefined;
+  releaseWebGpu();
+}
+
+/** Backends activated in this process, by tfjs backend name (what reactivating one returns). */
+const activated = new Map<string, BackendInfo>();
+
+function remember(info: BackendInfo): BackendInfo {
+  activated.set(info.name === 'wasm' ? 'wasm' : info.choice, info);
+  return info;
 }
 
 function cpuForTraining(why: string): UserError {

@@ -192,7 +192,7 @@ export async function setupWebGpu(allowFallback: boolean): Promise<WebGpuAdapter
   deviceError = undefined;
   const info = describeAdapter(adapter);
   // tfjs registers its own factory at import; this one uses the device made here.
-  tf.removeBackend('webgpu');
+  if (tf.findBackendFactory('webgpu')) tf.removeBackend('webgpu');
   tf.registerBackend('webgpu', () => {
     const backend = new backendModule.WebGPUBackend(dev, adapter.info);
     guardReads(backend);
@@ -260,7 +260,7 @@ export function formatBytes(n: number): string {
 export function releaseWebGpu(): void {
   if (!device) return;
   destroyed = true;
-  if (tf.findBackend('webgpu')) tf.removeBackend('webgpu');
+  if (tf.findBackendFactory('webgpu')) tf.removeBackend('webgpu');
   device.destroy();
   device = undefined;
   active = undefined;
