@@ -14,7 +14,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { initBackend, type BackendInfo } from '../backend/index.js';
 import { checkWebGpuFits } from '../backend/webgpu.js';
-import { countNetwork } from '../models/count.js';
+import { countNetwork, largestTensorBytes } from '../models/count.js';
 import { ResNet } from '../models/resnet.js';
 import { UserError } from '../errors.js';
 import { getModelEntry } from '../models/registry.js';
@@ -334,9 +334,9 @@ export async function planTraining(given: TrainRequest): Promise<TrainPlan> {
 
 /** Largest tensor of one image through `arch` at `size`: the biggest layer output, or the input. */
 function perImageBytes(arch: string, numClasses: number, size: number): number {
-  const net = new ResNet({ ...getModelEntry(arch).config, numClasses });
-  const counts = countNetwork(net, size, size, getModelEntry(arch).config.inChannels ?? 3);
-  return 4 * Math.max(size * size * 3, ...counts.layers.map((l) => l.outShape.reduce((a, b) => a * b, 1)));
+  const config = getModelEntry(arch).config;
+  const inChannels = config.inChannels ?? 3;
+  return largestTensorBytes(countNetwork(new ResNet({ ...config, numClasses }), size, size, inChannels), size, size, inChannels);
 }
 
 /** On a GPU backend, refuses a micro-batch whose largest tensor the device cannot bind (training and the evaluation batch). */

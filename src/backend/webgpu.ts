@@ -319,6 +319,12 @@ export interface WebGpuFitRequest {
   size?: number;
 }
 
+/** The largest batch whose per-image tensor of `perImageBytes` the active WebGPU device binds (Infinity elsewhere). */
+export function largestBatchThatFits(perImageBytes: number): number {
+  const limit = maxBindingBytes();
+  return limit === undefined ? Infinity : Math.max(1, Math.floor(limit / perImageBytes));
+}
+
 /**
  * Checks, before a run starts, that its largest tensor binds on the device: WebGPU binds each tensor
  * whole, and a larger one would fail on the device mid-run. The message names the largest batch

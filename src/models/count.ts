@@ -146,3 +146,8 @@ export function countNetwork(net: NetworkDefinition, height = 224, width = heigh
     layers: b.layers,
   };
 }
+
+/** Bytes of the largest float32 tensor of one image: the input, or the largest layer output of `counts`. */
+export function largestTensorBytes(counts: NetworkCounts, height: number, width: number, inChannels = 3): number {
+  return 4 * Math.max(height * width * inChannels, ...counts.layers.map((l) => l.outShape.reduce((a, b) => a * b, 1)));
+}

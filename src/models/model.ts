@@ -9,7 +9,7 @@ import { getModelEntry } from './registry.js';
 import { ResNet, type ResNetConfig } from './resnet.js';
 import { ParamStore } from './params.js';
 import { TfBuilder, clearFoldCache, type RunMode } from './tf_builder.js';
-import { countNetwork, type NetworkCounts } from './count.js';
+import { countNetwork, largestTensorBytes, type NetworkCounts } from './count.js';
 import type { FeatureInfo } from './graph.js';
 import { UserError } from '../errors.js';
 
@@ -99,6 +99,11 @@ export class Model {
   /** Parameters, multiply-adds and stage shapes at an input size. */
   counts(height = 224, width = height): NetworkCounts {
     return countNetwork(this.net, height, width, this.config.inChannels ?? 3);
+  }
+
+  /** Bytes of the largest float32 tensor one image makes at an input size: the input or a layer's output. */
+  largestTensorBytes(height = 224, width = height): number {
+    return largestTensorBytes(this.counts(height, width), height, width, this.config.inChannels ?? 3);
   }
 
   dispose(): void {

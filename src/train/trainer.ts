@@ -40,6 +40,7 @@ import { metadataProps } from '../onnx/metadata.js';
 import { Rng } from '../util/random.js';
 import { registerCoreGradients } from '../backend/gradients.js';
 import { setMixedPrecision } from '../backend/index.js';
+import { largestBatchThatFits } from '../backend/webgpu.js';
 import { SGD } from './optim.js';
 import { LrSchedule } from './schedule.js';
 import { distillationLoss, mixup, sampleBeta, smoothTargets, softCrossEntropy } from './loss.js';
@@ -339,7 +340,8 @@ function classificationTask(model: Model, options: TrainOptions, varList: [strin
     evaluate: async (epoch) => {
       const val: EvalResult = await evaluateModel(model, options.data.val, {
         imageSize: size,
-        batchSize: Math.max(c.microBatch, 32),
+        // Forward only, so larger than the micro-batch where the device binds it (WebGPU's per-tensor limit).
+        batchSize: Math.max(c.microBatch, Math.min(32, largestBatchThatFits(model.largestTensorBytes(size)))),
         ...(options.workers !== undefined ? { workers: options.workers } : {}),
         onProgress: (done, total) => emit({ type: 'validating', epoch, done, total }),
       });
