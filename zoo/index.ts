@@ -44,7 +44,8 @@ const program = new Command('zoo')
     'after',
     `
 Environment:
-  ZOO_BACKEND   auto | tfjs-node-gpu | tfjs-node | wasm | cpu
+  ZOO_BACKEND   auto | tfjs-node-gpu | tfjs-node | webgpu | native | wasm | cpu (webgpu: tfjs's WebGPU
+                kernels on Dawn over Vulkan; auto takes it on a GPU, never on a CPU fallback adapter)
   ZOO_THREADS   threads of the WebAssembly backend (default: all cores)
   ZOO_CACHE     where pulled and trained models live (default: ~/.cache/zoo)
   ZOO_OFFLINE=1 use only the cache
