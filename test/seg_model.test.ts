@@ -1,7 +1,8 @@
 /**
  * The FCN's parts: bilinear resizing (ops/resize.ts) against a direct computation written here from
- * PyTorch's upsample_bilinear2d definition, its gradient against that computation's adjoint, ONNX
- * Runtime's Resize against tfjs in both coordinate modes; the dilated backbone's strides and shapes at
+ * PyTorch's upsample_bilinear2d definition, its gradient against that computation's adjoint, the
+ * gradient composed from matrix products (what backends without zoo's kernel use) against zoo's kernel,
+ * ONNX Runtime's Resize against tfjs in both coordinate modes; the dilated backbone's strides and shapes at
  * odd sizes; counts; the exported graph against tfjs on three sizes (logits, argmax labels, the
  * auxiliary output); dropout's determinism by seed; and tensor leaks.
  */
@@ -9,8 +10,9 @@ import test from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
 import { setupBackend, maxAbsDiff } from './helpers/backend.js';
 import { resizeBilinear } from '../src/ops/index.js';
+import { resizeBilinearGradComposed } from '../src/ops/resize.js';
 import '@tensorflow/tfjs-backend-cpu';
-import { registerZooKernels } from '../src/backend/kernels/index.js';
+import { ZOO_KERNELS, registerZooKernels } from '../src/backend/kernels/index.js';
 import { createSegmenter } from '../src/segmentation/segmenter.js';
 import { checkSegmenterExport, exportSegmenter, runSegmenterSession } from '../src/segmentation/export.js';
 import { smoothImages } from '../src/detection/export.js';
@@ -134,6 +136,70 @@ for (const alignCorners of [false, true]) {
     }
   });
 }
+
+/** Random resize cases: odd and even sizes, down- and upsampling, single rows and columns. */
+function gradCases(rng: Rng, count: number): { shape: [number, number, number, number]; to: [number, number] }[] {
+  const side = () => 1 + Math.floor(rng.uniform() * 13);
+  const cases: { shape: [number, number, number, number]; to: [number, number] }[] = [
+    { shape: [2, 5, 7, 3], to: [37, 53] }, // the FCN's case: up by non-integer factors
+    { shape: [1, 8, 8, 2], to: [64, 64] },
+    { shape: [1, 13, 9, 2], to: [4, 5] }, // down in both axes
+    { shape: [2, 9, 6, 1], to: [4, 11] }, // down in one axis, up in the other
+    { shape: [1, 1, 3, 2], to: [5, 1] },
+  ];
+  for (let i = 0; i < count; i++) {
+    const n = 1 + Math.floor(rng.uniform() * 2);
+    const c = 1 + Math.floor(rng.uniform() * 4);
+    cases.push({ shape: [n, side(), side(), c], to: [1 + Math.floor(rng.uniform() * 40), 1 + Math.floor(rng.uniform() * 40)] });
+  }
+  return cases;
+}
+
+test.serial('the resize gradient composed from matrix products (for backends without zoo\'s kernel) matches zoo\'s kernel on wasm and cpu, both modes, random sizes', async (t) => {
+  const rng = new Rng(17);
+  const cases = gradCases(rng, 12);
+  for (const backend of ['wasm', 'cpu']) {
+    await tf.setBackend(backend);
+    const before = tf.memory().numTensors;
+    for (const alignCorners of [false, true]) {
+      for (const { shape, to } of cases) {
+        const x = tf.tensor4d(randn(shape.reduce((a, b) => a * b), rng), shape);
+        const dy = tf.tensor4d(randn(shape[0] * to[0] * to[1] * shape[3], rng), [shape[0], to[0], to[1], shape[3]]);
+        const want = tf.engine().runKernel(ZOO_KERNELS.resizeBilinearGrad, { dy }, { inShape: shape, alignCorners } as unknown as tf.NamedAttrMap) as tf.Tensor;
+        const got = resizeBilinearGradComposed(dy, shape, alignCorners);
+        t.deepEqual(got.shape, shape);
+        const w = want.dataSync() as Float32Array;
+        const d = maxAbsDiff(got.dataSync(), w);
+        t.true(d <= 1e-5 * Math.max(1, ...w.map(Math.abs)), `${backend} alignCorners ${alignCorners} [${shape}] -> ${to}: max |diff| ${d}`);
+        tf.dispose([x, dy, want, got]);
+      }
+    }
+    t.is(tf.memory().numTensors, before, `${backend}: no leaks`);
+  }
+  await tf.setBackend('wasm');
+});
+
+test.serial('without zoo\'s resize-gradient kernel, tf.grad of half-pixel and aligned-corner resizing takes the composed gradient (cpu)', async (t) => {
+  await tf.setBackend('cpu');
+  const kernel = tf.getKernel(ZOO_KERNELS.resizeBilinearGrad, 'cpu')!;
+  const rng = new Rng(23);
+  const x = tf.tensor4d(randn(2 * 7 * 5 * 3, rng), [2, 7, 5, 3]);
+  const dy = tf.tensor4d(randn(2 * 19 * 12 * 3, rng), [2, 19, 12, 3]);
+  const grad = (alignCorners: boolean) =>
+    tf.tidy(() => tf.grad((v: tf.Tensor) => tf.sum(tf.mul(resizeBilinear(v as tf.Tensor4D, [19, 12], { alignCorners }), dy)))(x).dataSync() as Float32Array);
+  const withKernel = [grad(false), grad(true)];
+  tf.unregisterKernel(ZOO_KERNELS.resizeBilinearGrad, 'cpu');
+  try {
+    for (const [i, alignCorners] of [false, true].entries()) {
+      const composed = grad(alignCorners);
+      t.true(maxAbsDiff(composed, withKernel[i]!) < 1e-5, `alignCorners ${alignCorners}`);
+    }
+  } finally {
+    tf.registerKernel(kernel);
+    tf.dispose([x, dy]);
+    await tf.setBackend('wasm');
+  }
+});
 
 test('dilation keeps the stride: output stride 8 and 16 at odd input sizes (shapes of C4/C5 and the logits at input size)', (t) => {
   for (const os of [8, 16] as const) {
