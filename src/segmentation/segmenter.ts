@@ -136,6 +136,20 @@ export interface CreateSegmenterOptions {
   seed?: number;
 }
 
+/**
+ * Bytes of the largest tensor one image makes in a pass of an FCN over `arch` at height x width: a layer's
+ * output, the logits at input size or the input (gradients have the same shapes). Nothing is allocated.
+ */
+export function segmenterImageBytes(arch: string, config: FcnConfig, height: number, width: number, options: { aux?: boolean } = {}): number {
+  const entry = getModelEntry(arch);
+  const net = new Fcn(new ResNet({ ...entry.config, numClasses: 0, outputStride: config.outputStride }), config);
+  const b = new ShapeBuilder();
+  const inChannels = entry.config.inChannels ?? 3;
+  net.forward(b, { shape: [height, width, inChannels] }, { aux: options.aux ?? false });
+  const largest = Math.max(height * width * Math.max(inChannels, config.numClasses), ...b.layers.map((l) => l.outShape.reduce((a, v) => a * v, 1)));
+  return 4 * largest;
+}
+
 /** A segmenter over a registered architecture with freshly initialized parameters. */
 export function createSegmenter(arch: string, numClasses: number, options: CreateSegmenterOptions = {}): Segmenter {
   const entry = getModelEntry(arch);

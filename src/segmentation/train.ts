@@ -24,6 +24,7 @@ import { getModelEntry } from '../models/registry.js';
 import type { Model } from '../models/model.js';
 import type { RunMode } from '../models/tf_builder.js';
 import { registerCoreGradients } from '../backend/gradients.js';
+import { checkWebGpuFits } from '../backend/webgpu.js';
 import { epochOrder, sampleSeed } from '../data/batch.js';
 import { IMAGENET_PREPROCESSING } from '../predict/preprocessing.js';
 import { SGD } from '../train/optim.js';
@@ -45,8 +46,8 @@ import {
   type RunControlOptions,
   type TaskStartFields,
 } from '../train/loop.js';
-import type { FcnConfig } from './fcn.js';
-import { createSegmenter, type Segmenter } from './segmenter.js';
+import { defaultFcnConfig, type FcnConfig } from './fcn.js';
+import { createSegmenter, segmenterImageBytes, type Segmenter } from './segmenter.js';
 import { segmentationLoss } from './loss.js';
 import { loadSegBatch, type SegBatch } from './transform.js';
 import type { SegDataset } from './ade.js';
@@ -175,6 +176,31 @@ export function validateSegConfig(c: SegTrainConfig): void {
   if (c.data.train < c.batchSize) throw new UserError(`the training split has ${c.data.train} images, fewer than one batch of ${c.batchSize}; lower --batch-size`, { exitCode: 2 });
 }
 
+/**
+ * On WebGPU (a no-op elsewhere), refuses before any work a micro-batch of training crops, or the largest
+ * validation image (validation runs whole images one at a time; sizes known where readAde read them),
+ * whose largest tensor the device cannot bind: it would fail on the device mid-run.
+ */
+export function checkSegFitsDevice(c: SegTrainConfig, val: SegDataset): void {
+  const fcn = defaultFcnConfig(c.classes.length, c.fcn);
+  const s = c.cropSize;
+  checkWebGpuFits({
+    what: `FCN training on ${c.arch} at ${s}x${s} crops`,
+    batch: c.microBatch,
+    perImageBytes: segmenterImageBytes(c.arch, fcn, s, s, { aux: fcn.aux && fcn.auxWeight > 0 }),
+  });
+  let largest: { image: string; width: number; height: number } | undefined;
+  for (const v of val.samples) {
+    if (v.width && v.height && (!largest || v.width * v.height > largest.width * largest.height)) largest = { image: v.image, width: v.width, height: v.height };
+  }
+  if (!largest) return;
+  checkWebGpuFits({
+    what: `validation of ${largest.image} at its ${largest.width}x${largest.height}`,
+    batch: 1,
+    perImageBytes: segmenterImageBytes(c.arch, fcn, largest.height, largest.width),
+  });
+}
+
 export function segUpdatesPerEpoch(c: SegTrainConfig): number {
   return updatesIn(c.data.train, c.batchSize, c.microBatch);
 }
@@ -269,6 +295,7 @@ interface SegMicroBatch extends SegBatch {
 export async function trainSegmenter(options: SegTrainOptions): Promise<SegTrainResult> {
   const c = options.config;
   validateSegConfig(c);
+  checkSegFitsDevice(c, options.data.val);
   const emit = options.onEvent ?? (() => {});
   const out = options.outDir;
   const files = runFiles(out);
