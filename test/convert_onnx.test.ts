@@ -111,3 +111,21 @@ test('zoo import of such a file exits 1 with one line naming it, not as a bug in
     t.false(fs.existsSync(path.join(dir, 'out.onnx')));
   }
 });
+
+test("integer initializers that are graph constants (a segmenter's label offset) are not parameters: the file still imports", async (t) => {
+  const dir = tempDir(t);
+  const file = path.join(dir, 'with-constant.onnx');
+  fs.writeFileSync(
+    file,
+    await edited((_t, all) => void all.push({ name: 'seg_label_offset', dataType: DataType.INT64, dims: [], int64Data: [1] })),
+  );
+  const m = createModel('resnet_test', { seed: 2 });
+  try {
+    await loadWeights(m, file);
+    const want = createModel('resnet_test', { seed: 1 });
+    t.deepEqual(Array.from(m.params.get('fc.weight').dataSync()), Array.from(want.params.get('fc.weight').dataSync()));
+    want.dispose();
+  } finally {
+    m.dispose();
+  }
+});

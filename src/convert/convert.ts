@@ -137,6 +137,12 @@ export async function readTensors(
 // ---------------------------------------------------------------------------------------------------
 // ONNX initializers
 
+const PARAMETER_NAME = /\.(weight|bias|running_mean|running_var|num_batches_tracked)$/;
+
+function isIntegerType(type: number | null | undefined): boolean {
+  return type === DataType.INT64 || type === DataType.INT32 || type === DataType.INT8 || type === DataType.UINT8 || type === DataType.BOOL;
+}
+
 /** ONNX initializers as descriptors; zoo exports hold the parameters in PyTorch layout. */
 export function onnxSource(proto: OnnxNs.ModelProto, label: string, budget: ByteBudget): TensorSource {
   const tensors = new Map<string, TensorDescriptor>();
@@ -148,6 +154,9 @@ export function onnxSource(proto: OnnxNs.ModelProto, label: string, budget: Byte
     if (t.dataType === DataType.FLOAT16) {
       throw new UserError(`${label}: an FP16 export does not hold the float32 parameters; import the FP32 export`);
     }
+    // Integer constants of the graph (a segmenter's label offset, shapes) are not parameters; an integer
+    // tensor under a parameter's name is still refused below.
+    if (isIntegerType(t.dataType) && !PARAMETER_NAME.test(name)) continue;
     if (tensors.has(name)) throw new UserError(`${label}: initializer ${quoteName(name)} appears twice`);
     const shape = initializerShape(t, label);
     const count = shape.reduce((a, b) => a * b, 1);
