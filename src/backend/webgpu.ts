@@ -317,6 +317,8 @@ export interface WebGpuFitRequest {
   /** Bytes of the largest per-image tensor at another square size, to name the largest size that fits. */
   perImageBytesAt?: (size: number) => number;
   size?: number;
+  /** The option that sets that size (default --image-size). */
+  sizeOption?: string;
 }
 
 /** The largest batch whose per-image tensor of `perImageBytes` the active WebGPU device binds (Infinity elsewhere). */
@@ -341,7 +343,7 @@ export function checkWebGpuFits(r: WebGpuFitRequest): void {
   if (r.perImageBytesAt && r.size) {
     let s = r.size;
     while (s > 8 && r.batch * r.perImageBytesAt(s) > limit) s -= 8;
-    if (s < r.size && r.batch * r.perImageBytesAt(s) <= limit) fixes.push(`--image-size ${s} at this batch`);
+    if (s < r.size && r.batch * r.perImageBytesAt(s) <= limit) fixes.push(`${r.sizeOption ?? '--image-size'} ${s} at this batch`);
   }
   throw new UserError(
     `${r.what} needs a ${formatBytes(need)} tensor at batch ${r.batch} (${formatBytes(r.perImageBytes)} per image), and this WebGPU device binds at most ` +

@@ -184,11 +184,8 @@ export function validateSegConfig(c: SegTrainConfig): void {
 export function checkSegFitsDevice(c: SegTrainConfig, val: SegDataset): void {
   const fcn = defaultFcnConfig(c.classes.length, c.fcn);
   const s = c.cropSize;
-  checkWebGpuFits({
-    what: `FCN training on ${c.arch} at ${s}x${s} crops`,
-    batch: c.microBatch,
-    perImageBytes: segmenterImageBytes(c.arch, fcn, s, s, { aux: fcn.aux && fcn.auxWeight > 0 }),
-  });
+  const at = (size: number) => segmenterImageBytes(c.arch, fcn, size, size, { aux: fcn.aux && fcn.auxWeight > 0 });
+  checkWebGpuFits({ what: `FCN training on ${c.arch} at ${s}x${s} crops`, batch: c.microBatch, perImageBytes: at(s), perImageBytesAt: at, size: s, sizeOption: '--crop-size' });
   let largest: { image: string; width: number; height: number } | undefined;
   for (const v of val.samples) {
     if (v.width && v.height && (!largest || v.width * v.height > largest.width * largest.height)) largest = { image: v.image, width: v.width, height: v.height };
