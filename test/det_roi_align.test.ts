@@ -4,6 +4,8 @@
  * definition, gradients against that computation's adjoint and against finite differences, values
  * against ONNX Runtime's RoiAlign in both coordinate modes, values and gradients against torchvision's
  * roi_align (where a Python with torchvision is found; skipped otherwise), input checks, and leaks.
+ * The form composed from tfjs-core ops (what backends without the kernel run, such as WebGPU: see
+ * webgpu_det.test.ts) against the kernel, in one piece and in groups of boxes, on a backend without it.
  */
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
@@ -13,6 +15,7 @@ import { spawnSync } from 'node:child_process';
 import { setupBackend, countLeaks, maxAbsDiff } from './helpers/backend.js';
 import { registerZooKernels } from '../src/backend/kernels/index.js';
 import { roiAlign, type RoiAlignOptions } from '../src/ops/index.js';
+import { checkRoiAlignBackend, roiAlignComposed, type RoiAlignComposedLimits } from '../src/ops/roi_align.js';
 import { UserError } from '../src/errors.js';
 import { DataType, IR_VERSION, OPSET, node, onnx, valueInfo } from '../src/onnx/proto.js';
 import { createSession, ort } from '../src/runtime/ort.js';
@@ -150,21 +153,29 @@ function tensors(c: Case): { f: tf.Tensor4D; b: tf.Tensor2D; i: tf.Tensor1D } {
   };
 }
 
+type RoiOp = (f: tf.Tensor4D, b: tf.Tensor2D, i: tf.Tensor1D, o: RoiAlignOptions) => tf.Tensor4D;
+
+/** The composed form, in groups of boxes under `limits`. */
+const composedOp =
+  (limits: RoiAlignComposedLimits = {}): RoiOp =>
+  (f, b, i, o) =>
+    roiAlignComposed(f, b, i, o, limits);
+
 /** The op's output on `backend`, read back. */
-async function forward(backend: string, c: Case, o: RoiAlignOptions): Promise<Float32Array> {
+async function forward(backend: string, c: Case, o: RoiAlignOptions, op: RoiOp = roiAlign): Promise<Float32Array> {
   await tf.setBackend(backend);
   return tf.tidy(() => {
     const { f, b, i } = tensors(c);
-    return roiAlign(f, b, i, o).dataSync() as Float32Array;
+    return op(f, b, i, o).dataSync() as Float32Array;
   });
 }
 
 /** d/dfeatures of sum(roiAlign(features) * dy), through tf.grad, on `backend`. */
-async function gradient(backend: string, c: Case, o: RoiAlignOptions, dy: Float32Array): Promise<Float32Array> {
+async function gradient(backend: string, c: Case, o: RoiAlignOptions, dy: Float32Array, op: RoiOp = roiAlign): Promise<Float32Array> {
   await tf.setBackend(backend);
   return tf.tidy(() => {
     const { f, b, i } = tensors(c);
-    const g = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(roiAlign(x as tf.Tensor4D, b, i, o), tf.tensor(dy, [c.indices.length, ...o.outputSize, c.shape[3]]))));
+    const g = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(op(x as tf.Tensor4D, b, i, o), tf.tensor(dy, [c.indices.length, ...o.outputSize, c.shape[3]]))));
     return g(f).dataSync() as Float32Array;
   });
 }
@@ -424,21 +435,100 @@ test.serial('bad inputs are errors that name the shapes', async (t) => {
   });
 });
 
-test.serial('a backend without direct memory access is told to use wasm or cpu', async (t) => {
-  tf.registerBackend('zoo-test-no-direct-memory', () => new MathBackendCPU());
-  registerZooKernels('zoo-test-no-direct-memory');
-  await tf.setBackend('zoo-test-no-direct-memory');
+test.serial('a backend without the kernel runs the composed RoIAlign; adaptive sampling there is a UserError naming the backend', async (t) => {
+  const name = 'zoo-test-no-direct-memory';
+  // The cpu backend's own kernels under another name, then zoo's as for a backend without direct memory.
+  tf.registerBackend(name, () => new MathBackendCPU());
+  for (const k of tf.getKernelsForBackend('cpu')) {
+    if (!k.kernelName.startsWith('Zoo') && !tf.getKernel(k.kernelName, name)) tf.registerKernel({ ...k, backendName: name });
+  }
+  registerZooKernels(name);
+  t.false(tf.getKernel('ZooRoiAlign', name) !== undefined, 'no RoIAlign kernel');
   try {
+    const o = CONFIGS[0]!;
+    const c = randomCase(17, [2, 7, 9, 5], o.spatialScale, 12);
+    const dy = randomDy(c, o, 2);
+    const want = await forward('cpu', c, o);
+    const wantG = await gradient('cpu', c, o, dy);
+    const got = await forward(name, c, o);
+    const gotG = await gradient(name, c, o, dy);
+    t.true(maxAbsDiff(got, want) <= 1e-5 * scaleOf(want), `values: max |diff| ${maxAbsDiff(got, want)}`);
+    t.true(maxAbsDiff(gotG, wantG) <= 1e-5 * scaleOf(wantG), `gradient: max |diff| ${maxAbsDiff(gotG, wantG)}`);
     const f = tf.zeros([1, 4, 4, 2]) as tf.Tensor4D;
     const b = tf.zeros([1, 4]) as tf.Tensor2D;
     const i = tf.zeros([1], 'int32') as tf.Tensor1D;
-    const e = t.throws(() => roiAlign(f, b, i, CONFIGS[0]!), { message: /RoIAlign needs the wasm or cpu backend.*zoo-test-no-direct-memory/ });
+    const e = t.throws(() => roiAlign(f, b, i, CONFIGS[1]!), { message: /samplingRatio 0 .*needs the wasm or cpu backend.*'zoo-test-no-direct-memory'.*fixed samplingRatio/ });
     t.true(e instanceof UserError);
+    t.throws(() => checkRoiAlignBackend({ samplingRatio: 0 }), { instanceOf: UserError });
+    t.notThrows(() => checkRoiAlignBackend({ samplingRatio: 2 }));
     tf.dispose([f, b, i]);
   } finally {
     await tf.setBackend('wasm');
-    tf.removeBackend('zoo-test-no-direct-memory');
+    tf.removeBackend(name);
   }
+  t.notThrows(() => checkRoiAlignBackend({ samplingRatio: 0 }), 'wasm has the kernel');
+});
+
+/** Fixed-sampling configurations (the composed form's), the detector's 14x14 at 1/16 among them. */
+const FIXED: RoiAlignOptions[] = [
+  ...CONFIGS.filter((o) => o.samplingRatio > 0),
+  { outputSize: [14, 14], spatialScale: 1 / 16, samplingRatio: 2, aligned: true },
+  { outputSize: [7, 7], spatialScale: 1 / 16, samplingRatio: 1, aligned: false },
+];
+
+test.serial('composed RoIAlign against the kernel: values and gradients, boxes inside, across and outside the map', async (t) => {
+  for (const o of FIXED) {
+    const shape: Shape4 = o.spatialScale < 0.1 ? [2, 12, 15, 6] : [2, 7, 9, 5];
+    const c = randomCase(41, shape, o.spatialScale, 12);
+    const dy = randomDy(c, o, 6);
+    for (const backend of BACKENDS) {
+      const want = await forward(backend, c, o);
+      const got = await forward(backend, c, o, composedOp());
+      t.true(maxAbsDiff(got, want) <= 1e-5 * scaleOf(want), `${backend} ${name(o)}: values, max |diff| ${maxAbsDiff(got, want)}`);
+      const wantG = await gradient(backend, c, o, dy);
+      const gotG = await gradient(backend, c, o, dy, composedOp());
+      t.true(maxAbsDiff(gotG, wantG) <= 1e-5 * scaleOf(wantG), `${backend} ${name(o)}: gradient, max |diff| ${maxAbsDiff(gotG, wantG)}`);
+    }
+  }
+});
+
+test.serial('composed RoIAlign in groups of boxes (under a memory limit) computes what it computes in one piece', async (t) => {
+  const o = CONFIGS[2]!;
+  const c = randomCase(43, [2, 7, 9, 5], o.spatialScale, 13);
+  const dy = randomDy(c, o, 8);
+  const whole = await forward('wasm', c, o, composedOp());
+  const wholeG = await gradient('wasm', c, o, dy, composedOp());
+  // One box per group (any limit below one box's rows), and groups of 5 of the 18 boxes.
+  for (const maxBytes of [1, 5 * 4 * o.outputSize[0] * 9 * 5]) {
+    const y = await forward('wasm', c, o, composedOp({ maxBytes }));
+    t.true(maxAbsDiff(y, whole) <= 1e-6 * scaleOf(whole), `values, limit ${maxBytes}: max |diff| ${maxAbsDiff(y, whole)}`);
+    const g = await gradient('wasm', c, o, dy, composedOp({ maxBytes }));
+    t.true(maxAbsDiff(g, wholeG) <= 1e-6 * scaleOf(wholeG), `gradient, limit ${maxBytes}: max |diff| ${maxAbsDiff(g, wholeG)}`);
+  }
+});
+
+test.serial('composed RoIAlign: no boxes give an empty output and a zero gradient; no tensor leaks', async (t) => {
+  const o = CONFIGS[0]!;
+  await tf.setBackend('wasm');
+  tf.tidy(() => {
+    const f = tf.randomNormal([1, 4, 5, 3]) as tf.Tensor4D;
+    const b = tf.zeros([0, 4]) as tf.Tensor2D;
+    const i = tf.zeros([0], 'int32') as tf.Tensor1D;
+    t.deepEqual(roiAlignComposed(f, b, i, o).shape, [0, 3, 4, 3]);
+    const g = tf.grad((x: tf.Tensor) => tf.sum(roiAlignComposed(x as tf.Tensor4D, b, i, o)))(f);
+    t.deepEqual(g.shape, [1, 4, 5, 3]);
+    t.true(g.dataSync().every((v) => v === 0));
+  });
+  const c = randomCase(13, [2, 7, 9, 5], o.spatialScale, 12);
+  const { f, b, i } = tensors(c);
+  t.is(countLeaks(() => roiAlignComposed(f, b, i, o, { maxBytes: 1 }).dispose()).leaked, 0, 'forward');
+  const v = tf.variable(f);
+  const before = tf.memory().numTensors;
+  const { value, grads } = tf.variableGrads(() => tf.sum(tf.square(roiAlignComposed(v as unknown as tf.Tensor4D, b, i, o, { maxBytes: 1 }))), [v]);
+  t.deepEqual(grads[v.name]!.shape, c.shape);
+  tf.dispose([value, ...Object.values(grads)]);
+  t.is(tf.memory().numTensors, before, 'variableGrads');
+  tf.dispose([f, b, i, v]);
 });
 
 test.serial('no tensor leaks: forward, and a variableGrads pass', async (t) => {
