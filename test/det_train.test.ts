@@ -17,6 +17,11 @@ import { trainDetection, evaluateDetection, detect } from '../src/api/detection.
 import { readDetectionMetadata } from '../src/detection/metadata.js';
 import { readSafetensors } from '../src/formats/safetensors.js';
 import { vocResultFile } from '../src/detection/voc_eval.js';
+import { loadDetectionBatch } from '../src/detection/transform.js';
+import { createDetector } from '../src/detection/detector.js';
+import { defaultFasterRcnnConfig } from '../src/detection/faster_rcnn.js';
+import { detectionStep } from '../src/detection/train.js';
+import { Rng } from '../src/util/random.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'zoo-det-'));
 // The local zoo of these tests (--add-to-zoo) lives in the temporary directory.
@@ -62,6 +67,32 @@ test.serial('a short detection run lowers the loss, logs the VOC mAP each epoch,
   // The exported graph evaluates as the run's last validation did (same images, ONNX Runtime instead of tfjs).
   const ev = await evaluateDetection({ model: out, data: root, split: 'test' });
   t.true(Math.abs(ev.result.map07 - last.valMap07) < 0.02, `ONNX ${ev.result.map07} vs tfjs ${last.valMap07}`);
+});
+
+test.serial('a training step that reads the RPN outputs asynchronously (as on WebGPU) gives the loss and gradients of the synchronous step bit for bit', async (t) => {
+  const voc = await readVoc(root, { split: 'trainval' });
+  const base = defaultFasterRcnnConfig(voc.classes.length);
+  const det = createDetector('resnet_test', voc.classes.length, { seed: 2, config: { rpnChannels: 32, roiAlign: { ...base.roiAlign, outputSize: [7, 7] }, roiTargets: { ...base.roiTargets, batchSize: 16 } } });
+  try {
+    const batch = await loadDetectionBatch(voc.images, [3, 5], { minSize: 96, maxSize: 128, seed: 1, epoch: 0, flipProbability: 0.5 });
+    const vars = [...det.trainableVariables().values()];
+    const before = tf.memory().numTensors;
+    const run = async (reads: 'sync' | 'async') => {
+      const r = await detectionStep(det, batch, new Rng(9), vars, { reads });
+      const grads = await Promise.all(vars.map((v) => r.grads[v.name]!.data()));
+      tf.dispose(Object.values(r.grads));
+      return { loss: r.loss, terms: r.terms, grads };
+    };
+    const sync = await run('sync');
+    const early = await run('async');
+    t.is(tf.memory().numTensors, before, 'tensors left behind');
+    t.is(early.loss, sync.loss);
+    t.deepEqual(early.terms, sync.terms);
+    vars.forEach((v, k) => t.deepEqual(early.grads[k], sync.grads[k], v.name));
+    t.true(sync.terms!.rcnn_box! > 0 && sync.terms!.rpn_box! > 0, 'positive anchors and regions were sampled');
+  } finally {
+    det.dispose();
+  }
 });
 
 test.serial('an interrupted and resumed detection run ends exactly where an uninterrupted run ends', async (t) => {

@@ -26,11 +26,12 @@ import { IMAGENET_PREPROCESSING } from '../predict/preprocessing.js';
 import { Rng } from '../util/random.js';
 import { SGD } from '../train/optim.js';
 import { LrSchedule } from '../train/schedule.js';
-import { checkInteger, checkRunOptions, diagnoseNonFinite, openRunDir, prefetchBatches, readTaskRunConfig, runFiles, runTaskLoop, taskConfigDiffs, updatesIn, type LoopEvent, type TaskStartFields, type LoopRecord, type LoopTask, type RunControlOptions } from '../train/loop.js';
+import { checkInteger, checkRunOptions, diagnoseNonFinite, openRunDir, prefetchBatches, readTaskRunConfig, runFiles, runTaskLoop, taskConfigDiffs, updatesIn, type LoopEvent, type MicroStep, type TaskStartFields, type LoopRecord, type LoopTask, type RunControlOptions } from '../train/loop.js';
 import { createDetector, concatRois, type Detector } from './detector.js';
-import type { FasterRcnnConfig } from './faster_rcnn.js';
+import { defaultFasterRcnnConfig, type FasterRcnnConfig } from './faster_rcnn.js';
+import { checkRoiAlignBackend } from '../ops/roi_align.js';
 import { rpnTargets, sampleRois } from './targets.js';
-import { classColumns, roiLoss, rpnLoss } from './losses.js';
+import { classColumns, roiLoss, rpnLoss, type RpnLossTargets } from './losses.js';
 import { loadDetectionBatch, toDevkitBoxes, type DetectionBatch } from './transform.js';
 import type { VocDataset, VocImage } from './voc.js';
 import { evaluateVoc, type Detection, type VocEvalResult } from './voc_eval.js';
@@ -220,6 +221,8 @@ interface DetBatch extends DetectionBatch {
 export async function trainDetector(options: DetTrainOptions): Promise<DetTrainResult> {
   const c = options.config;
   validateDetConfig(c);
+  // Adaptive RoIAlign sampling runs on wasm and cpu only: say so before the run starts.
+  checkRoiAlignBackend(defaultFasterRcnnConfig(c.classes.length, c.detector).roiAlign);
   const emit = options.onEvent ?? (() => {});
   const out = options.outDir;
   const files = runFiles(out);
@@ -321,8 +324,7 @@ export async function exportDetectorRun(det: Detector, c: DetTrainConfig, file: 
 function detectionTask(det: Detector, options: DetTrainOptions, trainable: [string, tf.Variable][], emit: (e: DetTrainEvent) => void): LoopTask<DetBatch> {
   const c = options.config;
   const images = options.data.train.images;
-  const C = c.classes.length;
-  const cfg = det.config;
+  const variables = trainable.map(([, v]) => v);
   const load = (epoch: number, order: Int32Array, index: number): Promise<DetBatch> =>
     loadDetectionBatch(images, order.subarray(index * c.microBatch, (index + 1) * c.microBatch), {
       minSize: c.minSize,
@@ -338,63 +340,7 @@ function detectionTask(det: Detector, options: DetTrainOptions, trainable: [stri
       return prefetchBatches(Math.floor(images.length / c.microBatch), skip, (index) => load(epoch, order, index));
     },
     count: (b) => b.count,
-    step: async (b) => {
-      const rng = new Rng(sampleSeed(c.seed ^ 0x5a3c, b.epoch, b.index));
-      const terms: Record<string, Tensor> = {};
-      const { value, grads } = tf.tidy(() => {
-        const x = tf.tensor4d(b.images, [b.count, b.height, b.width, 3]) as Tensor4D;
-        return tf.variableGrads(() => {
-          const r = det.rpn(x, 'frozen');
-          const anchors = det.anchors(r.features);
-          const A = anchors.length / 4;
-          // The proposals and the targets take no gradient: values read here (wasm and cpu read synchronously).
-          const lv = r.logits.dataSync() as Float32Array;
-          const dv = r.deltas.dataSync() as Float32Array;
-          const rpnT = { labels: new Float32Array(b.count * A), sampled: new Float32Array(b.count * A), deltas: new Float32Array(b.count * A * 4), positive4: new Float32Array(b.count * A * 4), count: 0 };
-          const roisPer: Float32Array[] = [];
-          const roiLabels: number[] = [];
-          const roiDeltas: number[] = [];
-          b.targets.forEach((t, n) => {
-            const image = { height: t.height, width: t.width };
-            const rt = rpnTargets(anchors, t.boxes, image, rng, cfg.rpnTargets);
-            for (let a = 0; a < A; a++) {
-              const l = rt.labels[a]!;
-              if (l < 0) continue;
-              rpnT.sampled[n * A + a] = 1;
-              rpnT.count++;
-              if (l === 1) {
-                rpnT.labels[n * A + a] = 1;
-                for (let k = 0; k < 4; k++) {
-                  rpnT.deltas[(n * A + a) * 4 + k] = rt.deltas[4 * a + k]!;
-                  rpnT.positive4[(n * A + a) * 4 + k] = 1;
-                }
-              }
-            }
-            const props = det.proposals(lv.subarray(n * A, (n + 1) * A), dv.subarray(4 * n * A, 4 * (n + 1) * A), anchors, 1, image, true)[0]!;
-            const rs = sampleRois(props, t.boxes, t.labels, rng, cfg.roiTargets);
-            roisPer.push(rs.rois);
-            roiLabels.push(...rs.labels);
-            roiDeltas.push(...rs.deltas);
-          });
-          const rpnL = rpnLoss(r.logits, r.deltas, rpnT, cfg.rpnTargets.boxBeta);
-          const { rois, batchIndices } = concatRois(roisPer);
-          const labels = Int32Array.from(roiLabels);
-          const S = labels.length;
-          const [cls, box] = det.heads(r.features, tf.tensor2d(rois, [S, 4]) as Tensor2D, tf.tensor1d(batchIndices, 'int32') as Tensor1D, 'frozen');
-          const cols = classColumns(labels, Float32Array.from(roiDeltas), C);
-          const roiL = roiLoss(cls, box, { labels, ...cols }, cfg.roiTargets.boxBeta);
-          terms.rpn_cls = tf.keep(rpnL.cls);
-          terms.rpn_box = tf.keep(rpnL.box);
-          terms.rcnn_cls = tf.keep(roiL.cls);
-          terms.rcnn_box = tf.keep(roiL.box);
-          return tf.addN([rpnL.cls, rpnL.box, roiL.cls, roiL.box]) as tf.Scalar;
-        }, trainable.map(([, v]) => v));
-      });
-      const names = Object.keys(terms);
-      const values = await Promise.all([value, ...names.map((k) => terms[k]!)].map((t) => t.data()));
-      tf.dispose([value, ...Object.values(terms)]);
-      return { loss: values[0]![0]!, grads, terms: Object.fromEntries(names.map((k, i) => [k, values[i + 1]![0]!])) };
-    },
+    step: (b) => detectionStep(det, b, new Rng(sampleSeed(c.seed ^ 0x5a3c, b.epoch, b.index)), variables),
     diagnose: (b) => diagnoseNonFinite(b.images, det.params),
     evaluate: async (epoch) => {
       const r = await evaluateDetector(det, options.data.val.images, c.classes, {
@@ -405,4 +351,114 @@ function detectionTask(det: Detector, options: DetTrainOptions, trainable: [stri
       return { fields: { valMap07: r.result.map07, valMap: r.result.map }, seconds: r.seconds };
     },
   };
+}
+
+/** How a training step gets the RPN's outputs to build its targets from. */
+export type StepReads = 'sync' | 'async';
+
+/** Backends that read a tensor synchronously (WebGPU in Node cannot). */
+const SYNC_READS = new Set(['wasm', 'cpu', 'tensorflow']);
+
+/** The targets of one micro-batch, built in JavaScript from the RPN's output values. */
+interface StepTargets {
+  rpn: RpnLossTargets;
+  rois: Float32Array;
+  batchIndices: Int32Array;
+  labels: Int32Array;
+  /** The regions' target deltas in their classes' columns, and the mask. */
+  columns: { deltas: Float32Array; mask: Float32Array };
+}
+
+/**
+ * The sampled anchors of the RPN's loss and, from the proposals, the sampled regions of the box
+ * head's, image by image; `rng` is drawn in that order (anchors, then regions, per image).
+ */
+function stepTargets(det: Detector, b: DetectionBatch, anchors: Float32Array, lv: Float32Array, dv: Float32Array, rng: Rng): StepTargets {
+  const cfg = det.config;
+  const A = anchors.length / 4;
+  const rpn: RpnLossTargets = { labels: new Float32Array(b.count * A), sampled: new Float32Array(b.count * A), deltas: new Float32Array(b.count * A * 4), positive4: new Float32Array(b.count * A * 4), count: 0 };
+  const roisPer: Float32Array[] = [];
+  const roiLabels: number[] = [];
+  const roiDeltas: number[] = [];
+  b.targets.forEach((t, n) => {
+    const image = { height: t.height, width: t.width };
+    const rt = rpnTargets(anchors, t.boxes, image, rng, cfg.rpnTargets);
+    for (let a = 0; a < A; a++) {
+      const l = rt.labels[a]!;
+      if (l < 0) continue;
+      rpn.sampled[n * A + a] = 1;
+      rpn.count++;
+      if (l === 1) {
+        rpn.labels[n * A + a] = 1;
+        for (let k = 0; k < 4; k++) {
+          rpn.deltas[(n * A + a) * 4 + k] = rt.deltas[4 * a + k]!;
+          rpn.positive4[(n * A + a) * 4 + k] = 1;
+        }
+      }
+    }
+    const props = det.proposals(lv.subarray(n * A, (n + 1) * A), dv.subarray(4 * n * A, 4 * (n + 1) * A), anchors, 1, image, true)[0]!;
+    const rs = sampleRois(props, t.boxes, t.labels, rng, cfg.roiTargets);
+    roisPer.push(rs.rois);
+    roiLabels.push(...rs.labels);
+    roiDeltas.push(...rs.deltas);
+  });
+  const { rois, batchIndices } = concatRois(roisPer);
+  const labels = Int32Array.from(roiLabels);
+  return { rpn, rois, batchIndices, labels, columns: classColumns(labels, Float32Array.from(roiDeltas), det.numClasses) };
+}
+
+/**
+ * Loss and gradients (with respect to `variables`) of one micro-batch, with its four terms.
+ *
+ * The proposals and targets are computed in JavaScript from the values of the RPN's outputs and take
+ * no gradient. With `reads: 'sync'` (the default where the backend reads synchronously: wasm, cpu,
+ * tfjs-node) they are read in the middle of the gradient pass. With 'async' (the default elsewhere:
+ * WebGPU) the trunk and RPN head first run forward without gradients, their outputs are read with
+ * `await`, the targets are built, and the gradient pass then computes the same outputs again (the
+ * same kernels on the same inputs) with the targets fixed: the same loss and gradients, for one more
+ * forward pass of the trunk and RPN head.
+ */
+export async function detectionStep(det: Detector, b: DetectionBatch, rng: Rng, variables: tf.Variable[], options: { reads?: StepReads } = {}): Promise<MicroStep> {
+  const reads = options.reads ?? (SYNC_READS.has(tf.getBackend()) ? 'sync' : 'async');
+  const x = tf.tensor4d(b.images, [b.count, b.height, b.width, 3]) as Tensor4D;
+  try {
+    let early: StepTargets | undefined;
+    if (reads === 'async') {
+      let anchors: Float32Array = new Float32Array(0);
+      const [lt, dt] = tf.tidy(() => {
+        const r = det.rpn(x, 'frozen');
+        anchors = det.anchors(r.features);
+        return [r.logits, r.deltas];
+      });
+      try {
+        const [lv, dv] = (await Promise.all([lt!.data(), dt!.data()])) as [Float32Array, Float32Array];
+        early = stepTargets(det, b, anchors, lv, dv, rng);
+      } finally {
+        tf.dispose([lt!, dt!]);
+      }
+    }
+    const cfg = det.config;
+    const terms: Record<string, Tensor> = {};
+    const { value, grads } = tf.tidy(() =>
+      tf.variableGrads(() => {
+        const r = det.rpn(x, 'frozen');
+        const t = early ?? stepTargets(det, b, det.anchors(r.features), r.logits.dataSync() as Float32Array, r.deltas.dataSync() as Float32Array, rng);
+        const rpnL = rpnLoss(r.logits, r.deltas, t.rpn, cfg.rpnTargets.boxBeta);
+        const S = t.labels.length;
+        const [cls, box] = det.heads(r.features, tf.tensor2d(t.rois, [S, 4]) as Tensor2D, tf.tensor1d(t.batchIndices, 'int32') as Tensor1D, 'frozen');
+        const roiL = roiLoss(cls, box, { labels: t.labels, ...t.columns }, cfg.roiTargets.boxBeta);
+        terms.rpn_cls = tf.keep(rpnL.cls);
+        terms.rpn_box = tf.keep(rpnL.box);
+        terms.rcnn_cls = tf.keep(roiL.cls);
+        terms.rcnn_box = tf.keep(roiL.box);
+        return tf.addN([rpnL.cls, rpnL.box, roiL.cls, roiL.box]) as tf.Scalar;
+      }, variables),
+    );
+    const names = Object.keys(terms);
+    const values = await Promise.all([value, ...names.map((k) => terms[k]!)].map((t) => t.data()));
+    tf.dispose([value, ...Object.values(terms)]);
+    return { loss: values[0]![0]!, grads, terms: Object.fromEntries(names.map((k, i) => [k, values[i + 1]![0]!])) };
+  } finally {
+    x.dispose();
+  }
 }
