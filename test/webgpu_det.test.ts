@@ -24,7 +24,10 @@ import { readVoc, type VocDataset } from '../src/detection/voc.js';
 import { loadDetectionBatch } from '../src/detection/transform.js';
 import { createDetector } from '../src/detection/detector.js';
 import { defaultFasterRcnnConfig } from '../src/detection/faster_rcnn.js';
-import { detectionStep } from '../src/detection/train.js';
+import { checkDetFitsDevice, detTrainConfig, detectionStep } from '../src/detection/train.js';
+import { maxBindingBytes } from '../src/backend/webgpu.js';
+import type { VocImage } from '../src/detection/voc.js';
+import { existsSync } from 'node:fs';
 import { evaluateDetection, exportDetection, trainDetection } from '../src/api/detection.js';
 
 const gpuTest = webgpuTest('detection on WebGPU');
@@ -198,4 +201,24 @@ gpuTest('a short detection run on WebGPU (training, validation, checkpoint), its
   // The exported graph evaluates as the run's validation on WebGPU did (same images, ONNX Runtime).
   const ev = await evaluateDetection({ model: exported.file, data: root, split: 'test' });
   t.true(Math.abs(ev.result.map07 - r.records[0]!.valMap07) < 0.02, `ONNX ${ev.result.map07} vs WebGPU ${r.records[0]!.valMap07}`);
+});
+
+gpuTest("a detection run whose largest tensor the device cannot bind is refused before it starts, naming what fits", async (t) => {
+  await tf.setBackend('webgpu');
+  const limit = maxBindingBytes()!;
+  // resnet_test's trunk holds about 16 bytes per input pixel at most (its stem), so two images of this
+  // side are over the limit and one is under it.
+  const side = Math.ceil(Math.sqrt((0.7 * limit) / 16) / 16) * 16;
+  const c = detTrainConfig({ arch: 'resnet_test', backbone: 'resnet_test', classes: ['a'], data: { spec: 'x', trainSplit: 'trainval', valSplit: 'test', train: 2, val: 1 }, minSize: side, maxSize: side, batchSize: 2, microBatch: 2 });
+  const images = [{ height: side, width: side }, { height: side, width: side }] as VocImage[];
+  t.throws(() => checkDetFitsDevice(c, images, images.slice(0, 1), { export: false }), { instanceOf: UserError, message: /detector training on resnet_test at \d+x\d+ needs .* at batch 2.*--micro-batch 1 or smaller, or --min-size \d+ at this batch/ });
+  t.notThrows(() => checkDetFitsDevice({ ...c, microBatch: 1, batchSize: 1 }, images, images.slice(0, 1), { export: false }));
+  // Through a run: regions of a 7x7 RoIAlign on resnet_test's 128 channels, 0.7 of the limit per image.
+  const out = path.join(tmp, 'too-large');
+  const rois = Math.ceil((0.7 * limit) / (7 * 7 * 128 * 4));
+  await t.throwsAsync(
+    trainDetection({ backbone: 'resnet_test', data: root, out, epochs: 1, batchSize: 2, microBatch: 2, minSize: 96, maxSize: 128, rpnChannels: 32, roiSize: 7, roisPerImage: rois, testProposals: 50, valSplit: 'test', backend: 'webgpu' }),
+    { instanceOf: UserError, message: /detector training on resnet_test pools 2 x \d+ regions.*--rois-per-image \d+ or smaller, or --micro-batch 1 or smaller/ },
+  );
+  t.false(existsSync(out), 'nothing written');
 });

@@ -30,6 +30,7 @@ import type { ImageDetections } from '../detection/proposals.js';
 import { readDetectionMetadata, type DetectionMetadata } from '../detection/metadata.js';
 import {
   detTrainConfig,
+  checkDetExportFitsDevice,
   exportDetectorRun,
   groundTruth,
   readDetRunConfig,
@@ -381,6 +382,7 @@ export async function evaluateDetection(r: DetEvalRequest): Promise<DetEvalOutco
 export async function exportDetection(runDir: string, out: string, options: { backend?: string } = {}): Promise<{ file: string; bytes: number; check: DetectorCheckReport }> {
   const config = await readDetRunConfig(path.join(runDir, RUN_FILES.config));
   await initBackend({ backend: transferBackend(options.backend), gradients: false });
+  checkDetExportFitsDevice(config);
   const det = createDetector(config.arch, config.classes.length, { config: config.detector, seed: config.seed });
   try {
     await loadCheckpointParams(path.join(runDir, RUN_FILES.checkpoint), det);

@@ -192,6 +192,40 @@ function checkImages(x: Tensor): void {
   if (x.dtype !== 'float32') throw new Error(`detector input must be float32, got ${x.dtype}`);
 }
 
+/** Bytes of a detector's largest tensors for one image (detectorTensorBytes). */
+export interface DetectorTensorBytes {
+  /** The largest of the input, the trunk's and the RPN head's activations. */
+  image: number;
+  /** The largest per-region tensor (RoIAlign's output or a box-head activation), for one region. */
+  region: number;
+}
+
+/**
+ * Bytes of the largest tensors that one image of `height` x `width` makes in a detector of `arch`:
+ * over the image (the trunk's and the RPN head's activations) and per region (RoIAlign's output and the
+ * box head's activations); gradients have the same shapes. WebGPU binds each tensor whole, so a run
+ * checks these against the device before it starts. (Where RoIAlign is composed from core ops, its
+ * intermediate splits itself under the device's limit: ops/roi_align.ts.)
+ */
+export function detectorTensorBytes(arch: string, config: FasterRcnnConfig, height: number, width: number): DetectorTensorBytes {
+  const entry = getModelEntry(arch);
+  const net = new FasterRcnn(new ResNet({ ...entry.config, numClasses: 0 }), config);
+  const inChannels = entry.config.inChannels ?? 3;
+  const b = new ShapeBuilder();
+  const f = net.trunk(b, { shape: [height, width, inChannels] });
+  net.rpnHead.forward(b, f);
+  const perImage = b.layers.length;
+  net.heads(b, f, { shape: [4], instances: 1 }, { shape: [], instances: 1 });
+  const size = (shape: number[]) => shape.reduce((a, v) => a * v, 1);
+  let image = height * width * inChannels;
+  let region = size([...config.roiAlign.outputSize, net.trunkChannels]);
+  b.layers.forEach((l, k) => {
+    if (k < perImage) image = Math.max(image, size(l.outShape));
+    else region = Math.max(region, size(l.outShape));
+  });
+  return { image: 4 * image, region: 4 * region };
+}
+
 /** A detector over a registered architecture with freshly initialized parameters. */
 export function createDetector(arch: string, numClasses: number, options: CreateDetectorOptions = {}): Detector {
   const entry = getModelEntry(arch);

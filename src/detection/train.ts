@@ -27,12 +27,13 @@ import { Rng } from '../util/random.js';
 import { SGD } from '../train/optim.js';
 import { LrSchedule } from '../train/schedule.js';
 import { checkInteger, checkRunOptions, diagnoseNonFinite, openRunDir, prefetchBatches, readTaskRunConfig, runFiles, runTaskLoop, taskConfigDiffs, updatesIn, type LoopEvent, type MicroStep, type TaskStartFields, type LoopRecord, type LoopTask, type RunControlOptions } from '../train/loop.js';
-import { createDetector, concatRois, type Detector } from './detector.js';
+import { createDetector, concatRois, detectorTensorBytes, type Detector } from './detector.js';
 import { defaultFasterRcnnConfig, type FasterRcnnConfig } from './faster_rcnn.js';
 import { checkRoiAlignBackend } from '../ops/roi_align.js';
+import { checkWebGpuFits, formatBytes, maxBindingBytes } from '../backend/webgpu.js';
 import { rpnTargets, sampleRois } from './targets.js';
 import { classColumns, roiLoss, rpnLoss, type RpnLossTargets } from './losses.js';
-import { loadDetectionBatch, toDevkitBoxes, type DetectionBatch } from './transform.js';
+import { loadDetectionBatch, resizedShape, toDevkitBoxes, type DetectionBatch } from './transform.js';
 import type { VocDataset, VocImage } from './voc.js';
 import { evaluateVoc, type Detection, type VocEvalResult } from './voc_eval.js';
 import { checkDetectorExport, describeDetectorCheck, exportDetector, type DetectorCheckReport } from './export.js';
@@ -221,8 +222,9 @@ interface DetBatch extends DetectionBatch {
 export async function trainDetector(options: DetTrainOptions): Promise<DetTrainResult> {
   const c = options.config;
   validateDetConfig(c);
-  // Adaptive RoIAlign sampling runs on wasm and cpu only: say so before the run starts.
+  // Adaptive RoIAlign sampling runs on wasm and cpu only, and WebGPU binds each tensor whole: say so before the run starts.
   checkRoiAlignBackend(defaultFasterRcnnConfig(c.classes.length, c.detector).roiAlign);
+  checkDetFitsDevice(c, options.data.train.images, options.data.val.images, { export: options.export ?? true });
   const emit = options.onEvent ?? (() => {});
   const out = options.outDir;
   const files = runFiles(out);
@@ -307,17 +309,90 @@ export async function exportDetectorRun(det: Detector, c: DetTrainConfig, file: 
     training: JSON.stringify({ backbone: c.backbone, pretrained: c.pretrained, epochs: c.epochs, batchSize: c.batchSize, data: c.data.spec }),
   });
   const bytes = await exportDetector(det, { metadata });
-  const side = (v: number) => Math.max(32, Math.round(v / 16) * 16);
-  const check = await checkDetectorExport(det, bytes, {
-    sizes: [
-      [side(c.minSize), side(c.minSize)],
-      [side(c.minSize), side(Math.min(c.maxSize, c.minSize * 1.33))],
-      [side(Math.min(c.maxSize, c.minSize * 1.25)), side(c.minSize * 0.9)],
-    ],
-  });
+  const check = await checkDetectorExport(det, bytes, { sizes: exportCheckSizes(c.minSize, c.maxSize) });
   if (!check.passed) throw new UserError(`the exported detector does not reproduce the trained one (${describeDetectorCheck(check)}); the checkpoint is kept, nothing was written to ${file}`);
   await writeFileAtomic(file, bytes);
   return { bytes, check };
+}
+
+/** The image sizes a run's export is checked at, [height, width], around the training size (batches 1 and 2). */
+function exportCheckSizes(minSize: number, maxSize: number): [number, number][] {
+  const side = (v: number) => Math.max(32, Math.round(v / 16) * 16);
+  return [
+    [side(minSize), side(minSize)],
+    [side(minSize), side(Math.min(maxSize, minSize * 1.33))],
+    [side(Math.min(maxSize, minSize * 1.25)), side(minSize * 0.9)],
+  ];
+}
+
+/** Whether WebGPU is the active backend (its device's limits then apply). */
+function onWebGpu(): boolean {
+  return tf.getBackend() === 'webgpu' && maxBindingBytes() !== undefined;
+}
+
+/**
+ * On WebGPU (a no-op elsewhere), refuses before any work a run whose largest tensor the device cannot
+ * bind, which would fail on the device mid-run: a training micro-batch (padded to the largest resized
+ * height and width of the training images) and its sampled regions, validation (one image at a time,
+ * with the test-time proposals) and the export check (batch 2 at the sizes it checks). The message
+ * names what fits: the micro-batch, --min-size, --rois-per-image or --test-proposals.
+ */
+export function checkDetFitsDevice(c: DetTrainConfig, train: readonly VocImage[], val: readonly VocImage[], options: { export?: boolean } = {}): void {
+  if (!onWebGpu()) return;
+  const config = defaultFasterRcnnConfig(c.classes.length, c.detector);
+  // The largest input: for a micro-batch of one, the largest image; else the largest height and width.
+  const largest = (images: readonly VocImage[], batch: number, minSize: number): [number, number] => {
+    let h = 0;
+    let w = 0;
+    for (const im of images) {
+      const r = resizedShape(im.height, im.width, { minSize, maxSize: Math.max(c.maxSize, minSize) });
+      if (batch > 1) [h, w] = [Math.max(h, r.height), Math.max(w, r.width)];
+      else if (r.height * r.width > h * w) [h, w] = [r.height, r.width];
+    }
+    return [h, w];
+  };
+  const trainAt = (minSize: number) => detectorTensorBytes(c.arch, config, ...largest(train, c.microBatch, minSize)).image;
+  const [th, tw] = largest(train, c.microBatch, c.minSize);
+  checkWebGpuFits({ what: `detector training on ${c.arch} at ${th}x${tw}`, batch: c.microBatch, perImageBytes: trainAt(c.minSize), perImageBytesAt: trainAt, size: c.minSize, sizeOption: '--min-size' });
+  const region = detectorTensorBytes(c.arch, config, th, tw).region;
+  checkRegionsFit(`detector training on ${c.arch}`, c.microBatch, config.roiTargets.batchSize, region, '--rois-per-image', true);
+  const valAt = (minSize: number) => detectorTensorBytes(c.arch, config, ...largest(val, 1, minSize)).image;
+  const [vh, vw] = largest(val, 1, c.minSize);
+  checkWebGpuFits({ what: `validation on ${c.arch} at ${vh}x${vw}`, batch: 1, perImageBytes: valAt(c.minSize), perImageBytesAt: valAt, size: c.minSize, sizeOption: '--min-size' });
+  checkRegionsFit(`validation on ${c.arch}`, 1, config.rpnTest.postNms, region, '--test-proposals', false);
+  if (options.export ?? true) checkDetExportFitsDevice(c, { during: 'training' });
+}
+
+/** The regions' tensors ([batch x regions, ...]) against the device's binding limit. */
+function checkRegionsFit(what: string, batch: number, regions: number, perRegion: number, option: string, batchHelps: boolean): void {
+  const limit = maxBindingBytes()!;
+  const need = batch * regions * perRegion;
+  if (need <= limit) return;
+  const fixes = [`${option} ${Math.floor(limit / (batch * perRegion))} or smaller`];
+  const maxBatch = Math.floor(limit / (regions * perRegion));
+  if (batchHelps && maxBatch >= 1) fixes.push(`--micro-batch ${maxBatch} or smaller`);
+  fixes.push('a smaller --roi-size');
+  throw new UserError(
+    `${what} pools ${batch} x ${regions} regions, whose largest tensor needs ${formatBytes(need)}, and this WebGPU device binds at most ${formatBytes(limit)} per tensor: use ${fixes.join(', or ')}`,
+  );
+}
+
+/**
+ * The export check's part of checkDetFitsDevice (`zoo det export` runs it alone). Its sizes and batch
+ * follow from the run's configuration, so the way out is another backend for the export.
+ */
+export function checkDetExportFitsDevice(c: DetTrainConfig, options: { during?: 'training' } = {}): void {
+  if (!onWebGpu()) return;
+  const limit = maxBindingBytes()!;
+  const config = defaultFasterRcnnConfig(c.classes.length, c.detector);
+  const [h, w] = exportCheckSizes(c.minSize, c.maxSize).reduce((a, b) => (b[0] * b[1] > a[0] * a[1] ? b : a));
+  const bytes = detectorTensorBytes(c.arch, config, h, w);
+  const need = 2 * Math.max(bytes.image, config.rpnTest.postNms * bytes.region);
+  if (need <= limit) return;
+  throw new UserError(
+    `the export check runs the ${c.arch} detector at ${h}x${w}, batch 2, which needs a ${formatBytes(need)} tensor, and this WebGPU device binds at most ${formatBytes(limit)} per tensor: ` +
+      (options.during === 'training' ? 'train with --no-export, then export the run with `zoo det export --backend wasm`' : 'export with --backend wasm (a checkpoint does not depend on the backend that trained it)'),
+  );
 }
 
 /** Detection as a task of the run loop. */
