@@ -131,7 +131,7 @@ export async function trainDetection(request: DetTrainRequest, callbacks: DetTra
   const val = takeFirst(await readVoc(r.data, { split: valSplit, ...(valYears ? { years: valYears } : {}) }), r.limitVal);
   if (train.classes.join('\n') !== val.classes.join('\n')) throw new UserError(`the splits '${trainSplit}' and '${valSplit}' have different class lists`);
 
-  const info = await initBackend({ backend: transferBackend(r.backend), purpose: 'training' });
+  const info = await initBackend({ ...transferBackend(r.backend), purpose: 'training' });
   callbacks.onBackend?.(info);
   const bb = await resolveTransferBackbone(r.backbone, { ...(r.backboneArch ? { arch: r.backboneArch } : {}), ...(saved ? { resumedArch: saved.arch, resumedPretrained: saved.pretrained } : {}) });
   const backboneModel = bb.model;
@@ -381,7 +381,7 @@ export async function evaluateDetection(r: DetEvalRequest): Promise<DetEvalOutco
 /** Exports a detection run's checkpoint as one checked ONNX graph. */
 export async function exportDetection(runDir: string, out: string, options: { backend?: string } = {}): Promise<{ file: string; bytes: number; check: DetectorCheckReport }> {
   const config = await readDetRunConfig(path.join(runDir, RUN_FILES.config));
-  await initBackend({ backend: transferBackend(options.backend), gradients: false });
+  await initBackend({ ...transferBackend(options.backend), gradients: false });
   checkDetExportFitsDevice(config);
   const det = createDetector(config.arch, config.classes.length, { config: config.detector, seed: config.seed });
   try {

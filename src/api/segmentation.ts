@@ -126,7 +126,7 @@ export async function trainSegmentation(request: SegTrainRequest, callbacks: Seg
   if (!r.data) throw new UserError('give --data: an ADE20K-layout directory (ADEChallengeData2016, or any folder with images/ and annotations/)', { exitCode: 2 });
   const { train, val } = await readSplits(r.data, { ...r, verify: r.checkData ?? true });
 
-  const info = await initBackend({ backend: transferBackend(r.backend), purpose: 'training' });
+  const info = await initBackend({ ...transferBackend(r.backend), purpose: 'training' });
   callbacks.onBackend?.(info);
   const bb = await resolveTransferBackbone(r.backbone, { ...(r.backboneArch ? { arch: r.backboneArch } : {}), ...(saved ? { resumedArch: saved.arch, resumedPretrained: saved.pretrained } : {}) });
   const out = r.out ?? path.join('runs', `seg-${bb.arch}-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`);
@@ -324,7 +324,7 @@ export async function exportSegmentation(
   const runConfig = path.join(ref, RUN_FILES.config);
   if (existsSync(ref) && statSync(ref).isDirectory() && existsSync(runConfig)) {
     const config = await readSegRunConfig(runConfig);
-    await initBackend({ backend: transferBackend(options.backend), gradients: false });
+    await initBackend({ ...transferBackend(options.backend), gradients: false });
     if (options.aux && config.fcn.aux === false) throw new UserError(`${ref} was trained without the auxiliary head: --aux has nothing to export`, { exitCode: 2 });
     const seg = segmenterFor(config);
     try {
@@ -342,7 +342,7 @@ export async function exportSegmentation(
   if (!meta.arch) throw new UserError(`${file} does not record its architecture (metadata zoo.arch): export it from its run directory instead`);
   const found = await inspectSegmenterFile(file, { naming: 'zoo', format: 'onnx' });
   if (options.aux && !found.aux) throw new UserError(`${file} holds no auxiliary head: --aux has nothing to export`, { exitCode: 2 });
-  await initBackend({ backend: transferBackend(options.backend), gradients: false });
+  await initBackend({ ...transferBackend(options.backend), gradients: false });
   const stride = Number(props.output_stride ?? 8);
   const seg = createSegmenter(meta.arch, found.numClasses, {
     config: { aux: found.aux, outputStride: stride === 16 ? 16 : 8, alignCorners: props.upsampling === 'bilinear align_corners' },
@@ -388,7 +388,7 @@ export async function importSegmentation(r: SegImportRequest): Promise<{ file: s
   }
   const labels = r.labels ?? Array.from({ length: found.numClasses }, (_, i) => `class_${i + 1}`);
   if (labels.length !== found.numClasses) throw new UserError(`${labels.length} class names given for the ${found.numClasses} classes of ${r.file}`, { exitCode: 2 });
-  await initBackend({ backend: transferBackend(r.backend), gradients: false });
+  await initBackend({ ...transferBackend(r.backend), gradients: false });
   const seg = createSegmenter(r.backbone, found.numClasses, {
     config: { aux: found.aux, alignCorners: r.alignCorners ?? defaultAlignCorners(found.naming), ...(r.outputStride ? { outputStride: r.outputStride } : {}) },
   });

@@ -4,6 +4,7 @@
  */
 import sharp from 'sharp';
 import { UserError } from '../errors.js';
+import type { BackendOptions } from '../backend/index.js';
 import { getModelEntry, listModels } from '../models/registry.js';
 import type { Model } from '../models/model.js';
 import { decodeImage } from '../data/image_folder.js';
@@ -15,13 +16,13 @@ import { RUN_FILES } from '../train/run_config.js';
 import { pulledHeadFile } from '../hub/published_heads.js';
 
 /**
- * The tfjs backend of a transfer job: the one asked for, else ZOO_BACKEND, else wasm. RoIAlign's and
- * the half-pixel resize gradient's kernels need tensor memory JavaScript can reach (wasm, cpu), so
- * 'auto' must not pick tfjs-node.
+ * The backend options of a transfer job (detection, segmentation): the backend asked for, else
+ * ZOO_BACKEND, else 'auto' over the backends these heads are checked on: WebGPU on a GPU, else wasm
+ * with its own kernels (not tfjs-node, not zoo's native kernels: ask for `native` by name).
  */
-export function transferBackend(asked: string | undefined): string {
+export function transferBackend(asked: string | undefined): Pick<BackendOptions, 'backend' | 'exclude'> {
   const b = asked ?? process.env.ZOO_BACKEND;
-  return !b || b === 'auto' ? 'wasm' : b;
+  return !b || b === 'auto' ? { backend: 'auto', exclude: ['tfjs-node-gpu', 'tfjs-node', 'native'] } : { backend: b };
 }
 
 /** `o` without its undefined fields. */

@@ -41,6 +41,11 @@ export interface BackendOptions {
    * models forward pass false.
    */
   gradients?: boolean;
+  /**
+   * Backends 'auto' must not pick (for a job that has not been checked on them); 'native' here means
+   * wasm without zoo's native kernels. A backend asked for by name is used regardless.
+   */
+  exclude?: readonly BackendChoice[];
 }
 
 export interface BackendInfo {
@@ -139,6 +144,7 @@ async function activate(
   choice: Exclude<BackendChoice, 'auto'>,
   threads: number,
   requested: BackendChoice,
+  exclude: readonly BackendChoice[] = [],
 ): Promise<{ name: string; detail: string; threads: number; native?: NativeInfo; nativeMissing?: string; webgpu?: WebGpuAdapterInfo }> {
   switch (choice) {
     case 'webgpu': {
@@ -160,7 +166,7 @@ async function activate(
     case 'native':
     case 'wasm': {
       // Under auto, the native kernels are used where they load; `native` requires them, `wasm` skips them.
-      const withNative = choice === 'native' || requested === 'auto';
+      const withNative = choice === 'native' || (requested === 'auto' && !exclude.includes('native'));
       const n = withNative ? loadNative(threads) : undefined;
       if (choice === 'native' && !n?.available) throw new UserError(n && !n.available ? n.reason : 'native kernels unavailable');
       const r = await setupWasm(threads);
@@ -170,7 +176,7 @@ async function activate(
         return { name: 'wasm', ...r, detail: `oneDNN ${i.version} kernels (${i.isa}), ${r.detail}`, native: i };
       }
       useNativeAddon(undefined);
-      const off = !withNative && nativeBuilt() ? NATIVE_OFF : undefined;
+      const off = !withNative && nativeBuilt() ? (requested === 'auto' ? "zoo's native kernels not used for this job under auto (--backend native uses them)" : NATIVE_OFF) : undefined;
       const why = n && !n.available ? n.reason : off;
       return { name: 'wasm', ...r, ...(why ? { nativeMissing: why } : {}) };
     }
@@ -200,7 +206,7 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
   }
   const threads = options.threads ?? settings().threads;
   const order: Exclude<BackendChoice, 'auto'>[] =
-    requested === 'auto' ? ['tfjs-node-gpu', 'tfjs-node', 'webgpu', 'wasm', 'cpu'] : [requested];
+    requested === 'auto' ? (['tfjs-node-gpu', 'tfjs-node', 'webgpu', 'wasm', 'cpu'] as const).filter((c) => !options.exclude?.includes(c)) : [requested];
   // A backend activated before is reactivated as it was (the wasm module, the WebGPU device are kept).
   const earlier = requested === 'wasm' || requested === 'native' ? activated.get('wasm') : requested === 'auto' ? undefined : activated.get(requested);
   if (current && earlier && earlier !== current && tf.findBackend(earlier.name)) {
@@ -218,7 +224,7 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
       throw cpuForTraining(skipped.map((k) => k.reason).join('; '));
     }
     try {
-      const r = await activate(choice, threads, requested);
+      const r = await activate(choice, threads, requested, options.exclude);
       registerZooKernels(r.name);
       current = {
         requested,
@@ -308,6 +314,14 @@ export function setMixedPrecision(on: boolean): { bf16: true; detail: string } |
   }
   setNativeConvPrecision('bf16');
   return { bf16: true, detail: `convolutions in bf16 with float32 accumulation (oneDNN ${native.version}, ${native.isa}); float32 master weights, batch norm, loss and update` };
+}
+
+/** Backends whose tensors can be read synchronously here (dataSync); WebGPU in Node cannot. */
+const SYNC_READS = new Set(['wasm', 'cpu', 'tensorflow']);
+
+/** Whether the active tfjs backend reads tensors synchronously (a step may then read mid-graph). */
+export function readsSynchronously(): boolean {
+  return SYNC_READS.has(tf.getBackend());
 }
 
 /** The active backend, or undefined before initBackend(). */

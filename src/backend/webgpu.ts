@@ -246,7 +246,7 @@ export function activeWebGpu(): WebGpuAdapterInfo | undefined {
  * may be larger; callers check their largest activation against it before the run starts.
  */
 export function maxBindingBytes(): number | undefined {
-  return active?.limits.maxStorageBufferBindingSize;
+  return active && tf.getBackend() === 'webgpu' ? active.limits.maxStorageBufferBindingSize : undefined;
 }
 
 export function formatBytes(n: number): string {

@@ -13,6 +13,7 @@
  * A run directory holds run.json, log.jsonl, checkpoint.safetensors and model.onnx, as a classification run's.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { readsSynchronously } from '../backend/index.js';
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import path from 'node:path';
 import { UserError } from '../errors.js';
@@ -431,9 +432,6 @@ function detectionTask(det: Detector, options: DetTrainOptions, trainable: [stri
 /** How a training step gets the RPN's outputs to build its targets from. */
 export type StepReads = 'sync' | 'async';
 
-/** Backends that read a tensor synchronously (WebGPU in Node cannot). */
-const SYNC_READS = new Set(['wasm', 'cpu', 'tensorflow']);
-
 /** The targets of one micro-batch, built in JavaScript from the RPN's output values. */
 interface StepTargets {
   rpn: RpnLossTargets;
@@ -494,7 +492,7 @@ function stepTargets(det: Detector, b: DetectionBatch, anchors: Float32Array, lv
  * forward pass of the trunk and RPN head.
  */
 export async function detectionStep(det: Detector, b: DetectionBatch, rng: Rng, variables: tf.Variable[], options: { reads?: StepReads } = {}): Promise<MicroStep> {
-  const reads = options.reads ?? (SYNC_READS.has(tf.getBackend()) ? 'sync' : 'async');
+  const reads = options.reads ?? (readsSynchronously() ? 'sync' : 'async');
   const x = tf.tensor4d(b.images, [b.count, b.height, b.width, 3]) as Tensor4D;
   try {
     let early: StepTargets | undefined;

@@ -8,9 +8,10 @@
  *   ZooConv2DBackpropInput    composed from Conv2D (conv_backprop.ts)
  *   ZooRelu / ZooReluGrad     ReLU whose gradient is one fused pass over the saved output
  * Backends whose memory JavaScript can reach (wasm, cpu) also get the fused batch-norm kernels
- * (batchnorm.ts); elsewhere ops/batchnorm.ts composes batch norm from core ops. RoIAlign and its
- * gradient (roi_align.ts) exist only there: other backends have no RoIAlign. So does the gradient of
- * half-pixel bilinear resizing (resize.ts; tfjs's own ignores half-pixel centres).
+ * (batchnorm.ts); elsewhere ops/batchnorm.ts composes batch norm from core ops. So it is with RoIAlign
+ * and its gradient (roi_align.ts here; ops/roi_align.ts composes them from core ops elsewhere) and the
+ * gradient of bilinear resizing (resize.ts here; ops/resize.ts composes it from matrix products
+ * elsewhere, tfjs's own ignoring half-pixel centres).
  *
  *   ZooMaxPool / ZooAvgPool   the backend's pooling, with gradients in pool.ts (first-maximum ties;
  *                             average-pool divisor as in the forward pass)
