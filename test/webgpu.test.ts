@@ -194,4 +194,26 @@ maybe('a micro-batch whose largest tensor the device cannot bind is refused befo
   }
 });
 
+maybe('wasm, then webgpu, then releaseBackend(), then auto: the same wasm module comes back with its tensors', async (t) => {
+  await initBackend({ backend: 'wasm' });
+  const x = tf.tensor([1, 2, 3]);
+  await initBackend({ backend: 'webgpu' });
+  releaseBackend();
+  const info = await initBackend({});
+  t.is(info.name, 'wasm');
+  t.deepEqual([...(await x.data())], [1, 2, 3]);
+  x.dispose();
+});
+
+test.serial("auto with exclusions turns zoo's native kernels off for that job and on again after", async (t) => {
+  releaseBackend();
+  const first = await initBackend({ backend: 'wasm' });
+  const a = await initBackend({});
+  const b = await initBackend({ exclude: ['tfjs-node-gpu', 'tfjs-node', 'native'] });
+  t.is(b.choice, 'wasm');
+  t.is(b.name, first.name);
+  const c = await initBackend({});
+  t.is(c.choice, a.choice, 'auto without exclusions returns to what it chose before');
+});
+
 test.after.always(() => releaseBackend());

@@ -73,6 +73,7 @@ export interface BackendInfo {
 
 let current: BackendInfo | undefined;
 const NATIVE_OFF = "zoo's native kernels off (backend 'wasm' asked for; 'auto' or 'native' uses them)";
+const NATIVE_EXCLUDED = "zoo's native kernels not used for this job under auto (--backend native uses them)";
 let wasmModule: WasmModule | undefined;
 
 function parseChoice(value: string): BackendChoice {
@@ -176,7 +177,7 @@ async function activate(
         return { name: 'wasm', ...r, detail: `oneDNN ${i.version} kernels (${i.isa}), ${r.detail}`, native: i };
       }
       useNativeAddon(undefined);
-      const off = !withNative && nativeBuilt() ? (requested === 'auto' ? "zoo's native kernels not used for this job under auto (--backend native uses them)" : NATIVE_OFF) : undefined;
+      const off = !withNative && nativeBuilt() ? (requested === 'auto' ? NATIVE_EXCLUDED : NATIVE_OFF) : undefined;
       const why = n && !n.available ? n.reason : off;
       return { name: 'wasm', ...r, ...(why ? { nativeMissing: why } : {}) };
     }
@@ -198,33 +199,42 @@ export async function initBackend(options: BackendOptions = {}): Promise<Backend
   // zoo reports its backend itself; keep tfjs's "install tfjs-node" banner out of the output.
   tf.env().set('PROD', true);
   if (purpose === 'training' || (options.gradients ?? true)) await registerCoreGradients();
-  if (current && (requested === 'auto' || requested === current.choice)) {
+  const exclude = options.exclude ?? [];
+  // A backend activated before is reactivated as it was (the wasm module, the WebGPU device are kept);
+  // after releaseBackend() freed the GPU, 'auto' goes back to a wasm module still alive.
+  const earlier =
+    requested === 'wasm' || requested === 'native' ? activated.get('wasm') : requested === 'auto' ? (current ? undefined : activated.get('wasm')) : activated.get(requested);
+  if (earlier && earlier !== current && tf.findBackend(earlier.name)) {
+    if (!(await tf.setBackend(earlier.name))) throw new UserError(`the ${earlier.choice} backend failed to reactivate`);
+    current = earlier;
+  }
+  if (current && requested === 'auto' && current.name === 'wasm') {
+    // The same wasm module, with the native kernels on or off as this job's exclusions say.
+    if (current.choice === 'native' && exclude.includes('native')) return remember(switchNative(current, 'wasm', NATIVE_EXCLUDED));
+    if (current.nativeMissing === NATIVE_EXCLUDED && !exclude.includes('native') && loadNative(current.threads).available) {
+      return remember(switchNative(current, 'native'));
+    }
+  }
+  if (current && (requested === current.choice || (requested === 'auto' && !exclude.includes(current.choice)))) {
     if (purpose === 'training' && current.choice === 'cpu' && requested === 'auto') {
       throw cpuForTraining(current.detail);
     }
     return current;
   }
-  const threads = options.threads ?? settings().threads;
-  const order: Exclude<BackendChoice, 'auto'>[] =
-    requested === 'auto' ? (['tfjs-node-gpu', 'tfjs-node', 'webgpu', 'wasm', 'cpu'] as const).filter((c) => !options.exclude?.includes(c)) : [requested];
-  // A backend activated before is reactivated as it was (the wasm module, the WebGPU device are kept).
-  const earlier = requested === 'wasm' || requested === 'native' ? activated.get('wasm') : requested === 'auto' ? undefined : activated.get(requested);
-  if (current && earlier && earlier !== current && tf.findBackend(earlier.name)) {
-    if (!(await tf.setBackend(earlier.name))) throw new UserError(`the ${earlier.choice} backend failed to reactivate`);
-    current = earlier;
-    if (current.choice === requested) return current;
-  }
   if (current && current.name === 'wasm' && (requested === 'wasm' || requested === 'native')) {
     // Switching between wasm with and without the native kernels keeps the one wasm module.
     return remember(switchNative(current, requested));
   }
+  const threads = options.threads ?? settings().threads;
+  const order: Exclude<BackendChoice, 'auto'>[] =
+    requested === 'auto' ? (['tfjs-node-gpu', 'tfjs-node', 'webgpu', 'wasm', 'cpu'] as const).filter((c) => !exclude.includes(c)) : [requested];
   const skipped: { choice: string; reason: string }[] = [];
   for (const choice of order) {
     if (requested === 'auto' && choice === 'cpu' && purpose === 'training') {
       throw cpuForTraining(skipped.map((k) => k.reason).join('; '));
     }
     try {
-      const r = await activate(choice, threads, requested, options.exclude);
+      const r = await activate(choice, threads, requested, exclude);
       registerZooKernels(r.name);
       current = {
         requested,
@@ -334,12 +344,12 @@ export function activeWasmModule(): WasmModule | undefined {
   return current?.name === 'wasm' ? wasmModule : undefined;
 }
 
-function switchNative(from: BackendInfo, requested: 'wasm' | 'native'): BackendInfo {
+function switchNative(from: BackendInfo, requested: 'wasm' | 'native', off = NATIVE_OFF): BackendInfo {
   const { native: _n, nativeMissing: _m, ...rest } = from;
   const base = from.native ? from.detail.replace(/^oneDNN [^,]*, /, '') : from.detail;
   if (requested === 'wasm') {
     useNativeAddon(undefined);
-    current = { ...rest, requested, choice: 'wasm', detail: base, nativeMissing: NATIVE_OFF };
+    current = { ...rest, requested, choice: 'wasm', detail: base, nativeMissing: off };
     return current;
   }
   const n = loadNative(from.threads);

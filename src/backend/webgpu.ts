@@ -75,7 +75,6 @@ let dawn: { gpu: GpuLike } | undefined;
 let device: GpuDeviceLike | undefined;
 let active: WebGpuAdapterInfo | undefined;
 let deviceError: string | undefined;
-let destroyed = false;
 
 function isMissing(e: unknown): boolean {
   const code = (e as { code?: string }).code;
@@ -89,7 +88,7 @@ async function loadDawn(): Promise<{ gpu: GpuLike }> {
   try {
     mod = (await import('webgpu')) as unknown as DawnModule;
   } catch (e) {
-    if (isMissing(e)) throw new UserError(`the WebGPU backend's packages are not installed (${INSTALL})`);
+    if (isMissing(e)) throw new UserError(`webgpu is not installed (${INSTALL})`);
     throw new UserError(`Dawn's Node bindings (webgpu) failed to load: ${(e as Error).message}`);
   }
   // Dawn's WebGPU classes (GPUBufferUsage, GPUShaderStage, ...) are globals in a browser; tfjs uses them so.
@@ -169,6 +168,7 @@ function recordError(message: string): void {
  * name 'webgpu' and activates it. Returns the adapter.
  */
 export async function setupWebGpu(allowFallback: boolean): Promise<WebGpuAdapterInfo> {
+  releaseWebGpu();
   const probe = await probeWebGpu(allowFallback);
   if (!probe.available) throw new UserError(probe.reason);
   let backendModule: { WebGPUBackend: new (device: unknown, adapterInfo?: unknown) => tf.KernelBackend };
@@ -185,10 +185,10 @@ export async function setupWebGpu(allowFallback: boolean): Promise<WebGpuAdapter
   const dev = await adapter.requestDevice({ requiredFeatures: features, requiredLimits: limits });
   dev.onuncapturederror = (ev) => recordError(`${ev.error.constructor.name}: ${ev.error.message.split('\n')[0]}`);
   void dev.lost.then((info) => {
-    if (!destroyed) recordError(`the device was lost (${info.reason}): ${info.message}`);
+    // Only the current device's loss counts; one zoo destroyed itself is not an error.
+    if (device === dev) recordError(`the device was lost (${info.reason}): ${info.message}`);
   });
   device = dev;
-  destroyed = false;
   deviceError = undefined;
   const info = describeAdapter(adapter);
   // tfjs registers its own factory at import; this one uses the device made here.
@@ -198,7 +198,10 @@ export async function setupWebGpu(allowFallback: boolean): Promise<WebGpuAdapter
     guardReads(backend);
     return backend;
   }, 1);
-  if (!(await tf.setBackend('webgpu'))) throw new UserError(`the WebGPU backend failed to initialize on ${adapterName(info)}`);
+  if (!(await tf.setBackend('webgpu'))) {
+    releaseWebGpu();
+    throw new UserError(`the WebGPU backend failed to initialize on ${adapterName(info)}`);
+  }
   active = info;
   return info;
 }
@@ -208,7 +211,13 @@ function guardReads(backend: tf.KernelBackend): void {
   const read = backend.read.bind(backend);
   backend.read = async (dataId: object) => {
     throwIfDeviceError();
-    const values = await read(dataId);
+    let values: Awaited<ReturnType<typeof read>>;
+    try {
+      values = await read(dataId);
+    } catch (e) {
+      throwIfDeviceError();
+      throw new WebGpuError(`reading a result back from the WebGPU device failed: ${(e as Error).message}`);
+    }
     throwIfDeviceError();
     return values;
   };
@@ -249,8 +258,14 @@ export function maxBindingBytes(): number | undefined {
   return active && tf.getBackend() === 'webgpu' ? active.limits.maxStorageBufferBindingSize : undefined;
 }
 
+/** The most workgroups one dispatch may have along an axis (a batched product's batch is one), while WebGPU is active. */
+export function maxWorkgroupsPerDimension(): number | undefined {
+  return active && tf.getBackend() === 'webgpu' ? active.limits.maxComputeWorkgroupsPerDimension : undefined;
+}
+
 export function formatBytes(n: number): string {
-  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(n % 2 ** 30 ? 1 : 0)} GiB` : `${Math.round(n / 2 ** 20)} MiB`;
+  if (n >= 2 ** 30) return `${(n / 2 ** 30).toFixed(n % 2 ** 30 ? 1 : 0)} GiB`;
+  return n >= 2 ** 20 ? `${Math.round(n / 2 ** 20)} MiB` : `${Math.max(1, Math.round(n / 1024))} KiB`;
 }
 
 /**
@@ -259,11 +274,11 @@ export function formatBytes(n: number): string {
  */
 export function releaseWebGpu(): void {
   if (!device) return;
-  destroyed = true;
-  if (tf.findBackendFactory('webgpu')) tf.removeBackend('webgpu');
-  device.destroy();
+  const dev = device;
   device = undefined;
   active = undefined;
+  if (tf.findBackendFactory('webgpu')) tf.removeBackend('webgpu');
+  dev.destroy();
 }
 
 /** What `zoo doctor` says about WebGPU. */
@@ -319,6 +334,8 @@ export interface WebGpuFitRequest {
   size?: number;
   /** The option that sets that size (default --image-size). */
   sizeOption?: string;
+  /** What to do when no batch or size option helps. */
+  advice?: string;
 }
 
 /** The largest batch whose per-image tensor of `perImageBytes` the active WebGPU device binds (Infinity elsewhere). */
@@ -348,6 +365,6 @@ export function checkWebGpuFits(r: WebGpuFitRequest): void {
   throw new UserError(
     `${r.what} needs a ${formatBytes(need)} tensor at batch ${r.batch} (${formatBytes(r.perImageBytes)} per image), and this WebGPU device binds at most ` +
       `${formatBytes(limit)} per tensor (${active ? adapterName(active) : 'the adapter'})` +
-      (fixes.length ? `: use ${fixes.join(', or ')}` : ': even one image is too large; use a smaller image size'),
+      (fixes.length ? `: use ${fixes.join(', or ')}` : `: even one image is too large; ${r.advice ?? 'use a smaller image size'}`),
   );
 }

@@ -13,7 +13,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { GradSaveFunc, NamedAttrMap, Tensor, Tensor1D, Tensor2D, Tensor3D, Tensor4D } from '@tensorflow/tfjs-core';
 import { ZOO_KERNELS, hasZooKernel } from '../backend/kernels/index.js';
 import type { RoiAlignGradAttrs } from '../backend/kernels/roi_align.js';
-import { maxBindingBytes } from '../backend/webgpu.js';
+import { maxBindingBytes, maxWorkgroupsPerDimension } from '../backend/webgpu.js';
 import { UserError } from '../errors.js';
 
 export interface RoiAlignOptions {
@@ -145,7 +145,10 @@ function composed(features: Tensor4D, boxes: Tensor2D, boxIndices: Tensor1D, o: 
   const [PH, PW] = o.outputSize;
   const maxBytes = limits.maxBytes ?? (tf.getBackend() === 'webgpu' ? maxBindingBytes() : undefined);
   // Boxes per group: the rows of a group's bins across the width, [group x PH, W x C], fit in maxBytes.
-  const group = maxBytes === undefined ? R : Math.max(1, Math.floor(maxBytes / (4 * PH * W * C)));
+  // And a group's batched product (group x PH matrices) stays within one dispatch's workgroup count.
+  const maxDispatch = tf.getBackend() === 'webgpu' ? maxWorkgroupsPerDimension() : undefined;
+  const byBytes = maxBytes === undefined ? R : Math.max(1, Math.floor(maxBytes / (4 * PH * W * C)));
+  const group = Math.min(byBytes, maxDispatch === undefined ? R : Math.max(1, Math.floor(maxDispatch / PH)));
   const f = tf.customGrad(((x: Tensor, b: Tensor, idx: Tensor, save: GradSaveFunc) => {
     const zeros = () => [tf.zerosLike(b), tf.zeros(idx.shape)];
     if (R === 0 || C === 0) return { value: tf.zeros([R, PH, PW, C]), gradFunc: () => [tf.zeros([N, H, W, C]), ...zeros()] };

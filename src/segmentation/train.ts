@@ -195,6 +195,7 @@ export function checkSegFitsDevice(c: SegTrainConfig, val: SegDataset): void {
     what: `validation of ${largest.image} at its ${largest.width}x${largest.height}`,
     batch: 1,
     perImageBytes: segmenterImageBytes(c.arch, fcn, largest.height, largest.width),
+    advice: `train with --output-stride 16 (a quarter of the stage 4 activations), on the wasm backend (--backend wasm), or on smaller validation images`,
   });
 }
 

@@ -367,7 +367,8 @@ export async function exportRun(model: Model, c: TrainConfig, file: string): Pro
     training: JSON.stringify({ recipe: c.recipe, tricks: c.tricks, epochs: c.epochs, batchSize: c.batchSize, data: c.data.spec }),
   });
   const bytes = await exportOnnx(model, { imageSize: c.imageSize, metadata });
-  const check = await checkExport(model, bytes, { imageSize: c.imageSize, batch: 4 });
+  // Four images, or what the device binds (WebGPU's per-tensor limit).
+  const check = await checkExport(model, bytes, { imageSize: c.imageSize, batch: Math.min(4, largestBatchThatFits(model.largestTensorBytes(c.imageSize))) });
   if (!check.passed) throw new UserError(`the exported model does not reproduce the trained one (${describeCheck(check)}); the checkpoint is kept, nothing was written to ${file}`);
   await writeFileAtomic(file, bytes);
   return { bytes, check };
