@@ -10,7 +10,7 @@
 import test from 'ava';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { setupBackend } from './helpers/backend.js';
+import { setupBackend, tinyResNet as tiny } from './helpers/backend.js';
 import { Model } from '../src/models/model.js';
 import type { ResNetConfig } from '../src/models/resnet.js';
 import type { ConvBnSpec, ConvSpec, GraphBuilder, PoolSpec, ResizeSpec, RoiAlignSpec } from '../src/models/graph.js';
@@ -68,17 +68,6 @@ test.before(async () => {
   registerZooKernels('cpu');
 });
 
-const tiny = (c: Partial<ResNetConfig>): ResNetConfig => ({
-  block: 'bottleneck',
-  layers: [1, 1, 1, 1],
-  widths: [8, 16, 16, 16],
-  stemType: 'deep',
-  stemWidth: 8,
-  strideIn: '3x3',
-  avgDown: true,
-  numClasses: 10,
-  ...c,
-});
 
 // Every structural path of the builder, kept small enough for the cpu backend's pure JS kernels.
 const configs: [string, ResNetConfig][] = [

@@ -14,6 +14,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { webgpuTest } from './helpers/webgpu.js';
+import { tinyResNet as tiny } from './helpers/backend.js';
 import { initBackend, releaseBackend } from '../src/backend/index.js';
 import { WebGpuError, activeWebGpu } from '../src/backend/webgpu.js';
 import { Model } from '../src/models/model.js';
@@ -24,17 +25,6 @@ import { Rng } from '../src/util/random.js';
 
 const maybe = webgpuTest('WebGPU backend');
 
-const tiny = (c: Partial<ResNetConfig>): ResNetConfig => ({
-  block: 'bottleneck',
-  layers: [1, 1, 1, 1],
-  widths: [8, 16, 16, 16],
-  stemType: 'deep',
-  stemWidth: 8,
-  strideIn: '3x3',
-  avgDown: true,
-  numClasses: 10,
-  ...c,
-});
 
 /** Loss and the gradient of every trainable parameter, read back asynchronously. */
 async function lossAndGrads(config: ResNetConfig, values: Map<string, Float32Array>, x: Float32Array, labels: Int32Array, shape: [number, number, number, number]) {

@@ -3,6 +3,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, registerCoreGradients, type BackendInfo } from '../../src/backend/index.js';
+import type { ResNetConfig } from '../../src/models/resnet.js';
 
 export async function setupBackend(name = process.env.ZOO_TEST_BACKEND ?? 'wasm'): Promise<BackendInfo> {
   await registerCoreGradients();
@@ -65,3 +66,16 @@ export interface ConvCase<P = number | 'same' | 'valid' | [[number, number], [nu
   pad: P;
   d: number;
 }
+
+/** A tiny ResNet-D bottleneck network (one block per stage, widths 8-16), with `c` changed. */
+export const tinyResNet = (c: Partial<ResNetConfig> = {}): ResNetConfig => ({
+  block: 'bottleneck',
+  layers: [1, 1, 1, 1],
+  widths: [8, 16, 16, 16],
+  stemType: 'deep',
+  stemWidth: 8,
+  strideIn: '3x3',
+  avgDown: true,
+  numClasses: 10,
+  ...c,
+});
