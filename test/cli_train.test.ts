@@ -51,7 +51,7 @@ test.serial('a small run prints the recipe and progress, joins the local zoo, an
   t.is(r.code, 0, r.stderr);
   t.regex(r.stderr, /recipe best: linear scaling on, warmup 1 epoch, zero gamma on, no bias decay on, fp16 off, lr decay cosine, label smoothing 0\.1, mixup alpha 0\.2, distillation off/);
   t.regex(r.stderr, /distillation is off/);
-  t.regex(r.stderr, /epoch 1\/2 update \d+\/20 loss [\d.]+ lr [\d.e-]+ \d+ img\/s/);
+  t.regex(r.stderr, /epoch 1\/2 update \d+\/20 loss [\d.]+ lr [\d.e-]+ [\d.]+ img\/s/);
   t.regex(r.stderr, /epoch 2\/2: loss [\d.]+, val top-1 [\d.]+%/);
   t.regex(r.stdout, /finished 2 epochs/);
   t.regex(r.stdout, /added tiny-fashion to the local zoo/);
