@@ -18,13 +18,19 @@
  * `node dist/scripts/bench-seg.js` runs it alone).
  * Writes the figures as JSON (default bench-results/bench.json). `--profile` adds a per-kernel
  * breakdown of one training step at each shape.
+ *
+ * `--backend webgpu` times the training step on the WebGPU backend instead (scripts/bench-webgpu.ts:
+ * batch 32 and 64 at 224x224, where the time goes, the fixes tried, PyTorch on the same device) and
+ * writes bench-results/bench-webgpu.json; the rows above read tensors synchronously, which Node
+ * cannot do on WebGPU.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor4D } from '@tensorflow/tfjs-core';
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import { Command } from 'commander';
-import { initBackend, describeBackend, activeWasmModule, setMixedPrecision } from '../src/backend/index.js';
+import { initBackend, describeBackend, activeWasmModule, setMixedPrecision, releaseBackend } from '../src/backend/index.js';
+import { UserError } from '../src/errors.js';
 import { setNativeKernelsEnabled } from '../src/backend/native/kernels.js';
 import { nativeEnvironmentRemoved } from '../src/backend/native/addon.js';
 import { createModel, type Model } from '../src/models/model.js';
@@ -46,6 +52,7 @@ import sharp from 'sharp';
 import { benchDetection, describeDetection, type DetectionBenchResult } from './bench-detection.js';
 import { benchSegmentation, describeSegmentation, type SegmentationBenchResult } from './bench-seg.js';
 import { findPython, median, scriptPath } from './bench_common.js';
+import { addWebGpuOptions, enqueueTrainStep, runWebGpuBench, type WebGpuCliOptions } from './bench-webgpu.js';
 
 interface PipelineResult {
   name: string;
@@ -152,17 +159,11 @@ function randomImages(batch: number, size: number, seed: number): Float32Array {
   return Float32Array.from({ length: batch * size * size * 3 }, () => rng.normal());
 }
 
-/** One training step: forward in training mode, cross-entropy, gradients, Nesterov SGD update. */
+/** One training step: forward in training mode, cross-entropy, gradients, Nesterov SGD update, the loss read. */
 function trainStep(m: Model, opt: SGD, x: Tensor4D, labels: tf.Tensor2D): void {
-  const vars = [...m.params.trainable()];
-  const { value, grads } = tf.variableGrads(
-    () => tf.losses.softmaxCrossEntropy(labels, m.forward(x, { mode: 'train' })) as tf.Scalar,
-    vars.map(([, v]) => v),
-  );
-  const byName = new Map(vars.map(([n, v]) => [n, grads[v.name]!]));
-  opt.step(byName, 0.01);
+  const value = enqueueTrainStep(m, opt, x, labels);
   value.dataSync();
-  tf.dispose([value, ...Object.values(grads)]);
+  value.dispose();
 }
 
 interface TorchCase {
@@ -212,8 +213,8 @@ async function profileStep(m: Model, opt: SGD, batch: number, size: number): Pro
 }
 
 async function main(): Promise<void> {
-  const opts = new Command('bench')
-    .option('--runs <n>', 'timed runs per case', (v) => Number(v), 5)
+  const command = addWebGpuOptions(new Command('bench'))
+    .option('--runs <n>', 'timed runs per case (default 5; with --backend webgpu 10, 3 on a fallback adapter)', (v) => Number(v))
     .option('--out <file>', 'JSON output', 'bench-results/bench.json')
     .option('--no-torch', 'skip the PyTorch peer')
     .option('--no-detection', 'skip the detection benchmark')
@@ -221,12 +222,25 @@ async function main(): Promise<void> {
     .option('--profile', 'print a per-kernel breakdown of the training steps')
     .option('--backend <name>', 'compute backend (default: auto)')
     .option('--no-compare-wasm', 'with the native kernels: skip the same cases on the wasm kernels alone')
-    .parse(process.argv)
-    .opts<{ runs: number; out: string; torch: boolean; detection: boolean; segmentation: boolean; profile?: boolean; backend?: string; compareWasm: boolean }>();
+    .parse(process.argv);
+  const opts = command.opts<
+    { runs?: number; out: string; torch: boolean; detection: boolean; segmentation: boolean; profile?: boolean; backend?: string; compareWasm: boolean } & WebGpuCliOptions
+  >();
   const info = await initBackend({ ...(opts.backend ? { backend: opts.backend } : {}), purpose: 'training' });
   const threads = info.threads;
-  console.log(`${describeBackend(info)}; ${os.cpus()[0]?.model ?? 'cpu'}, ${os.availableParallelism()} cores; ${opts.runs} runs per case`);
-  const runs = opts.runs;
+  if (info.name === 'webgpu') {
+    console.log(`${describeBackend(info)}; ${os.cpus()[0]?.model ?? 'cpu'}, ${os.availableParallelism()} cores`);
+    const out = command.getOptionValueSource('out') === 'default' ? 'bench-results/bench-webgpu.json' : opts.out;
+    try {
+      await runWebGpuBench({ ...opts, out }, info);
+    } finally {
+      releaseBackend();
+    }
+    return;
+  }
+  const runs = opts.runs ?? 5;
+  if (!Number.isInteger(runs) || runs < 1) throw new UserError(`--runs takes a positive integer, got '${opts.runs}'`, { exitCode: 2 });
+  console.log(`${describeBackend(info)}; ${os.cpus()[0]?.model ?? 'cpu'}, ${os.availableParallelism()} cores; ${runs} runs per case`);
   const results: CaseResult[] = [];
   const record = (name: string, kind: CaseResult['kind'], batch: number, size: number, times: number[]) => {
     const seconds = median(times);

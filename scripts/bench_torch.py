@@ -1,9 +1,17 @@
-"""PyTorch CPU peer for `npm run bench`: the same ResNet-50-D and shapes, medians over runs.
+"""PyTorch peer for `npm run bench`: the same ResNet-50-D and shapes, medians over runs.
 
 Reads a JSON job from argv[1] ({"threads", "runs", "cases": [{"kind", "batch", "size", "layout"?, "autocast"?}]};
 layout "channels_last" runs the model and input in NHWC memory, autocast runs under bf16 autocast) and prints one
-JSON object with images/s per case. The model is written here in plain PyTorch (no torchvision, no timm)
-so the peer needs only Debian's python3-torch.
+JSON object with images/s per case, on the CPU. The model is written here in plain PyTorch (no torchvision, no
+timm) so the peer needs only Debian's python3-torch.
+
+With "serve" (the WebGPU benchmark, scripts/bench-webgpu.ts): {"threads", "device": "auto" | "cuda" | "cpu",
+"cases": [{"kind": "train", "batch", "size", "warmup"}]}. "auto" is CUDA where torch.cuda.is_available(), else
+the CPU. Builds and warms up, prints one JSON line ({"torch", "device", "deviceName", "labels", "note"?}),
+then answers each "run" line with {"seconds": [...]}: one training step of each case (forward, loss, backward,
+SGD, and the loss read back as zoo reads its own), timed to the end of the GPU's work. On CUDA each case is
+timed twice, labelled: "FP32" with TF32 off (WebGPU computes in float32) and "TF32 (default)" with PyTorch's
+default settings (TF32 convolutions).
 """
 import json
 import statistics
@@ -69,8 +77,75 @@ def median_time(fn, runs, warmup):
     return statistics.median(times), times
 
 
+def serve(job):
+    torch.set_num_threads(job["threads"])
+    torch.manual_seed(0)
+    want = job.get("device", "auto")
+    cuda = torch.cuda.is_available()
+    note = None
+    if want == "cuda" and not cuda:
+        print(json.dumps({"error": "torch.cuda.is_available() is False"}), flush=True)
+        return
+    device = torch.device("cuda" if (cuda and want != "cpu") else "cpu")
+    if want == "auto" and not cuda:
+        note = f"torch {torch.__version__} sees no CUDA device: the peer runs on the CPU"
+    on_cuda = device.type == "cuda"
+    # (label, TF32 allowed) per timed variant of each case.
+    modes = [("FP32", False), ("TF32 (default)", True)] if on_cuda else [("FP32", False)]
+    default_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+
+    def set_tf32(on):
+        if on_cuda:
+            torch.backends.cuda.matmul.allow_tf32 = default_tf32[0] if on else False
+            torch.backends.cudnn.allow_tf32 = default_tf32[1] if on else False
+
+    steps = []
+    for case in job["cases"]:
+        b, s = case["batch"], case["size"]
+        model = ResNet50D().to(device).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
+        x = torch.randn(b, 3, s, s, device=device)
+        y = torch.randint(0, 1000, (b,), device=device)
+
+        def step(model=model, opt=opt, x=x, y=y):
+            opt.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss.item()  # the read-back; on CUDA it waits for the step's kernels
+
+        for _, tf32 in modes:
+            set_tf32(tf32)
+            for _ in range(case.get("warmup", 2)):
+                step()
+        steps.append(step)
+    name = torch.cuda.get_device_name(device) if on_cuda else "cpu"
+    ready = {"torch": torch.__version__, "device": device.type, "deviceName": name, "labels": [m[0] for _ in steps for m in modes]}
+    if note:
+        ready["note"] = note
+    print(json.dumps(ready), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "quit":
+            break
+        seconds = []
+        for step in steps:
+            for _, tf32 in modes:
+                set_tf32(tf32)
+                if on_cuda:
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                step()
+                if on_cuda:
+                    torch.cuda.synchronize()
+                seconds.append(time.perf_counter() - t)
+        print(json.dumps({"seconds": seconds}), flush=True)
+
+
 def main():
     job = json.loads(sys.argv[1])
+    if job.get("serve"):
+        serve(job)
+        return
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
     model = ResNet50D()
