@@ -279,7 +279,7 @@ export async function benchWebGpu(o: WebGpuBenchOptions): Promise<WebGpuBenchRes
   const batches = o.batches ?? (fallback ? [2] : [32, 64]);
   const size = o.imageSize ?? (fallback ? 64 : 224);
   const runs = o.runs ?? (fallback ? 3 : 10);
-  const variants = (o.variants ?? (fallback ? FALLBACK_VARIANTS : DEFAULT_VARIANTS)).map(parseVariant);
+  const variants = [...new Set(o.variants ?? (fallback ? FALLBACK_VARIANTS : DEFAULT_VARIANTS))].map(parseVariant);
   if (!variants.some((v) => v.name === 'baseline')) variants.unshift(parseVariant('baseline'));
   const result: WebGpuBenchResult = {
     date: new Date().toISOString(),
