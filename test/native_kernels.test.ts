@@ -171,7 +171,7 @@ maybe('ReLU gradient and SGD (plain and Nesterov, weight decay, gradient scale)'
   }
 });
 
-maybe('pooling gradients: first maximum on ties, average divisor at padded edges', async (t) => {
+maybe('pooling gradients: first maximum on ties and NaN, average divisor at padded edges', async (t) => {
   for (const [shape, k, s, pad] of [
     [[2, 9, 9, 40], 3, 2, 1],
     [[2, 7, 7, 5], 3, 2, 'same'],
@@ -179,7 +179,9 @@ maybe('pooling gradients: first maximum on ties, average divisor at padded edges
     [[1, 5, 5, 3], 3, 1, 0],
   ] as [number[], number, number, number | 'same'][]) {
     const n = shape.reduce((a, b) => a * b, 1);
-    const x = rand(n).map((v) => Math.round(v * 2)); // many ties
+    // Many ties, and a NaN now and then: the first position of a window wins ties and a NaN in the
+    // first position keeps the gradient, as in the wasm kernel.
+    const x = rand(n).map((v, i) => (i % 23 === 5 ? NaN : Math.round(v * 2)));
     const what = `${shape.join('x')} k${k} s${s} pad ${pad}`;
     const attrs = { filterSize: k, strides: s, pad };
     const info = tf.backend_util.computePool2DInfo(shape as [number, number, number, number], k, s, 1, pad);
