@@ -3,7 +3,7 @@
  * label (0 = unlabeled, v = class index v - 1), as the ADE20K annotations are stored.
  *
  * Reading goes through sharp, kept in the file's own grayscale space (sharp's default output is sRGB, which
- * would triple the channel and rescale 16-bit values). A palette PNG (VOC's annotations) is refused: decoded,
+ * would triple the channel and rescale 16-bit values), with any embedded color profile ignored. A palette PNG (VOC's annotations) is refused: decoded,
  * it gives its colors, not its indices. Writing is our own small encoder (IHDR, one IDAT, IEND; no color
  * management chunks), so the bytes are exactly the values.
  */
@@ -78,7 +78,9 @@ export async function readLabelPng(file: string): Promise<LabelImage> {
   let width: number;
   let height: number;
   try {
-    const out = await sharp(bytes, { failOn: 'error' })
+    // ignoreIcc: with an embedded profile, libvips converts 8-bit files through sRGB before 'b-w', which
+    // changes the values; a label map's values are indices, not colors.
+    const out = await sharp(bytes, { failOn: 'error', ignoreIcc: true })
       .toColourspace(wide ? 'grey16' : 'b-w')
       .raw({ depth: wide ? 'ushort' : 'uchar' })
       .toBuffer({ resolveWithObject: true });
