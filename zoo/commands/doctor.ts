@@ -9,6 +9,7 @@ import { exportOnnx } from '../../src/onnx/export.js';
 import { hubSettings } from '../../src/hub/settings.js';
 import { embeddedFashionDir } from '../../src/data/embedded.js';
 import { action } from '../run.js';
+import { UserError } from '../../src/errors.js';
 import { loadNative } from '../../src/backend/native/addon.js';
 import { nativeKernelsEnabled } from '../../src/backend/native/kernels.js';
 import { formatBytes, webgpuReport } from '../../src/backend/webgpu.js';
@@ -51,6 +52,10 @@ Examples:
     )
     .action(
       action(async (opts: DoctorOpts) => {
+        const installOnly = [opts.from !== undefined ? '--from' : '', opts.target !== undefined ? '--target' : ''].filter(Boolean);
+        if (!opts.installCuda && installOnly.length) {
+          throw new UserError(`${installOnly.join(' and ')} ${installOnly.length > 1 ? 'go' : 'goes'} with --install-cuda (zoo doctor --install-cuda ${installOnly.map((o) => `${o} ...`).join(' ')})`, { exitCode: 2 });
+        }
         if (opts.installCuda) {
           const files = installCudaProvider({
             ...(opts.from ? { from: opts.from } : {}),
