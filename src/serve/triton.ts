@@ -31,7 +31,7 @@ import { ensureDir, writeFileAtomic } from '../io/atomic.js';
 import { createSession } from '../runtime/ort.js';
 import { graphIO, type GraphIO, type TensorInfo } from '../runtime/graph_io.js';
 import type { HubSettings } from '../hub/settings.js';
-import { noFp16Variant, parseModelSpec, resolveServableModel, type ModelSpec, type ServeTask } from './model.js';
+import { combinable, noFp16Variant, parseModelSpec, resolveServableModel, type ModelSpec, type ServeTask } from './model.js';
 
 /** Where Triton places a model's instances: KIND_GPU, KIND_CPU, or KIND_AUTO (GPUs where there are any). */
 export const TRITON_DEVICES = ['gpu', 'cpu', 'auto'] as const;
@@ -203,10 +203,13 @@ function tensorConfig(t: TensorInfo, batched: boolean, label: string): TritonTen
   return { name: t.name, dataType, dims };
 }
 
-/** Whether Triton can batch the model: every input and output starts with a dynamic dimension. */
+/**
+ * Whether Triton may batch the model: the rule `zoo serve` combines requests by (`combinable`), every input
+ * and output starting with one and the same symbolic dimension, so that a batch's outputs split back into
+ * each request's rows. Triton's dynamic batcher splits outputs along their first dimension whatever it is.
+ */
 export function canBatch(io: GraphIO): boolean {
-  const all = [...io.inputs, ...io.outputs];
-  return io.inputs.length > 0 && all.every((t) => t.shape.length > 0 && (typeof t.shape[0] === 'string' || (t.shape[0] as number) < 0));
+  return combinable(io);
 }
 
 export interface TritonConfigPlan {
@@ -225,8 +228,15 @@ export function tritonConfig(name: string, io: GraphIO, model: { task: TritonTas
   const batchable = canBatch(io);
   const batched = batchable && options.maxBatch > 0;
   if (!batchable) {
-    const fixed = [...io.inputs, ...io.outputs].find((t) => t.shape.length === 0 || !(typeof t.shape[0] === 'string' || (t.shape[0] as number) < 0));
-    notes.push(`${name}: ${fixed ? `'${fixed.name}' ${shapeText(fixed.shape)} does not start with a dynamic batch dimension` : 'the model has no inputs'}: max_batch_size 0 (no batching), dims are the full shapes`);
+    const first = io.inputs[0]?.shape[0];
+    const symbolic = typeof first === 'string' && first !== '';
+    const odd = [...io.inputs, ...io.outputs].find((t) => !symbolic || t.shape[0] !== first);
+    const why = !io.inputs.length
+      ? 'the model has no inputs'
+      : !symbolic
+        ? `'${io.inputs[0]!.name}' ${shapeText(io.inputs[0]!.shape)} does not start with a dynamic batch dimension`
+        : `'${odd!.name}' ${shapeText(odd!.shape)} does not start with the batch dimension '${first}' of '${io.inputs[0]!.name}'`;
+    notes.push(`${name}: ${why}: max_batch_size 0 (no batching), dims are the full shapes`);
   }
   const input = io.inputs.map((t) => tensorConfig(t, batched, model.label));
   const output = io.outputs.map((t) => tensorConfig(t, batched, model.label));
