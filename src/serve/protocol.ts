@@ -69,6 +69,31 @@ export interface InferRequest {
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/** Brackets deep a request's JSON may be: the request, its inputs and parameters, and data nested 16 levels. */
+export const MAX_JSON_DEPTH = 32;
+
+/** Elements the JSON outputs of one answer may hold together; larger outputs go as binary data. */
+export const MAX_JSON_OUTPUT_ELEMENTS = 1 << 20;
+
+/**
+ * Refuses JSON nested deeper than `limit` brackets, before it is parsed: a scan of the bytes that skips
+ * strings (a deep body would otherwise hold the parser, and then the walk over it, for seconds).
+ */
+export function checkJsonDepth(bytes: Uint8Array, limit = MAX_JSON_DEPTH): void {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i]!;
+    if (inString) {
+      if (c === 0x5c) i++; // a backslash escapes the next byte
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > limit) throw badRequest(`the inference request is nested more than ${limit} levels deep`);
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+}
+
 /** The leaves of (nested) JSON data in order, at most `limit` of them (past that: the count is wrong, said by the caller). */
 function flatten(data: unknown, limit: number): unknown[] {
   const out: unknown[] = [];
@@ -89,7 +114,7 @@ function elementCount(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
-function checkShape(where: string, shape: unknown, meta: TensorMeta, maxBatch: number | undefined): number[] {
+function checkShape(where: string, shape: unknown, meta: TensorMeta, maxBatch: number | undefined, limits: ElementLimits | undefined): number[] {
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 0)) {
     throw badRequest(`${where}: 'shape' must be an array of non-negative integers`);
   }
@@ -101,8 +126,28 @@ function checkShape(where: string, shape: unknown, meta: TensorMeta, maxBatch: n
     if (m !== -1 && dims[i] !== m) throw badRequest(`${where}: shape [${dims.join(', ')}] does not fit the model's [${meta.shape.join(', ')}] (dimension ${i} must be ${m})`);
   });
   if (dims.some((d) => d === 0)) throw badRequest(`${where}: shape [${dims.join(', ')}] holds no elements`);
-  if (maxBatch !== undefined && maxBatch > 1 && dims[0]! > maxBatch) throw badRequest(`a batch of ${dims[0]} is more than the ${maxBatch} the model runs at once (--max-batch)`);
+  if (maxBatch !== undefined && dims[0]! > maxBatch) throw badRequest(`a batch of ${dims[0]} is more than the ${maxBatch} the model runs at once (--max-batch)`);
+  if (limits) {
+    // The sizes a client chooses (the dynamic dimensions; the rows of a batch) decide what a run costs.
+    const batched = maxBatch !== undefined;
+    let n = 1;
+    meta.shape.forEach((m, i) => {
+      if (m === -1 && (i > 0 || !batched)) n *= dims[i]!;
+    });
+    if (batched) n *= dims[0]!;
+    if (n > limits.maxElements) {
+      const what = limits.option === '--seg-pixels' ? 'pixels' : 'elements in its dynamic dimensions';
+      throw new HttpError(413, `${where}: shape [${dims.join(', ')}] has ${n} ${what}, more than the ${limits.maxElements} the model runs at once (${limits.option})`);
+    }
+  }
   return dims;
+}
+
+/** What a request may hold in the dynamic dimensions of an input (rows included where the model batches). */
+export interface ElementLimits {
+  maxElements: number;
+  /** The option that sets it, for messages. */
+  option: string;
 }
 
 function fromJson(where: string, datatype: string, info: DatatypeInfo, values: unknown[], count: number): HostTensor['data'] {
@@ -123,7 +168,8 @@ function fromJson(where: string, datatype: string, info: DatatypeInfo, values: u
       throw badRequest(`${where}: ${datatype} data must be ${integer ? 'integers' : 'numbers'} (element ${i} is ${JSON.stringify(v)?.slice(0, 20)})`);
     }
     if (out instanceof BigInt64Array) {
-      if (Math.abs(v) > 2 ** 63) throw badRequest(`${where}: element ${i} (${v}) is out of range for INT64`);
+      // 2^63 itself is out of range (BigInt64Array would wrap it to -2^63); -2^63 is INT64's least value.
+      if (v >= 2 ** 63 || v < -(2 ** 63)) throw badRequest(`${where}: element ${i} (${v}) is out of range for INT64`);
       out[i] = BigInt(v);
     }
     else (out as Float32Array)[i] = v;
@@ -139,7 +185,11 @@ function fromJson(where: string, datatype: string, info: DatatypeInfo, values: u
  * Parses and checks an inference request for a model with `inputs` and `outputs`: every input named once,
  * of the model's datatype and a shape that fits, its data complete (JSON, or binary after the header).
  */
-export function parseInferRequest(body: Buffer, headerLength: string | undefined, model: { name: string; inputs: TensorMeta[]; outputs: TensorMeta[]; maxBatch?: number }): InferRequest {
+export function parseInferRequest(
+  body: Buffer,
+  headerLength: string | undefined,
+  model: { name: string; inputs: TensorMeta[]; outputs: TensorMeta[]; maxBatch?: number; elementLimits?: ElementLimits },
+): InferRequest {
   let jsonEnd = body.length;
   if (headerLength !== undefined) {
     const n = Number(headerLength);
@@ -149,8 +199,10 @@ export function parseInferRequest(body: Buffer, headerLength: string | undefined
     jsonEnd = n;
   }
   let header: unknown;
+  const json = body.subarray(0, jsonEnd);
+  checkJsonDepth(json);
   try {
-    header = JSON.parse(body.subarray(0, jsonEnd).toString('utf8'));
+    header = JSON.parse(json.toString('utf8'));
   } catch (e) {
     throw badRequest(`the inference request is not JSON (${(e as Error).message})${headerLength === undefined && body.length > 0 && body.includes(0) ? '; binary tensor data needs the Inference-Header-Content-Length header' : ''}`);
   }
@@ -172,7 +224,7 @@ export function parseInferRequest(body: Buffer, headerLength: string | undefined
     if (raw.datatype !== meta.datatype) throw badRequest(`${where} is ${raw.datatype}; ${model.name} takes ${meta.datatype}`);
     const info = DATATYPES[meta.datatype];
     if (!info) throw new HttpError(400, `${where}: datatype ${meta.datatype} is not one zoo serves`);
-    const dims = checkShape(where, raw.shape, meta, model.maxBatch);
+    const dims = checkShape(where, raw.shape, meta, model.maxBatch, model.elementLimits);
     const count = elementCount(dims);
     const p = isObject(raw.parameters) ? raw.parameters : {};
     let data: HostTensor['data'];
@@ -231,6 +283,18 @@ export function encodeInferResponse(
   outputs: Record<string, HostTensor>,
 ): { header: Buffer; binary: Uint8Array[] } {
   const binary: Uint8Array[] = [];
+  let jsonElements = 0;
+  for (const r of request.outputs) {
+    const t = outputs[r.name];
+    if (t && !r.binary && DATATYPES[datatypeOf(t.type) ?? '']?.json) jsonElements += t.data.length;
+  }
+  if (jsonElements > MAX_JSON_OUTPUT_ELEMENTS) {
+    const names = request.outputs.filter((r) => !r.binary).map((r) => r.name);
+    throw new HttpError(
+      400,
+      `the outputs asked for as JSON (${names.join(', ')}) hold ${jsonElements} elements, more than the ${MAX_JSON_OUTPUT_ELEMENTS} an answer carries as JSON; ask for binary data ("parameters": {"binary_data_output": true}, or "binary_data": true per output)`,
+    );
+  }
   const list = request.outputs.map((r) => {
     const t = outputs[r.name];
     if (!t) throw new Error(`the run returned no output '${r.name}'`);
