@@ -5,7 +5,8 @@
  * holds `maxBatch` rows, or when its oldest request has waited `maxDelayMs` for company (requests that
  * queued during the previous run have usually waited that long already and run at once). Requests are
  * combined only when their inputs agree in every dimension but the first and in type, up to `maxBatch`
- * rows, in arrival order. As many runs at a time as the model has instances (sessions; one by default,
+ * rows and `maxElements` elements (a segmenter's pixels: memory grows with them, not only with rows), in
+ * arrival order. As many runs at a time as the model has instances (sessions; one by default,
  * whose intra-op threads use the cores), each given the instance it runs on. Each request's outputs are views into the
  * batch's output (no copy). A full queue refuses at once (503); a request past its deadline is dropped from
  * the queue (504), as is one whose client went away (its signal aborted). A combined run that fails, or
@@ -31,6 +32,10 @@ export interface BatcherOptions {
   name: string;
   /** Runs at a time (the model's instances): 1 by default. */
   instances?: number;
+  /** Elements per combined run at most, as `elements` counts them (a request alone always runs). */
+  maxElements?: number;
+  /** What a request costs against maxElements (default: its rows). */
+  elements?: (feeds: Feeds) => number;
   /** Called after each run: rows, requests and seconds. */
   onRun?: (rows: number, requests: number, seconds: number) => void;
 }
@@ -38,6 +43,7 @@ export interface BatcherOptions {
 interface Item {
   feeds: Feeds;
   rows: number;
+  elements: number;
   key: string;
   deadline: number;
   /** performance.now() at arrival. */
@@ -83,6 +89,8 @@ export class Batcher {
   private timer: NodeJS.Timeout | undefined;
   private idleWaiters: (() => void)[] = [];
   private busy = 0;
+  /** Requests admitted and not yet submitted (their bodies being read and parsed), counted against maxQueue. */
+  private reserved = 0;
 
   constructor(
     /** `owned`: the feeds were assembled for this run (a combined batch) and may be handed over. */
@@ -107,13 +115,30 @@ export class Batcher {
 
   /** Whether a request now would be refused for a full queue (checked before its body is read). */
   get full(): boolean {
-    return this.queue.length >= this.options.maxQueue;
+    return this.queue.length + this.reserved >= this.options.maxQueue;
   }
 
   /** The 503 a request gets while the queue is full. */
   overloaded(): HttpError {
     const after = String(this.options.retryAfterSeconds ?? 1);
-    return new HttpError(503, `${this.options.name} is overloaded: ${this.queue.length} requests are waiting (--max-queue); retry in ${after} s`, { 'Retry-After': after }, 'overloaded');
+    const reading = this.reserved ? ` and ${this.reserved} being read` : '';
+    return new HttpError(503, `${this.options.name} is overloaded: ${this.queue.length} requests are waiting${reading} (--max-queue); retry in ${after} s`, { 'Retry-After': after }, 'overloaded');
+  }
+
+  /**
+   * Admits a request whose body is still to be read: it holds a place in the queue (so bodies being read
+   * count against maxQueue) until the returned function is called, just before it is submitted or when
+   * it fails. Throws the 503 when the queue is full.
+   */
+  reserve(): () => void {
+    if (this.full) throw this.overloaded();
+    this.reserved++;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.reserved--;
+    };
   }
 
   /**
@@ -123,13 +148,13 @@ export class Batcher {
   submit(feeds: Feeds, timeoutMs: number, signal?: AbortSignal): Promise<Outputs> {
     const first = Object.values(feeds)[0];
     const rows = first?.dims[0] ?? 1;
-    if (this.combines && rows > this.options.maxBatch) {
+    if ((this.options.combine ?? true) && rows > this.options.maxBatch) {
       return Promise.reject(new HttpError(400, `a batch of ${rows} is more than the ${this.options.maxBatch} that ${this.options.name} runs at once (--max-batch)`));
     }
     if (this.full) return Promise.reject(this.overloaded());
     if (signal?.aborted) return Promise.reject(new HttpError(499, 'the client closed the connection'));
     return new Promise<Outputs>((resolve, reject) => {
-      const item: Item = { feeds, rows, key: batchKey(feeds), deadline: Date.now() + timeoutMs, arrived: performance.now(), resolve, reject };
+      const item: Item = { feeds, rows, elements: this.options.elements?.(feeds) ?? rows, key: batchKey(feeds), deadline: Date.now() + timeoutMs, arrived: performance.now(), resolve, reject };
       const drop = (e: HttpError) => {
         const at = this.queue.indexOf(item);
         if (at < 0) return;
@@ -195,11 +220,14 @@ export class Batcher {
     const batch: Item[] = [head];
     if (!this.combines) return batch;
     let rows = head.rows;
-    for (let i = 0; i < this.queue.length && rows < this.options.maxBatch; ) {
+    let elements = head.elements;
+    const maxElements = this.options.maxElements ?? Infinity;
+    for (let i = 0; i < this.queue.length && rows < this.options.maxBatch && elements < maxElements; ) {
       const it = this.queue[i]!;
-      if (it.key === head.key && rows + it.rows <= this.options.maxBatch) {
+      if (it.key === head.key && rows + it.rows <= this.options.maxBatch && elements + it.elements <= maxElements) {
         batch.push(it);
         rows += it.rows;
+        elements += it.elements;
         this.queue.splice(i, 1);
       } else i++;
     }

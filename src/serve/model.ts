@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { allocTensor, createSession, runSession, type ProviderChoice, type Session, type SessionOptions } from '../runtime/ort.js';
+import { cudaReason, diagnoseCudaFailure } from '../runtime/cuda.js';
 import { graphIO, type TensorInfo } from '../runtime/graph_io.js';
 import { resolveLoading } from '../api/pretrained.js';
 import { looksLikePath, type ResolvedModel } from '../hub/resolve.js';
@@ -26,6 +27,7 @@ import { isDetector, parseDetectionMetadata } from '../detection/metadata.js';
 import { isSegmenter, parseSegmentationMetadata } from '../segmentation/metadata.js';
 import { RUN_FILES } from '../train/run_config.js';
 import { Batcher, type Feeds, type Outputs } from './batcher.js';
+import { HttpError } from './http.js';
 import { DATATYPES, datatypeOf, metaShape, type TensorMeta } from './protocol.js';
 
 export const SERVE_TASKS = ['image-classification', 'object-detection', 'image-segmentation', 'tensor'] as const;
@@ -46,6 +48,38 @@ export interface ServedModelInfo {
   maxBatch: number;
   /** Sessions running batches side by side. */
   instances: number;
+}
+
+/** Rows and dynamic elements a model takes per run, and how messages name the option that sets each. */
+export interface RunLimits {
+  /** Rows of one request at most; undefined where the first dimension is not a batch the server may combine. */
+  maxRows?: number;
+  /** Elements of the inputs' dynamic dimensions (after the batch) times rows, per run at most. */
+  maxElements: number;
+  /** The option that sets maxElements ('--seg-pixels' or '--max-elements'). */
+  elementsOption: string;
+}
+
+/** Elements per run at most of the dynamic dimensions of a model's inputs when nothing else says (16 Mi). */
+export const DEFAULT_MAX_ELEMENTS = 16 * 1024 * 1024;
+
+/**
+ * What a request costs beyond its rows: for each input, rows times the product of its dynamic dimensions
+ * after the first (the sizes a client chooses: a segmenter's height x width); the largest over the inputs.
+ * Fixed dimensions are the model's own and do not grow with requests.
+ */
+export function dynamicElements(feeds: Record<string, { dims: readonly number[] }>, inputs: readonly TensorMeta[], batched: boolean): number {
+  let most = 0;
+  for (const meta of inputs) {
+    const t = feeds[meta.name];
+    if (!t) continue;
+    let n = 1;
+    meta.shape.forEach((d, i) => {
+      if (d === -1 && (i > 0 || !batched)) n *= t.dims[i] ?? 1;
+    });
+    most = Math.max(most, (batched ? (t.dims[0] ?? 1) : 1) * n);
+  }
+  return most;
 }
 
 /** Model names are URL path segments of zoo serve and directories of a Triton repository: letters, digits, '.', '_', '-'. */
@@ -168,9 +202,18 @@ export interface OpenModelOptions {
   maxDelayMs: number;
   maxQueue: number;
   warmup?: boolean;
+  /** Pixels (height x width, over all the images of a run) a segmenter runs on at most: 1 Mi. */
+  segmentationPixels?: number;
+  /** Elements of the inputs' dynamic dimensions a run of any other model holds at most (DEFAULT_MAX_ELEMENTS). */
+  maxElements?: number;
   onNote?: (line: string) => void;
   onRun?: (model: string, rows: number, requests: number, seconds: number) => void;
+  /** Opens a model's session and task parts (default `openParts`); tests put sessions in that fail as a GPU's would. */
+  openParts?: PartsOpener;
 }
+
+/** Opens `file` of a model on `device`: its first session and the parts of its task. */
+export type PartsOpener = (found: ServableModel, file: string, device: ProviderChoice, options: OpenModelOptions) => Promise<{ session: Session; parts: TaskParts }>;
 
 /** The parts a task needs to answer `:predict` (one of them, after the task). */
 export type TaskParts =
@@ -181,6 +224,8 @@ export type TaskParts =
 
 export class ServedModel {
   readonly batcher: Batcher;
+  /** Rows and elements a request or a run may hold. */
+  readonly limits: RunLimits;
   private constructor(
     readonly info: ServedModelInfo,
     /** The first instance's session (the one the task's parts hold). */
@@ -189,16 +234,35 @@ export class ServedModel {
     options: OpenModelOptions,
     /** Every instance's session, the first included. */
     readonly sessions: readonly Session[] = [session],
+    /** Whether requests may share a run (`combinable`). */
+    readonly batched = info.maxBatch > 1,
   ) {
-    this.batcher = new Batcher((feeds, instance, owned) => runSession(this.sessions[instance]!, feeds, { transferInputs: owned }), {
-      instances: sessions.length,
-      name: info.name,
-      maxBatch: info.maxBatch,
-      combine: info.maxBatch > 1,
-      maxDelayMs: options.maxDelayMs,
-      maxQueue: options.maxQueue,
-      onRun: (rows, requests, seconds) => options.onRun?.(info.name, rows, requests, seconds),
-    });
+    const segmenter = info.task === 'image-segmentation';
+    this.limits = {
+      ...(batched ? { maxRows: info.maxBatch } : {}),
+      maxElements: segmenter ? (options.segmentationPixels ?? 1024 * 1024) : (options.maxElements ?? DEFAULT_MAX_ELEMENTS),
+      elementsOption: segmenter ? '--seg-pixels' : '--max-elements',
+    };
+    this.batcher = new Batcher(
+      async (feeds, instance, owned) => {
+        try {
+          return await runSession(this.sessions[instance]!, feeds, { transferInputs: owned });
+        } catch (e) {
+          throw e instanceof UserError || e instanceof HttpError ? e : ModelRunError.from(e);
+        }
+      },
+      {
+        instances: sessions.length,
+        name: info.name,
+        maxBatch: info.maxBatch,
+        combine: batched,
+        maxDelayMs: options.maxDelayMs,
+        maxQueue: options.maxQueue,
+        maxElements: this.limits.maxElements,
+        elements: (feeds) => dynamicElements(feeds, info.inputs, batched),
+        onRun: (rows, requests, seconds) => options.onRun?.(info.name, rows, requests, seconds),
+      },
+    );
   }
 
   /** Runs feeds (rows along dimension 0) through the batcher; `signal` withdraws a request still waiting. */
@@ -215,21 +279,26 @@ export class ServedModel {
     const device = options.device ?? 'auto';
     const half = found.fp16;
     if (options.precision === 'fp16' && !half) throw noFp16Variant(spec.ref, '--precision fp16');
-    let opened = await openParts(found, found.file, device, options);
-    let precision: 'fp32' | 'fp16' = 'fp32';
-    // FP16 pays on a GPU (tensor cores); on the CPU, ONNX Runtime computes float16 more slowly than float32.
-    const wantHalf = half && (options.precision === 'fp16' || ((options.precision ?? 'auto') === 'auto' && opened.session.provider === 'cuda'));
-    if (wantHalf) {
+    const open = options.openParts ?? openParts;
+    /** The first session on `dev`, of the precision that suits the provider it ended on. */
+    const choose = async (dev: ProviderChoice): Promise<Opened> => {
+      let opened = await open(found, found.file, dev, options);
+      // FP16 pays on a GPU (tensor cores); on the CPU, ONNX Runtime computes float16 more slowly than float32.
+      const wantHalf = half && (options.precision === 'fp16' || ((options.precision ?? 'auto') === 'auto' && opened.session.provider === 'cuda'));
+      if (!wantHalf) return { ...opened, file: found.file, precision: 'fp32' };
       await opened.session.session.release();
-      opened = await openParts(found, half, device, options);
-      precision = 'fp16';
+      opened = await open(found, half, dev, options);
       if (opened.session.provider === 'cpu' && options.precision !== 'fp16') {
         await opened.session.session.release();
-        opened = await openParts(found, found.file, device, options);
-        precision = 'fp32';
+        return { ...(await open(found, found.file, dev, options)), file: found.file, precision: 'fp32' };
       }
-    }
-    const { session, parts } = opened;
+      return { ...opened, file: half, precision: 'fp16' };
+    };
+    const warm = options.warmup ?? true;
+    let chosen = await choose(device);
+    let warmed = false;
+    if (warm) ({ chosen, warmed } = await warmFirst(spec.name, chosen, choose, device, options));
+    const { session, parts, precision } = chosen;
     const sessions: Session[] = [session];
     try {
       if (session.note) options.onNote?.(`${spec.name}: ${session.note}`);
@@ -241,7 +310,7 @@ export class ServedModel {
       const info: ServedModelInfo = {
         name: spec.name,
         task: parts.task,
-        file: wantHalf && precision === 'fp16' ? half! : found.file,
+        file: chosen.file,
         provider: session.provider,
         precision,
         ...(labels ? { labels: [...labels] } : {}),
@@ -251,31 +320,129 @@ export class ServedModel {
         instances: options.instances ?? 1,
       };
       const instances = options.instances ?? 1;
+      // Further instances open on the provider the first one ran on.
       for (let i = 1; i < instances; i++) sessions.push(await createSession(info.file, { ...options.session, provider: session.provider }));
-      const model = new ServedModel(info, session, parts, options, sessions);
-      if (options.warmup ?? true) await model.warmup();
+      const model = new ServedModel(info, session, parts, options, sessions, combinable(io));
+      if (warmed) for (const s of sessions.slice(1)) await runSession(s, warmupFeeds(inputs, parts));
       return model;
     } catch (e) {
       for (const s of sessions) await s.session.release();
       throw e;
     }
   }
+}
 
-  /** One run at the shape requests will have (the first run allocates and plans; keep it off the first request). */
-  private async warmup(): Promise<void> {
-    const feeds: Feeds = {};
-    for (const t of this.info.inputs) {
-      const dims = t.shape.map((d, i) => (d > 0 ? d : i === 0 ? 1 : this.warmupSide()));
-      feeds[t.name] = allocTensor(DATATYPES[t.datatype]!.type, dims);
+interface Opened {
+  session: Session;
+  parts: TaskParts;
+  file: string;
+  precision: 'fp32' | 'fp16';
+}
+
+/** The first line of an error's message. */
+const firstLine = (e: unknown): string => ((e as Error)?.message ?? String(e)).split('\n')[0]!.trim();
+
+/**
+ * The first instance's warm-up run (the first run allocates and plans; keep it off the first request). On
+ * CUDA a failed first run (cuDNN is loaded at the first convolution) is tried on the CPU: where the CPU
+ * runs it, CUDA was at fault and `auto` goes on on the CPU, saying why (`cuda` refuses with the same
+ * reason). A graph of no zoo task is warmed up at guessed sizes, which need not suit it: a warm-up that
+ * fails there on every provider is skipped with a note.
+ */
+async function warmFirst(name: string, first: Opened, choose: (dev: ProviderChoice) => Promise<Opened>, device: ProviderChoice, options: OpenModelOptions): Promise<{ chosen: Opened; warmed: boolean }> {
+  const tensor = first.parts.task === 'tensor';
+  const feeds = (o: Opened) => warmupFeeds(graphIO(o.session).inputs.map((t) => tensorMeta(t, name)), o.parts);
+  const skip = (e: unknown) => {
+    options.onNote?.(`${name}: warm-up skipped: the graph does not run at the sizes guessed for its dynamic dimensions (${shapesText(feeds(first))}): ${cleanOrtMessage(firstLine(e))}`);
+    return { chosen: first, warmed: false };
+  };
+  const failed = (e: unknown) => (e instanceof UserError ? new UserError(`${name}: warm-up run: ${e.message}`) : new UserError(`${name}: the warm-up run failed in ONNX Runtime: ${cleanOrtMessage(firstLine(e))}`));
+  try {
+    await runSession(first.session, feeds(first));
+    return { chosen: first, warmed: true };
+  } catch (e) {
+    if (first.session.provider === 'cpu') {
+      if (tensor) return skip(e);
+      await first.session.session.release();
+      throw failed(e);
     }
-    for (const s of this.sessions) await runSession(s, feeds);
+    let cpu: Opened | undefined;
+    try {
+      cpu = await choose('cpu');
+      await runSession(cpu.session, feeds(cpu));
+    } catch (e2) {
+      if (cpu) await cpu.session.session.release();
+      if (tensor) return skip(e2);
+      await first.session.session.release();
+      throw failed(e2);
+    }
+    await first.session.session.release();
+    const reason = cudaReason(diagnoseCudaFailure((e as Error)?.message ?? String(e), options.session?.cudaProbe ?? {}));
+    if (device === 'cuda') {
+      await cpu.session.session.release();
+      throw new UserError(`cannot run on CUDA: ${reason}`);
+    }
+    options.onNote?.(`${name}: CUDA not used: the first run on CUDA failed: ${reason}; using the CPU`);
+    return { chosen: cpu, warmed: true };
+  }
+}
+
+/** Zeroed feeds at the shape requests will have: one row, dynamic sizes from the task (224 when none says). */
+function warmupFeeds(inputs: readonly TensorMeta[], parts: TaskParts): Feeds {
+  const side = parts.task === 'object-detection' ? parts.detector.meta.minSize : parts.task === 'image-classification' ? parts.classifier.preprocessing.crop : 224;
+  const feeds: Feeds = {};
+  for (const t of inputs) {
+    const dims = t.shape.map((d, i) => (d > 0 ? d : i === 0 ? 1 : side));
+    feeds[t.name] = allocTensor(DATATYPES[t.datatype]!.type, dims);
+  }
+  return feeds;
+}
+
+function shapesText(feeds: Feeds): string {
+  return Object.entries(feeds).map(([k, t]) => `${k} [${t.dims.join(', ')}]`).join(', ');
+}
+
+/**
+ * ONNX Runtime's run error in one line without its source locations: "Non-zero status code returned while
+ * running Reshape node. Name:'r' Status Message: /onnxruntime_src/...h:84 onnxruntime::...(...) cond was
+ * false. The input tensor cannot be reshaped ..." becomes "Reshape node 'r': The input tensor cannot be
+ * reshaped ...".
+ */
+export function cleanOrtMessage(message: string): string {
+  let text = message.split('\n')[0]!.trim();
+  let where = '';
+  const m = /^Non-zero status code returned while running (\S+) node\. Name:'([^']*)' Status Message: (.*)$/.exec(text);
+  if (m) {
+    where = `${m[1]} node '${m[2]}': `;
+    text = m[3]!;
+  }
+  // A source location (path:line) and the C++ function after it.
+  text = text.replace(/^\S*\.(?:h|hpp|cc|cpp|cu|cuh):\d+\s+/, '');
+  const assertion = / was false\. /.exec(text);
+  if (assertion) text = text.slice(assertion.index + assertion[0].length);
+  else text = text.replace(/^(?:[\w:~<>*&]+\s+)*[\w:~<>]+\([^()]*\)\s+/, '');
+  text = text.replace(/\/onnxruntime_src\/\S+/g, '').trim();
+  return `${where}${text}`.slice(0, 400);
+}
+
+/**
+ * A run ONNX Runtime refused for the values it was given (a shape the graph cannot take, a broadcast that
+ * does not fit, memory it could not get): its message is ONNX Runtime's, made one clean line.
+ */
+export class ModelRunError extends Error {
+  constructor(
+    message: string,
+    /** The run could not get the memory it needed. */
+    readonly memory: boolean,
+  ) {
+    super(message);
+    this.name = 'ModelRunError';
   }
 
-  private warmupSide(): number {
-    const p = this.parts;
-    if (p.task === 'object-detection') return p.detector.meta.minSize;
-    if (p.task === 'image-classification') return p.classifier.preprocessing.crop;
-    return 224;
+  static from(e: unknown): ModelRunError | Error {
+    const text = (e as Error)?.message ?? String(e);
+    if (!/^Non-zero status code returned while running|Failed to allocate memory|bad_alloc|out of memory/i.test(text)) return e instanceof Error ? e : new Error(text);
+    return new ModelRunError(cleanOrtMessage(text), /Failed to allocate memory|bad_alloc|out of memory/i.test(text));
   }
 }
 
@@ -304,7 +471,8 @@ function tensorMeta(t: TensorInfo, model: string): TensorMeta {
   return { name: t.name, datatype, shape: metaShape(t.shape) };
 }
 
-async function openParts(found: ServableModel, file: string, device: ProviderChoice, options: OpenModelOptions): Promise<{ session: Session; parts: TaskParts }> {
+/** Opens a model's session and the parts of its task, as its task's own opener does. */
+export async function openParts(found: ServableModel, file: string, device: ProviderChoice, options: OpenModelOptions): Promise<{ session: Session; parts: TaskParts }> {
   const session = options.session ?? {};
   if (found.task === 'object-detection') {
     const detector = await openDetector(file, { device, session });

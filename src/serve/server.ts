@@ -17,7 +17,7 @@ import { findPackageDir } from '../util/package.js';
 import type { ProviderChoice, SessionOptions } from '../runtime/ort.js';
 import { HttpError, decodeBody, readBody, sendBytes, sendJson } from './http.js';
 import { INFERENCE_HEADER, encodeInferResponse, parseInferRequest } from './protocol.js';
-import { ServedModel, parseModelSpec, type ServedModelInfo } from './model.js';
+import { DEFAULT_MAX_ELEMENTS, ModelRunError, ServedModel, parseModelSpec, type ServedModelInfo } from './model.js';
 import { predictImage } from './tasks.js';
 import { PROMETHEUS_CONTENT_TYPE, serveMetrics } from './metrics.js';
 import { playgroundHtml } from './playground.js';
@@ -41,9 +41,11 @@ export interface ServeOptions {
   maxBodyBytes?: number;
   /** Images of more decoded pixels are refused with 413 before decoding: 40 M. */
   maxImagePixels?: number;
-  /** Segmenters run on images of at most this many pixels; larger ones are scaled down and their labels back up: 1 Mi (1024 x 1024). */
+  /** Segmenters run on images of at most this many pixels (over all the images of a run); larger ones are scaled down and their labels back up: 1 Mi (1024 x 1024). */
   segmentationPixels?: number;
-  /** After close() turns readiness off, keep accepting this long (load balancers notice readiness late): 0. */
+  /** Elements of the dynamic dimensions of a model's inputs (rows included) one run holds at most, other models than segmenters: 16 Mi. */
+  maxElements?: number;
+  /** After close() turns readiness off, keep accepting and answering this long (load balancers notice readiness late): 0. */
   drainMs?: number;
   /** Idle keep-alive connections are closed after this long: 65 s (longer than common load balancers' 60 s). */
   keepAliveMs?: number;
@@ -85,6 +87,7 @@ export const SERVE_DEFAULTS = {
   maxBodyBytes: 64 * 1024 * 1024,
   maxImagePixels: 40_000_000,
   segmentationPixels: 1024 * 1024,
+  maxElements: DEFAULT_MAX_ELEMENTS,
   drainMs: 0,
   keepAliveMs: 65_000,
 } as const;
@@ -123,6 +126,7 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
     maxBodyBytes: positiveInt('--max-body', options.maxBodyBytes, SERVE_DEFAULTS.maxBodyBytes, 1, 2 ** 31),
     maxImagePixels: positiveInt('--max-pixels', options.maxImagePixels, SERVE_DEFAULTS.maxImagePixels),
     segmentationPixels: positiveInt('--seg-pixels', options.segmentationPixels, SERVE_DEFAULTS.segmentationPixels, 1024),
+    maxElements: positiveInt('--max-elements', options.maxElements, SERVE_DEFAULTS.maxElements),
     drainMs: positiveInt('--drain-ms', options.drainMs, SERVE_DEFAULTS.drainMs, 0, MAX_TIMER_MS),
     keepAliveMs: positiveInt('--keep-alive-ms', options.keepAliveMs, SERVE_DEFAULTS.keepAliveMs, 1, MAX_TIMER_MS),
   };
@@ -150,6 +154,8 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
         maxBatch: o.maxBatch,
         maxDelayMs: o.maxDelayMs,
         maxQueue: o.maxQueue,
+        segmentationPixels: o.segmentationPixels,
+        maxElements: o.maxElements,
         ...(options.warmup !== undefined ? { warmup: options.warmup } : {}),
         ...(options.onNote ? { onNote: options.onNote } : {}),
         onRun: (model, rows, _requests, seconds) => {
@@ -167,6 +173,8 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
   const log = options.log === false ? undefined : (options.log ?? ((line: string) => process.stdout.write(`${line}\n`)));
   const version = zooVersion();
   let ready = true;
+  /** Requests are still answered: true until the drain after close() ends (readiness turns false before). */
+  let accepting = true;
   let inFlight = 0;
   metrics.inFlight.track({}, () => inFlight);
   metrics.cpu.track({}, () => {
@@ -177,22 +185,23 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
   /** Responses not yet finished (close() makes those still to send their headers close their connection). */
   const active = new Set<ServerResponse>();
 
-  /** The request's body, refused at once (before reading it) when the model's queue is full or the server is stopping. */
-  const body = async (req: IncomingMessage, m: ServedModel): Promise<Buffer> => {
-    if (!ready) throw new HttpError(503, 'the server is shutting down', { 'Retry-After': '1' });
-    if (m.batcher.full) throw m.batcher.overloaded();
+  /**
+   * Admits a request to `m` before its body is read: refused at once when the model's queue (requests
+   * waiting and bodies being read) is full or the server has stopped answering. The returned function
+   * gives the place back; call it before the request is submitted, or when it fails.
+   */
+  const admit = (m: ServedModel): (() => void) => {
+    if (!accepting) throw new HttpError(503, 'the server is shutting down', { 'Retry-After': '1' });
+    return m.batcher.reserve();
+  };
+  const body = async (req: IncomingMessage): Promise<Buffer> => {
     const raw = await readBody(req, o.maxBodyBytes);
     const encoding = req.headers['content-encoding'];
     return decodeBody(raw, Array.isArray(encoding) ? encoding[0] : encoding, o.maxBodyBytes);
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse, note: RequestNote): Promise<void> => {
-    let url: URL;
-    try {
-      url = new URL(req.url ?? '/', 'http://localhost');
-    } catch {
-      throw new HttpError(400, `the request target ${(req.url ?? '').slice(0, 100)} is not a valid path`);
-    }
+    const url = requestTarget(req.url ?? '/');
     const parts = url.pathname.split('/').filter(Boolean).map((p) => {
       try {
         return decodeURIComponent(p);
@@ -255,11 +264,32 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
         }
         if (rest.length === 1 && rest[0] === 'infer') {
           want('POST');
-          const data = await body(req, m);
-          const header = req.headers[INFERENCE_HEADER];
-          const request = parseInferRequest(data, Array.isArray(header) ? header[0] : header, m.info);
+          const release = admit(m);
+          let request: ReturnType<typeof parseInferRequest>;
+          try {
+            const data = await body(req);
+            const header = req.headers[INFERENCE_HEADER];
+            request = parseInferRequest(data, Array.isArray(header) ? header[0] : header, {
+              ...m.info,
+              ...(m.limits.maxRows !== undefined ? { maxBatch: m.limits.maxRows } : { maxBatch: undefined }),
+              elementLimits: { maxElements: m.limits.maxElements, option: m.limits.elementsOption },
+            });
+          } finally {
+            release();
+          }
           note.rows = Object.values(request.inputs)[0]?.dims[0];
-          const outputs = await m.infer(request.inputs, o.timeoutMs, note.signal);
+          let outputs: Awaited<ReturnType<ServedModel['infer']>>;
+          try {
+            outputs = await m.infer(request.inputs, o.timeoutMs, note.signal);
+          } catch (e) {
+            // The client's tensors are what the graph failed on: the answer says so, in one line.
+            if (e instanceof ModelRunError) {
+              throw e.memory
+                ? new HttpError(413, `${m.info.name} could not get the memory to run this request: ${e.message}`)
+                : new HttpError(400, `${m.info.name} cannot run on these inputs: ${e.message}`);
+            }
+            throw e;
+          }
           const { header: json, binary } = encodeInferResponse({ name: m.info.name }, request, outputs);
           if (binary.length === 0) return sendBytes(res, 200, [json], { 'Content-Type': 'application/json' });
           return sendBytes(res, 200, [json, ...binary], { 'Content-Type': 'application/octet-stream', 'Inference-Header-Content-Length': json.length });
@@ -282,14 +312,21 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
         }
         if (verb === 'predict') {
           want('POST');
-          const data = await body(req, m);
-          note.rows = 1;
-          const answer = await predictImage(m, data, req.headers['content-type'], url.searchParams, {
-            maxImagePixels: o.maxImagePixels,
-            segmentationPixels: o.segmentationPixels,
-            timeoutMs: o.timeoutMs,
-            signal: note.signal,
-          });
+          const release = admit(m);
+          let answer: Awaited<ReturnType<typeof predictImage>>;
+          try {
+            const data = await body(req);
+            note.rows = 1;
+            answer = await predictImage(m, data, req.headers['content-type'], url.searchParams, {
+              maxImagePixels: o.maxImagePixels,
+              segmentationPixels: o.segmentationPixels,
+              timeoutMs: o.timeoutMs,
+              signal: note.signal,
+              beforeInfer: release,
+            });
+          } finally {
+            release();
+          }
           if ('json' in answer) return sendJson(res, 200, answer.json);
           return sendBytes(res, 200, [answer.bytes], { 'Content-Type': answer.contentType, ...answer.headers });
         }
@@ -421,8 +458,9 @@ export async function startServer(modelArgs: readonly string[], options: ServeOp
       closing ??= (async () => {
         ready = false;
         for (const r of active) if (!r.headersSent) r.setHeader('Connection', 'close');
-        // Readiness is off; keep accepting while load balancers take notice.
+        // Readiness is off; keep accepting and answering while load balancers take notice.
         if (o.drainMs > 0) await new Promise((r) => setTimeout(r, o.drainMs));
+        accepting = false;
         for (const m of models.values()) m.batcher.flush();
         const stopped = new Promise<void>((r) => server.close(() => r()));
         server.closeIdleConnections();
@@ -445,6 +483,30 @@ interface RequestNote {
   signal: AbortSignal;
   /** Refused for a full queue. */
   overloaded?: boolean;
+}
+
+/**
+ * The path and query of a request target, read from the target itself: origin form ('/v2/...?q'), where a
+ * leading '//' is part of the path and never a host, or absolute form ('http://host/v2/...').
+ */
+export function requestTarget(target: string): { pathname: string; searchParams: URLSearchParams } {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(target)) {
+    try {
+      const u = new URL(target);
+      return { pathname: u.pathname, searchParams: u.searchParams };
+    } catch {
+      throw new HttpError(400, `the request target ${target.slice(0, 100)} is not a valid URL`);
+    }
+  }
+  if (!target.startsWith('/')) throw new HttpError(400, `the request target ${target.slice(0, 100)} is not a path`);
+  const q = target.indexOf('?');
+  const hash = target.indexOf('#');
+  const end = hash >= 0 && (q < 0 || hash < q) ? hash : q >= 0 ? q : target.length;
+  const search = q >= 0 ? target.slice(q + 1, hash > q ? hash : undefined) : '';
+  const pathname = target.slice(0, end);
+  // What RFC 3986 allows in a path: unreserved characters, percent-escapes, sub-delimiters, ':', '@', '/'.
+  if (!/^[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*$/.test(pathname)) throw new HttpError(400, `the request target ${target.slice(0, 100)} is not a valid path`);
+  return { pathname, searchParams: new URLSearchParams(search) };
 }
 
 function splitVerb(segment: string): [string, string | undefined] {

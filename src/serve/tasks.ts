@@ -27,6 +27,8 @@ export interface TaskLimits {
   timeoutMs: number;
   /** Aborted when the client goes away: a request still waiting is withdrawn. */
   signal?: AbortSignal;
+  /** Called once the image is decoded, just before the model is asked (the request leaves the admission count for the queue). */
+  beforeInfer?: () => void;
 }
 
 /** The formats the endpoint decodes (sharp's names); SVG and the rest of what sharp reads are refused. */
@@ -103,6 +105,12 @@ function floatParam(q: URLSearchParams, name: string, fallback: number, min: num
   return n;
 }
 
+/** `model.infer`, after telling `limits.beforeInfer`. */
+function inferAfter(model: ServedModel, limits: TaskLimits, ...args: Parameters<ServedModel['infer']>): ReturnType<ServedModel['infer']> {
+  limits.beforeInfer?.();
+  return model.infer(...args);
+}
+
 /** Answers `:predict` for one image. */
 export async function predictImage(model: ServedModel, body: Buffer, contentType: string | undefined, query: URLSearchParams, limits: TaskLimits): Promise<TaskAnswer> {
   const parts = model.parts;
@@ -124,7 +132,7 @@ export async function predictImage(model: ServedModel, body: Buffer, contentType
       throw e;
     }
     const crop = c.preprocessing.crop;
-    const out = await model.infer({ [input]: { type: 'float32', data: x, dims: [1, 3, crop, crop] } }, limits.timeoutMs, limits.signal);
+    const out = await inferAfter(model, limits, { [input]: { type: 'float32', data: x, dims: [1, 3, crop, crop] } }, limits.timeoutMs, limits.signal);
     const logits = out[model.info.outputs[0]!.name]!.data as Float32Array;
     const classes = logits.length;
     return { json: { model: name, task: parts.task, width: size.width, height: size.height, predictions: softmaxTop(logits, 0, Math.min(k, classes), classes, c.labels).map((p) => ({ label: p.label, index: p.index, probability: p.probability })) } };
@@ -134,7 +142,7 @@ export async function predictImage(model: ServedModel, body: Buffer, contentType
     const threshold = floatParam(query, 'threshold', 0.5, 0, 1);
     const d = parts.detector;
     const s = prepareDetectionSample(px, { id: 'request', year: '', width: px.width, height: px.height, objects: [] }, { minSize: d.meta.minSize, maxSize: d.meta.maxSize, preprocessing: d.meta });
-    const out = await model.infer({ [input]: { type: 'float32', data: toNCHW(s.image, 1, s.height, s.width, 3), dims: [1, 3, s.height, s.width] } }, limits.timeoutMs, limits.signal);
+    const out = await inferAfter(model, limits, { [input]: { type: 'float32', data: toNCHW(s.image, 1, s.height, s.width, 3), dims: [1, 3, s.height, s.width] } }, limits.timeoutMs, limits.signal);
     const [found] = unpadDetections(
       {
         num: out.num_detections!.data as BigInt64Array,
@@ -157,7 +165,7 @@ export async function predictImage(model: ServedModel, body: Buffer, contentType
   const px = await decodeRgb(bytes, limits.maxImagePixels, run);
   const unlabeled = { width: px.width, height: px.height, data: new Uint8Array(px.width * px.height) };
   const t = segEvalSample(px, unlabeled, { mean: seg.meta.mean, std: seg.meta.std });
-  const out = await model.infer({ [input]: { type: 'float32', data: toNCHW(t.image, 1, t.height, t.width, 3), dims: [1, 3, t.height, t.width] } }, limits.timeoutMs, limits.signal);
+  const out = await inferAfter(model, limits, { [input]: { type: 'float32', data: toNCHW(t.image, 1, t.height, t.width, 3), dims: [1, 3, t.height, t.width] } }, limits.timeoutMs, limits.signal);
   let labels = segmenterLabels(seg, out, t.height, t.width);
   if (run) labels = scaleLabels(labels, t.width, t.height, size.width, size.height);
   const { width, height } = size;

@@ -14,6 +14,7 @@ interface ServeCliOptions {
   maxBody: number;
   maxPixels: number;
   segPixels: number;
+  maxElements: number;
   drainMs: number;
   keepAliveMs: number;
   threads?: number;
@@ -38,8 +39,9 @@ export function serveCommand(): Command {
     .option('--timeout <ms>', 'a request not started within this is answered 504', positiveInt('--timeout'), SERVE_DEFAULTS.timeoutMs)
     .option('--max-body <bytes>', 'largest request body (413 past it)', positiveInt('--max-body'), SERVE_DEFAULTS.maxBodyBytes)
     .option('--max-pixels <n>', 'largest decoded image, in pixels (413 past it, checked before decoding)', positiveInt('--max-pixels'), SERVE_DEFAULTS.maxImagePixels)
-    .option('--seg-pixels <n>', 'segmenters run on at most this many pixels (larger images scaled down, labels back up)', positiveInt('--seg-pixels'), SERVE_DEFAULTS.segmentationPixels)
-    .option('--drain-ms <ms>', 'on SIGTERM, keep accepting this long after readiness turns false (for load balancers)', nonNegativeInt('--drain-ms'), SERVE_DEFAULTS.drainMs)
+    .option('--seg-pixels <n>', 'segmenters run on at most this many pixels per run, over its images (larger images scaled down, labels back up; larger /v2 tensors refused)', positiveInt('--seg-pixels'), SERVE_DEFAULTS.segmentationPixels)
+    .option('--max-elements <n>', 'other models: rows times the dynamic dimensions of an input, per run at most (larger /v2 requests are refused with 413)', positiveInt('--max-elements'), SERVE_DEFAULTS.maxElements)
+    .option('--drain-ms <ms>', 'on SIGTERM, keep accepting and answering this long after readiness turns false (for load balancers)', nonNegativeInt('--drain-ms'), SERVE_DEFAULTS.drainMs)
     .option('--keep-alive-ms <ms>', 'idle keep-alive connections close after this long', positiveInt('--keep-alive-ms'), SERVE_DEFAULTS.keepAliveMs)
     .option('--instances <n>', 'sessions per model running batches side by side, each in its own thread (on a CPU under load, 2 keep the cores busier; 1 answers a lone request sooner)', positiveInt('--instances'), 1)
     .option('--threads <n>', 'ONNX Runtime intra-op threads per session (default: the cores divided among the instances)', positiveInt('--threads'))
@@ -62,8 +64,8 @@ Endpoints (http://HOST:PORT):
 Concurrent requests to a model are combined into one ONNX Runtime run (up to --max-batch rows; a request
 waits at most --max-delay-ms for others). Errors are JSON {"error": "..."} with a 4xx status (400 bad
 input, 404 unknown model, 413 too large, 415 not an image type, 503 overloaded, 504 timed out). SIGTERM or
-Ctrl-C: readiness turns false (after --drain-ms the listener closes), requests in flight finish, then the
-process exits.
+Ctrl-C: readiness turns false while requests are still answered for --drain-ms, then the listener closes,
+requests in flight finish and the process exits.
 For more than one process, 'zoo export --triton DIR <models...>' writes a Triton model repository that
 answers the same /v2 requests.
 
@@ -94,6 +96,7 @@ Examples:
           maxBodyBytes: opts.maxBody,
           maxImagePixels: opts.maxPixels,
           segmentationPixels: opts.segPixels,
+          maxElements: opts.maxElements,
           drainMs: opts.drainMs,
           keepAliveMs: opts.keepAliveMs,
           ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
