@@ -1,12 +1,13 @@
 import test from 'ava';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { UserError } from '../src/errors.js';
 import type { LookupAddress, LookupOptions } from 'node:dns';
-import { defaultDeadlineMs, download, DownloadError, parseDeclaredSha256, parseRetryAfter, redactUrl, type DownloadProgress } from '../src/hub/download.js';
+import { defaultDeadlineMs, download, DownloadError, parseDeclaredSha256, parseRetryAfter, reachedInside, redactUrl, type DownloadProgress } from '../src/hub/download.js';
 import type { LookupFunction } from '../src/hub/net.js';
 import { FixtureServer, fixture } from './helpers/http_server.js';
 
@@ -369,4 +370,27 @@ test('a source on a loopback or private address (a LAN mirror) may redirect with
   const r = await download(server.url('/lan/file'), dest('lan.bin'), { ...quick, expected: { sha256: f.sha256 } });
   t.is(r.sha256, f.sha256);
   t.is(server.requests('/lan/blob').length, 1);
+});
+
+test('the redirect policy fails closed: a source whose address was never seen counts as public', (t) => {
+  for (const a of [undefined, '', 'not-an-address', '8.8.8.8', '2001:4860:4860::8888']) t.false(reachedInside(a), String(a));
+  for (const a of ['127.0.0.1', '::1', '10.1.2.3', '192.168.0.7', '::ffff:172.16.0.1', '169.254.1.1', '100.64.0.9', 'fe80::1']) t.true(reachedInside(a), a);
+});
+
+test('a LAN source that resets the connection right after its redirect is still judged by the address it was reached on', async (t) => {
+  const f = fixture(1000);
+  server.route('/lan/after-reset', { data: f.data });
+  // Answers 302 and resets at once: the response's socket then has no remote address any more.
+  const lan = net.createServer((socket) => {
+    socket.once('data', () => {
+      socket.write(`HTTP/1.1 302 Found\r\nLocation: ${server.url('/lan/after-reset')}\r\nContent-Length: 0\r\n\r\n`);
+      socket.resetAndDestroy();
+    });
+  });
+  await new Promise<void>((resolve) => lan.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => lan.close());
+  const port = (lan.address() as net.AddressInfo).port;
+  const r = await download(`http://127.0.0.1:${port}/file`, dest('reset.bin'), { ...quick, retries: 0, expected: { sha256: f.sha256 } });
+  t.is(r.sha256, f.sha256);
+  t.is(server.requests('/lan/after-reset').length, 1);
 });

@@ -320,12 +320,27 @@ function deadlineError(ctx: AttemptContext, cause?: unknown): DownloadError {
   );
 }
 
-function requestOnce(url: string, headers: Record<string, string>, ctx: AttemptContext, checkAddress: boolean): Promise<http.IncomingMessage> {
+/** A response and the address its connection was made to (undefined when it was never seen). */
+interface Answer {
+  res: http.IncomingMessage;
+  address: string | undefined;
+}
+
+function requestOnce(url: string, headers: Record<string, string>, ctx: AttemptContext, checkAddress: boolean): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const client = url.startsWith('https:') ? https : http;
     // A fresh connection per request (agent: false): a pooled socket would skip the address check.
     const lookup = checkAddress ? publicOnlyLookup(ctx.network.lookup) : ctx.network.lookup;
-    const req = client.get(url, { headers, signal: ctx.signal, agent: false, ...(lookup ? { lookup } : {}) }, resolve);
+    // The peer's address is noted when the connection is made: a server that resets the connection
+    // right after its answer leaves the response's socket without one.
+    let address: string | undefined;
+    const req = client.get(url, { headers, signal: ctx.signal, agent: false, ...(lookup ? { lookup } : {}) }, (res) => {
+      resolve({ res, address: address ?? res.socket?.remoteAddress });
+    });
+    req.on('socket', (socket) => {
+      if (socket.remoteAddress) address = socket.remoteAddress;
+      else socket.once('connect', () => { address = socket.remoteAddress ?? address; });
+    });
     ctx.req = req;
     req.setTimeout(ctx.timeoutMs, () => {
       // After a long synchronous stretch the event loop runs timers before it reads sockets: look again
@@ -358,17 +373,28 @@ function redirectRefusal(next: URL): string | undefined {
   return undefined;
 }
 
+/**
+ * Whether a source reached on `address` is inside the machine's own network (loopback, private, link-local
+ * or shared), so that its redirects may stay there. An address not seen, or not an IP address, counts as
+ * public: the policy fails closed.
+ */
+export function reachedInside(address: string | undefined): boolean {
+  if (address === undefined) return false;
+  const c = classifyAddress(address);
+  return c !== 'public' && c !== 'invalid';
+}
+
 /** Sends the request and follows redirects, noting the checksum a host declares on any hop. */
 async function openResponse(headers: Record<string, string>, p: PartFile, ctx: AttemptContext): Promise<http.IncomingMessage> {
   let current = ctx.url;
   let linked: string | undefined;
   let etag: string | undefined;
   for (let hop = 0; ; hop++) {
-    const res = await requestOnce(current, headers, ctx, hop > 0 && !ctx.privateOk);
+    const { res, address } = await requestOnce(current, headers, ctx, hop > 0 && !ctx.privateOk);
     if (hop === 0) {
       // A source reached on a loopback or private address (a LAN mirror, a test server) may redirect
-      // within that network; one reached on a public address may not.
-      ctx.privateOk = ctx.network.allowPrivateRedirects ?? isNonPublic(res.socket?.remoteAddress ?? '');
+      // within that network; one reached on a public address, or on one never seen, may not.
+      ctx.privateOk = ctx.network.allowPrivateRedirects ?? reachedInside(address);
     }
     // The hub puts the LFS sha256 on its own 302 (X-Linked-Etag), which outranks any later hop's ETag
     // (a CDN's ETag is usually an MD5 or something opaque, and then ignored as not 64 hex digits).
