@@ -21,7 +21,8 @@ import {
 import { createModel, type Model } from '../src/models/model.js';
 import { trainedLikeInit } from '../src/models/calibrate.js';
 import { loadWeights } from '../src/io/weights.js';
-import { modelBudget } from '../src/convert/convert.js';
+import { modelBudget, readTensors } from '../src/convert/convert.js';
+import { ByteBudget } from '../src/formats/budget.js';
 import { FormatError } from '../src/formats/types.js';
 import { UserError } from '../src/errors.js';
 
@@ -143,4 +144,22 @@ test('real files load within the budget, and the accounting sees their tensors',
       m.dispose();
     }
   }
+});
+
+test('readTensors takes its options second, as the library documents (readTensors(file, { budget })), or a format there', async (t) => {
+  const m = createModel('resnet_test');
+  const sd = torchStateDict(m);
+  m.dispose();
+  const file = path.join(tempDir(t), 'w.safetensors');
+  fs.writeFileSync(file, safetensorsBytes(sd));
+  const tiny = () => new ByteBudget('w.safetensors', 1000, 'a test budget');
+  const err = await t.throwsAsync(readTensors(file, { budget: tiny() }), { instanceOf: UserError });
+  t.regex(err!.message, /memory budget of 1000 bytes/);
+  await t.throwsAsync(readTensors(file, 'safetensors', { budget: tiny() }), { message: /memory budget of 1000 bytes/ });
+  const all = await readTensors(file, { format: 'safetensors' });
+  t.is(all.format, 'safetensors');
+  t.is(all.tensors.size, sd.size);
+  t.is((await readTensors(file)).tensors.size, sd.size);
+  const unknown = await t.throwsAsync(readTensors(file, 'tflite' as never), { instanceOf: UserError });
+  t.regex(unknown!.message, /w\.safetensors: unknown weights format 'tflite' \(one of safetensors, gluon-zip, params, pth, onnx\)/);
 });

@@ -107,6 +107,9 @@ export interface ReadTensorsOptions {
  * file must fit `options.budget` (checked before it is read); every later read is charged to it.
  */
 export async function openTensors(path: string, options: ReadTensorsOptions = {}): Promise<WeightSource> {
+  if (options.format !== undefined && !(WEIGHT_FORMATS as readonly string[]).includes(options.format)) {
+    throw new UserError(`${path}: unknown weights format '${String(options.format)}' (one of ${WEIGHT_FORMATS.join(', ')})`, { exitCode: 2 });
+  }
   const bytes = await readFileBytes(path, options.budget);
   const format = options.format ?? formatOf(path, bytes);
   if (format === 'safetensors') return { ...openSafetensors(bytes, path, options.budget), format };
@@ -123,13 +126,17 @@ export async function openTensors(path: string, options: ReadTensorsOptions = {}
   }
 }
 
-/** Reads all tensors of a weights file, within `options.budget` (default as for openTensors). */
+/**
+ * Reads all tensors of a weights file, within `options.budget` (default as for openTensors). Takes the
+ * options in second place (`readTensors(file, { budget })`), or a format there and the options third.
+ */
 export async function readTensors(
   path: string,
-  format?: WeightFormat,
-  options: { budget?: ByteBudget } = {},
+  formatOrOptions?: WeightFormat | ReadTensorsOptions,
+  options: ReadTensorsOptions = {},
 ): Promise<{ tensors: TensorMap; format: WeightFormat; warnings: string[] }> {
-  const source = await openTensors(path, { ...options, ...(format ? { format } : {}) });
+  const given = typeof formatOrOptions === 'object' && formatOrOptions !== null ? formatOrOptions : { ...options, ...(formatOrOptions !== undefined ? { format: formatOrOptions } : {}) };
+  const source = await openTensors(path, given);
   const tensors = materializeAll(source);
   return { tensors, format: source.format, warnings: tensors.warnings };
 }
