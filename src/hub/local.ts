@@ -6,7 +6,7 @@
  * made, its preprocessing and its class names (a models.json categories key, or `labels` for a model
  * trained on the user's own classes).
  */
-import { join } from 'node:path';
+import { extname, join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { UserError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -14,6 +14,7 @@ import { hubSettings, type HubSettings } from './settings.js';
 import { MANIFEST_FILE, hashFile, listCached, modelDir, readManifest, withModelLock, writeManifest, type Manifest } from './cache.js';
 import { modelNames } from './models_json.js';
 import { listModels } from '../models/registry.js';
+import { looksLikePath } from './refs.js';
 import type { ConvertedRecord, PullPreprocessing } from './pull.js';
 
 export interface LocalModel {
@@ -30,9 +31,15 @@ export function checkModelName(name: string): void {
   }
 }
 
-/** A name for the user's own model: valid as a directory, not an architecture, and not a name, alias or timm id from models.json. */
+/**
+ * A name for the user's own model: valid as a directory, read as a name (not as a path: no weights or
+ * .onnx extension), not an architecture, and not a name, alias or timm id from models.json.
+ */
 export function checkOwnModelName(name: string): void {
   checkModelName(name);
+  if (looksLikePath(name)) {
+    throw new UserError(`'${name}' would be read as a file, not a model name (it ends in ${extname(name)}); choose a name without that extension`, { exitCode: 2 });
+  }
   if (listModels().includes(name)) throw new UserError(`'${name}' is an architecture's name; choose another name for your own model`, { exitCode: 2 });
   const published = modelNames().get(name);
   if (published) {

@@ -25,6 +25,7 @@ import { findPublished, modelNames, stripTimmPrefix, type PublishedModel } from 
 import { findLocalModel, type LocalModel } from './local.js';
 import { hubSettings, type HubSettings } from './settings.js';
 import { listCached } from './cache.js';
+import { looksLikePath } from './refs.js';
 import { parsePreprocessing, preprocessingForSize, IMAGENET_PREPROCESSING } from '../predict/preprocessing.js';
 import { checkCategories, parseLabels, readMetadata, readOnnxMetadata, type ModelMetadata } from '../onnx/metadata.js';
 import { RUN_FILES, readRunConfig, runPreprocessing } from '../train/run_config.js';
@@ -48,8 +49,6 @@ const TAKES: Record<Purpose, string> = {
   describe: "an architecture ('zoo list'), a published or local model, an .onnx file or a training run directory",
   build: "an architecture ('zoo list'), or a model that names one (a published or local model, an .onnx export of zoo, a run directory)",
 };
-
-const WEIGHT_EXTENSIONS = ['.safetensors', '.pth', '.pt', '.bin', '.params', '.zip'];
 
 /** A model reference, resolved. */
 export interface ResolvedModel {
@@ -83,13 +82,7 @@ export interface ResolveOptions {
   settings?: HubSettings;
 }
 
-/** Pure: does `ref` read as a path rather than a name? */
-export function looksLikePath(ref: string): boolean {
-  if (/^(?:hf[-_]hub:)?timm\//i.test(ref)) return false;
-  if (ref.includes('/') || ref.includes('\\') || ref.startsWith('.') || ref.startsWith('~') || path.isAbsolute(ref)) return true;
-  const ext = path.extname(ref).toLowerCase();
-  return ext === '.onnx' || WEIGHT_EXTENSIONS.includes(ext);
-}
+export { looksLikePath };
 
 function expandHome(ref: string): string {
   return ref === '~' || ref.startsWith('~/') ? path.join(os.homedir(), ref.slice(1)) : ref;
@@ -224,8 +217,14 @@ function archModel(ref: string, arch: string, note?: string): ResolvedModel {
   return { kind: 'arch', ref, label: arch, arch, meta: { arch }, preprocessingFrom: 'assumed', notes: note ? [note] : [] };
 }
 
-/** What `ref` names, without judging whether the purpose can use it. */
-async function find(ref: string, options: ResolveOptions): Promise<ResolvedModel> {
+/** What `zoo pull` and `pull()` take, for their messages. */
+const PULL_TAKES = "a published name, alias or timm id ('zoo list --published')";
+
+/**
+ * What `ref` names, without judging whether the purpose can use it. `forPull`: an unknown name is
+ * answered with what a pull takes and the published names near it.
+ */
+async function find(ref: string, options: ResolveOptions, forPull = false): Promise<ResolvedModel> {
   const settings = options.settings ?? hubSettings();
   const file = expandHome(ref);
   const knownName = (): boolean => Boolean(findPublished(ref)) || listModels().includes(ref);
@@ -249,12 +248,17 @@ async function find(ref: string, options: ResolveOptions): Promise<ResolvedModel
   const { id, timm } = stripTimmPrefix(ref);
   const timmArch = timm ? archFromTimm(id) : undefined;
   if (timmArch) return archModel(ref, timmArch, `'${ref}' is timm's ${id}, zoo's ${timmArch}`);
-  const candidates = [...modelNames().keys(), ...listModels(), ...(await listCached(settings)).map((m) => m.name)];
+  const candidates = forPull
+    ? [...modelNames().keys()]
+    : [...modelNames().keys(), ...listModels(), ...(await listCached(settings)).map((m) => m.name)];
   const near = nearMatches(timm ? id : ref, new Set(candidates));
+  const what = forPull
+    ? `no published model '${ref}' in models.json${timm ? ' (as a timm id)' : ''}`
+    : `unknown model '${ref}'${timm ? ' (as a timm id: models.json records no such weights and zoo builds no such architecture)' : ''}`;
   throw new UserError(
-    `unknown model '${ref}'${timm ? ' (as a timm id: models.json records no such weights and zoo builds no such architecture)' : ''}.` +
+    `${what}.` +
       (near.length ? ` Did you mean: ${near.join(', ')}?` : '') +
-      ` ${takes(options)}.`,
+      ` ${forPull ? `${options.command ?? 'pull'} takes ${PULL_TAKES}` : takes(options)}.`,
     { exitCode: 2 },
   );
 }
@@ -310,12 +314,13 @@ export function preprocessingAt(model: Pick<ResolvedModel, 'meta' | 'preprocessi
  */
 export async function resolvePublished(ref: string, options: { command?: string; settings?: HubSettings } = {}): Promise<ResolvedModel & { entry: PublishedModel }> {
   const command = options.command ?? 'pull';
-  const r = await resolveModelRef(ref, { purpose: 'describe', command, ...(options.settings ? { settings: options.settings } : {}) });
+  if (ref.trim() === '') throw new UserError(`an empty model name: ${command} takes ${PULL_TAKES}`, { exitCode: 2 });
+  const r = await find(ref, { purpose: 'describe', command, ...(options.settings ? { settings: options.settings } : {}) }, true);
   if (r.kind === 'published' && r.entry) return r as ResolvedModel & { entry: PublishedModel };
   const what = r.kind === 'arch' ? 'an architecture' : r.kind === 'local' ? 'a model of your own in the local zoo' : `a ${r.kind === 'run' ? 'training run' : 'file'}`;
   const weights = r.kind === 'arch' ? [...new Set(modelNames().values())].filter((m) => m.arch === r.arch).map((m) => m.aliases[0] ?? m.name) : [];
   throw new UserError(
-    `'${ref}' is ${what}; ${command} takes a published name, alias or timm id ('zoo list --published')` +
+    `'${ref}' is ${what}; ${command} takes ${PULL_TAKES}` +
       (weights.length ? `. Published weights of ${r.arch}: ${weights.join(', ')}` : ''),
     { exitCode: 2 },
   );

@@ -19,12 +19,16 @@ function outputStride(v: string): 8 | 16 | 32 {
   throw new UserError(`--output-stride must be 8, 16 or 32, got '${v}'`, { exitCode: 2 });
 }
 
-/** How a source's file is verified, in words (models.json pins, GluonCV's SHA-1, or nothing published). */
+/**
+ * How a source's file is verified, in words: models.json pins, GluonCV's SHA-1 of the .params in its
+ * zip, torchvision's sha256 prefix in the file name (which `zoo pull` checks, so the file counts as
+ * pinned), or nothing published.
+ */
 export function checksumState(s: WeightSource): { pinned: boolean; text: string } {
   if (s.sha256) return { pinned: true, text: `sha256 ${s.sha256} (pinned)` };
   if (s.format === 'gluon-zip' && s.sha1) return { pinned: true, text: `SHA-1 ${s.sha1} of ${s.member} (GluonCV's, pinned)` };
   if (s.sha1) return { pinned: true, text: `sha1 ${s.sha1} (pinned)` };
-  if (s.sha256Prefix) return { pinned: false, text: `sha256 starting ${s.sha256Prefix} (from the file name); no full checksum published: the first pull records it` };
+  if (s.sha256Prefix) return { pinned: true, text: `sha256 starting ${s.sha256Prefix} (pinned by the file name's prefix, as torchvision publishes it; the first pull records the full sha256)` };
   return { pinned: false, text: "no checksum published or pinned: the first pull checks the host's declared sha256, if any, and prints what it recorded" };
 }
 
