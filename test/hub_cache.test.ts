@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { UserError } from '../src/errors.js';
 import {
-  checkCached, FetchError, fetchFile, listCached, modelDir, modelLockPath, progressPrinter, readManifest, removeCached,
+  checkCached, FetchError, fetchFile, KeepFileError, listCached, modelDir, modelLockPath, progressPrinter, readManifest, removeCached,
   writeManifest, type ProgressStream,
 } from '../src/hub/cache.js';
 import { mirrorSetting, parseMirror, readHubSettings, resolveSourceCandidates, resolveSourceUrl, type HubSettings } from '../src/hub/settings.js';
@@ -315,14 +315,38 @@ test('a mirror directory is laid out per source; its unpinned files are refused,
   t.is(g.entry.resolved, path.join(mirror, 'gluon/models/resnet50_v1d-117a384e.zip'));
 });
 
-test('a mirror URL that relays the hub\'s declared sha256 is accepted without a pin, and recorded as declared', async (t) => {
+test('a mirror URL is not trusted to vouch for its own bytes: a sha256 it declares is no pin, and its file is refused', async (t) => {
   const f = fixture(MB);
-  server.route('/m/timm/r/resolve/main/model.safetensors', { data: f.data, headers: { 'x-linked-etag': `"${f.sha256}"` } });
+  const source = 'https://huggingface.co/timm/r/resolve/main/model.safetensors';
+  server.route('/m/timm/r/resolve/main/model.safetensors', { data: f.data, headers: { 'x-linked-etag': `"${f.sha256}"`, etag: `"${f.sha256}"` } });
   const settings = await freshSettings({ ZOO_MIRROR: server.url('/m') });
-  const r = await fetchFile({ name: 'relay', fileName: 'model.safetensors', sources: ['https://huggingface.co/timm/r/resolve/main/model.safetensors'], settings, transfer: quick });
-  t.like(r.entry, { resolved: server.url('/m/timm/r/resolve/main/model.safetensors'), declaredSha256: f.sha256, verified: 'declared' });
-  t.is(r.verified, 'declared');
-  t.true((await fetchFile({ name: 'relay', fileName: 'model.safetensors', sources: ['https://huggingface.co/timm/r/resolve/main/model.safetensors'], settings })).fromCache);
+  const err = await t.throwsAsync(fetchFile({ name: 'relay', fileName: 'model.safetensors', sources: [source], settings, transfer: quick }), { instanceOf: FetchError });
+  t.regex(err!.message, /refused: no checksum is pinned for it and a mirror \(ZOO_MIRROR\) is not trusted to say which file it serves/);
+  t.true(err!.message.includes(`pin "sha256": "${f.sha256}"`), err!.message);
+  t.false(fs.existsSync(modelDir('relay', settings)), 'nothing enters the cache');
+  // The same host's declaration is taken when zoo reaches the source itself (no mirror in between).
+  const direct = await fetchFile({ name: 'relay', fileName: 'model.safetensors', sources: [server.url('/m/timm/r/resolve/main/model.safetensors')], settings: await freshSettings(), transfer: quick });
+  t.is(direct.verified, 'declared');
+  // A pinned file from the mirror is used, and recorded without the mirror's declaration.
+  const pinned = await fetchFile({ name: 'relay', fileName: 'model.safetensors', sources: [source], expected: { sha256: f.sha256 }, settings, transfer: quick });
+  t.like(pinned.entry, { resolved: server.url('/m/timm/r/resolve/main/model.safetensors'), verified: 'pinned' });
+  t.is(pinned.entry.declaredSha256, undefined);
+});
+
+test('a cached copy a mirror delivered is not handed out unpinned on a declaration recorded with it', async (t) => {
+  const f = fixture(1000);
+  const source = 'https://huggingface.co/timm/old/resolve/main/model.safetensors';
+  const settings = await freshSettings({ ZOO_MIRROR: server.url('/m') });
+  const dir = modelDir('old', settings);
+  await fsp.mkdir(dir, { recursive: true });
+  await fsp.writeFile(path.join(dir, 'model.safetensors'), f.data);
+  // What an earlier version recorded for a mirror's relayed declaration.
+  await writeManifest('old', { name: 'old', files: { 'model.safetensors': {
+    source, resolved: server.url('/m/timm/old/resolve/main/model.safetensors'), size: f.data.length, sha256: f.sha256, sha1: f.sha1,
+    declaredSha256: f.sha256, verified: 'declared', time: new Date().toISOString(),
+  } } }, settings);
+  const check = await t.throwsAsync(fetchFile({ name: 'old', fileName: 'model.safetensors', sources: [source], settings: readHubSettings({ ZOO_CACHE: settings.cacheDir, ZOO_OFFLINE: '1' }) }));
+  t.regex(check!.message, /cannot be verified \(a mirror delivered it .* and no checksum is pinned for it\); it was left in place/);
 });
 
 test('the caller\'s check runs before a download enters the cache: a failing copy is deleted and the next source tried', async (t) => {
@@ -396,6 +420,87 @@ test('an entry an older cache recorded without any checksum (an HTML page, say) 
   t.true((await fsp.readFile(r.path)).equals(f.data));
   t.is(server.requests('/c/old.bin').length, 1);
   t.regex(logs.join('\n'), /cached copy was removed \(it was recorded without a pinned or host-declared checksum\)/);
+});
+
+test('offline, a file the user put where zoo said, pinned only by the caller\'s check, is verified and used, never deleted', async (t) => {
+  const online = await freshSettings();
+  const offline: HubSettings = { ...online, offline: true };
+  const good = fixture(2000);
+  const prefix = good.sha256.slice(0, 8);
+  const fileName = `w-${prefix}.pth`;
+  const dir = modelDir('placed', online);
+  await fsp.mkdir(dir, { recursive: true });
+  await fsp.writeFile(path.join(dir, fileName), good.data);
+  const prefixCheck = async (file: string) => {
+    const got = crypto.createHash('sha256').update(await fsp.readFile(file)).digest('hex');
+    if (!got.startsWith(prefix)) throw new UserError(`checksum mismatch: sha256 should start with ${prefix}, got ${got}`);
+  };
+  const opts = { name: 'placed', fileName, sources: [server.url(`/c/${fileName}`)], pinnedBy: `the sha256 prefix ${prefix} in its file name`, verify: prefixCheck, settings: offline };
+  t.is((await checkCached('placed', fileName, { settings: offline, pinnedBy: opts.pinnedBy })).state, 'ok');
+  const r = await fetchFile(opts);
+  t.true(r.fromCache);
+  t.is(r.verified, 'pinned');
+  // A copy that fails the caller's check is reported as such, and left where it is.
+  const wrong = fixture(2000);
+  await fsp.writeFile(path.join(dir, fileName), wrong.data);
+  const err = await t.throwsAsync(fetchFile(opts), { instanceOf: UserError });
+  t.regex(err!.message, /placed\/w-[0-9a-f]{8}\.pth is in the cache but fails verification \(checksum mismatch: sha256 should start with/);
+  t.regex(err!.message, /it was left in place/);
+  t.regex(err!.message, /or put a copy there \(it is checked against the sha256 prefix [0-9a-f]{8} in its file name\)/);
+  t.true((await fsp.readFile(path.join(dir, fileName))).equals(wrong.data), 'offline deletes nothing');
+  t.is(server.requests(`/c/${fileName}`).length, 0);
+});
+
+test('offline, an unpinned file with no manifest entry cannot be verified: said so, and kept', async (t) => {
+  const settings: HubSettings = { ...(await freshSettings()), offline: true };
+  const f = fixture(1000);
+  const dir = modelDir('unpinned', settings);
+  await fsp.mkdir(dir, { recursive: true });
+  await fsp.writeFile(path.join(dir, 'model.safetensors'), f.data);
+  const err = await t.throwsAsync(fetchFile({ name: 'unpinned', fileName: 'model.safetensors', sources: [HF], verify: async () => {}, settings }), { instanceOf: UserError });
+  t.regex(err!.message, /unpinned\/model\.safetensors is in the cache but cannot be verified \(no checksum is pinned for it and no pull recorded one\); it was left in place/);
+  t.regex(err!.message, /a copy put there cannot be verified offline, as models\.json pins no checksum for it: pull it online once, or pin its sha256/);
+  t.false(/put a verified copy there/.test(err!.message));
+  t.true(fs.existsSync(path.join(dir, 'model.safetensors')));
+  // Without a verify callback (the quick path) the answer is the same.
+  await t.throwsAsync(fetchFile({ name: 'unpinned', fileName: 'model.safetensors', sources: [HF], settings }), { message: /cannot be verified/ });
+  t.true(fs.existsSync(path.join(dir, 'model.safetensors')));
+});
+
+test('a cached copy whose checksum passed but whose conversion failed (KeepFileError) is kept, not downloaded again', async (t) => {
+  const settings = await freshSettings();
+  const f = fixture(2000);
+  server.route('/c/keep.bin', { data: f.data });
+  const opts = { name: 'keep', fileName: 'w.bin', sources: [server.url('/c/keep.bin')], expected: { sha256: f.sha256 }, settings, transfer: quick };
+  await fetchFile({ ...opts, verify: async () => {} });
+  const err = await t.throwsAsync(fetchFile({ ...opts, verify: async () => { throw new KeepFileError('the export does not reproduce in ONNX Runtime'); } }));
+  t.true(err instanceof KeepFileError, String(err));
+  t.true((await fsp.readFile(path.join(modelDir('keep', settings), 'w.bin'))).equals(f.data), 'the verified file stays');
+  t.truthy((await readManifest('keep', settings))!.files['w.bin']);
+  t.is(server.requests('/c/keep.bin').length, 1, 'not downloaded again');
+  // A parse failure (any other UserError) still removes the copy and fetches it again.
+  const again = await fetchFile({ ...opts, verify: (() => { let n = 0; return async () => { if (n++ === 0) throw new UserError('does not parse'); }; })() });
+  t.false(again.fromCache);
+  t.is(server.requests('/c/keep.bin').length, 2);
+});
+
+test('an unusable cache directory (a file where it should be) is a UserError naming the place and ZOO_CACHE', async (t) => {
+  const file = path.join(tmp, 'not-a-dir');
+  await fsp.writeFile(file, 'x');
+  const settings = readHubSettings({ ZOO_CACHE: file });
+  const nested = readHubSettings({ ZOO_CACHE: path.join(file, 'cache') });
+  const calls: [string, () => Promise<unknown>][] = [
+    ['listCached', () => listCached(nested)],
+    ['readManifest', () => readManifest('m', settings)],
+    ['removeCached', () => removeCached('m', settings)],
+    ['fetchFile', () => fetchFile({ name: 'm', fileName: 'w.bin', sources: [server.url('/c/none.bin')], expected: { sha256: 'a'.repeat(64) }, settings, transfer: quick })],
+  ];
+  for (const [label, call] of calls) {
+    const err = await t.throwsAsync(call(), undefined, label);
+    t.true(err instanceof UserError, `${label}: ${String(err)}`);
+    t.regex(err!.message, /^the cache directory .* cannot be used: .*\(ENOTDIR\); fix it, or set ZOO_CACHE to a directory zoo can write to$/, label);
+    t.true(err!.message.includes(file), label);
+  }
 });
 
 // --- progress ---------------------------------------------------------------------------------

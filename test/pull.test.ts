@@ -328,7 +328,7 @@ test.serial('a failed pull leaves no entry behind and reports each source once, 
   t.false(existsSync(join(root, 'cache', 'all-fail')), 'no model directory is left');
   const pe = err as PullError;
   t.is(pe.failures.length, 2);
-  t.regex(pe.message, /^could not pull all-fail: all 2 of its sources failed:\n  1\. https:\/\/huggingface\.co\/timm\/nothing\.here\/.*\(via http:\/\/127\.0\.0\.1:\d+\/hf\/timm\/nothing\.here\/resolve\/main\/model\.safetensors\): refused: no checksum is pinned for it and the HF_ENDPOINT mirror declared none/);
+  t.regex(pe.message, /^could not pull all-fail: all 2 of its sources failed:\n  1\. https:\/\/huggingface\.co\/timm\/nothing\.here\/.*\(via http:\/\/127\.0\.0\.1:\d+\/hf\/timm\/nothing\.here\/resolve\/main\/model\.safetensors\): refused: no checksum is pinned for it and a mirror \(HF_ENDPOINT\) is not trusted to say which file it serves/);
   t.regex(pe.message, /\n  2\. https:\/\/apache-mxnet\.s3-accelerate\.dualstack\.amazonaws\.com\/gluon\/models\/nothing-00000000\.zip \(via http:\/\/127\.0\.0\.1:\d+\/mx\/gluon\/models\/nothing-00000000\.zip\): HTTP 503 Service Unavailable \(gave up after 3 attempts\)/);
   for (const hint of ['HF_ENDPOINT=', 'MXNET_GLUON_REPO=', 'ZOO_MIRROR=', 'ZOO_OFFLINE=1', '(HF_ENDPOINT and MXNET_GLUON_REPO are set here']) t.true(pe.message.includes(hint), hint);
   // Each failure once in what the user sees: the lines as it happened, then the summary.
@@ -399,4 +399,67 @@ test.serial('downloadTimeoutMs bounds a download that trickles in', async (t) =>
   const err = await t.throwsAsync(pullModel(e, { settings: settings(), downloadTimeoutMs: 300 }), { instanceOf: PullError });
   t.regex(err!.message, /not finished within 0\.3 s \(the download deadline; set ZOO_DOWNLOAD_TIMEOUT=<seconds> to change it\)/);
   t.false(existsSync(join(root, 'cache', 'slow')));
+});
+
+test.serial('offline, a torchvision .pth the user put where zoo said (no manifest entry) is checked by its file name\'s prefix, converted, and never deleted', async (t) => {
+  const bytes = torchPth(sd.get('resnet_test_a')!);
+  const prefix = sha256(bytes).slice(0, 8);
+  const fileName = `placed-a-${prefix}.pth`;
+  const e = entry('placed-pth', 'resnet_test_a', [
+    { format: 'safetensors', naming: 'timm', url: server.url('/placed/model.safetensors') },
+    { format: 'pth', naming: 'torchvision', url: server.url(`/placed/${fileName}`), sha256Prefix: prefix },
+  ]);
+  const dir = join(root, 'cache', 'placed-pth');
+  mkdirSync(dir, { recursive: true });
+  const offline = settings({ ZOO_OFFLINE: '1' });
+  // A copy that is not the published file: refused, and left where the user put it.
+  writeFileSync(join(dir, fileName), Buffer.concat([Buffer.from(bytes), Buffer.from([0])]));
+  const bad = await t.throwsAsync(pullModel(e, { settings: offline }), { instanceOf: UserError });
+  t.regex(bad!.message, /fails verification \(checksum mismatch: sha256 should start with/);
+  t.true(existsSync(join(dir, fileName)), 'offline deletes nothing');
+  // The published file: verified by its prefix and converted, all offline.
+  writeFileSync(join(dir, fileName), bytes);
+  const before = server.log.length;
+  const r = await pullModel(e, { settings: offline });
+  t.false(r.fromCache);
+  t.is(r.record.source.sha256, sha256(bytes));
+  t.is(r.record.source.verified, 'pinned');
+  t.is(server.log.length, before, 'no request offline');
+  await checkAgainstReference(t, r.onnx, 'resnet_test_a', A);
+});
+
+test.serial('offline, the message says which files a copy would do for: a pinned source\'s, not an unpinned one\'s', async (t) => {
+  const e = entry('offline-kinds', 'resnet_test', [
+    { format: 'safetensors', naming: 'timm', url: server.url('/kinds/model.safetensors') },
+    { format: 'pth', naming: 'torchvision', url: server.url('/kinds/w-0123abcd.pth'), sha256Prefix: '0123abcd' },
+  ]);
+  const err = await t.throwsAsync(pullModel(e, { settings: settings({ ZOO_OFFLINE: '1' }) }), { instanceOf: UserError });
+  t.regex(err!.message, /^offline \(ZOO_OFFLINE\) and offline-kinds is not in the cache; a copy of any one of the pinned files below would do:/);
+  t.regex(err!.message, /model\.safetensors {2}\(from .*\)\n {6}models\.json pins no checksum for it: a copy put there cannot be verified offline/);
+  t.regex(err!.message, /w-0123abcd\.pth {2}\(from .*\)\n {6}a copy put there is checked against the sha256 prefix 0123abcd in its file name/);
+  const unpinned = entry('offline-unpinned', 'resnet_test', [{ format: 'safetensors', naming: 'timm', url: server.url('/kinds/model.safetensors') }]);
+  const none = await t.throwsAsync(pullModel(unpinned, { settings: settings({ ZOO_OFFLINE: '1' }) }), { instanceOf: UserError });
+  t.regex(none!.message, /models\.json pins none of its sources, so no copy put in the cache can be verified/);
+  t.false(/would do/.test(none!.message));
+});
+
+test.serial('a model in the cache is pulled again when models.json no longer lists its source or pins another file', async (t) => {
+  const a = goodSafetensors();
+  const b = Buffer.from(safetensorsBytes(sd.get('resnet_test')!, { 'layer1.0.bn1.num_batches_tracked': { shape: [], data: new Float32Array([1]) } }));
+  server.route('/edited/model.safetensors', { data: a });
+  const source = { format: 'safetensors' as const, naming: 'timm' as const, url: server.url('/edited/model.safetensors') };
+  const first = await pullModel(entry('edited', 'resnet_test', [{ ...source, sha256: sha256(a) }]), { settings: settings() });
+  t.is(first.record.source.sha256, sha256(a));
+  // The host now has another file, and models.json pins that one: the cached model is not it.
+  server.route('/edited/model.safetensors', { data: b });
+  const repinned = await pullModel(entry('edited', 'resnet_test', [{ ...source, sha256: sha256(b) }]), { settings: settings() });
+  t.false(repinned.fromCache);
+  t.is(repinned.record.source.sha256, sha256(b));
+  t.true((await pullModel(entry('edited', 'resnet_test', [{ ...source, sha256: sha256(b) }]), { settings: settings() })).fromCache);
+  // The entry's source moved: the record of the old one does not stand for it.
+  server.route('/moved/model.safetensors', { data: b });
+  const moved = await pullModel(entry('edited', 'resnet_test', [{ ...source, url: server.url('/moved/model.safetensors'), sha256: sha256(b) }]), { settings: settings() });
+  t.false(moved.fromCache);
+  t.is(moved.record.source.url, server.url('/moved/model.safetensors'));
+  t.is(server.requests('/moved/model.safetensors').length, 0, 'the file it pins is already in the cache: converted again, not downloaded');
 });

@@ -24,7 +24,7 @@ import {
   checksumProblems, download, DownloadError, redactUrl,
   type DownloadOptions, type DownloadProgress, type ExpectedDigests,
 } from './download.js';
-import { withLock, type LockHolder, type LockOptions } from './lock.js';
+import { LockFileError, withLock, type LockHolder, type LockOptions } from './lock.js';
 import { formatDuration } from '../util/format.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { hasScheme, hubSettings, mirrorSetting, resolveSourceCandidates, type HubSettings } from './settings.js';
@@ -159,6 +159,51 @@ function checkName(kind: string, name: string): void {
   }
 }
 
+/** What a system error code says about a place in the cache. */
+const UNUSABLE: Record<string, string> = {
+  ENOTDIR: 'a part of the path is a file, not a directory',
+  EEXIST: 'a file is where a directory should be',
+  EISDIR: 'a directory is where a file should be',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EROFS: 'read-only file system',
+  ENOSPC: 'no space left on the device',
+  EDQUOT: 'disk quota exceeded',
+  ELOOP: 'too many symbolic links',
+  ENAMETOOLONG: 'the path is too long',
+};
+
+function within(p: string, dir: string): boolean {
+  const rel = path.relative(dir, p);
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}
+
+/**
+ * A system error at a place in (or above) the cache directory, as a UserError naming the place and
+ * ZOO_CACHE: an unusable cache is the user's to fix, not a bug. Other errors come back unchanged.
+ */
+export function cacheError(err: unknown, settings: HubSettings): unknown {
+  const e = err as { code?: unknown; path?: unknown };
+  if (typeof e?.code !== 'string' || !(e.code in UNUSABLE)) return err;
+  if (err instanceof UserError && !(err instanceof LockFileError)) return err;
+  const where = typeof e.path === 'string' ? path.resolve(e.path) : settings.cacheDir;
+  if (!within(where, settings.cacheDir) && !within(settings.cacheDir, where)) return err;
+  return new UserError(
+    `the cache directory ${settings.cacheDir} cannot be used: ${where}: ${UNUSABLE[e.code]} (${e.code}); ` +
+      'fix it, or set ZOO_CACHE to a directory zoo can write to',
+    { cause: err },
+  );
+}
+
+/** Runs `fn`, reporting a system error in the cache as `cacheError` does. */
+async function inCache<T>(settings: HubSettings, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw cacheError(err, settings);
+  }
+}
+
 /** Directory of model `name` in the cache. */
 export function modelDir(name: string, settings: HubSettings = hubSettings()): string {
   checkName('model name', name);
@@ -178,7 +223,9 @@ export function withModelLock<T>(
   settings: HubSettings = hubSettings(),
   options: LockOptions = {},
 ): Promise<T> {
-  return withLock(modelLockPath(name, settings), fn, options);
+  return withLock(modelLockPath(name, settings), fn, options).catch((err: unknown) => {
+    throw err instanceof LockFileError ? cacheError(err, settings) : err;
+  });
 }
 
 /** The manifest of model `name`, or undefined when there is none. Throws `UserError` for a corrupt one. */
@@ -189,7 +236,7 @@ export async function readManifest(name: string, settings: HubSettings = hubSett
     raw = await fsp.readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
+    throw cacheError(err, settings);
   }
   try {
     const m = JSON.parse(raw) as Manifest;
@@ -255,6 +302,10 @@ async function diskUse(dir: string): Promise<number> {
 
 /** The models in the cache, sorted by name. A corrupt manifest shows as undefined rather than failing the listing. */
 export async function listCached(settings: HubSettings = hubSettings()): Promise<CachedModel[]> {
+  return inCache(settings, () => listCachedIn(settings));
+}
+
+async function listCachedIn(settings: HubSettings): Promise<CachedModel[]> {
   const entries = await fsp.readdir(settings.cacheDir, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return [];
     throw err;
@@ -274,11 +325,11 @@ export async function listCached(settings: HubSettings = hubSettings()): Promise
 /** Removes model `name` from the cache, waiting for a pull of it in progress; false when it was not there. */
 export async function removeCached(name: string, settings: HubSettings = hubSettings(), lock: LockOptions = {}): Promise<boolean> {
   const dir = modelDir(name, settings);
-  return withModelLock(name, async () => {
+  return withModelLock(name, () => inCache(settings, async () => {
     const existed = await fsp.stat(dir).then(() => true, () => false);
     await fsp.rm(dir, { recursive: true, force: true });
     return existed;
-  }, settings, lock);
+  }), settings, lock);
 }
 
 /** sha256, sha1 and size of a file, read as a stream. */
@@ -298,7 +349,8 @@ export async function hashFile(file: string): Promise<{ sha256: string; sha1: st
 export type CacheCheck =
   | { state: 'ok'; entry: ManifestFile }
   | { state: 'missing' }
-  | { state: 'bad'; reason: string };
+  /** `unverifiable`: nothing to check it against (no pin, no manifest entry), which says nothing against the bytes. */
+  | { state: 'bad'; reason: string; unverifiable?: boolean };
 
 function hasPin(expected: ExpectedDigests | undefined): boolean {
   return Boolean(expected?.sha256 || expected?.sha1);
@@ -306,12 +358,14 @@ function hasPin(expected: ExpectedDigests | undefined): boolean {
 
 /**
  * Verifies `<cache>/<name>/<fileName>` against the pinned checksums, else against the manifest. A file
- * with neither to check against counts as bad: the cache only vouches for what it can verify.
+ * with neither to check against counts as bad (`unverifiable`): the cache only vouches for what it can
+ * verify. With `pinnedBy` (the caller's own check holds the pin, see `FetchFileOptions.pinnedBy`) such
+ * a file counts as present, for that check to judge.
  */
 export async function checkCached(
   name: string,
   fileName: string,
-  options: { expected?: ExpectedDigests; size?: number; settings?: HubSettings } = {},
+  options: { expected?: ExpectedDigests; size?: number; settings?: HubSettings; pinnedBy?: string } = {},
 ): Promise<CacheCheck> {
   const settings = options.settings ?? hubSettings();
   checkName('file name', fileName);
@@ -321,11 +375,13 @@ export async function checkCached(
   const recorded = (await readManifest(name, settings).catch(() => undefined))?.files[fileName];
   const size = options.size ?? recorded?.size;
   if (size !== undefined && stat.size !== size) return { state: 'bad', reason: `size ${stat.size} bytes, expected ${size}` };
-  if (!hasPin(options.expected) && !recorded) return { state: 'bad', reason: 'no checksum to verify it against (no manifest entry)' };
+  if (!hasPin(options.expected) && !recorded && options.pinnedBy === undefined) {
+    return { state: 'bad', reason: 'no checksum is pinned for it and no pull recorded one', unverifiable: true };
+  }
   const digests = await hashFile(file);
   const problems = hasPin(options.expected)
     ? checksumProblems(digests, options.expected)
-    : checksumProblems(digests, { sha256: recorded!.sha256 });
+    : recorded ? checksumProblems(digests, { sha256: recorded.sha256 }) : []; // else the caller's check holds the pin
   if (problems.length > 0) return { state: 'bad', reason: problems.join('; ') };
   const entry: ManifestFile = recorded && recorded.sha256 === digests.sha256
     ? recorded
@@ -355,9 +411,25 @@ export async function resolveSource(source: string, fileName: string, settings: 
   return [...out, ...missing];
 }
 
+/** What checks a copy of a file that a user puts in the cache, in words; undefined when nothing would. */
+function pinDescription(opts: Pick<FetchFileOptions, 'expected' | 'pinnedBy'>): string | undefined {
+  const e = opts.expected;
+  if (e?.sha256) return `its pinned sha256 ${e.sha256}`;
+  if (e?.sha1) return `its pinned sha1 ${e.sha1}`;
+  return opts.pinnedBy;
+}
+
 function offlineError(opts: FetchFileOptions, file: string, check: CacheCheck, settings: HubSettings): UserError {
   const what = `${opts.name}/${opts.fileName}`;
-  const state = check.state === 'bad' ? `is in the cache but fails verification (${check.reason})` : 'is not in the cache';
+  const pin = pinDescription(opts);
+  const state = check.state === 'missing'
+    ? 'is not in the cache'
+    : check.state === 'bad' && check.unverifiable
+      ? `is in the cache but cannot be verified (${check.reason}); it was left in place`
+      : `is in the cache but fails verification (${check.state === 'bad' ? check.reason : 'unknown'}); it was left in place`;
+  const put = pin
+    ? `or put a copy there (it is checked against ${pin}).`
+    : 'a copy put there cannot be verified offline, as models.json pins no checksum for it: pull it online once, or pin its sha256.';
   const from = opts.sources.map((s, i) => {
     const r = resolveSourceCandidates(s, settings).filter((c) => c !== s);
     return `  ${i + 1}. ${redactUrl(s)}${r.length === 0 ? '' : ` (via mirror: ${r.map(redactUrl).join(' or ')})`}`;
@@ -368,7 +440,7 @@ function offlineError(opts: FetchFileOptions, file: string, check: CacheCheck, s
       `  expected at: ${file}`,
       from.length > 0 ? 'it would be fetched from:' : 'no source is known for it',
       ...from,
-      'unset ZOO_OFFLINE (and HF_HUB_OFFLINE) to download it, or put a verified copy there.',
+      `unset ZOO_OFFLINE (and HF_HUB_OFFLINE) to download it; ${put}`,
     ].join('\n'),
   );
 }
@@ -407,7 +479,7 @@ function unverifiedReason(source: string, resolved: string, sha256: string, sett
   const setting = mirrorSetting(source, settings);
   const remote = hasScheme(resolved) && !resolved.startsWith('file:');
   const declarer = setting
-    ? remote ? `the ${setting} mirror declared none` : `a ${setting} directory declares none`
+    ? remote ? `a mirror (${setting}) is not trusted to say which file it serves` : `a ${setting} directory declares none`
     : remote ? 'the host declared none' : 'a local file declares none';
   const what = setting ? `the file published at ${redactUrl(source)} and not another model's` : 'the file you expect';
   const fix = `pin "sha256": "${sha256}" for this source in models.json (or your ZOO_MODELS_JSON)` +
@@ -418,12 +490,17 @@ function unverifiedReason(source: string, resolved: string, sha256: string, sett
 
 /** The cached copy, if the cache may hand it out: bytes match the pin (or the manifest), and something vouched for it. */
 async function usableCached(opts: FetchFileOptions, settings: HubSettings): Promise<CacheCheck> {
-  const check = await checkCached(opts.name, opts.fileName, { expected: opts.expected, size: opts.size, settings });
+  const check = await checkCached(opts.name, opts.fileName, {
+    expected: opts.expected, size: opts.size, settings, ...(opts.pinnedBy !== undefined ? { pinnedBy: opts.pinnedBy } : {}),
+  });
   if (check.state !== 'ok' || isPinned(opts)) return check;
-  // With nothing pinned, only a copy that matched the sha256 its host declared is vouched for.
+  // With nothing pinned, only a copy that matched the sha256 its host itself declared is vouched for.
   const e = check.entry;
+  if (e.resolved !== undefined) {
+    return { state: 'bad', reason: `a mirror delivered it (${e.resolved}) and no checksum is pinned for it`, unverifiable: true };
+  }
   if (!e.declaredSha256 || e.declaredSha256 !== e.sha256) {
-    return { state: 'bad', reason: 'it was recorded without a pinned or host-declared checksum' };
+    return { state: 'bad', reason: 'it was recorded without a pinned or host-declared checksum', unverifiable: true };
   }
   return check;
 }
@@ -449,7 +526,11 @@ async function fetchOneSource(opts: FetchFileOptions, source: string, places: st
     }
     await fsp.rm(`${staged}.part.source`, { force: true });
     const pinned = isPinned(opts);
-    if (!pinned && !r.declaredSha256) {
+    // A mirror is trusted to deliver bytes, not to say which file they are: a checksum it declares
+    // only shows that it sent what it meant to send.
+    const mirrored = resolved !== source && mirrorSetting(source, settings) !== undefined;
+    const declared = mirrored ? undefined : r.declaredSha256;
+    if (!pinned && !declared) {
       throw new SourceError({
         source: redactUrl(source), tried: [redactUrl(resolved)], reason: unverifiedReason(source, resolved, r.sha256, settings), notFound: false, network: false,
       });
@@ -459,13 +540,25 @@ async function fetchOneSource(opts: FetchFileOptions, source: string, places: st
     await fsp.rmdir(path.dirname(staged)).catch(() => undefined); // kept while it holds another partial download
     const entry: ManifestFile = { source: redactUrl(source), size: r.bytes, sha256: r.sha256, sha1: r.sha1, time: new Date().toISOString() };
     if (resolved !== source) entry.resolved = redactUrl(resolved);
-    if (r.declaredSha256) entry.declaredSha256 = r.declaredSha256;
+    if (declared) entry.declaredSha256 = declared;
     if (r.etag) entry.etag = r.etag;
     entry.verified = pinned ? 'pinned' : 'declared';
     await recordFile(opts.name, opts.fileName, entry, settings);
     return { path: file, fromCache: false, entry, verified: entry.verified };
   }
   throw new SourceError({ source: redactUrl(source), tried: [], reason: 'no place to fetch it from', notFound: true, network: false });
+}
+
+/**
+ * Thrown by a `verify` callback when the file itself is good (its checksum matched, it parsed) but what
+ * is made from it failed (an export, a check in ONNX Runtime): a cached copy is kept rather than deleted
+ * and downloaded again, since a new download would bring the same bytes.
+ */
+export class KeepFileError extends UserError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, options);
+    this.name = 'KeepFileError';
+  }
 }
 
 /** A source's failure, already in its final form. */
@@ -517,17 +610,17 @@ async function fetchLocked(opts: FetchFileOptions, file: string, settings: HubSe
         await opts.verify?.(file);
         return { path: file, fromCache: true, entry: check.entry, verified: isPinned(opts) ? 'pinned' : 'declared' };
       } catch (err) {
+        // The file passed and what was made of it failed: another download would bring the same bytes.
+        if (err instanceof KeepFileError) throw err;
         if (!(err instanceof UserError)) throw err;
         state = { state: 'bad', reason: err.message };
       }
     }
+    // Offline, nothing is deleted: the copy may be one the user put there, and nothing could replace it.
+    if (settings.offline) throw offlineError(opts, file, state, settings);
     if (state.state === 'bad') {
       await forgetCachedFile(opts.name, opts.fileName, settings);
-      if (!settings.offline) opts.log?.(`${opts.name}/${opts.fileName}: the cached copy was removed (${state.reason}); fetching it again`);
-    }
-    if (settings.offline) {
-      if (state.state === 'bad') await pruneModelDir(opts.name, settings);
-      throw offlineError(opts, file, state, settings);
+      opts.log?.(`${opts.name}/${opts.fileName}: the cached copy was removed (${state.reason}); fetching it again`);
     }
   } else if (settings.offline) {
     throw new UserError(`offline mode (ZOO_OFFLINE): cannot download ${opts.name}/${opts.fileName} again; unset ZOO_OFFLINE to force a download`);
@@ -543,6 +636,10 @@ async function fetchLocked(opts: FetchFileOptions, file: string, settings: HubSe
  */
 export async function fetchFile(opts: FetchFileOptions): Promise<FetchedFile> {
   const settings = opts.settings ?? hubSettings();
+  return inCache(settings, () => fetchFileIn(opts, settings));
+}
+
+async function fetchFileIn(opts: FetchFileOptions, settings: HubSettings): Promise<FetchedFile> {
   checkName('file name', opts.fileName);
   const file = path.join(modelDir(opts.name, settings), opts.fileName);
   if (!opts.force && !opts.verify && !opts.lockHeld) {

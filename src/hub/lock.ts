@@ -157,6 +157,31 @@ export function describeLockHolder(
   return `pid ${holder.pid} ${where} since ${holder.time || 'an unknown time'}${age}`;
 }
 
+/**
+ * A lock file that cannot be made (its directory is a file, or not writable): the user's to fix. Keeps
+ * the system error's `code` and `path`, so a caller can say which setting chose the place.
+ */
+export class LockFileError extends UserError {
+  readonly code: string;
+  readonly path: string;
+  constructor(lockPath: string, err: NodeJS.ErrnoException) {
+    super(`cannot create the lock file ${lockPath}: ${err.message}`, { cause: err });
+    this.name = 'LockFileError';
+    this.code = err.code ?? 'EIO';
+    this.path = err.path ?? lockPath;
+  }
+}
+
+/** Runs a step of making the lock, turning a system error into a LockFileError. */
+async function lockStep<T>(lockPath: string, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    if (typeof (err as NodeJS.ErrnoException).code === 'string' && !(err instanceof UserError)) throw new LockFileError(lockPath, err as NodeJS.ErrnoException);
+    throw err;
+  }
+}
+
 function timeoutError(lockPath: string, timeoutMs: number, holder: LockHolder | undefined, staleMs: number): UserError {
   return new UserError(
     `timed out after ${formatWait(timeoutMs)} waiting for the lock ${lockPath}, held by ${describeLockHolder(holder, { staleMs })}; ` +
@@ -174,13 +199,13 @@ async function acquire(lockPath: string, holder: LockHolder, options: LockOption
   const hostname = os.hostname();
   let poll = options.pollMs ?? 50;
   let nextReport: number | undefined;
-  await fsp.mkdir(path.dirname(lockPath), { recursive: true });
+  await lockStep(lockPath, () => fsp.mkdir(path.dirname(lockPath), { recursive: true }));
   let last: Observed | undefined;
   for (;;) {
     options.signal?.throwIfAborted();
     if (Date.now() > deadline) throw timeoutError(lockPath, timeoutMs, last?.holder, staleMs);
-    if (await tryCreate(lockPath, content)) return;
-    const seen = await observe(lockPath);
+    if (await lockStep(lockPath, () => tryCreate(lockPath, content))) return;
+    const seen = await lockStep(lockPath, () => observe(lockPath));
     last = seen ?? last;
     const stale = seen !== undefined && isStale(seen.holder, Date.now() - seen.mtimeMs, { staleMs, hostname, alive: pidAlive });
     if (stale && (await breakLock(lockPath, seen))) continue;

@@ -13,8 +13,8 @@ import { UserError, nearMatches } from '../errors.js';
 import { defaultModelsJsonPath, loadModelsJson, readCategoryFile, type ModelsJson } from './models_json.js';
 import { hubSettings, type HubSettings } from './settings.js';
 import { FetchError, describeFailure, fetchFile, hashFile, modelDir, pruneModelDir, readManifest, withModelLock, writeManifest, type SourceFailure, type Verification } from './cache.js';
-import { PullError, pullHints } from './pull.js';
-import { redactUrl, type DownloadProgress } from './download.js';
+import { lockWaitLine, PullError, pullHints } from './pull.js';
+import { redactUrl, type DownloadOptions, type DownloadProgress } from './download.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { BUDGET_SLACK_BYTES, ByteBudget } from '../formats/budget.js';
 import type { TensorDescriptor, TensorSource } from '../formats/types.js';
@@ -388,8 +388,15 @@ export interface HeadPullOptions {
   /** Download and convert again even when the cache has the model. */
   force?: boolean;
   settings?: HubSettings;
+  /** Lines for a person: failed sources, waits for another process's lock on the model. */
   log?: (line: string) => void;
   onProgress?: (p: DownloadProgress) => void;
+  /** Longest wait for another process's lock on the model (default 30 min). */
+  lockTimeoutMs?: number;
+  /** Overall deadline of each file's download (default: ZOO_DOWNLOAD_TIMEOUT, else scaled to the size). */
+  downloadTimeoutMs?: number;
+  /** Transfer tuning (retries, idle timeout, backoff, name resolution) passed to the downloader. */
+  transfer?: Pick<DownloadOptions, 'retries' | 'timeoutMs' | 'backoffMs' | 'network'>;
   signal?: AbortSignal;
 }
 
@@ -450,6 +457,8 @@ export async function pullPublishedHead<Naming extends string, S extends Pullabl
   const settings = options.settings ?? hubSettings();
   const log = options.log ?? (() => {});
   if (labels.length !== entry.numClasses) throw new UserError(`${entry.name} has ${entry.numClasses} classes but ${labels.length} labels were given`);
+  const waitLine = lockWaitLine(entry.name, options.lockTimeoutMs);
+  const deadlineMs = options.downloadTimeoutMs ?? settings.downloadTimeoutMs;
   return withModelLock(
     entry.name,
     async () => {
@@ -480,6 +489,7 @@ export async function pullPublishedHead<Naming extends string, S extends Pullabl
             settings,
             ...(options.onProgress ? { onProgress: options.onProgress } : {}),
             ...(options.signal ? { signal: options.signal } : {}),
+            transfer: { ...options.transfer, ...(deadlineMs !== undefined ? { deadlineMs } : {}) },
           });
           const dir = modelDir(entry.name, settings);
           const onnx = path.join(dir, 'model.onnx');
@@ -517,5 +527,10 @@ export async function pullPublishedHead<Naming extends string, S extends Pullabl
       throw new PullError(entry.name, failures, pullHints(entry, settings, failures));
     },
     settings,
+    {
+      ...(options.lockTimeoutMs !== undefined ? { timeoutMs: options.lockTimeoutMs } : {}),
+      onWait: (holder, waitedMs) => log(waitLine(holder, waitedMs)),
+      ...(options.signal ? { signal: options.signal } : {}),
+    },
   );
 }

@@ -28,7 +28,7 @@ import { checkExport, checkSummary, type CheckReport } from '../onnx/check.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { hubSettings, mirrorSetting, sourceHost, type HubSettings } from './settings.js';
 import {
-  checkCached, describeFailure, FetchError, fetchFile, hashFile, modelDir, pruneModelDir, readManifest, withModelLock,
+  cacheError, checkCached, describeFailure, FetchError, fetchFile, hashFile, KeepFileError, modelDir, pruneModelDir, readManifest, withModelLock,
   writeManifest, type FetchedFile, type Manifest, type ManifestFile, type SourceFailure, type Verification,
 } from './cache.js';
 import { redactUrl, type DownloadOptions, type DownloadProgress } from './download.js';
@@ -166,11 +166,28 @@ function pulledFile(dir: string, fileName: string, entry: ManifestFile | undefin
   };
 }
 
+/**
+ * Whether a conversion record still is the entry's: the same architecture, made from one of the entry's
+ * sources as models.json lists it now (format, naming), from a file that matches every checksum and
+ * size the source pins. A record of an edited entry (another file, a new pin) is pulled again.
+ */
+export function recordMatchesEntry(record: ConvertedRecord, entry: PullEntry): boolean {
+  if (record.arch !== entry.arch || typeof record.source?.sha256 !== 'string') return false;
+  const s = record.source;
+  return entry.sources.some((src) =>
+    src.url === s.url && src.format === s.format && src.naming === s.naming &&
+    (!src.sha256 || src.sha256.toLowerCase() === s.sha256) &&
+    (!src.sha256Prefix || s.sha256.startsWith(src.sha256Prefix.toLowerCase())) &&
+    // A GluonCV member's SHA-1 is of the .params inside the zip, which the record does not keep.
+    (!src.sha1 || Boolean(src.member) || (typeof s.sha1 === 'string' && s.sha1.startsWith(src.sha1.toLowerCase()))) &&
+    (!src.size || src.size === s.bytes));
+}
+
 async function cachedResult(entry: PullEntry, options: PullOptions, settings: HubSettings): Promise<PullResult | undefined> {
   if (options.force) return undefined;
   const manifest = await readManifest(entry.name, settings);
   const record = manifest?.meta?.converted as ConvertedRecord | undefined;
-  if (!record || record.arch !== entry.arch) return undefined;
+  if (!record || !recordMatchesEntry(record, entry)) return undefined;
   const dir = modelDir(entry.name, settings);
   const files = [record.onnx, ...(options.fp16 ? [record.onnxFp16] : [])];
   for (const f of files) {
@@ -191,18 +208,39 @@ async function cachedResult(entry: PullEntry, options: PullOptions, settings: Hu
   };
 }
 
-/** Offline with no source in the cache: one error saying where any of them would go. */
+/**
+ * Offline with no usable source in the cache: one error saying, for each source, where its file would go
+ * and what would check a copy put there. A file there that a pin can check (GluonCV's SHA-1, torchvision's
+ * prefix) is left for the pull to verify and convert.
+ */
 async function offlineMissing(entry: PullEntry, settings: HubSettings): Promise<UserError | undefined> {
   const lines: string[] = [];
+  let usable = 0;
   for (const source of entry.sources) {
     const fileName = sourceFileName(source.url);
-    if ((await checkCached(entry.name, fileName, { expected: pinOf(source), settings })).state === 'ok') return undefined;
-    lines.push(`${join(modelDir(entry.name, settings), fileName)}  (from ${source.url})`);
+    const by = pinnedBy(source);
+    const check = await checkCached(entry.name, fileName, { expected: pinOf(source), settings, ...(by ? { pinnedBy: by } : {}) });
+    if (check.state === 'ok') return undefined;
+    const where = `${join(modelDir(entry.name, settings), fileName)}  (from ${source.url})`;
+    const pin = pinText(source);
+    const here = check.state === 'bad' ? `: there, but ${check.unverifiable ? 'cannot be verified' : 'fails verification'} (${check.reason}); left in place` : '';
+    if (pin) usable++;
+    lines.push(`${where}${here}\n      ${pin ? `a copy put there is checked against ${pin}` : 'models.json pins no checksum for it: a copy put there cannot be verified offline (pull it online once, or pin its sha256)'}`);
   }
+  const head = usable > 0
+    ? `offline (ZOO_OFFLINE) and ${entry.name} is not in the cache; a copy of any one of the pinned files below would do:`
+    : `offline (ZOO_OFFLINE) and ${entry.name} is not in the cache, and models.json pins none of its sources, so no copy put in the cache can be verified:`;
   return new UserError(
-    `offline (ZOO_OFFLINE) and ${entry.name} is not in the cache; any one of these files would do:\n  ${lines.join('\n  ')}\n` +
+    `${head}\n  ${lines.join('\n  ')}\n` +
       'unset ZOO_OFFLINE to download, or pull it where the hosts can be reached and copy that cache directory (ZOO_CACHE) here.',
   );
+}
+
+/** What checks a source's file, in words; undefined when models.json pins nothing for it. */
+function pinText(source: PullSource): string | undefined {
+  if (source.sha256) return `its pinned sha256 ${source.sha256}`;
+  if (source.sha1 && !source.member) return `its pinned sha1 ${source.sha1}`;
+  return pinnedBy(source);
 }
 
 /**
@@ -273,17 +311,23 @@ async function convert(entry: PullEntry, source: PullSource, file: string, fileN
       preprocessing: entry.preprocessing,
       ...(entry.categories ? { categories: entry.categories } : {}),
     });
-    const bytes = await exportOnnx(model, { imageSize: size, metadata });
-    const check = await checkExport(model, bytes, { imageSize: size, batch: 2 });
+    // From here on the file has passed (checksums, names, shapes): a failure is zoo's export or the
+    // runtime's, and the verified file stays in the cache.
+    const keep = (err: unknown): never => {
+      if (err instanceof UserError && !(err instanceof KeepFileError)) throw new KeepFileError(err.message, { cause: err });
+      throw err;
+    };
+    const bytes = await exportOnnx(model, { imageSize: size, metadata }).catch(keep);
+    const check = await checkExport(model, bytes, { imageSize: size, batch: 2 }).catch(keep);
     if (!check.passed) {
-      throw new UserError(`the converted ${entry.name} does not reproduce in ONNX Runtime: max |logit difference| ${check.maxAbsDiff.toExponential(2)} > ${check.tolerance}`);
+      throw new KeepFileError(`the converted ${entry.name} does not reproduce in ONNX Runtime: max |logit difference| ${check.maxAbsDiff.toExponential(2)} > ${check.tolerance}`);
     }
     log(`checked in ONNX Runtime: max |logit difference| ${check.maxAbsDiff.toExponential(2)} (largest logit ${check.maxAbsLogit.toFixed(2)})`);
     const out: Converted = { bytes, check };
     if (options.fp16) {
-      const half = await exportOnnx(model, { imageSize: size, metadata, fp16: true });
-      const c16 = await checkExport(model, half, { imageSize: size, batch: 8, fp16: true });
-      if (!c16.passed) throw new UserError(`the FP16 export of ${entry.name} disagrees with FP32 on the top class`);
+      const half = await exportOnnx(model, { imageSize: size, metadata, fp16: true }).catch(keep);
+      const c16 = await checkExport(model, half, { imageSize: size, batch: 8, fp16: true }).catch(keep);
+      if (!c16.passed) throw new KeepFileError(`the FP16 export of ${entry.name} disagrees with FP32 on the top class`);
       out.half = { bytes: half, check: c16 };
     }
     return out;
@@ -356,7 +400,8 @@ export function pullHints(entry: { sources: readonly { url: string }[] }, settin
   return lines;
 }
 
-function lockWaitLine(name: string, timeoutMs: number | undefined) {
+/** The lines a pull prints while it waits for another process's lock on model `name`. */
+export function lockWaitLine(name: string, timeoutMs: number | undefined) {
   return (holder: Parameters<typeof describeLockHolder>[0], waitedMs: number): string => {
     const limit = formatWait(timeoutMs ?? 30 * 60_000);
     return waitedMs === 0
@@ -368,6 +413,12 @@ function lockWaitLine(name: string, timeoutMs: number | undefined) {
 /** Pulls `entry`: download, verify, convert, export, check, cache. */
 export async function pullModel(entry: PullEntry, options: PullOptions = {}): Promise<PullResult> {
   const settings = options.settings ?? hubSettings();
+  return pullIn(entry, options, settings).catch((err: unknown) => {
+    throw cacheError(err, settings);
+  });
+}
+
+async function pullIn(entry: PullEntry, options: PullOptions, settings: HubSettings): Promise<PullResult> {
   const log = options.log ?? (() => {});
   const cached = await cachedResult(entry, options, settings);
   if (cached) return cached;

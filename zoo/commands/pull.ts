@@ -16,6 +16,42 @@ function secondsOption(name: string, allowZero: boolean): (value: string) => num
   return (value: string) => parse(value) * 1000;
 }
 
+type PullFlags = { fp16?: boolean; force?: boolean; json?: boolean; lockTimeout?: number; downloadTimeout?: number };
+
+/**
+ * Runs a pull with a progress line per download; a PullError, whose sources' errors were printed as
+ * they happened, ends as its summary only.
+ */
+async function withProgress<T>(prefix: string, run: (onProgress: (label: string) => ReturnType<typeof progressPrinter>) => Promise<T>): Promise<T> {
+  const printers: ReturnType<typeof progressPrinter>[] = [];
+  try {
+    return await run((label) => {
+      const p = progressPrinter(`${prefix}/${label}`);
+      printers.push(p);
+      return p;
+    });
+  } catch (e) {
+    if (e instanceof PullError) throw new UserError(e.summary, { cause: e });
+    throw e;
+  } finally {
+    printers.forEach((p) => p.done());
+  }
+}
+
+/** The options a detector's or segmenter's pull shares with a classifier's; --fp16 is the classifiers' only. */
+function headOptions(name: string, what: string, opts: PullFlags) {
+  if (opts.fp16) {
+    throw new UserError(`--fp16 applies to classifiers; ${name} is a ${what}, pulled as FP32 only`, { exitCode: 2 });
+  }
+  return {
+    force: opts.force ?? false,
+    settings: hubSettings(),
+    log: (s: string) => process.stderr.write(`${s}\n`),
+    ...(opts.lockTimeout !== undefined ? { lockTimeoutMs: opts.lockTimeout } : {}),
+    ...(opts.downloadTimeout !== undefined ? { downloadTimeoutMs: opts.downloadTimeout } : {}),
+  };
+}
+
 /** The one JSON object of `zoo pull --json`. */
 function jsonResult(r: PullResult) {
   return {
@@ -51,8 +87,8 @@ function textResult(r: PullResult, seconds: number): string {
 export function pullCommand(globals: () => { backend?: string }): Command {
   return new Command('pull')
     .description('download published weights, convert them to a zoo model, export to ONNX and check it')
-    .argument('<name>', "a models.json name or alias, e.g. resnet50d-best (see 'zoo list --published')")
-    .option('--fp16', 'also write an FP16 ONNX file')
+    .argument('<name>', "a models.json name, alias or timm id, e.g. resnet50d-best (see 'zoo list --published')")
+    .option('--fp16', 'also write an FP16 ONNX file (classifiers)')
     .option('--force', 'download and convert again even if the cache has the model (the old copy stays until the new one passes)')
     .option('--json', 'print one JSON object on stdout (progress and notes stay on stderr)')
     .option('--lock-timeout <seconds>', 'longest wait for another pull of the same model (default 1800)', secondsOption('--lock-timeout', true))
@@ -79,8 +115,8 @@ Environment:
                              <mirror>/resnet50_v1d-117a384e.zip
                            <mirror>/<file>  torchvision, e.g. <mirror>/resnet50-0676ba61.pth
                            <mirror>/<host>/<path>  any other URL
-                         A mirror's file is used only if models.json pins its checksum, or the mirror
-                         relays the hub's declared sha256 (a directory declares nothing).
+                         A mirror's file is used only if models.json pins its checksum: a mirror is
+                         trusted to deliver bytes, not to say which file they are.
   ZOO_DOWNLOAD_TIMEOUT   seconds one file's download may take in all (default 600 + 10 per MB of the
                          file, at most 4 h), besides the 30 s idle timeout
   ZOO_MODELS_JSON        a models.json of your own, used instead of the built-in one
@@ -92,11 +128,12 @@ Examples:
   zoo pull resnet50d-best --json | jq .files`,
     )
     .action(
-      action(async (name: string, opts: { fp16?: boolean; force?: boolean; json?: boolean; lockTimeout?: number; downloadTimeout?: number }) => {
+      action(async (name: string, opts: PullFlags) => {
         const detector = loadPublishedDetectors().find((e) => e.name === name || e.aliases.includes(name));
         if (detector) {
+          const options = headOptions(detector.name, 'detector (Faster R-CNN)', opts);
           await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), gradients: false });
-          const r = await pullDetector(detector, { force: opts.force ?? false, settings: hubSettings(), log: (s) => process.stderr.write(`${s}\n`) });
+          const r = await withProgress(detector.name, () => pullDetector(detector, options));
           process.stdout.write(
             opts.json
               ? `${JSON.stringify({ name: r.name, arch: r.record.arch, task: r.record.task, fromCache: r.fromCache, onnx: r.onnx, weights: r.weights, check: r.record.check }, null, 2)}\n`
@@ -106,8 +143,9 @@ Examples:
         }
         const segmenter = lookupPublishedSegmenter(name);
         if (segmenter) {
+          const options = headOptions(segmenter.name, 'segmenter (FCN)', opts);
           await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), gradients: false });
-          const r = await pullSegmenter(segmenter, { force: opts.force ?? false, settings: hubSettings(), log: (s) => process.stderr.write(`${s}\n`) });
+          const r = await withProgress(segmenter.name, () => pullSegmenter(segmenter, options));
           process.stdout.write(
             opts.json
               ? `${JSON.stringify({ name: r.name, arch: r.record.arch, task: r.record.task, fromCache: r.fromCache, onnx: r.onnx, weights: r.weights, check: r.record.check }, null, 2)}\n`
@@ -119,30 +157,17 @@ Examples:
         for (const n of notes) process.stderr.write(`note: ${n}\n`);
         await initBackend({ ...(globals().backend ? { backend: globals().backend } : {}), gradients: false });
         const log = (s: string) => process.stderr.write(`${s}\n`);
-        const printers: ReturnType<typeof progressPrinter>[] = [];
         const t0 = performance.now();
-        let r: PullResult;
-        try {
-          r = await pullModel(entry, {
-            fp16: opts.fp16 ?? false,
-            force: opts.force ?? false,
-            settings: hubSettings(),
-            log,
-            ...(opts.lockTimeout !== undefined ? { lockTimeoutMs: opts.lockTimeout } : {}),
-            ...(opts.downloadTimeout !== undefined ? { downloadTimeoutMs: opts.downloadTimeout } : {}),
-            onProgress: (label) => {
-              const p = progressPrinter(`${entry.name}/${label}`);
-              printers.push(p);
-              return p;
-            },
-          });
-        } catch (e) {
-          printers.forEach((p) => p.done());
-          // Each source's error was printed as it happened: say it once, then what to try.
-          if (e instanceof PullError) throw new UserError(e.summary, { cause: e });
-          throw e;
-        }
-        printers.forEach((p) => p.done());
+        // Each source's error is printed as it happens: a failed pull says it once, then what to try.
+        const r: PullResult = await withProgress(entry.name, (onProgress) => pullModel(entry, {
+          fp16: opts.fp16 ?? false,
+          force: opts.force ?? false,
+          settings: hubSettings(),
+          log,
+          ...(opts.lockTimeout !== undefined ? { lockTimeoutMs: opts.lockTimeout } : {}),
+          ...(opts.downloadTimeout !== undefined ? { downloadTimeoutMs: opts.downloadTimeout } : {}),
+          onProgress,
+        }));
         const seconds = (performance.now() - t0) / 1000;
         process.stdout.write(opts.json ? `${JSON.stringify(jsonResult(r), null, 2)}\n` : textResult(r, seconds));
       }),
