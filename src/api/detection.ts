@@ -19,7 +19,7 @@ import { hashFile } from '../hub/cache.js';
 import { IMAGENET_PREPROCESSING } from '../predict/preprocessing.js';
 import { readFile } from 'node:fs/promises';
 import { loadPublishedDetectors } from '../detection/weights.js';
-import { decodeImageInput, defined, resolveHeadFile, resolveTransferBackbone, transferBackend } from './transfer.js';
+import { checkDataLocation, decodeImageInput, defined, resolveHeadFile, resolveTransferBackbone, transferBackend } from './transfer.js';
 import { createDetector } from '../detection/detector.js';
 import { defaultFasterRcnnConfig } from '../detection/faster_rcnn.js';
 import { listSplits, locateVoc, readVoc, type VocDataset, type VocImage } from '../detection/voc.js';
@@ -35,6 +35,7 @@ import {
   groundTruth,
   readDetRunConfig,
   trainDetector,
+  vocIdsDigest,
   type DetEpochRecord,
   type DetTrainConfig,
   type DetTrainEvent,
@@ -117,8 +118,16 @@ export async function trainDetection(request: DetTrainRequest, callbacks: DetTra
     if (!r.out) throw new UserError('--resume needs --out, the run directory to continue', { exitCode: 2 });
     saved = await readDetRunConfig(path.join(r.out, RUN_FILES.config));
     r = { ...requestOf(saved), ...Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)) };
+    checkDataLocation(saved.data.spec, request.data);
   }
-  if (r.addToZoo) checkOwnModelName(r.addToZoo);
+  if (r.addToZoo) {
+    checkOwnModelName(r.addToZoo);
+    if (r.export === false) throw new UserError('--add-to-zoo needs the export: drop --no-export', { exitCode: 2 });
+    // Found now rather than after hours of training.
+    if (!r.force && (await findLocalModel(r.addToZoo))) {
+      throw new UserError(`the local zoo already has '${r.addToZoo}': choose another --add-to-zoo name, pass --force to replace it, or 'zoo rm ${r.addToZoo}'`, { exitCode: 2 });
+    }
+  }
   if (!r.backbone) throw new UserError('give --backbone: an architecture (e.g. resnet50d), a local zoo name, a weights file or a training run', { exitCode: 2 });
   if (!r.data) throw new UserError('give --data: a VOC devkit directory (VOCdevkit, or VOC2007 in it)', { exitCode: 2 });
   const trainSplit = r.trainSplit ?? 'trainval';
@@ -151,6 +160,8 @@ export async function trainDetection(request: DetTrainRequest, callbacks: DetTra
       valFiles: val.splits,
       train: train.images.length,
       val: val.images.length,
+      trainIds: vocIdsDigest(train.images),
+      valIds: vocIdsDigest(val.images),
     },
     ...defined({
       epochs: r.epochs,
@@ -386,7 +397,8 @@ export async function exportDetection(runDir: string, out: string, options: { ba
   const det = createDetector(config.arch, config.classes.length, { config: config.detector, seed: config.seed });
   try {
     await loadCheckpointParams(path.join(runDir, RUN_FILES.checkpoint), det);
-    const { bytes, check } = await exportDetectorRun(det, config, out);
+    // The run's name, wherever the file goes.
+    const { bytes, check } = await exportDetectorRun(det, config, out, { name: path.basename(path.resolve(runDir)) });
     return { file: out, bytes: bytes.length, check };
   } finally {
     det.dispose();
@@ -440,8 +452,13 @@ function escapeXml(s: string): string {
 
 /** The image with its detections drawn (boxes and "label score"), as PNG bytes. */
 export async function drawDetections(image: string | Uint8Array, found: readonly ImageDetection[]): Promise<Buffer> {
+  // Drawn on the image as detect() saw it, EXIF orientation applied: metadata() gives the stored size,
+  // which orientations 5 to 8 (a quarter turn) transpose.
   const base = sharp(typeof image === 'string' ? image : Buffer.from(image)).rotate();
-  const { width, height } = await base.metadata().then((m) => ({ width: m.width ?? 0, height: m.height ?? 0 }));
+  const { width, height } = await base.metadata().then((m) => {
+    const [w, h] = [m.width ?? 0, m.height ?? 0];
+    return (m.orientation ?? 1) >= 5 ? { width: h, height: w } : { width: w, height: h };
+  });
   const stroke = Math.max(1, Math.round(Math.max(width, height) / 300));
   const font = Math.max(9, Math.round(Math.max(width, height) / 40));
   const shapes = found.map((f) => {

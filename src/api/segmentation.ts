@@ -40,7 +40,7 @@ import {
   type SegTrainConfig,
   type SegTrainEvent,
 } from '../segmentation/train.js';
-import { decodeImageInput, defined, resolveHeadFile, resolveTransferBackbone, transferBackend } from './transfer.js';
+import { checkDataLocation, decodeImageInput, defined, resolveHeadFile, resolveTransferBackbone, transferBackend } from './transfer.js';
 
 export interface SegTrainRequest {
   /** A registered architecture (random initialization), a local zoo or published name, a weights file or a training run. */
@@ -121,6 +121,7 @@ export async function trainSegmentation(request: SegTrainRequest, callbacks: Seg
     if (!r.out) throw new UserError('--resume needs --out, the run directory to continue', { exitCode: 2 });
     saved = await readSegRunConfig(path.join(r.out, RUN_FILES.config));
     r = { ...requestOf(saved), ...defined(r as Record<string, unknown>) };
+    checkDataLocation(saved.data.spec, request.data);
   }
   if (!r.backbone) throw new UserError('give --backbone: an architecture (e.g. resnet50d), a local zoo name, a weights file or a training run', { exitCode: 2 });
   if (!r.data) throw new UserError('give --data: an ADE20K-layout directory (ADEChallengeData2016, or any folder with images/ and annotations/)', { exitCode: 2 });

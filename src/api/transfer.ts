@@ -9,7 +9,7 @@ import { getModelEntry, listModels } from '../models/registry.js';
 import type { Model } from '../models/model.js';
 import { decodeImage } from '../data/image_folder.js';
 import { fromPretrained } from './pretrained.js';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { RUN_FILES } from '../train/run_config.js';
@@ -28,6 +28,15 @@ export function transferBackend(asked: string | undefined): Pick<BackendOptions,
 /** `o` without its undefined fields. */
 export function defined<T extends Record<string, unknown>>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/**
+ * On --resume: the run's data directory (run.json's data.spec) must still be there unless --data gives
+ * its new location (the data is then compared by its contents, not its path).
+ */
+export function checkDataLocation(spec: string, given: string | undefined): void {
+  if (given !== undefined || existsSync(spec)) return;
+  throw new UserError(`--resume: the run's data ${spec} does not exist: if it has moved, give its new location with --data`, { exitCode: 2 });
 }
 
 export interface TransferBackbone {
@@ -49,8 +58,29 @@ export async function resolveTransferBackbone(ref: string, options: { arch?: str
     getModelEntry(ref);
     return { arch: ref, pretrained: false };
   }
+  refuseHeadRun(ref);
   const p = await fromPretrained(ref, { ...(options.arch ? { arch: options.arch } : {}) });
   return { arch: p.model.arch, pretrained: true, model: p.model };
+}
+
+/**
+ * A detection or segmentation run directory given as a backbone: said as what it is (its run.json's
+ * task), not read as a classification run whose configuration is broken.
+ */
+function refuseHeadRun(ref: string): void {
+  const file = path.join(ref, RUN_FILES.config);
+  if (!existsSync(ref) || !statSync(ref).isDirectory() || !existsSync(file)) return;
+  let task: unknown;
+  try {
+    task = (JSON.parse(readFileSync(file, 'utf8')) as { task?: unknown } | null)?.task;
+  } catch {
+    return; // the classification reader says what is wrong with it
+  }
+  if (task !== 'detection' && task !== 'segmentation') return;
+  throw new UserError(
+    `${ref} is a ${task} run (${file} says task '${task}'), not a classifier: --backbone takes a classification run (zoo train), a local zoo or published classifier, a weights file or an architecture`,
+    { exitCode: 2 },
+  );
 }
 
 /** How image bytes are decoded: refused when truncated or corrupt, past `maxPixels`, resized to `size` (after EXIF orientation). */

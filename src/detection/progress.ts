@@ -3,6 +3,7 @@
  * detection's own start, epoch and export lines.
  */
 import type { ProgressStream } from '../hub/cache.js';
+import { resumingLine } from '../train/loop.js';
 import { formatDuration, taskPrinter } from '../train/progress.js';
 import type { DetTrainEvent } from './train.js';
 
@@ -23,7 +24,7 @@ export function detectionPrinter(stream: ProgressStream = process.stderr): (e: D
               `batch ${c.batchSize}${accumulate > 1 ? ` (${accumulate} x ${c.microBatch}, gradients accumulated)` : ''}, ${e.itersPerEpoch} updates per epoch, ${c.epochs} epochs, ` +
                 `peak lr ${e.peakLr.toPrecision(3)}${e.warmupUpdates ? ` after ${e.warmupUpdates} warmup updates` : ''}, /10 at ${c.steps.map((s) => `${Math.round(100 * s)}%`).join(', ')} of the run, ` +
                 `images ${c.minSize} short side (long side at most ${c.maxSize}), seed ${c.seed}`,
-              ...(e.resumed ? [`resuming at epoch ${e.resumed.epoch + 1}, update ${e.resumed.updateInEpoch} of ${e.itersPerEpoch} (update ${e.resumed.globalUpdate} of the run)`] : []),
+              ...(e.resumed ? [resumingLine(e.resumed, e.itersPerEpoch)] : []),
             ];
           }
           case 'epoch': {

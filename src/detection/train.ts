@@ -15,19 +15,22 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { readsSynchronously } from '../backend/index.js';
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
+import { createHash } from 'node:crypto';
+import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { ensureDir, writeFileAtomic } from '../io/atomic.js';
 import { getModelEntry } from '../models/registry.js';
 import type { Model } from '../models/model.js';
 import { registerCoreGradients } from '../backend/gradients.js';
-import { verifyImageFiles, type VerifyDepth } from '../data/verify.js';
+import { verifyImageFiles, type BadImage, type VerifyDepth } from '../data/verify.js';
+import { decodeImage } from '../data/image_folder.js';
 import { sampleSeed, epochOrder } from '../data/batch.js';
 import { IMAGENET_PREPROCESSING } from '../predict/preprocessing.js';
 import { Rng } from '../util/random.js';
 import { SGD } from '../train/optim.js';
 import { LrSchedule } from '../train/schedule.js';
-import { checkInteger, checkRunOptions, diagnoseNonFinite, openRunDir, prefetchBatches, readTaskRunConfig, runFiles, runTaskLoop, taskConfigDiffs, updatesIn, type LoopEvent, type MicroStep, type TaskStartFields, type LoopRecord, type LoopTask, type RunControlOptions } from '../train/loop.js';
+import { checkInteger, checkRunOptions, diagnoseNonFinite, openRunDir, prefetchBatches, readTaskRunConfig, recordDataLocation, runFiles, runTaskLoop, taskConfigDiffs, updatesIn, type LoopEvent, type MicroStep, type TaskStartFields, type LoopRecord, type LoopTask, type RunControlOptions } from '../train/loop.js';
 import { createDetector, concatRois, detectorTensorBytes, type Detector } from './detector.js';
 import { defaultFasterRcnnConfig, type FasterRcnnConfig } from './faster_rcnn.js';
 import { checkRoiAlignBackend } from '../ops/roi_align.js';
@@ -50,8 +53,12 @@ export interface DetTrainConfig {
   /** Whether the backbone's weights were loaded (false: random initialization). */
   pretrained: boolean;
   classes: string[];
-  /** The data as read: the split files of each year ('VOC2007/trainval', ...), and the years asked for. */
-  data: { spec: string; trainSplit: string; valSplit: string; years?: string[]; trainFiles?: string[]; valFiles?: string[]; train: number; val: number };
+  /**
+   * The data as read: its root, the split files of each year ('VOC2007/trainval', ...), the years asked
+   * for, the image counts and a digest of each split's image ids (vocIdsDigest; runs of older versions
+   * have none), so that a resume refuses a split whose contents have changed.
+   */
+  data: { spec: string; trainSplit: string; valSplit: string; years?: string[]; trainFiles?: string[]; valFiles?: string[]; train: number; val: number; trainIds?: string; valIds?: string };
   epochs: number;
   /** Images per update. */
   batchSize: number;
@@ -169,6 +176,11 @@ export function detSchedule(c: DetTrainConfig): LrSchedule {
   });
 }
 
+/** A digest of the ids ('VOC2007/000005') of a split's images, in their order, for run.json. */
+export function vocIdsDigest(images: readonly VocImage[]): string {
+  return createHash('sha256').update(images.map((im) => `${im.year}/${im.id}`).join('\n')).digest('hex').slice(0, 16);
+}
+
 /** The run's configuration as recorded in its run.json. */
 export function readDetRunConfig(file: string): Promise<DetTrainConfig> {
   return readTaskRunConfig<DetTrainConfig>(file, 'detection');
@@ -179,17 +191,30 @@ export function groundTruth(images: readonly VocImage[]) {
   return images.map((im) => ({ id: `${im.year}/${im.id}`, objects: im.objects.map((o) => ({ label: o.label, box: o.box, difficult: o.difficult })) }));
 }
 
-/** Runs the tfjs detector over images and evaluates with the VOC metric. */
+/**
+ * Runs the tfjs detector over images and evaluates with the VOC metric. When `signal` aborts, stops
+ * before the next batch by throwing its reason (signal.throwIfAborted()).
+ */
 export async function evaluateDetector(
   det: Detector,
   images: readonly VocImage[],
   classes: readonly string[],
-  options: { minSize: number; maxSize: number; batchSize?: number; preprocessing?: { mean: number[]; std: number[] }; onProgress?: (done: number, total: number) => void },
+  options: {
+    minSize: number;
+    maxSize: number;
+    batchSize?: number;
+    preprocessing?: { mean: number[]; std: number[] };
+    onProgress?: (done: number, total: number) => void;
+    signal?: AbortSignal;
+  },
 ): Promise<{ result: VocEvalResult; detections: Detection[]; seconds: number }> {
   const t0 = performance.now();
   const detections: Detection[] = [];
   const bs = options.batchSize ?? 1;
   for (let at = 0; at < images.length; at += bs) {
+    // Let a signal handler run: the awaits below may resolve without reaching the event loop.
+    if (options.signal) await new Promise((resolve) => setImmediate(resolve));
+    options.signal?.throwIfAborted();
     const idx = Array.from({ length: Math.min(bs, images.length - at) }, (_, k) => at + k);
     const batch = await loadDetectionBatch(images, idx, { minSize: options.minSize, maxSize: options.maxSize, ...(options.preprocessing ? { preprocessing: options.preprocessing } : {}) });
     const x = tf.tensor4d(batch.images, [batch.count, batch.height, batch.width, 3]) as Tensor4D;
@@ -239,13 +264,11 @@ export async function trainDetector(options: DetTrainOptions): Promise<DetTrainR
     diffs: async () => taskConfigDiffs(await readDetRunConfig(files.config), c),
     resumeCommand: `zoo det train --out ${out} --resume`,
   });
+  if (options.resume) await recordDataLocation(files.config, c.data.spec);
   // A bad image stops the run now, by name, not at the end of the first epoch.
   if (options.checkData ?? true) {
     for (const [split, images, depth] of [['val', options.data.val.images, 'decode'], ['train', options.data.train.images, 'header']] as const) {
-      const sizes = new Map(images.map((im) => [im.file, { width: im.width, height: im.height, source: `its annotation ${im.annotation}` }]));
-      const bad = await verifyImageFiles([...sizes.keys()], {
-        depth,
-        expectedSize: (f) => sizes.get(f),
+      const bad = await checkDetectionImages(images, depth, {
         onProgress: (done, total) => emit({ type: 'checking', split, depth, done, total }),
         ...(options.signal ? { signal: options.signal } : {}),
       });
@@ -297,11 +320,63 @@ export async function trainDetector(options: DetTrainOptions): Promise<DetTrainR
   }
 }
 
-/** Exports a trained detector with its labels and preprocessing, checks it in ONNX Runtime, writes it. */
-export async function exportDetectorRun(det: Detector, c: DetTrainConfig, file: string): Promise<{ bytes: Uint8Array; check: DetectorCheckReport }> {
+/**
+ * Checks the image files of a split against their annotations' sizes, as training reads them: the stored
+ * size, the EXIF orientation ignored (loadDetectionSample). 'header' reads each file's header
+ * (verifyImageFiles); 'decode' decodes every pixel, which finds truncated and corrupt files too.
+ */
+export async function checkDetectionImages(
+  images: readonly VocImage[],
+  depth: VerifyDepth,
+  options: { onProgress?: (done: number, total: number) => void; signal?: AbortSignal; maxBad?: number } = {},
+): Promise<BadImage[]> {
+  const sizes = new Map(images.map((im) => [im.file, { width: im.width, height: im.height, source: `its annotation ${im.annotation}` }]));
+  if (depth === 'header') {
+    return verifyImageFiles([...sizes.keys()], {
+      depth,
+      expectedSize: (f) => sizes.get(f),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+  }
+  // verifyImageFiles' decode applies the orientation; this one decodes as training does.
+  const maxBad = options.maxBad ?? 20;
+  const bad: BadImage[] = [];
+  const files = [...sizes.keys()];
+  let next = 0;
+  let done = 0;
+  const every = Math.max(1, Math.floor(files.length / 100));
+  const worker = async () => {
+    while (next < files.length && bad.length < maxBad && !options.signal?.aborted) {
+      const file = files[next++]!;
+      try {
+        const got = await decodeImage(file, { orientation: false });
+        const want = sizes.get(file)!;
+        if (got.width !== want.width || got.height !== want.height) {
+          throw new UserError(`${file}: the image is ${got.width}x${got.height} but ${want.source} says ${want.width}x${want.height}`);
+        }
+      } catch (e) {
+        if (!(e instanceof UserError)) throw e;
+        if (bad.length < maxBad) bad.push({ file, message: e.message });
+      }
+      done++;
+      if (done % every === 0 || done === files.length) options.onProgress?.(done, files.length);
+    }
+  };
+  options.onProgress?.(0, files.length);
+  await Promise.all(Array.from({ length: Math.min(Math.max(4, 2 * os.availableParallelism()), Math.max(files.length, 1)) }, worker));
+  const order = new Map(files.map((f, i) => [f, i]));
+  return bad.sort((a, b) => order.get(a.file)! - order.get(b.file)!);
+}
+
+/**
+ * Exports a trained detector with its labels and preprocessing, checks it in ONNX Runtime, writes it.
+ * `name` is the run's (its directory's name; by default the directory `file` is written into).
+ */
+export async function exportDetectorRun(det: Detector, c: DetTrainConfig, file: string, options: { name?: string } = {}): Promise<{ bytes: Uint8Array; check: DetectorCheckReport }> {
   const metadata = detectionMetadata({
     arch: c.arch,
-    name: path.basename(path.dirname(path.resolve(file))),
+    name: options.name ?? path.basename(path.dirname(path.resolve(file))),
     labels: c.classes,
     minSize: c.minSize,
     maxSize: c.maxSize,
@@ -418,11 +493,12 @@ function detectionTask(det: Detector, options: DetTrainOptions, trainable: [stri
     count: (b) => b.count,
     step: (b) => detectionStep(det, b, new Rng(sampleSeed(c.seed ^ 0x5a3c, b.epoch, b.index)), variables),
     diagnose: (b) => diagnoseNonFinite(b.images, det.params),
-    evaluate: async (epoch) => {
+    evaluate: async (epoch, signal) => {
       const r = await evaluateDetector(det, options.data.val.images, c.classes, {
         minSize: c.minSize,
         maxSize: c.maxSize,
         onProgress: (done, total) => emit({ type: 'validating', epoch, done, total }),
+        ...(signal ? { signal } : {}),
       });
       return { fields: { valMap07: r.result.map07, valMap: r.result.map }, seconds: r.seconds };
     },

@@ -189,9 +189,13 @@ export function prepareDetectionSample(
   };
 }
 
-/** Decodes `image.file` (sharp) and transforms it. */
+/**
+ * Decodes `image.file` (sharp) and transforms it. The EXIF orientation is ignored: VOC annotations are in
+ * the stored pixels' coordinates (PIL and torchvision's VOC reader ignore the tag too), and the size the
+ * annotation gives is the stored one.
+ */
 export async function loadDetectionSample(image: VocImage, options: DetectionTransformOptions & { flip?: boolean } = {}): Promise<DetectionSample> {
-  return prepareDetectionSample(await decodeImage(image.file), image, options);
+  return prepareDetectionSample(await decodeImage(image.file, { orientation: false }), image, options);
 }
 
 /**

@@ -3,6 +3,7 @@
  * segmentation's own start, epoch and export lines.
  */
 import type { ProgressStream } from '../hub/cache.js';
+import { resumingLine } from '../train/loop.js';
 import { formatDuration, taskPrinter } from '../train/progress.js';
 import type { SegTrainEvent } from './train.js';
 
@@ -23,7 +24,7 @@ export function segmentationPrinter(stream: ProgressStream = process.stderr): (e
               `batch ${c.batchSize}${accumulate > 1 ? ` (${accumulate} x ${c.microBatch}, gradients accumulated)` : ''} crops of ${c.cropSize} (long side ${c.scale[0]}..${c.scale[1]} x ${c.baseSize}), ` +
                 `${e.itersPerEpoch} updates per epoch, ${c.epochs} epochs, peak lr ${e.peakLr.toPrecision(3)} (head x${c.headLrScale})${e.warmupUpdates ? ` after ${e.warmupUpdates} warmup updates` : ''}, ` +
                 `poly decay ${c.power}, batch norm ${c.bn === 'train' ? 'trained' : 'frozen'}, seed ${c.seed}`,
-              ...(e.resumed ? [`resuming at epoch ${e.resumed.epoch + 1}, update ${e.resumed.updateInEpoch} of ${e.itersPerEpoch} (update ${e.resumed.globalUpdate} of the run)`] : []),
+              ...(e.resumed ? [resumingLine(e.resumed, e.itersPerEpoch)] : []),
             ];
           }
           case 'epoch': {

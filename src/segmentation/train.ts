@@ -36,6 +36,7 @@ import {
   openRunDir,
   prefetchBatches,
   readTaskRunConfig,
+  recordDataLocation,
   runFiles,
   runTaskLoop,
   taskConfigDiffs,
@@ -246,7 +247,8 @@ export const SEG_PREPROCESSING = { mean: IMAGENET_PREPROCESSING.mean, std: IMAGE
 
 /**
  * Runs the tfjs segmenter over a split, one full image at a time, and accumulates the benchmark's
- * metrics (metrics.ts). `onImage` sees each image's predicted labels (to write prediction PNGs).
+ * metrics (metrics.ts). `onImage` sees each image's predicted labels (to write prediction PNGs). When
+ * `signal` aborts, stops before the next image by throwing its reason (signal.throwIfAborted()).
  */
 export async function evaluateSegmenter(
   seg: Segmenter,
@@ -263,8 +265,11 @@ export async function evaluateSegmenter(
   const pre = options.preprocessing ?? SEG_PREPROCESSING;
   const n = data.samples.length;
   let ahead = n > 0 ? loadSegBatch(data, [0], { ...pre, train: false, seed: 0, epoch: 0 }) : undefined;
+  ahead?.catch(() => {}); // surfaced when awaited; a stopped evaluation never awaits it
   for (let i = 0; i < n; i++) {
-    if (options.signal?.aborted) throw new UserError('evaluation stopped');
+    // Let a signal handler run: the awaits below may resolve without reaching the event loop.
+    if (options.signal) await new Promise((resolve) => setImmediate(resolve));
+    options.signal?.throwIfAborted();
     const b = await ahead!;
     ahead = i + 1 < n ? loadSegBatch(data, [i + 1], { ...pre, train: false, seed: 0, epoch: 0 }) : undefined;
     ahead?.catch(() => {});
@@ -308,6 +313,7 @@ export async function trainSegmenter(options: SegTrainOptions): Promise<SegTrain
     diffs: async () => taskConfigDiffs(await readSegRunConfig(files.config), c),
     resumeCommand,
   });
+  if (options.resume) await recordDataLocation(files.config, c.data.spec);
   await ensureDir(out, 'the run directory');
 
   const seg = segmenterFor(c);
@@ -430,8 +436,8 @@ function segmentationTask(seg: Segmenter, options: SegTrainOptions, trainable: [
       return { loss: values[0]![0]!, grads, terms: Object.fromEntries(names.map((k, i) => [k, values[i + 1]![0]!])) };
     },
     diagnose: (b) => diagnoseNonFinite(b.images, seg.params),
-    evaluate: async (epoch) => {
-      const r = await evaluateSegmenter(seg, options.data.val, { onProgress: (done, total) => emit({ type: 'validating', epoch, done, total }) });
+    evaluate: async (epoch, signal) => {
+      const r = await evaluateSegmenter(seg, options.data.val, { onProgress: (done, total) => emit({ type: 'validating', epoch, done, total }), ...(signal ? { signal } : {}) });
       return { fields: { valPixAcc: r.result.pixAcc, valMIoU: r.result.mIoU }, seconds: r.seconds };
     },
   };

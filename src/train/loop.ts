@@ -5,6 +5,11 @@
  * exact resume from a checkpoint's position, Ctrl-C (an AbortSignal) and a recomputation of a micro-batch
  * whose loss was not finite once (a transient fault) before a non-finite loss stops the run.
  *
+ * An epoch's updates are checkpointed before its evaluation (the state says the evaluation is still to
+ * come), and the evaluation gets the stop signal: a Ctrl-C during validation stops after the image or
+ * batch in progress (where the task's evaluation takes the signal), and a second one, which quits at
+ * once, loses only the evaluation; a resumed run evaluates that epoch first.
+ *
  * A task supplies what differs: its micro-batches, the loss and gradients of one, and its evaluation at
  * the end of an epoch. The loop owns the order of things and what is on disk.
  */
@@ -80,7 +85,7 @@ export interface RunControlOptions {
   checkpointMinutes?: number;
   /** Also checkpoint every this many updates (tests). */
   checkpointEvery?: number;
-  /** Stop (with a checkpoint) when this signal aborts, after the update in progress. */
+  /** Stop (with a checkpoint) when this signal aborts, after the update in progress (or within validation). */
   signal?: AbortSignal;
   /** Stop (with a checkpoint) after this many updates of the run (counted from its start). */
   stopAfter?: number;
@@ -129,14 +134,39 @@ export function prefetchBatches<B>(count: number, skip: number, load: (index: nu
   };
 }
 
-/** The fields of two task configurations that differ (for --resume), as "field: run value -> given value". */
+/**
+ * The fields of two task configurations that differ (for --resume), as "field: run value -> given value".
+ * The data is compared by what identifies it (counts, split files, digests of the sample ids), not by
+ * where it is: `data.spec`, its directory, may move between a run and its resume. A data field the run did
+ * not record (written by an older zoo) is not compared.
+ */
 export function taskConfigDiffs(saved: unknown, c: object): string[] {
   const out: string[] = [];
   const s = (saved ?? {}) as Record<string, unknown>;
+  const differ = (k: string, a: unknown, b: unknown) => {
+    if (JSON.stringify(a) !== JSON.stringify(b)) out.push(`${k}: ${JSON.stringify(a)} in the run, ${JSON.stringify(b)} given`);
+  };
   for (const [k, v] of Object.entries(c)) {
-    if (JSON.stringify(s[k]) !== JSON.stringify(v)) out.push(`${k}: ${JSON.stringify(s[k])} in the run, ${JSON.stringify(v)} given`);
+    const runData = s[k];
+    if (k === 'data' && v && typeof v === 'object' && runData && typeof runData === 'object') {
+      const d = runData as Record<string, unknown>;
+      const given = v as Record<string, unknown>;
+      for (const dk of new Set([...Object.keys(given), ...Object.keys(d)])) if (dk !== 'spec' && dk in d) differ(`data.${dk}`, d[dk], given[dk]);
+      continue;
+    }
+    differ(k, runData, v);
   }
   return out;
+}
+
+/**
+ * On a resume whose data has moved (taskConfigDiffs does not compare `data.spec`), records the data's new
+ * location in run.json, so that the next resume finds it without --data.
+ */
+export async function recordDataLocation(file: string, spec: string): Promise<void> {
+  const c = JSON.parse(await fsp.readFile(file, 'utf8')) as { data?: { spec?: unknown } };
+  if (!c.data || typeof c.data !== 'object' || c.data.spec === spec) return;
+  await writeFileAtomic(file, `${JSON.stringify({ ...c, data: { ...c.data, spec } }, null, 2)}\n`);
 }
 
 /**
@@ -190,8 +220,12 @@ export interface LoopTask<B> {
   step(batch: B, update: number): Promise<MicroStep>;
   /** Why a loss was not finite, as far as can be told cheaply. */
   diagnose(batch: B): Promise<string>;
-  /** The end-of-epoch evaluation: fields for the record (and its wall time). */
-  evaluate(epoch: number): Promise<{ fields: Record<string, number>; seconds: number }>;
+  /**
+   * The end-of-epoch evaluation: fields for the record (and its wall time). When `signal` aborts it may
+   * stop between images or batches by throwing (signal.throwIfAborted()); the run then stops with the
+   * epoch's updates checkpointed and evaluates the epoch again when resumed.
+   */
+  evaluate(epoch: number, signal?: AbortSignal): Promise<{ fields: Record<string, number>; seconds: number }>;
   /** Closes the data (worker threads...). */
   close?(): Promise<void>;
 }
@@ -250,6 +284,23 @@ interface RunState extends CheckpointState {
   waitSeconds: number;
   /** Micro-batches whose non-finite loss did not recur when computed again (transient faults). */
   recomputed?: number;
+  /**
+   * The epoch's updates are done (updateInEpoch is the epoch's count) and its evaluation, record and log
+   * line are still to come: the checkpoint written before the evaluation.
+   */
+  evaluating?: true;
+}
+
+/** Where a resumed run starts, for a printer's line. */
+export function resumingLine(s: CheckpointState, itersPerEpoch: number): string {
+  if ((s as RunState).evaluating) return `resuming after the ${itersPerEpoch} updates of epoch ${s.epoch + 1} (update ${s.globalUpdate} of the run): its validation first`;
+  return `resuming at epoch ${s.epoch + 1}, update ${s.updateInEpoch} of ${itersPerEpoch} (update ${s.globalUpdate} of the run)`;
+}
+
+/** Whether `e`, thrown while `signal` is aborted, is that stop (signal.throwIfAborted(), an AbortError). */
+export function isStop(e: unknown, signal: AbortSignal | undefined): boolean {
+  if (!signal?.aborted) return false;
+  return e === signal.reason || (e instanceof Error && e.name === 'AbortError');
 }
 
 /** The records of a log.jsonl (none if the file does not exist); a malformed line is an error naming it. */
@@ -325,11 +376,13 @@ function runState(saved: CheckpointState, epochs: number, iters: number, file: s
   const s = saved as Partial<RunState>;
   const where = `epoch ${String(s.epoch)} update ${String(s.updateInEpoch)}, ${String(s.globalUpdate)} updates done`;
   const terms = s.termSums === undefined || (typeof s.termSums === 'object' && s.termSums !== null && Object.values(s.termSums).every((v) => typeof v === 'number'));
-  if (!int(s.epoch) || !int(s.updateInEpoch) || !int(s.globalUpdate) || ![s.lossSum, s.lossCount, s.trainSeconds, s.waitSeconds, s.recomputed].every(num) || !terms) {
+  if (!int(s.epoch) || !int(s.updateInEpoch) || !int(s.globalUpdate) || ![s.lossSum, s.lossCount, s.trainSeconds, s.waitSeconds, s.recomputed].every(num) || !terms || (s.evaluating !== undefined && s.evaluating !== true)) {
     throw new UserError(`${file}: its run state is not a zoo checkpoint's (${where}); restore the file or start a new run`);
   }
   const pos = s.epoch! * iters + s.updateInEpoch!;
-  if (s.epoch! > epochs || s.updateInEpoch! >= Math.max(iters, 1) || s.globalUpdate !== pos || (s.epoch === epochs && s.updateInEpoch !== 0)) {
+  // Before an evaluation the position is the epoch's end (its last update done); otherwise within it.
+  const inEpoch = s.evaluating ? s.updateInEpoch === iters && s.epoch! < epochs : s.updateInEpoch! < Math.max(iters, 1);
+  if (s.epoch! > epochs || !inEpoch || s.globalUpdate !== pos || (s.epoch === epochs && s.updateInEpoch !== 0)) {
     throw new UserError(`${file}: its position (${where}) does not fit this run of ${epochs} epochs of ${iters} updates; restore the file or start a new run`);
   }
   return { lossSum: 0, lossCount: 0, trainSeconds: 0, waitSeconds: 0, ...s } as RunState;
@@ -425,11 +478,12 @@ async function epochs<B, R extends LoopRecord>(task: LoopTask<B>, o: LoopOptions
   const stats = [...params.specs].filter(([, sp]) => sp.role === 'mean' || sp.role === 'var').map(([name]) => params.get(name));
   const disposeGrads = (g: NamedTensorMap) => tf.dispose(Object.values(g));
   let lastSaved = o.resume ? state.globalUpdate : 0;
-  const save = async () => {
+  // `quiet`: the checkpoint before an evaluation, which the 'checkpoint' event after it (the epoch's) reports.
+  const save = async (quiet = false) => {
     await saveCheckpoint(files.checkpoint, o.model, o.optimizer, state);
     lastSaved = state.globalUpdate;
     lastCheckpoint = performance.now();
-    emit({ type: 'checkpoint', path: files.checkpoint, globalUpdate: state.globalUpdate });
+    if (!quiet) emit({ type: 'checkpoint', path: files.checkpoint, globalUpdate: state.globalUpdate });
   };
   // What a run that stops on an error leaves: the checkpoint of the last save, untouched since.
   const intact = () =>
@@ -447,121 +501,134 @@ async function epochs<B, R extends LoopRecord>(task: LoopTask<B>, o: LoopOptions
   };
 
   for (let epoch = state.epoch; epoch < o.epochs; epoch++) {
-    const it = task.batches(epoch, state.updateInEpoch * accumulate);
-    const rateStart = performance.now();
-    let ratedImages = 0;
-    while (state.updateInEpoch < itersPerEpoch) {
-      // Let signal handlers and timers run: every await below may resolve without reaching the event loop.
-      await new Promise((resolve) => setImmediate(resolve));
-      const reason = stopRequested();
-      if (reason) {
-        await it.return?.(undefined);
-        await save();
-        emit({ type: 'stopped', reason, checkpoint: files.checkpoint });
-        return { finished: false, records, globalUpdate: state.globalUpdate };
-      }
-      const u = state.globalUpdate;
-      const lr = schedule.at(u);
-      const updateStart = performance.now();
-      let wait = 0;
-      let acc: Map<string, Tensor> | undefined;
-      let updateLoss = 0;
-      const updateTerms: Record<string, number> = {};
-      try {
-        for (let micro = 0; micro < accumulate; micro++) {
-          const w0 = performance.now();
-          let next: IteratorResult<B>;
-          try {
-            next = await it.next();
-          } catch (e) {
-            throw dataStop(e, `epoch ${epoch + 1}, update ${state.updateInEpoch + 1} of ${itersPerEpoch}`);
-          }
-          wait += performance.now() - w0;
-          if (next.done) throw new Error(`the data ended early in epoch ${epoch}`);
-          const batch = next.value;
-          // Batch norm's running statistics change in a training-mode forward pass; keep the
-          // values from before it so that a recomputation starts from the same state.
-          const statsBefore = stats.map((v) => tf.clone(v));
-          let step: MicroStep;
-          try {
-            step = await task.step(batch, u);
-            if (!Number.isFinite(step.loss)) {
-              // A diverging run gives the same non-finite loss again; anything else was a transient fault.
-              disposeGrads(step.grads);
-              stats.forEach((v, k) => v.assign(statsBefore[k]!));
+    // A run resumed from the checkpoint before an evaluation has the epoch's updates done: it evaluates first.
+    if (!state.evaluating) {
+      const it = task.batches(epoch, state.updateInEpoch * accumulate);
+      const rateStart = performance.now();
+      let ratedImages = 0;
+      while (state.updateInEpoch < itersPerEpoch) {
+        // Let signal handlers and timers run: every await below may resolve without reaching the event loop.
+        await new Promise((resolve) => setImmediate(resolve));
+        const reason = stopRequested();
+        if (reason) {
+          await it.return?.(undefined);
+          await save();
+          emit({ type: 'stopped', reason, checkpoint: files.checkpoint });
+          return { finished: false, records, globalUpdate: state.globalUpdate };
+        }
+        const u = state.globalUpdate;
+        const lr = schedule.at(u);
+        const updateStart = performance.now();
+        let wait = 0;
+        let acc: Map<string, Tensor> | undefined;
+        let updateLoss = 0;
+        const updateTerms: Record<string, number> = {};
+        try {
+          for (let micro = 0; micro < accumulate; micro++) {
+            const w0 = performance.now();
+            let next: IteratorResult<B>;
+            try {
+              next = await it.next();
+            } catch (e) {
+              throw dataStop(e, `epoch ${epoch + 1}, update ${state.updateInEpoch + 1} of ${itersPerEpoch}`);
+            }
+            wait += performance.now() - w0;
+            if (next.done) throw new Error(`the data ended early in epoch ${epoch}`);
+            const batch = next.value;
+            // Batch norm's running statistics change in a training-mode forward pass; keep the
+            // values from before it so that a recomputation starts from the same state.
+            const statsBefore = stats.map((v) => tf.clone(v));
+            let step: MicroStep;
+            try {
               step = await task.step(batch, u);
-              if (Number.isFinite(step.loss)) {
-                state.recomputed = (state.recomputed ?? 0) + 1;
-                emit({ type: 'notice', message: `update ${u + 1}: a non-finite loss did not recur when the micro-batch was computed again (loss ${step.loss.toFixed(4)}); continuing` });
+              if (!Number.isFinite(step.loss)) {
+                // A diverging run gives the same non-finite loss again; anything else was a transient fault.
+                disposeGrads(step.grads);
+                stats.forEach((v, k) => v.assign(statsBefore[k]!));
+                step = await task.step(batch, u);
+                if (Number.isFinite(step.loss)) {
+                  state.recomputed = (state.recomputed ?? 0) + 1;
+                  emit({ type: 'notice', message: `update ${u + 1}: a non-finite loss did not recur when the micro-batch was computed again (loss ${step.loss.toFixed(4)}); continuing` });
+                }
+              }
+            } finally {
+              tf.dispose(statsBefore);
+            }
+            const { loss, grads } = step;
+            if (!Number.isFinite(loss)) {
+              disposeGrads(grads);
+              const why = await task.diagnose(batch);
+              throw new TrainingError(
+                `the loss became ${loss} at update ${u + 1} (epoch ${epoch + 1}, update ${state.updateInEpoch + 1} of ${itersPerEpoch}, ` +
+                  `learning rate ${lr.toPrecision(3)}): ${why}. The run stopped; ${intact()}. ` +
+                  'Lower --lr, lengthen --warmup, or check the data.',
+              );
+            }
+            if (!acc) acc = new Map(o.trainable.map(([name, v]) => [name, grads[v.name]!]));
+            else {
+              for (const [name, v] of o.trainable) {
+                const sum = tf.add(acc.get(name)!, grads[v.name]!);
+                acc.get(name)!.dispose();
+                grads[v.name]!.dispose();
+                acc.set(name, sum);
               }
             }
-          } finally {
-            tf.dispose(statsBefore);
+            updateLoss += loss / accumulate;
+            for (const [k, v] of Object.entries(step.terms ?? {})) updateTerms[k] = (updateTerms[k] ?? 0) + v / accumulate;
+            ratedImages += task.count(batch);
           }
-          const { loss, grads } = step;
-          if (!Number.isFinite(loss)) {
-            disposeGrads(grads);
-            const why = await task.diagnose(batch);
-            throw new TrainingError(
-              `the loss became ${loss} at update ${u + 1} (epoch ${epoch + 1}, update ${state.updateInEpoch + 1} of ${itersPerEpoch}, ` +
-                `learning rate ${lr.toPrecision(3)}): ${why}. The run stopped; ${intact()}. ` +
-                'Lower --lr, lengthen --warmup, or check the data.',
-            );
-          }
-          if (!acc) acc = new Map(o.trainable.map(([name, v]) => [name, grads[v.name]!]));
-          else {
-            for (const [name, v] of o.trainable) {
-              const sum = tf.add(acc.get(name)!, grads[v.name]!);
-              acc.get(name)!.dispose();
-              grads[v.name]!.dispose();
-              acc.set(name, sum);
-            }
-          }
-          updateLoss += loss / accumulate;
-          for (const [k, v] of Object.entries(step.terms ?? {})) updateTerms[k] = (updateTerms[k] ?? 0) + v / accumulate;
-          ratedImages += task.count(batch);
+          o.optimizer.step(acc!, lr, 1 / accumulate);
+        } finally {
+          if (acc) for (const g of acc.values()) g.dispose();
         }
-        o.optimizer.step(acc!, lr, 1 / accumulate);
-      } finally {
-        if (acc) for (const g of acc.values()) g.dispose();
+        state.globalUpdate++;
+        state.updateInEpoch++;
+        state.lossSum += updateLoss;
+        state.lossCount += 1;
+        if (Object.keys(updateTerms).length) {
+          const sums = { ...(state.termSums ?? {}) };
+          for (const [k, v] of Object.entries(updateTerms)) sums[k] = (sums[k] ?? 0) + v;
+          state.termSums = sums;
+        }
+        state.waitSeconds += wait / 1000;
+        const now = performance.now();
+        state.trainSeconds += (now - updateStart) / 1000;
+        const rate = (ratedImages * 1000) / Math.max(now - rateStart, 1);
+        const terms = meanTerms(state);
+        emit({
+          type: 'progress',
+          epoch,
+          epochs: o.epochs,
+          update: state.updateInEpoch,
+          itersPerEpoch,
+          batchSize: o.batchSize,
+          loss: state.lossSum / state.lossCount,
+          lr,
+          imagesPerSecond: rate,
+          ...(terms ? { terms } : {}),
+        });
+        const dueByCount = o.checkpointEvery !== undefined && state.globalUpdate % o.checkpointEvery === 0;
+        const dueByTime = checkpointMs > 0 && now - lastCheckpoint > checkpointMs;
+        if ((dueByCount || dueByTime) && state.updateInEpoch < itersPerEpoch) await save();
       }
-      state.globalUpdate++;
-      state.updateInEpoch++;
-      state.lossSum += updateLoss;
-      state.lossCount += 1;
-      if (Object.keys(updateTerms).length) {
-        const sums = { ...(state.termSums ?? {}) };
-        for (const [k, v] of Object.entries(updateTerms)) sums[k] = (sums[k] ?? 0) + v;
-        state.termSums = sums;
-      }
-      state.waitSeconds += wait / 1000;
-      const now = performance.now();
-      state.trainSeconds += (now - updateStart) / 1000;
-      const rate = (ratedImages * 1000) / Math.max(now - rateStart, 1);
-      const terms = meanTerms(state);
-      emit({
-        type: 'progress',
-        epoch,
-        epochs: o.epochs,
-        update: state.updateInEpoch,
-        itersPerEpoch,
-        batchSize: o.batchSize,
-        loss: state.lossSum / state.lossCount,
-        lr,
-        imagesPerSecond: rate,
-        ...(terms ? { terms } : {}),
-      });
-      const dueByCount = o.checkpointEvery !== undefined && state.globalUpdate % o.checkpointEvery === 0;
-      const dueByTime = checkpointMs > 0 && now - lastCheckpoint > checkpointMs;
-      if ((dueByCount || dueByTime) && state.updateInEpoch < itersPerEpoch) await save();
+      await it.return?.(undefined);
+      // The epoch's updates, kept before its evaluation (which a stop or a crash may cut short).
+      state.evaluating = true;
+      await save(true);
     }
-    await it.return?.(undefined);
 
     // End of epoch: evaluate, log, checkpoint at the start of the next epoch.
+    const stoppedInValidation = () => {
+      emit({ type: 'stopped', reason: 'interrupted', checkpoint: files.checkpoint });
+      return { finished: false, records, globalUpdate: state.globalUpdate };
+    };
+    await new Promise((resolve) => setImmediate(resolve));
+    if (o.signal?.aborted) return stoppedInValidation();
     let val: { fields: Record<string, number>; seconds: number };
     try {
-      val = await task.evaluate(epoch);
+      val = await task.evaluate(epoch, o.signal);
     } catch (e) {
+      if (isStop(e, o.signal)) return stoppedInValidation();
       throw dataStop(e, `validation after epoch ${epoch + 1}`);
     }
     const trainSeconds = state.trainSeconds;
@@ -583,7 +650,7 @@ async function epochs<B, R extends LoopRecord>(task: LoopTask<B>, o: LoopOptions
     records.push(record);
     await writeEpochLog(files.log, records);
     emit({ type: 'epoch', record, epochs: o.epochs });
-    const { termSums: _dropped, ...rest } = state;
+    const { termSums: _dropped, evaluating: _done, ...rest } = state;
     state = { ...rest, epoch: epoch + 1, updateInEpoch: 0, lossSum: 0, lossCount: 0, trainSeconds: 0, waitSeconds: 0 };
     await save();
   }

@@ -57,9 +57,13 @@ image; stem, stage 1 and batch norm frozen. The backbone's classifier is dropped
 N(0, 0.01) (box deltas N(0, 0.001)).
 
 Each epoch ends with the VOC07 mAP of --val-split; the run directory gets run.json, log.jsonl,
-checkpoint.safetensors (every epoch, every --checkpoint-minutes and on Ctrl-C) and model.onnx, checked
-in ONNX Runtime against the tfjs detector on three image sizes and batch 1 and 2. Ctrl-C stops after the
-current update; 'zoo det train --out DIR --resume' continues exactly where it stopped.
+checkpoint.safetensors (every epoch, before its validation, every --checkpoint-minutes and on Ctrl-C)
+and model.onnx, checked in ONNX Runtime against the tfjs detector on three image sizes and batch 1 and 2.
+Ctrl-C stops after the current update (during validation, after the image in progress; the epoch's
+updates are kept and its validation runs again); 'zoo det train --out DIR --resume' continues exactly
+where it stopped. A run whose data has moved resumes with --data at its new place (the images and split
+files must be the same). Images are read as stored, the EXIF orientation ignored, as the annotations'
+coordinates are; 'zoo det predict' applies it to photos.
 
 Examples:
   zoo det generate data/voc-fashion
@@ -169,6 +173,11 @@ and TopK are in the graph. It is checked against the tfjs detector before it is 
     );
 }
 
+/** The name of an image's drawn file, without '.det.png'. */
+function drawnStem(file: string): string {
+  return path.basename(file).replace(/\.[^.]+$/, '');
+}
+
 function predictCommand(): Command {
   return new Command('predict')
     .description('detect objects in images with an exported detector: JSON on stdout, and each image with its boxes drawn')
@@ -180,6 +189,15 @@ function predictCommand(): Command {
     .addHelpText('after', '\nExample:\n  zoo det predict runs/det street.jpg --threshold 0.3 --out drawn/')
     .action(
       action(async (model: string, images: string[], opts: { threshold: number; out: string; draw: boolean }) => {
+        if (opts.draw) {
+          const stems = new Map<string, string>();
+          for (const file of images) {
+            const stem = drawnStem(file);
+            const other = stems.get(stem);
+            if (other !== undefined) throw new UserError(`${other} and ${file} would both write ${stem}.det.png in ${opts.out}: detect them in two runs with different --out, or pass --no-draw`, { exitCode: 2 });
+            stems.set(stem, file);
+          }
+        }
         const d = await openDetector(model);
         try {
           const found = await detect(d, images, { threshold: opts.threshold });
@@ -188,7 +206,7 @@ function predictCommand(): Command {
           for (const [i, file] of images.entries()) {
             let drawn: string | undefined;
             if (opts.draw) {
-              drawn = path.join(opts.out, `${path.basename(file).replace(/\.[^.]+$/, '')}.det.png`);
+              drawn = path.join(opts.out, `${drawnStem(file)}.det.png`);
               writeFileSync(drawn, await drawDetections(file, found[i]!));
             }
             results.push({ image: file, detections: found[i]!.map((f) => ({ label: f.label, score: +f.score.toFixed(4), box: f.box.map((v) => +v.toFixed(1)) })), ...(drawn ? { drawn } : {}) });

@@ -68,9 +68,12 @@ is pixel cross-entropy over labeled pixels: label 0 (unlabeled) and the padding 
 The backbone's classifier is dropped; its strides become dilations; the heads learn 10x faster.
 
 Each epoch ends with pixel accuracy and mIoU of the validation split at full images; the run directory
-gets run.json, log.jsonl, checkpoint.safetensors (every epoch, every --checkpoint-minutes and on Ctrl-C)
-and model.onnx, checked in ONNX Runtime against the tfjs segmenter on three image sizes. Ctrl-C stops
-after the current update; 'zoo seg train --out DIR --resume' continues exactly where it stopped.
+gets run.json, log.jsonl, checkpoint.safetensors (every epoch, before its validation, every
+--checkpoint-minutes and on Ctrl-C) and model.onnx, checked in ONNX Runtime against the tfjs segmenter on
+three image sizes. Ctrl-C stops after the current update (during validation, after the image in
+progress; the epoch's updates are kept and its validation runs again); 'zoo seg train --out DIR --resume'
+continues exactly where it stopped. A run whose data has moved resumes with --data at its new place (the
+samples must be the same).
 
 Examples:
   zoo seg generate data/ade-fashion
