@@ -119,6 +119,7 @@ test.serial('a stop requested during validation stops the run with the epoch kep
   first.model.dispose();
   t.false(first.finished);
   t.like(events.at(-1), { type: 'stopped', reason: 'interrupted' });
+  t.is(events.filter((e) => e.type === 'validating').length, 1, 'the validation stops before its next batch (60 images, 2 batches)');
   const resumed = await train({ config: c, data, outDir: out, workers: 1, export: false, resume: true });
   resumed.model.dispose();
   t.true(resumed.finished);

@@ -84,7 +84,7 @@ export async function withStopSignal<T>(fn: (signal: AbortSignal) => Promise<T>)
   const stop = new AbortController();
   const onSigint = () => {
     if (stop.signal.aborted) process.exit(130);
-    process.stderr.write('\nstopping after this update (Ctrl-C again to quit now)...\n');
+    process.stderr.write('\nstopping after this update or validation image (Ctrl-C again to quit now)...\n');
     stop.abort();
   };
   process.on('SIGINT', onSigint);

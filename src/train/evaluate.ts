@@ -36,6 +36,8 @@ export interface EvalOptions {
   workers?: number;
   /** Called after each batch with the images done so far. */
   onProgress?: (done: number, total: number) => void;
+  /** Stop before the next batch when this aborts, by throwing its reason (signal.throwIfAborted()). */
+  signal?: AbortSignal;
 }
 
 /** Mean cross-entropy of logits [n, k] against labels, in float64. */
@@ -78,6 +80,9 @@ async function evaluateWith(
   let count = 0;
   try {
     for await (const batch of loader) {
+      // Let a signal handler run: the awaits of a batch may resolve without reaching the event loop.
+      if (options.signal) await new Promise((resolve) => setImmediate(resolve));
+      options.signal?.throwIfAborted();
       const logits = await logitsOf(batch.images, batch.count, batch.size);
       if (logits.length !== batch.count * classes) {
         throw new UserError(`the model gives ${logits.length / batch.count} outputs per image; the data set has ${classes} classes`);

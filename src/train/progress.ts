@@ -6,6 +6,7 @@
 import path from 'node:path';
 import type { ProgressStream } from '../hub/cache.js';
 import { describeTricks } from './recipes.js';
+import { resumingLine } from './loop.js';
 import type { TrainEvent } from './trainer.js';
 import { formatDuration } from '../util/format.js';
 
@@ -43,7 +44,7 @@ export function trainingPrinter(stream: ProgressStream = process.stderr, clock: 
             `${c.epochs} epochs, peak lr ${e.peakLr.toPrecision(3)}${e.warmupUpdates ? ` after ${e.warmupUpdates} warmup updates` : ''}, ` +
             `image ${c.imageSize}x${c.imageSize}, seed ${c.seed}${c.teacher ? `, teacher ${c.teacher}` : ''}`,
         );
-        if (e.resumed) line(`resuming at epoch ${e.resumed.epoch + 1}, update ${e.resumed.updateInEpoch} of ${e.itersPerEpoch} (update ${e.resumed.globalUpdate} of the run)`);
+        if (e.resumed) line(resumingLine(e.resumed, e.itersPerEpoch));
         break;
       }
       case 'notice':

@@ -337,8 +337,9 @@ function classificationTask(model: Model, options: TrainOptions, varList: [strin
       return { loss, grads };
     },
     diagnose: (batch) => diagnose(model, batch.images, prepared.get(batch)?.teacherLogits),
-    evaluate: async (epoch) => {
+    evaluate: async (epoch, signal) => {
       const val: EvalResult = await evaluateModel(model, options.data.val, {
+        ...(signal ? { signal } : {}),
         imageSize: size,
         // Forward only, so larger than the micro-batch where the device binds it (WebGPU's per-tensor limit).
         batchSize: Math.max(c.microBatch, Math.min(32, largestBatchThatFits(model.largestTensorBytes(size)))),
