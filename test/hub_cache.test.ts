@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { UserError } from '../src/errors.js';
 import {
-  checkCached, FetchError, fetchFile, KeepFileError, listCached, modelDir, modelLockPath, progressPrinter, readManifest, removeCached,
+  checkCached, FetchError, fetchFile, KeepFileError, keepFile, listCached, modelDir, modelLockPath, progressPrinter, readManifest, removeCached,
   writeManifest, type ProgressStream,
 } from '../src/hub/cache.js';
 import { mirrorSetting, parseMirror, readHubSettings, resolveSourceCandidates, resolveSourceUrl, type HubSettings } from '../src/hub/settings.js';
@@ -482,6 +482,18 @@ test('a cached copy whose checksum passed but whose conversion failed (KeepFileE
   const again = await fetchFile({ ...opts, verify: (() => { let n = 0; return async () => { if (n++ === 0) throw new UserError('does not parse'); }; })() });
   t.false(again.fromCache);
   t.is(server.requests('/c/keep.bin').length, 2);
+});
+
+test('keepFile turns a UserError of a later step into a KeepFileError and lets other errors through', async (t) => {
+  const exportFailed = new UserError('the converted x does not reproduce in ONNX Runtime');
+  const kept = await t.throwsAsync(Promise.reject(exportFailed).catch(keepFile));
+  t.true(kept instanceof KeepFileError);
+  t.is(kept!.message, exportFailed.message);
+  t.is((kept as KeepFileError).cause, exportFailed);
+  const already = new KeepFileError('kept');
+  t.is(await t.throwsAsync(Promise.reject(already).catch(keepFile)), already);
+  const bug = new TypeError('a bug');
+  t.is(await t.throwsAsync(Promise.reject(bug).catch(keepFile)), bug, 'not a user error: passed on as it is');
 });
 
 test('an unusable cache directory (a file where it should be) is a UserError naming the place and ZOO_CACHE', async (t) => {

@@ -43,6 +43,7 @@ import { INTERPOLATIONS, type Interpolation } from '../predict/preprocessing.js'
 import { listModels } from '../models/registry.js';
 import { defaultModelsJsonPath, modelNames } from '../hub/models_json.js';
 import { verifyMember } from '../hub/pull.js';
+import { keepFile, KeepFileError } from '../hub/cache.js';
 import { checkPublishedSource, headBudget, isObj, isPercent, isPos, isPosInt, isText, isTriple, matchHeadTensors, matchProblems, publishedSection, pullPublishedHead, readMatched, show, validatePublishedSection, type HeadPullOptions, type HeadPullRecord, type Problem, type PulledHead, type SectionRules, type ValidateSectionOptions, type SourceRules } from '../hub/published_heads.js';
 import { createDetector, type Detector } from './detector.js';
 import type { FasterRcnnConfig } from './faster_rcnn.js';
@@ -468,9 +469,10 @@ async function convertPublished(entry: PublishedDetector, source: DetectorSource
       mean: entry.preprocessing.mean,
       std: entry.preprocessing.std,
     });
-    const bytes = await exportDetector(det, { metadata });
-    const check = await checkDetectorExport(det, bytes, options.check ?? PULL_CHECK);
-    if (!check.passed) throw new UserError(`the converted ${entry.name} does not reproduce in ONNX Runtime: ${describeDetectorCheck(check)}`);
+    // From here on the file has passed: a failure is the export's or the runtime's, and the file stays cached.
+    const bytes = await exportDetector(det, { metadata }).catch(keepFile);
+    const check = await checkDetectorExport(det, bytes, options.check ?? PULL_CHECK).catch(keepFile);
+    if (!check.passed) throw new KeepFileError(`the converted ${entry.name} does not reproduce in ONNX Runtime: ${describeDetectorCheck(check)}`);
     log(`checked in ONNX Runtime: ${describeDetectorCheck(check)}`);
     return { bytes, check };
   } finally {

@@ -561,6 +561,15 @@ export class KeepFileError extends UserError {
   }
 }
 
+/**
+ * For `.catch()` on the steps after a file has passed (checksums, names, shapes): a UserError there is
+ * zoo's export or the runtime's, not the file's, so it becomes a KeepFileError and the file stays cached.
+ */
+export function keepFile(err: unknown): never {
+  if (err instanceof UserError && !(err instanceof KeepFileError)) throw new KeepFileError(err.message, { cause: err });
+  throw err;
+}
+
 /** A source's failure, already in its final form. */
 class SourceError extends UserError {
   constructor(readonly failure: SourceFailure) {

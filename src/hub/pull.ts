@@ -28,7 +28,7 @@ import { checkExport, checkSummary, type CheckReport } from '../onnx/check.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { hubSettings, mirrorSetting, sourceHost, type HubSettings } from './settings.js';
 import {
-  cacheError, checkCached, describeFailure, FetchError, fetchFile, hashFile, KeepFileError, modelDir, pruneModelDir, readManifest, withModelLock,
+  cacheError, checkCached, describeFailure, FetchError, fetchFile, hashFile, KeepFileError, keepFile, modelDir, pruneModelDir, readManifest, withModelLock,
   writeManifest, type FetchedFile, type Manifest, type ManifestFile, type SourceFailure, type Verification,
 } from './cache.js';
 import { redactUrl, type DownloadOptions, type DownloadProgress } from './download.js';
@@ -313,10 +313,7 @@ async function convert(entry: PullEntry, source: PullSource, file: string, fileN
     });
     // From here on the file has passed (checksums, names, shapes): a failure is zoo's export or the
     // runtime's, and the verified file stays in the cache.
-    const keep = (err: unknown): never => {
-      if (err instanceof UserError && !(err instanceof KeepFileError)) throw new KeepFileError(err.message, { cause: err });
-      throw err;
-    };
+    const keep = keepFile;
     const bytes = await exportOnnx(model, { imageSize: size, metadata }).catch(keep);
     const check = await checkExport(model, bytes, { imageSize: size, batch: 2 }).catch(keep);
     if (!check.passed) {

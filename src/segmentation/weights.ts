@@ -43,7 +43,7 @@ import { INTERPOLATIONS, type Interpolation } from '../predict/preprocessing.js'
 import { listModels } from '../models/registry.js';
 import type { ResNetConfig } from '../models/resnet.js';
 import { defaultModelsJsonPath, modelNames, type ModelsJson } from '../hub/models_json.js';
-import { hashFile } from '../hub/cache.js';
+import { hashFile, keepFile, KeepFileError } from '../hub/cache.js';
 import { verifyMember } from '../hub/pull.js';
 import { checkPublishedSource, headBudget, isObj, isPercent, isPosInt, isText, isTriple, matchHeadTensors, matchProblems, publishedSection, pullPublishedHead, readMatched, show, validatePublishedSection, type HeadPullOptions, type HeadPullRecord, type PulledHead, type SectionRules, type ValidateSectionOptions, type SourceRules } from '../hub/published_heads.js';
 import { createSegmenter, type Segmenter } from './segmenter.js';
@@ -502,10 +502,11 @@ async function convertPublished(entry: PublishedSegmenter, source: SegmenterSour
     const loaded = await loadSegmenterWeights(seg, file, { naming: source.naming, format });
     for (const w of loaded.warnings) log(`note: ${w}`);
     const metadata = (options.metadata ?? pulledSegmenterMetadata)(entry, labels);
-    const bytes = await exportSegmenter(seg, { metadata });
-    const check = await checkSegmenterExport(seg, bytes, { sizes: options.checkSizes ?? PULL_CHECK_SIZES });
+    // From here on the file has passed: a failure is the export's or the runtime's, and the file stays cached.
+    const bytes = await exportSegmenter(seg, { metadata }).catch(keepFile);
+    const check = await checkSegmenterExport(seg, bytes, { sizes: options.checkSizes ?? PULL_CHECK_SIZES }).catch(keepFile);
     const summary = describeSegCheck(check);
-    if (!check.passed) throw new UserError(`the converted ${entry.name} does not reproduce in ONNX Runtime: ${summary}`);
+    if (!check.passed) throw new KeepFileError(`the converted ${entry.name} does not reproduce in ONNX Runtime: ${summary}`);
     log(`checked in ONNX Runtime: ${summary}`);
     return { bytes, summary, check };
   } finally {
