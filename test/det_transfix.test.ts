@@ -15,6 +15,7 @@ import { generateVocSet } from '../src/detection/voc_generate.js';
 import { readVoc } from '../src/detection/voc.js';
 import { drawDetections, exportDetection, trainDetection } from '../src/api/detection.js';
 import { readDetectionMetadata } from '../src/detection/metadata.js';
+import { checkpointTensorsDiffering, readRunLog } from './helpers/run_compare.js';
 import { readSafetensors } from '../src/formats/safetensors.js';
 import { addToLocalZoo } from '../src/hub/local.js';
 import { UserError } from '../src/errors.js';
@@ -33,21 +34,8 @@ test.after.always(() => rmSync(tmp, { recursive: true, force: true }));
 
 const SMALL = { backbone: 'resnet_test', minSize: 96, maxSize: 128, rpnChannels: 16, roiSize: 7, roisPerImage: 16, testProposals: 30, batchSize: 2, microBatch: 1, valSplit: 'test', lr: 0.01, warmup: 0.5 } as const;
 
-const readLog = (dir: string) =>
-  readFileSync(path.join(dir, 'log.jsonl'), 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as DetEpochRecord);
+const readLog = (dir: string) => readRunLog<DetEpochRecord>(dir);
 const fields = (r: DetEpochRecord) => [r.epoch, r.loss, r.lr, r.updates, r.terms, r.valMap07, r.valMap];
-
-async function differing(a: string, b: string): Promise<number> {
-  const x = await readSafetensors(path.join(a, 'checkpoint.safetensors'));
-  const y = await readSafetensors(path.join(b, 'checkpoint.safetensors'));
-  const bytes = (d: { buffer: ArrayBufferLike; byteOffset: number; byteLength: number }) => Buffer.from(d.buffer, d.byteOffset, d.byteLength);
-  let n = Math.abs(x.tensors.size - y.tensors.size);
-  for (const [k, tx] of x.tensors) if (!bytes(tx.data).equals(bytes(y.tensors.get(k)!.data))) n++;
-  return n;
-}
 
 let whole = '';
 async function wholeRun(): Promise<string> {
@@ -85,7 +73,7 @@ test.serial('a stop during validation stops within it, keeps the epoch, and the 
   t.like(JSON.parse(ck.metadata['zoo.checkpoint']!), { epoch: 0, updateInEpoch: 4, globalUpdate: 4, evaluating: true });
   const resumed = await trainDetection({ out, resume: true, export: false });
   t.true(resumed.finished);
-  t.is(await differing(ref, out), 0, 'tensors that differ from the uninterrupted run');
+  t.is(await checkpointTensorsDiffering(ref, out), 0, 'tensors that differ from the uninterrupted run');
   t.deepEqual(readLog(out).map(fields), readLog(ref).map(fields));
 });
 
@@ -135,7 +123,7 @@ test.serial('a run whose data directory moved resumes with --data at the new pla
   const resumed = await trainDetection({ out, resume: true, export: false, data: moved });
   t.true(resumed.finished);
   t.is((JSON.parse(readFileSync(path.join(out, 'run.json'), 'utf8')) as { data: { spec: string } }).data.spec, path.resolve(moved), 'run.json records where the data is now');
-  t.is(await differing(ref, out), 0, 'the same data at another place trains the same run');
+  t.is(await checkpointTensorsDiffering(ref, out), 0, 'the same data at another place trains the same run');
   t.deepEqual(readLog(out).map(fields), readLog(ref).map(fields));
 });
 

@@ -5,13 +5,14 @@
  * during validation stops the run as between updates.
  */
 import test from 'ava';
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setupBackend } from './helpers/backend.js';
 import { train, RUN_FILES, type TrainConfig, type EpochRecord } from '../src/train/trainer.js';
 import { balancedPrefix, openTrainingData, type TrainingData } from '../src/train/data.js';
 import { RECIPES } from '../src/train/recipes.js';
+import { checkpointTensorsDiffering, readRunLog } from './helpers/run_compare.js';
 import { readSafetensors } from '../src/formats/safetensors.js';
 import { datasetSize } from '../src/data/dataset.js';
 
@@ -44,20 +45,7 @@ function config(): TrainConfig {
   };
 }
 
-const readLog = (dir: string): EpochRecord[] =>
-  readFileSync(path.join(dir, RUN_FILES.log), 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as EpochRecord);
-
-async function tensorsDiffering(a: string, b: string): Promise<number> {
-  const x = await readSafetensors(path.join(a, RUN_FILES.checkpoint));
-  const y = await readSafetensors(path.join(b, RUN_FILES.checkpoint));
-  const bytes = (d: { buffer: ArrayBufferLike; byteOffset: number; byteLength: number }) => Buffer.from(d.buffer, d.byteOffset, d.byteLength);
-  let differing = 0;
-  for (const [k, tx] of x.tensors) if (!bytes(tx.data).equals(bytes(y.tensors.get(k)!.data))) differing++;
-  return differing + Math.abs(x.tensors.size - y.tensors.size);
-}
+const readLog = (dir: string) => readRunLog<EpochRecord>(dir);
 
 test.serial('a run killed during validation keeps the epoch: the checkpoint holds its updates, a resume evaluates it first and ends as an uninterrupted run', async (t) => {
   const c = config();
@@ -93,7 +81,7 @@ test.serial('a run killed during validation keeps the epoch: the checkpoint hold
   resumed.model.dispose();
   t.true(resumed.finished);
   t.is(events.indexOf('progress') > events.indexOf('epoch'), true, 'the first epoch is evaluated (and logged) before any update');
-  t.is(await tensorsDiffering(whole, killed), 0, 'tensors that differ from the uninterrupted run');
+  t.is(await checkpointTensorsDiffering(whole, killed), 0, 'tensors that differ from the uninterrupted run');
   const fields = (r: EpochRecord) => [r.epoch, r.loss, r.lr, r.updates, r.valTop1, r.valTop5, r.valLoss];
   t.deepEqual(readLog(killed).map(fields), readLog(whole).map(fields));
 });
@@ -123,7 +111,7 @@ test.serial('a stop requested during validation stops the run with the epoch kep
   const resumed = await train({ config: c, data, outDir: out, workers: 1, export: false, resume: true });
   resumed.model.dispose();
   t.true(resumed.finished);
-  t.is(await tensorsDiffering(whole, out), 0);
+  t.is(await checkpointTensorsDiffering(whole, out), 0);
   const fields = (r: EpochRecord) => [r.epoch, r.loss, r.lr, r.updates, r.valTop1, r.valTop5, r.valLoss];
   t.deepEqual(readLog(out).map(fields), readLog(whole).map(fields));
 });

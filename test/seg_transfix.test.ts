@@ -9,6 +9,7 @@ import path from 'node:path';
 import { setupBackend } from './helpers/backend.js';
 import { generateAdeSet } from '../src/segmentation/ade_generate.js';
 import { trainSegmentation } from '../src/api/segmentation.js';
+import { checkpointTensorsDiffering, readRunLog } from './helpers/run_compare.js';
 import { readSafetensors } from '../src/formats/safetensors.js';
 import { registerCoreGradients } from '../src/backend/gradients.js';
 import { UserError } from '../src/errors.js';
@@ -28,21 +29,8 @@ test.after.always(() => rmSync(tmp, { recursive: true, force: true }));
 
 const SMALL = { backbone: 'resnet_test', baseSize: 64, cropSize: 48, batchSize: 4, microBatch: 2, lr: 0.002 } as const;
 
-const readLog = (dir: string) =>
-  readFileSync(path.join(dir, 'log.jsonl'), 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as SegEpochRecord);
+const readLog = (dir: string) => readRunLog<SegEpochRecord>(dir);
 const fields = (r: SegEpochRecord) => [r.epoch, r.loss, r.lr, r.updates, r.terms, r.valPixAcc, r.valMIoU];
-
-async function differing(a: string, b: string): Promise<number> {
-  const x = await readSafetensors(path.join(a, 'checkpoint.safetensors'));
-  const y = await readSafetensors(path.join(b, 'checkpoint.safetensors'));
-  const bytes = (d: { buffer: ArrayBufferLike; byteOffset: number; byteLength: number }) => Buffer.from(d.buffer, d.byteOffset, d.byteLength);
-  let n = Math.abs(x.tensors.size - y.tensors.size);
-  for (const [k, tx] of x.tensors) if (!bytes(tx.data).equals(bytes(y.tensors.get(k)!.data))) n++;
-  return n;
-}
 
 let whole = '';
 async function wholeRun(): Promise<string> {
@@ -80,7 +68,7 @@ test.serial('a stop during validation stops within it, keeps the epoch, and the 
   t.like(JSON.parse(ck.metadata['zoo.checkpoint']!), { epoch: 0, updateInEpoch: 2, globalUpdate: 2, evaluating: true });
   const resumed = await trainSegmentation({ out, resume: true, export: false });
   t.true(resumed.finished);
-  t.is(await differing(ref, out), 0, 'tensors that differ from the uninterrupted run');
+  t.is(await checkpointTensorsDiffering(ref, out), 0, 'tensors that differ from the uninterrupted run');
   t.deepEqual(readLog(out).map(fields), readLog(ref).map(fields));
 });
 
@@ -111,7 +99,7 @@ test.serial('a run whose data directory moved resumes with --data at the new pla
   const resumed = await trainSegmentation({ out, resume: true, export: false, data: after });
   t.true(resumed.finished);
   t.is((JSON.parse(readFileSync(path.join(out, 'run.json'), 'utf8')) as { data: { spec: string } }).data.spec, path.resolve(after));
-  t.is(await differing(ref, out), 0, 'the same data at another place trains the same run');
+  t.is(await checkpointTensorsDiffering(ref, out), 0, 'the same data at another place trains the same run');
   t.deepEqual(readLog(out).map(fields), readLog(ref).map(fields));
 });
 
