@@ -118,8 +118,8 @@ export interface TrainCallbacks {
   onEpoch?: (record: EpochRecord, epochs: number) => void;
   /** After each update. */
   onProgress?: (p: TrainProgress) => void;
-  /** The backend chosen, before the run starts. */
-  onBackend?: (info: BackendInfo) => void;
+  /** The backend chosen, before the run starts, with the run directory (chosen by zoo when the request has no `out`). */
+  onBackend?: (info: BackendInfo, run: { outDir: string }) => void;
   /** Stop after the update in progress, with a checkpoint (resume with `resume: true`). */
   signal?: AbortSignal;
 }
@@ -351,7 +351,7 @@ export async function train(request: TrainRequest, callbacks: TrainCallbacks = {
   const { config, data, outDir } = plan;
   const r = plan.request;
   const info = await initBackend({ ...(r.backend ? { backend: r.backend } : {}), purpose: 'training' });
-  callbacks.onBackend?.(info);
+  callbacks.onBackend?.(info, { outDir });
   checkFitsDevice(config.arch, data.classes.length, config.imageSize, config.microBatch);
   const emit = (e: TrainEvent) => {
     callbacks.onEvent?.(e);

@@ -131,7 +131,34 @@ export { TrainingError };
 /** Checks a configuration before any work starts. */
 export function validateConfig(c: TrainConfig): void {
   getModelEntry(c.arch);
+  // Integers past 2^53 pass Number.isInteger but lose their value in run.json, which --resume then refuses.
+  const safe: [number | undefined, string][] = [
+    [c.epochs, '--epochs'],
+    [c.batchSize, '--batch-size'],
+    [c.microBatch, '--micro-batch'],
+    [c.imageSize, '--image-size'],
+    [c.seed, '--seed'],
+    [c.data.limitTrain, '--limit-train'],
+    [c.data.limitVal, '--limit-val'],
+  ];
+  for (const [v, flag] of safe) {
+    if (v !== undefined && Number.isInteger(v) && !Number.isSafeInteger(v)) {
+      throw new UserError(`${flag} ${v} is past the integers zoo records exactly (up to ${Number.MAX_SAFE_INTEGER})`, { exitCode: 2 });
+    }
+  }
   checkRunOptions({ ...c, lr: c.baseLr });
+  // The data's limits come before the options checked against them (a recipe's warmup is fitted to the run only when one batch fits).
+  if (c.data.val < 1) {
+    throw new UserError(
+      c.data.valSplit !== undefined && c.data.valSplit > 0
+        ? `--val-split ${c.data.valSplit} left no validation images: every class has a single image, and a class needs two to give one to validation`
+        : 'the validation split is empty: give a data set with val/ images or --val-split',
+      { exitCode: 2 },
+    );
+  }
+  if (c.data.train < c.batchSize) {
+    throw new UserError(`the training split has ${c.data.train} images, fewer than one batch of ${c.batchSize}; lower --batch-size`, { exitCode: 2 });
+  }
   checkInteger(c.imageSize, '--image-size', 8);
   if (defaultResize(c.imageSize) > MAX_IMAGE_SIDE) {
     throw new UserError(`--image-size ${c.imageSize} needs a validation resize of ${defaultResize(c.imageSize)}; zoo takes sides up to ${MAX_IMAGE_SIDE}`, { exitCode: 2 });
@@ -152,10 +179,6 @@ export function validateConfig(c: TrainConfig): void {
   if (t.distill && !(t.temperature > 0)) throw new UserError(`--temperature must be positive, got ${t.temperature}`, { exitCode: 2 });
   if (c.hardWeight !== undefined && !(c.hardWeight >= 0 && c.hardWeight <= 1)) {
     throw new UserError(`--hard-weight must be in [0, 1], got ${c.hardWeight}`, { exitCode: 2 });
-  }
-  if (c.data.val < 1) throw new UserError('the validation split is empty: give a data set with val/ images or --val-split', { exitCode: 2 });
-  if (c.data.train < c.batchSize) {
-    throw new UserError(`the training split has ${c.data.train} images, fewer than one batch of ${c.batchSize}; lower --batch-size`, { exitCode: 2 });
   }
 }
 

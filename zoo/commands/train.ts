@@ -146,9 +146,9 @@ async function runTrain(request: TrainRequest, json: boolean): Promise<void> {
   await withStopSignal(async (signal) => {
     const r = await train(request, {
       signal,
-      onBackend: (info) => {
+      onBackend: (info, run) => {
         process.stderr.write(`${describeBackend(info)}\n`);
-        if (json) machine = trainingJsonPrinter(process.stdout, { start: { backend: info.name, outDir: request.out } });
+        if (json) machine = trainingJsonPrinter(process.stdout, { start: { backend: info.name, outDir: run.outDir } });
       },
       onEvent: (e) => {
         human(e);
