@@ -16,6 +16,7 @@ import type { ConvBnSpec, ConvSpec, GraphBuilder, PoolSpec, ResizeSpec, RoiAlign
 import { defaultPadding } from '../models/count.js';
 import { DataType, IR_VERSION, OPSET, floatTensor, halfTensor, int64Tensor, node, onnx, valueInfo, type OnnxNs } from './proto.js';
 import { float32ToFloat16Bits } from '../util/float16.js';
+import { UserError } from '../errors.js';
 
 export interface ExportOptions {
   /** Input height and width recorded in the graph (default 224). */
@@ -296,6 +297,10 @@ export function encodeModel(g: {
 /** Serializes `model` to ONNX (bytes of a ModelProto). */
 export async function exportOnnx(model: Model, options: ExportOptions = {}): Promise<Uint8Array> {
   const [h, w] = typeof options.imageSize === 'number' ? [options.imageSize, options.imageSize] : (options.imageSize ?? [224, 224]);
+  // Recorded as the graph's input dimensions: 0, a fraction or NaN would make a graph no input fits.
+  for (const side of [h, w]) {
+    if (!Number.isInteger(side) || side < 1) throw new UserError(`imageSize must be a positive integer (or two), got ${JSON.stringify(options.imageSize)}`, { exitCode: 2 });
+  }
   const fp16 = options.fp16 ?? false;
   const values = await paramValues(model.params);
   const foldBatchNorm = options.foldBatchNorm ?? fp16;

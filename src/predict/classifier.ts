@@ -83,6 +83,13 @@ export class ImageClassifier {
     readonly inputSize: number | undefined,
   ) {}
 
+  /** Set by dispose(): the session is released, and a call after it would reach a released session. */
+  private disposed = false;
+
+  private alive(): void {
+    if (this.disposed) throw new UserError(`${this.name}: the classifier was disposed; open the model again to classify`);
+  }
+
   /** Where the model runs. */
   get provider(): 'cpu' | 'cuda' {
     return this.session.provider;
@@ -129,6 +136,7 @@ export class ImageClassifier {
 
   /** Logits [n, classes] for normalized NCHW images [n, 3, crop, crop]. */
   async logits(input: Float32Array, n: number): Promise<Float32Array> {
+    this.alive();
     const c = this.preprocessing.crop;
     const out = await runClassifier(this.session, input, [n, 3, c, c]);
     if (this.labels && out.length !== n * this.labels.length) {
@@ -142,6 +150,8 @@ export class ImageClassifier {
    * the others; a model that fails to run throws.
    */
   async classify(images: readonly ImageInput[], options: ClassifyOptions = {}): Promise<ImageResult[]> {
+    this.alive();
+    if (!Array.isArray(images)) throw new UserError(`classify takes a list of images (file paths or encoded bytes), got ${images === null ? 'null' : typeof images}`);
     const bs = positive(options.batchSize, 8, 'batchSize');
     const k = positive(options.topk, 5, 'topk');
     const pre = this.preprocessing;
@@ -167,7 +177,10 @@ export class ImageClassifier {
     return results;
   }
 
+  /** Releases the ONNX Runtime session; a second call does nothing. */
   async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
     await this.session.session.release();
   }
 }

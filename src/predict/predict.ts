@@ -2,7 +2,8 @@
  * Reading images the way a model was evaluated: resize the shorter side (the longer one in proportion,
  * rounded down as torchvision does) with the model's interpolation, center crop, scale to [0, 1],
  * subtract the mean and divide by the standard deviation, NCHW. Images are decoded by sharp (JPEG, PNG,
- * WebP, GIF, AVIF, TIFF), converted to sRGB; an alpha channel is dropped.
+ * WebP, GIF, AVIF, TIFF), turned upright by their EXIF orientation as a viewer shows them (as training
+ * data is read), converted to sRGB; an alpha channel is dropped.
  */
 import { stat } from 'node:fs/promises';
 import sharp from 'sharp';
@@ -21,6 +22,9 @@ export const MAX_INPUT_PIXELS = 100_000_000;
 
 /** One image (a path or encoded bytes) as normalized CHW float32 [3, crop, crop]. */
 export async function preprocessImage(source: string | Uint8Array, p: Preprocessing): Promise<Float32Array> {
+  if (typeof source !== 'string' && !(source instanceof Uint8Array)) {
+    throw new UserError(`an image is a file path or the encoded bytes of one (a Uint8Array or Buffer), got ${source === null ? 'null' : typeof source}`);
+  }
   const name = typeof source === 'string' ? source : 'image bytes';
   if (typeof source === 'string') {
     const st = await stat(source).catch(() => undefined);
@@ -36,8 +40,10 @@ export async function preprocessImage(source: string | Uint8Array, p: Preprocess
   } catch (e) {
     throw new UserError(`${name}: not a readable image (${(e as Error).message})`);
   }
-  const w = meta.width ?? 0;
-  const h = meta.height ?? 0;
+  // Orientations 5 to 8 are a quarter turn: the upright image is the stored one transposed.
+  const upright = (meta.orientation ?? 1) >= 5;
+  const w = (upright ? meta.height : meta.width) ?? 0;
+  const h = (upright ? meta.width : meta.height) ?? 0;
   if (!w || !h) throw new UserError(`${name}: image has no size`);
   if (w * h > MAX_INPUT_PIXELS) throw new UserError(`${name}: ${w}x${h} is more than the ${MAX_INPUT_PIXELS / 1e6} M pixels accepted`);
   const short = Math.min(w, h);
@@ -49,6 +55,7 @@ export async function preprocessImage(source: string | Uint8Array, p: Preprocess
   let raw: Buffer;
   try {
     raw = await decoder()
+      .rotate()
       .toColourspace('srgb')
       .removeAlpha()
       .resize(nw, nh, { kernel: KERNELS[p.interpolation], fit: 'fill' })

@@ -1,0 +1,101 @@
+/**
+ * Prediction on what users pass: photos stored sideways with an EXIF orientation, values that are not
+ * images, a pipeline used after it was disposed, and export sizes no input could fit.
+ */
+import test from 'ava';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { setupBackend, maxAbsDiff } from './helpers/backend.js';
+import { createModel, exportOnnx, pipeline, UserError } from '../src/index.js';
+import { metadataProps } from '../src/onnx/metadata.js';
+import { preprocessImage } from '../src/predict/predict.js';
+import { preprocessingForSize, type Preprocessing } from '../src/predict/preprocessing.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'zoo-exportrev-'));
+const PRE: Preprocessing = preprocessingForSize(224);
+
+/** A 300x200 RGB image whose every pixel differs from its mirror images and transposes. */
+function gradient(width: number, height: number): sharp.Sharp {
+  const px = Buffer.alloc(width * height * 3);
+  for (let y = 0; y < height; y++)
+    for (let x = 0; x < width; x++) {
+      const i = (y * width + x) * 3;
+      px[i] = Math.round((255 * x) / (width - 1));
+      px[i + 1] = Math.round((255 * y) / (height - 1));
+      px[i + 2] = (x * 7 + y * 3) % 256;
+    }
+  return sharp(px, { raw: { width, height, channels: 3 } });
+}
+
+let onnxFile = '';
+
+test.before(async () => {
+  await setupBackend();
+  const m = createModel('resnet18d', { numClasses: 3 });
+  try {
+    const pre = preprocessingForSize(32);
+    const bytes = await exportOnnx(m, { imageSize: 32, metadata: metadataProps({ arch: 'resnet18d', preprocessing: pre, labels: ['a', 'b', 'c'] }) });
+    onnxFile = join(dir, 'small.onnx');
+    writeFileSync(onnxFile, bytes);
+  } finally {
+    m.dispose();
+  }
+});
+
+test.after.always(() => rmSync(dir, { recursive: true, force: true }));
+
+for (const orientation of [6, 3, 8]) {
+  test(`a JPEG stored with EXIF orientation ${orientation} is classified upright, as a viewer shows it and training reads it`, async (t) => {
+    const stored = await gradient(300, 200).jpeg({ quality: 95 }).withMetadata({ orientation }).toBuffer();
+    // The reference: the same decoded pixels turned upright, stored losslessly without a tag.
+    const upright = await sharp(stored).rotate().png().toBuffer();
+    const uprightMeta = await sharp(upright).metadata();
+    t.is(uprightMeta.orientation, undefined);
+    const asStored = await sharp(stored).png().toBuffer(); // the pixels as stored, tag dropped
+    const got = await preprocessImage(new Uint8Array(stored), PRE);
+    const want = await preprocessImage(new Uint8Array(upright), PRE);
+    const sideways = await preprocessImage(new Uint8Array(asStored), PRE);
+    t.true(maxAbsDiff(got, want) < 1e-5, `differs from the upright image by ${maxAbsDiff(got, want)}`);
+    t.true(maxAbsDiff(got, sideways) > 0.5, 'the orientation tag changed nothing');
+  });
+}
+
+test('a value that is neither a path nor image bytes is a UserError, from preprocessImage and from a pipeline', async (t) => {
+  for (const bad of [42, null, undefined, { path: 'x.png' }]) {
+    await t.throwsAsync(() => preprocessImage(bad as unknown as string, PRE), { instanceOf: UserError, message: /file path or the encoded bytes/ });
+  }
+  const classify = await pipeline('image-classification', onnxFile);
+  try {
+    await t.throwsAsync(() => classify(42 as unknown as string), { instanceOf: UserError, message: /file path or the encoded bytes/ });
+    await t.throwsAsync(() => classify.classifyEach('x.png' as unknown as string[]), { instanceOf: UserError, message: /a list of images/ });
+    const png = await gradient(40, 30).png().toBuffer();
+    const [top] = await classify([png], { topk: 2 });
+    t.is(top!.length, 2);
+  } finally {
+    await classify.dispose();
+  }
+});
+
+test('a pipeline disposed twice is fine; a call after dispose is a UserError naming the model', async (t) => {
+  const classify = await pipeline('image-classification', onnxFile);
+  const png = await gradient(40, 30).png().toBuffer();
+  t.is((await classify(png, { topk: 1 })).length, 1);
+  await classify.dispose();
+  await t.notThrowsAsync(() => classify.dispose());
+  const e = await t.throwsAsync(() => classify(png), { instanceOf: UserError });
+  t.regex(e!.message, /small\.onnx.*disposed/);
+});
+
+test('exportOnnx refuses an image size no input could fit instead of writing it into the graph', async (t) => {
+  const m = createModel('resnet18d', { numClasses: 3 });
+  try {
+    for (const imageSize of [0, -32, 31.5, Number.NaN, [32, 0] as [number, number]]) {
+      await t.throwsAsync(() => exportOnnx(m, { imageSize }), { instanceOf: UserError, message: /imageSize must be a positive integer/ });
+    }
+    t.true((await exportOnnx(m, { imageSize: [32, 48] })).length > 0);
+  } finally {
+    m.dispose();
+  }
+});
