@@ -3,13 +3,15 @@
  * images, a pipeline used after it was disposed, and export sizes no input could fit.
  */
 import test from 'ava';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { setupBackend, maxAbsDiff } from './helpers/backend.js';
 import { createModel, exportOnnx, pipeline, UserError } from '../src/index.js';
 import { metadataProps } from '../src/onnx/metadata.js';
+import { decodeModel, onnx } from '../src/onnx/proto.js';
+import { ImageClassifier } from '../src/predict/classifier.js';
 import { preprocessImage } from '../src/predict/predict.js';
 import { preprocessingForSize, type Preprocessing } from '../src/predict/preprocessing.js';
 
@@ -30,6 +32,14 @@ function gradient(width: number, height: number): sharp.Sharp {
 }
 
 let onnxFile = '';
+
+/** `file` with its batch dimension fixed at `batch`, as other tools often export (torch.onnx without dynamic_axes). */
+function fixBatch(file: string, batch: number, out: string): string {
+  const m = decodeModel(readFileSync(file), file);
+  for (const v of [m.graph!.input![0]!, m.graph!.output![0]!]) v.type!.tensorType!.shape!.dim![0] = { dimValue: batch };
+  writeFileSync(out, onnx.ModelProto.encode(m).finish());
+  return out;
+}
 
 test.before(async () => {
   await setupBackend();
@@ -99,3 +109,32 @@ test('exportOnnx refuses an image size no input could fit instead of writing it 
     m.dispose();
   }
 });
+
+test('a graph with a fixed batch (1, or 3 for 5 images) is run in runs of that size, padded, with the answers of the dynamic graph', async (t) => {
+  const images = await Promise.all([0, 1, 2, 3, 4].map((i) => gradient(40 + 9 * i, 30 + 5 * i).png().toBuffer()));
+  const dynamic = await predictAll(onnxFile, images);
+  for (const batch of [1, 3]) {
+    const file = fixBatch(onnxFile, batch, join(dir, `fixed${batch}.onnx`));
+    const c = await ImageClassifier.open({ onnx: file, label: file, meta: { preprocessing: preprocessingForSize(32), labels: ['a', 'b', 'c'] }, preprocessingFrom: 'model' });
+    try {
+      t.is(c.fixedBatch, batch);
+      const got = await c.classify(images, { topk: 3, batchSize: 8 });
+      t.deepEqual(got.map((r) => r.error), images.map(() => undefined));
+      for (let i = 0; i < images.length; i++) {
+        t.deepEqual(got[i]!.top!.map((p) => p.index), dynamic[i]!.map((p) => p.index));
+        t.true(maxAbsDiff(got[i]!.top!.map((p) => p.probability), dynamic[i]!.map((p) => p.probability)) < 1e-6);
+      }
+    } finally {
+      await c.dispose();
+    }
+  }
+});
+
+async function predictAll(file: string, images: Uint8Array[]) {
+  const classify = await pipeline('image-classification', file);
+  try {
+    return await classify(images, { topk: 3 });
+  } finally {
+    await classify.dispose();
+  }
+}

@@ -81,6 +81,8 @@ export class ImageClassifier {
     readonly numClasses: number | undefined,
     /** The side of the square images the graph takes; undefined when its height and width are symbolic. */
     readonly inputSize: number | undefined,
+    /** The images per run of a graph whose batch dimension is fixed (often 1 in other tools' exports); undefined when dynamic. */
+    readonly fixedBatch: number | undefined = undefined,
   ) {}
 
   /** Set by dispose(): the session is released, and a call after it would reach a released session. */
@@ -127,18 +129,41 @@ export class ImageClassifier {
       if (labels && classes !== undefined && labels.length !== classes) {
         throw new UserError(`${model.label} outputs ${classes} classes but its metadata names ${labels.length}`);
       }
-      return new ImageClassifier(session, model.label, pre, labels, classes, h);
+      return new ImageClassifier(session, model.label, pre, labels, classes, h, dimValue(input.shape[0]));
     } catch (e) {
       await session.session.release();
       throw e;
     }
   }
 
-  /** Logits [n, classes] for normalized NCHW images [n, 3, crop, crop]. */
+  /**
+   * Logits [n, classes] for normalized NCHW images [n, 3, crop, crop]. A graph with a fixed batch runs
+   * the images in runs of that many, the last one padded with zeros (their logits are dropped).
+   */
   async logits(input: Float32Array, n: number): Promise<Float32Array> {
     this.alive();
     const c = this.preprocessing.crop;
-    const out = await runClassifier(this.session, input, [n, 3, c, c]);
+    const fixed = this.fixedBatch;
+    let out: Float32Array;
+    if (fixed === undefined || fixed === n) {
+      out = await runClassifier(this.session, input, [n, 3, c, c]);
+    } else {
+      const per = 3 * c * c;
+      const parts: Float32Array[] = [];
+      for (let start = 0; start < n; start += fixed) {
+        const rows = Math.min(fixed, n - start);
+        const chunk = new Float32Array(fixed * per);
+        chunk.set(input.subarray(start * per, (start + rows) * per));
+        const got = await runClassifier(this.session, chunk, [fixed, 3, c, c]);
+        parts.push(got.subarray(0, (got.length / fixed) * rows));
+      }
+      out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+      let at = 0;
+      for (const p of parts) {
+        out.set(p, at);
+        at += p.length;
+      }
+    }
     if (this.labels && out.length !== n * this.labels.length) {
       throw new UserError(`${this.name} gives ${out.length / n} outputs per image but names ${this.labels.length} classes`);
     }
