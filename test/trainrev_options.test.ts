@@ -5,7 +5,7 @@
  * event names the run directory zoo chose.
  */
 import test from 'ava';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -66,4 +66,30 @@ test('--json: the start event names the run directory zoo chose when --out is no
   const outDir = join('runs', runs[0]!);
   t.like(events.find((e) => e.event === 'start'), { event: 'start', outDir });
   t.like(events.at(-1), { event: 'finished', outDir });
+});
+
+test('a run whose image folder moved resumes with --data at the new place, which run.json then records', async (t) => {
+  const env = { ...process.env, ZOO_BACKEND: 'wasm', ZOO_CACHE: join(dir, 'cache') };
+  const data = join(dir, 'photos');
+  for (const [c, colour] of [['cat', '#c04020'], ['dog', '#2040c0']] as const) {
+    mkdirSync(join(data, c), { recursive: true });
+    for (let i = 0; i < 4; i++) await sharp({ create: { width: 12 + i, height: 10, channels: 3, background: colour } }).png().toFile(join(data, c, `${i}.png`));
+  }
+  const out = join(dir, 'moved-run');
+  const args = ['--image-size', '16', '--batch-size', '2', '--no-fp16', '--warmup', '0', '--epochs', '1', '--no-export'];
+  const first = await runZoo(['train', 'resnet_test', '--data', data, '--val-split', '0.25', ...args, '--out', out], { env, timeoutMs: 300_000 });
+  t.is(first.code, 0, first.stderr);
+  const moved = join(dir, 'photos-moved');
+  renameSync(data, moved);
+  const lost = await runZoo(['train', '--out', out, '--resume', '--no-export'], { env });
+  t.is(lost.code, 2, lost.stderr);
+  t.regex(lost.stderr, /--resume: the run's data .*photos does not exist: if it has moved, give its new location with --data/);
+  const again = await runZoo(['train', '--out', out, '--resume', '--no-export', '--data', moved], { env, timeoutMs: 300_000 });
+  t.is(again.code, 0, again.stderr);
+  t.is(JSON.parse(readFileSync(join(out, 'run.json'), 'utf8')).data.spec, moved);
+  // Other data at the new place is still refused by its counts.
+  rmSync(join(moved, 'dog', '3.png'));
+  const other = await runZoo(['train', '--out', out, '--resume', '--no-export'], { env });
+  t.is(other.code, 2, other.stderr);
+  t.regex(other.stderr, /training images \(--data, --limit-train, --val-split\): 6 in the run, 5 now/);
 });

@@ -257,6 +257,9 @@ export async function planTraining(given: TrainRequest): Promise<TrainPlan> {
       if (e instanceof UserError) throw new UserError(`${file}: ${e.message}`, { cause: e });
       throw e;
     }
+    if (request.data === undefined && saved.data.spec !== DEFAULTS.data && !existsSync(saved.data.spec)) {
+      throw new UserError(`--resume: the run's data ${saved.data.spec} does not exist: if it has moved, give its new location with --data`, { exitCode: 2 });
+    }
     request = resumeRequest(saved, request);
   }
   const arch = request.arch;

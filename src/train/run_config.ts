@@ -151,6 +151,9 @@ const FLAGS: Record<string, string> = {
   'data.limitVal': '--limit-val',
 };
 
+/** The --data of the embedded Fashion-MNIST subset. */
+const EMBEDDED_SPEC = 'fashion';
+
 /** Fields that older runs did not record: compared only when the saved run has them. */
 const RECORDED_LATER = new Set(['teacherArch', 'data.valSplit', 'data.limitTrain', 'data.limitVal']);
 
@@ -162,7 +165,8 @@ function show(v: unknown): string {
 
 /**
  * How `now` differs from the `saved` run, one line per field, named by its flag:
- * `--seed: 1 in the run, 2 now`. Empty when they agree.
+ * `--seed: 1 in the run, 2 now`. Empty when they agree. The data's path is not compared (data that moved
+ * resumes with --data at its new place) unless one side is the embedded set.
  */
 export function configDiffs(saved: TrainConfig, now: TrainConfig): string[] {
   const diffs: string[] = [];
@@ -172,6 +176,9 @@ export function configDiffs(saved: TrainConfig, now: TrainConfig): string[] {
       const x = a[k];
       const y = b[k];
       if (x === undefined && RECORDED_LATER.has(key)) continue;
+      // A data directory that moved is the same data at a new place: its splits are compared by their
+      // image counts and classes, not by the path. The embedded set has no place to move from.
+      if (key === 'data.spec' && x !== EMBEDDED_SPEC && y !== EMBEDDED_SPEC) continue;
       if ((key === 'tricks' || key === 'data') && isObject(x) && isObject(y)) {
         walk(x, y, `${key}.`);
         continue;

@@ -45,7 +45,7 @@ import { SGD } from './optim.js';
 import { LrSchedule } from './schedule.js';
 import { distillationLoss, mixup, sampleBeta, smoothTargets, softCrossEntropy } from './loss.js';
 import type { CheckpointState } from './checkpoint.js';
-import { TrainingError, checkInteger, diagnoseNonFinite, checkRunOptions, readEpochLog as readLog, runLoop, updatesIn, type LoopRecord, type LoopTask, type RunControlOptions, loopControl, openRunDir, runFiles } from './loop.js';
+import { TrainingError, checkInteger, diagnoseNonFinite, checkRunOptions, readEpochLog as readLog, runLoop, updatesIn, type LoopRecord, type LoopTask, type RunControlOptions, loopControl, openRunDir, recordDataLocation, runFiles } from './loop.js';
 import { configDiffs, readRunConfig } from './run_config.js';
 import { evaluateModel, type EvalResult } from './evaluate.js';
 import type { Tricks, RecipeName } from './recipes.js';
@@ -259,6 +259,8 @@ export async function train(options: TrainOptions): Promise<TrainResult & { mode
     const itersPerEpoch = updatesPerEpoch(c);
     const schedule = scheduleOf(c);
     if (!options.resume) await writeFileAtomic(files.config, `${JSON.stringify(c, null, 2)}\n`);
+    // Data that moved (given with --data on --resume): the next resume finds it without --data.
+    else await recordDataLocation(files.config, c.data.spec);
     const trainSet = options.data.train;
     if (datasetSize(trainSet) !== c.data.train) throw new Error('training split size differs from the configuration');
     const varList = [...model.params.trainable()];

@@ -94,7 +94,8 @@ valTop5, ...), checkpoint.safetensors (rewritten atomically every epoch, every -
 and on Ctrl-C) and model.onnx at the end, checked in ONNX Runtime. Ctrl-C stops after the current
 update; 'zoo train --out DIR --resume' continues exactly where it stopped, with the options in
 run.json (options given again must agree with them; --workers, --checkpoint-minutes, --no-export,
---add-to-zoo and --no-check-data are not recorded and apply to the resumed part).
+--add-to-zoo and --no-check-data are not recorded and apply to the resumed part). Data that moved
+resumes with --data at its new place (its image counts and classes must agree; run.json then records it).
 
 A recipe's 5-epoch warmup is meant for its long runs: where it would take more than a quarter of a
 shorter run, it is shortened to a tenth of the run, with a note. A --warmup you give is not changed.
