@@ -4,7 +4,8 @@
  *   <root>/train/<class>/*.{jpg,jpeg,png,webp}
  *   <root>/val/<class>/*.{jpg,jpeg,png,webp}
  *
- * or class folders directly under <root>, split into train and validation by a fraction, per class and
+ * or class folders directly under <root> (a train/ folder that holds images and no folders is a class
+ * folder, of a class named "train"), split into train and validation by a fraction, per class and
  * deterministically from a seed. Classes are sorted by name (code-unit order, like Python's `sorted` in
  * torchvision's ImageFolder), so label i means the same class on every machine; files likewise.
  *
@@ -122,6 +123,16 @@ async function scanClasses(dir: string): Promise<ClassFiles[]> {
   return classes;
 }
 
+/**
+ * Whether `dir` holds images and no folders: a class folder (a class named "train", as in a set of
+ * vehicles), not the train/ split of the ImageNet layout.
+ */
+async function isClassFolder(dir: string): Promise<boolean> {
+  const entries = (await readdir(dir, { withFileTypes: true })).filter((e) => !e.name.startsWith('.'));
+  const folder = (e: Dirent) => e.isDirectory() || (e.isSymbolicLink() && isDir(path.join(dir, e.name)));
+  return entries.some((e) => isImageName(e.name) && !folder(e)) && !entries.some(folder);
+}
+
 function requireClasses(classes: ClassFiles[], dir: string, root: string): void {
   if (classes.length === 0) {
     throw new UserError(
@@ -175,7 +186,7 @@ export async function openImageFolder(root: string, options: ImageFolderOptions 
   if (!isDir(root)) throw new UserError(`image folder ${root} is not a directory`);
   const seed = options.seed ?? 0;
   const trainDir = path.join(root, 'train');
-  const layout: FolderLayout = isDir(trainDir) ? 'train-val' : 'classes';
+  const layout: FolderLayout = isDir(trainDir) && !(await isClassFolder(trainDir)) ? 'train-val' : 'classes';
   const base = layout === 'train-val' ? trainDir : root;
   const classes = await scanClasses(base);
   requireClasses(classes, base, root);

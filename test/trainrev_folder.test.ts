@@ -1,0 +1,49 @@
+/**
+ * Image folders as users have them: a class named "train" among class folders is a class, not the
+ * ImageNet layout's train/ split.
+ */
+import test from 'ava';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { openImageFolder } from '../src/data/image_folder.js';
+import { UserError } from '../src/errors.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'zoo-trainrev-folder-'));
+test.after.always(() => rmSync(dir, { recursive: true, force: true }));
+
+async function image(file: string): Promise<void> {
+  await sharp({ create: { width: 9, height: 7, channels: 3, background: '#405060' } }).png().toFile(file);
+}
+
+test('a class folder named train (images, no folders) is a class of a folder of class folders', async (t) => {
+  const root = join(dir, 'vehicles');
+  for (const c of ['bus', 'car', 'train']) {
+    mkdirSync(join(root, c), { recursive: true });
+    for (let i = 0; i < 3; i++) await image(join(root, c, `${i}.png`));
+  }
+  const f = await openImageFolder(root, { valFraction: 1 / 3 });
+  t.is(f.layout, 'classes');
+  t.deepEqual(f.classes, ['bus', 'car', 'train']);
+  t.is(f.train.labels.length, 6);
+  t.deepEqual(Array.from(f.val.labels), [0, 1, 2]);
+  // Without a fraction it asks for one, as any folder of class folders does.
+  await t.throwsAsync(openImageFolder(root), { instanceOf: UserError, message: /holds class folders directly/ });
+});
+
+test('train/ with class folders, and an empty train/, are still the ImageNet layout', async (t) => {
+  const root = join(dir, 'imagenet');
+  for (const split of ['train', 'val']) {
+    for (const c of ['a', 'b']) {
+      mkdirSync(join(root, split, c), { recursive: true });
+      await image(join(root, split, c, 'x.png'));
+    }
+  }
+  const f = await openImageFolder(root);
+  t.is(f.layout, 'train-val');
+  t.deepEqual(f.classes, ['a', 'b']);
+  const empty = join(dir, 'empty');
+  mkdirSync(join(empty, 'train'), { recursive: true });
+  await t.throwsAsync(openImageFolder(empty), { instanceOf: UserError, message: /no class folders in .*empty\/train/ });
+});
