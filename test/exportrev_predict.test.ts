@@ -10,7 +10,7 @@ import sharp from 'sharp';
 import { setupBackend, maxAbsDiff } from './helpers/backend.js';
 import { createModel, exportOnnx, pipeline, UserError } from '../src/index.js';
 import { metadataProps } from '../src/onnx/metadata.js';
-import { decodeModel, onnx } from '../src/onnx/proto.js';
+import { decodeModel, int64Tensor, node, onnx } from '../src/onnx/proto.js';
 import { ImageClassifier } from '../src/predict/classifier.js';
 import { preprocessImage } from '../src/predict/predict.js';
 import { preprocessingForSize, type Preprocessing } from '../src/predict/preprocessing.js';
@@ -138,3 +138,25 @@ async function predictAll(file: string, images: Uint8Array[]) {
     await classify.dispose();
   }
 }
+
+test('a graph that loads but cannot run on images of its own input shape is a UserError naming the file, not an internal error', async (t) => {
+  // A Reshape to rows of 7 before the classifier: 512 features per image cannot be split so at run time.
+  const m = decodeModel(readFileSync(onnxFile), onnxFile);
+  const g = m.graph!;
+  const gemm = g.node!.findIndex((n) => n.opType === 'Gemm');
+  const features = g.node![gemm]!.input![0]!;
+  g.initializer!.push(onnx.TensorProto.fromObject(int64Tensor('bad_shape', [2], [-1, 7])), onnx.TensorProto.fromObject(int64Tensor('good_shape', [2], [-1, 512])));
+  g.node!.splice(gemm, 0, onnx.NodeProto.fromObject(node('Reshape', [features, 'bad_shape'], ['odd_rows'], 'bad_reshape')), onnx.NodeProto.fromObject(node('Reshape', ['odd_rows', 'good_shape'], ['rows'], 'back')));
+  g.node![gemm + 2]!.input![0] = 'rows';
+  const file = join(dir, 'broken.onnx');
+  writeFileSync(file, onnx.ModelProto.encode(m).finish());
+  const classify = await pipeline('image-classification', file);
+  try {
+    const png = await gradient(40, 30).png().toBuffer();
+    const e = await t.throwsAsync(() => classify(png), { instanceOf: UserError });
+    t.regex(e!.message, /broken\.onnx: ONNX Runtime could not run the graph on 1 image\(s\) of 3x32x32: .*Reshape/);
+    t.false(e!.message.includes('\n'));
+  } finally {
+    await classify.dispose();
+  }
+});

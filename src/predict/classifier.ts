@@ -144,9 +144,18 @@ export class ImageClassifier {
     this.alive();
     const c = this.preprocessing.crop;
     const fixed = this.fixedBatch;
+    const run = async (x: Float32Array, rows: number): Promise<Float32Array> => {
+      try {
+        return await runClassifier(this.session, x, [rows, 3, c, c]);
+      } catch (e) {
+        // The graph loaded and takes images of this shape, yet cannot run on them: the file is broken.
+        const why = String((e as Error).message ?? e).split('\n')[0]!.slice(0, 300);
+        throw new UserError(`${this.name}: ONNX Runtime could not run the graph on ${rows} image(s) of 3x${c}x${c}: ${why}`, { cause: e });
+      }
+    };
     let out: Float32Array;
     if (fixed === undefined || fixed === n) {
-      out = await runClassifier(this.session, input, [n, 3, c, c]);
+      out = await run(input, n);
     } else {
       const per = 3 * c * c;
       const parts: Float32Array[] = [];
@@ -154,7 +163,7 @@ export class ImageClassifier {
         const rows = Math.min(fixed, n - start);
         const chunk = new Float32Array(fixed * per);
         chunk.set(input.subarray(start * per, (start + rows) * per));
-        const got = await runClassifier(this.session, chunk, [fixed, 3, c, c]);
+        const got = await run(chunk, fixed);
         parts.push(got.subarray(0, (got.length / fixed) * rows));
       }
       out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
