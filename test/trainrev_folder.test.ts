@@ -1,9 +1,9 @@
 /**
  * Image folders as users have them: a class named "train" among class folders is a class, not the
- * ImageNet layout's train/ split.
+ * ImageNet layout's train/ split; the __MACOSX folder a macOS zip leaves is no class.
  */
 import test from 'ava';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -46,4 +46,19 @@ test('train/ with class folders, and an empty train/, are still the ImageNet lay
   const empty = join(dir, 'empty');
   mkdirSync(join(empty, 'train'), { recursive: true });
   await t.throwsAsync(openImageFolder(empty), { instanceOf: UserError, message: /no class folders in .*empty\/train/ });
+});
+
+test("the __MACOSX folder beside a zip's class folders is no class", async (t) => {
+  const root = join(dir, 'unzipped');
+  for (const c of ['cat', 'dog']) {
+    mkdirSync(join(root, c), { recursive: true });
+    mkdirSync(join(root, '__MACOSX', c), { recursive: true });
+    for (let i = 0; i < 2; i++) {
+      await image(join(root, c, `${i}.png`));
+      writeFileSync(join(root, '__MACOSX', c, `._${i}.png`), 'resource fork');
+    }
+  }
+  const f = await openImageFolder(root, { valFraction: 0.5 });
+  t.deepEqual(f.classes, ['cat', 'dog']);
+  t.is(f.train.labels.length + f.val.labels.length, 4);
 });

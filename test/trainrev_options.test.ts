@@ -2,15 +2,18 @@
  * zoo train's options against the data and run.json: integers too large to record exactly are refused at
  * the start (not at --resume), a batch larger than the training split is named as such even when the
  * recipe's warmup is on, a --val-split that leaves no validation image says why, and the --json start
- * event names the run directory zoo chose.
+ * event names the run directory zoo chose; data that moved resumes with --data; --val-split is refused
+ * where the data has its own validation split.
  */
 import test from 'ava';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { planTraining } from '../src/api/train.js';
 import { UserError } from '../src/errors.js';
+import { encodeIdx } from '../src/data/idx.js';
+import { openTrainingData } from '../src/train/data.js';
 import { runZoo } from './helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'zoo-trainrev-'));
@@ -92,4 +95,21 @@ test('a run whose image folder moved resumes with --data at the new place, which
   const other = await runZoo(['train', '--out', out, '--resume', '--no-export'], { env });
   t.is(other.code, 2, other.stderr);
   t.regex(other.stderr, /training images \(--data, --limit-train, --val-split\): 6 in the run, 5 now/);
+});
+
+test('--val-split on data with its own validation split (the embedded set, IDX files) is refused, not ignored', async (t) => {
+  const embedded = await t.throwsAsync(planTraining({ ...SMALL, valSplit: 0.1, epochs: 1 }), { instanceOf: UserError });
+  t.regex(embedded!.message, /^--val-split splits an image folder; the embedded Fashion-MNIST subset \('fashion'\) has its own validation split/);
+  t.is((embedded as UserError).exitCode, 2);
+  const idx = join(dir, 'idx');
+  mkdirSync(idx);
+  const images = encodeIdx([4, 8, 8], new Uint8Array(4 * 64).fill(9));
+  const labels = encodeIdx([4], Uint8Array.from([0, 1, 0, 1]));
+  for (const p of ['train', 't10k']) {
+    writeFileSync(join(idx, `${p}-images-idx3-ubyte`), images);
+    writeFileSync(join(idx, `${p}-labels-idx1-ubyte`), labels);
+  }
+  const err = await t.throwsAsync(openTrainingData(idx, { valFraction: 0.5 }), { instanceOf: UserError });
+  t.regex(err!.message, /the IDX data in .*idx \(its t10k files\) has its own validation split/);
+  t.is((await openTrainingData(idx)).val.labels.length, 4);
 });

@@ -104,11 +104,14 @@ async function scanImages(classDir: string): Promise<string[]> {
   return files.sort(byCodeUnits);
 }
 
-/** The class folders of `dir` (sorted, hidden ones skipped) with their image files (sorted). */
+/** The folder of resource forks that macOS's zip adds beside the zipped folders (its files are `._<name>`). */
+const MACOS_ZIP_FOLDER = '__MACOSX';
+
+/** The class folders of `dir` (sorted, hidden ones and `__MACOSX` skipped) with their image files (sorted). */
 async function scanClasses(dir: string): Promise<ClassFiles[]> {
   const entries = await readdir(dir, { withFileTypes: true });
   const names = entries
-    .filter((e) => !e.name.startsWith('.') && (e.isDirectory() || (e.isSymbolicLink() && isDir(path.join(dir, e.name)))))
+    .filter((e) => !e.name.startsWith('.') && e.name !== MACOS_ZIP_FOLDER && (e.isDirectory() || (e.isSymbolicLink() && isDir(path.join(dir, e.name)))))
     .map((e) => e.name)
     .sort(byCodeUnits);
   const classes: ClassFiles[] = [];

@@ -77,7 +77,10 @@ export function balancedPrefix(dataset: ImageDataset, limit: number): ImageDatas
 
 export async function openTrainingData(spec: string, options: OpenDataOptions = {}): Promise<TrainingData> {
   let data: TrainingData;
+  const noSplit = (what: string) =>
+    new UserError(`--val-split splits an image folder; ${what} has its own validation split: leave --val-split out (or --limit-val for fewer images)`, { exitCode: 2 });
   if (spec === 'fashion') {
+    if (options.valFraction !== undefined) throw noSplit("the embedded Fashion-MNIST subset ('fashion')");
     const { train, test } = await embeddedFashionDatasets();
     data = { spec, kind: 'embedded', classes: train.classes, train, val: test };
   } else {
@@ -87,6 +90,7 @@ export async function openTrainingData(spec: string, options: OpenDataOptions = 
       });
     }
     if (hasIdx(spec)) {
+      if (options.valFraction !== undefined) throw noSplit(`the IDX data in ${spec} (its t10k files)`);
       const classes = idxClasses(spec);
       const raw = await loadFashionMnist(spec, classes);
       data = { spec, kind: 'idx', classes, train: idxDataset(raw.train, classes, `${spec}:train`), val: idxDataset(raw.test, classes, `${spec}:test`) };
