@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { setupBackend, maxAbsDiff } from './helpers/backend.js';
-import { createModel, exportOnnx, pipeline, UserError } from '../src/index.js';
+import { createModel, exportOnnx, fromPretrained, pipeline, pull, UserError } from '../src/index.js';
 import { metadataProps } from '../src/onnx/metadata.js';
 import { decodeModel, int64Tensor, node, onnx } from '../src/onnx/proto.js';
 import { ImageClassifier } from '../src/predict/classifier.js';
@@ -158,5 +158,15 @@ test('a graph that loads but cannot run on images of its own input shape is a Us
     t.false(e!.message.includes('\n'));
   } finally {
     await classify.dispose();
+  }
+});
+
+test('pipeline(), fromPretrained() and pull() without a model name are a UserError, not a TypeError', async (t) => {
+  for (const bad of [undefined, null, 42, '', '  ']) {
+    const ref = bad as unknown as string;
+    await t.throwsAsync(() => pipeline('image-classification', ref), { instanceOf: UserError, message: /pipeline\('image-classification'\) takes a model/ });
+    await t.throwsAsync(() => pipeline('object-detection', ref), { instanceOf: UserError, message: /takes a model/ });
+    await t.throwsAsync(() => fromPretrained(ref), { instanceOf: UserError, message: /fromPretrained\(\) takes a model/ });
+    await t.throwsAsync(() => pull(ref), { instanceOf: UserError, message: /pull\(\) takes a model/ });
   }
 });

@@ -17,7 +17,7 @@ import { UserError } from '../errors.js';
 import { ImageClassifier, type Classification, type ImageInput, type ImageResult } from '../predict/classifier.js';
 import type { Preprocessing } from '../predict/preprocessing.js';
 import type { ProviderChoice } from '../runtime/ort.js';
-import { resolveLoading, type LoadOptions } from './pretrained.js';
+import { checkModelRef, resolveLoading, type LoadOptions } from './pretrained.js';
 
 export const PIPELINE_TASKS = ['image-classification', 'object-detection', 'image-segmentation'] as const;
 export type PipelineTask = (typeof PIPELINE_TASKS)[number];
@@ -134,6 +134,7 @@ export async function pipeline(task: 'image-classification', model: string, opti
 export async function pipeline(task: 'object-detection', model: string, options?: PipelineOptions): Promise<ObjectDetectionPipeline>;
 export async function pipeline(task: 'image-segmentation', model: string, options?: PipelineOptions): Promise<ImageSegmentationPipeline>;
 export async function pipeline(task: PipelineTask, model: string, options: PipelineOptions = {}): Promise<ImageClassificationPipeline | ObjectDetectionPipeline | ImageSegmentationPipeline> {
+  if (PIPELINE_TASKS.includes(task)) checkModelRef(model, `pipeline('${task}')`);
   switch (task) {
     case 'image-classification':
       return imageClassification(model, options);

@@ -36,6 +36,7 @@ export type { PullResult };
  * backend if none is active (the conversion checks the export against the tfjs model).
  */
 export async function pull(name: string, options: PullOptions = {}): Promise<PullResult> {
+  checkModelRef(name, 'pull()');
   const { entry } = await resolvePublished(name, { command: 'pull()', ...(options.settings ? { settings: options.settings } : {}) });
   return pullEntry(entry, options);
 }
@@ -58,8 +59,16 @@ export interface LoadOptions {
   settings?: HubSettings;
 }
 
+/** Throws a UserError unless `ref` is a non-empty string (a JavaScript caller may pass anything). */
+export function checkModelRef(ref: unknown, caller: string): asserts ref is string {
+  if (typeof ref !== 'string' || ref.trim() === '') {
+    throw new UserError(`${caller} takes a model: a published name, a local zoo name, an .onnx file or a run directory; got ${typeof ref === 'string' ? "''" : ref === null ? 'null' : typeof ref}`, { exitCode: 2 });
+  }
+}
+
 /** Resolves `ref` for `purpose`, pulling a published model first when allowed. */
 export async function resolveLoading(ref: string, purpose: Purpose, options: LoadOptions, command: string): Promise<ResolvedModel> {
+  checkModelRef(ref, command);
   const settings = options.settings ?? hubSettings();
   const first = await resolveModelRef(ref, { purpose: 'describe', command, settings });
   if (first.kind === 'published' && first.entry && !first.local && (options.pull ?? true)) {
@@ -106,6 +115,7 @@ export interface PretrainedModel {
  * initialized otherwise); dispose the model when done.
  */
 export async function fromPretrained(ref: string, options: FromPretrainedOptions = {}): Promise<PretrainedModel> {
+  checkModelRef(ref, 'fromPretrained()');
   await initBackend();
   const source = await resolveLoading(ref, 'weights', options, 'fromPretrained');
   const arch = options.arch ?? source.arch;
