@@ -113,3 +113,18 @@ test('--val-split on data with its own validation split (the embedded set, IDX f
   t.regex(err!.message, /the IDX data in .*idx \(its t10k files\) has its own validation split/);
   t.is((await openTrainingData(idx)).val.labels.length, 4);
 });
+
+test('a run that recorded --val-split on the embedded set, where it had no effect, still resumes', async (t) => {
+  const env = { ...process.env, ZOO_BACKEND: 'wasm', ZOO_CACHE: join(dir, 'cache') };
+  const out = join(dir, 'old-val-split');
+  const args = ['--data', 'fashion', '--limit-train', '20', '--limit-val', '10', '--image-size', '16', '--batch-size', '10', '--no-fp16', '--warmup', '0', '--epochs', '1', '--no-export'];
+  const first = await runZoo(['train', 'resnet_test', ...args, '--out', out], { env, timeoutMs: 300_000 });
+  t.is(first.code, 0, first.stderr);
+  // What such a run wrote: the fraction beside the embedded set's own splits.
+  const file = join(out, 'run.json');
+  const c = JSON.parse(readFileSync(file, 'utf8'));
+  writeFileSync(file, JSON.stringify({ ...c, data: { ...c.data, valSplit: 0.1 } }));
+  const again = await runZoo(['train', '--out', out, '--resume', '--no-export'], { env, timeoutMs: 300_000 });
+  t.is(again.code, 0, again.stderr);
+  t.regex(again.stdout, /finished 1 epochs/);
+});

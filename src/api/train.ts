@@ -20,7 +20,7 @@ import { UserError } from '../errors.js';
 import { getModelEntry } from '../models/registry.js';
 import type { Model } from '../models/model.js';
 import { RECIPES, RECIPE_NAMES, fitRecipeWarmup, type RecipeName, type Tricks } from '../train/recipes.js';
-import { openTrainingData, type TrainingData } from '../train/data.js';
+import { openTrainingData, takesValSplit, type TrainingData } from '../train/data.js';
 import {
   train as runTrainer,
   validateConfig,
@@ -282,8 +282,11 @@ export async function planTraining(given: TrainRequest): Promise<TrainPlan> {
 
   const dataSpec = request.data ?? DEFAULTS.data;
   const seed = request.seed ?? DEFAULTS.seed;
+  // A run made before --val-split was refused on data with its own validation split recorded it there
+  // without effect: its resume opens the data as that run did.
+  const splitsData = request.valSplit !== undefined && (given.valSplit !== undefined || !saved || takesValSplit(dataSpec));
   const data = await openTrainingData(dataSpec, {
-    ...(request.valSplit !== undefined ? { valFraction: request.valSplit } : {}),
+    ...(splitsData ? { valFraction: request.valSplit } : {}),
     seed,
     ...(request.limitTrain ? { limitTrain: request.limitTrain } : {}),
     ...(request.limitVal ? { limitVal: request.limitVal } : {}),

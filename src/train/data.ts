@@ -55,6 +55,11 @@ function idxClasses(dir: string): readonly string[] {
   return Array.from({ length: 10 }, (_, i) => String(i));
 }
 
+/** Whether `--data spec` is split by --val-split: an image folder, not the embedded set or IDX files (which have their own). */
+export function takesValSplit(spec: string): boolean {
+  return spec !== 'fashion' && !hasIdx(spec);
+}
+
 /** The first `perClass` samples of each class, in the split's order (a balanced, deterministic subset). */
 export function balancedPrefix(dataset: ImageDataset, limit: number): ImageDataset {
   const n = datasetSize(dataset);
