@@ -174,6 +174,8 @@ test.serial('import refuses folded, FP16 and mismatched files without changing t
     const cases: [string, Uint8Array, RegExp][] = [
       ['folded.onnx', await exportOnnx(a, { foldBatchNorm: true }), /batch norm was folded/],
       ['fp16.onnx', await exportOnnx(a, { fp16: true, foldBatchNorm: false }), /FP16 export/],
+      // --fp16 folds batch norm by default: the message names the FP16 export, not a flag never given.
+      ['fp16-folded.onnx', await exportOnnx(a, { fp16: true }), /FP16 export does not hold the float32 parameters; import the FP32 export/],
       ['resnet18.onnx', await exportOnnx(other, { imageSize: 64 }), /does not match resnet_test \(zoo names\): missing .*mis-shaped/],
       ['garbage.onnx', new Uint8Array([1, 2, 3, 4, 5, 255, 255]), /not a readable ONNX model/],
     ];

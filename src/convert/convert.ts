@@ -153,6 +153,10 @@ function isIntegerType(type: number | null | undefined): boolean {
 /** ONNX initializers as descriptors; zoo exports hold the parameters in PyTorch layout. */
 export function onnxSource(proto: OnnxNs.ModelProto, label: string, budget: ByteBudget): TensorSource {
   const tensors = new Map<string, TensorDescriptor>();
+  // An FP16 export is also folded by default: say what is really missing, the float32 parameters.
+  if ((proto.graph?.initializer ?? []).some((t) => t.dataType === DataType.FLOAT16)) {
+    throw new UserError(`${label}: an FP16 export does not hold the float32 parameters; import the FP32 export`);
+  }
   for (const t of proto.graph?.initializer ?? []) {
     const name = t.name ?? '';
     if (name.endsWith(FOLDED_SUFFIX)) {
