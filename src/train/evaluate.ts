@@ -62,6 +62,8 @@ async function evaluateWith(
 ): Promise<EvalResult> {
   const t0 = performance.now();
   const total = datasetSize(dataset);
+  // No accuracy of nothing (0 / 0): a split left empty, such as --val-split over classes of one image.
+  if (total === 0) throw new UserError(`${dataset.name} has no images to evaluate`);
   const loader = createLoader({
     dataset,
     batchSize: options.batchSize ?? 100,
