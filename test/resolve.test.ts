@@ -111,6 +111,14 @@ test('a run directory, its checkpoint and its export all carry the run\'s labels
   await t.throwsAsync(resolve(join(runDir, 'checkpoint.safetensors'), 'run'), { instanceOf: UserError, message: /is a weights file, not an ONNX model/ });
 });
 
+test('a run without its ONNX export (stopped, or trained with --no-export) says how to get one', async (t) => {
+  const unexported = join(dir, 'run-no-export');
+  await makeRunDir(unexported);
+  rmSync(join(unexported, 'model.onnx'));
+  const e = await t.throwsAsync(resolve(unexported, 'run'), { instanceOf: UserError });
+  t.regex(e!.message, /has no model\.onnx, which zoo test needs: .*unless --no-export.*'zoo train --out .*run-no-export --resume' finishes it or, for a finished run, exports it/);
+});
+
 test('a damaged local zoo manifest is a user error naming it, and cannot point outside the cache', async (t) => {
   for (const [name, converted, message] of [
     ['no-onnx', { arch: 'resnet_test' }, /'onnx\.file' undefined is not a file name/],

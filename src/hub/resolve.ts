@@ -277,7 +277,12 @@ export async function resolveModelRef(ref: string, options: ResolveOptions): Pro
       if (r.onnx) return r;
       if (r.kind === 'published') throw new UserError(`'${ref}' is not in the local cache yet; run 'zoo pull ${ref}' first`);
       if (r.kind === 'arch') throw new UserError(`'${ref}' is an architecture, without trained weights; ${takes(options)}`, { exitCode: 2 });
-      if (r.kind === 'run') throw new UserError(`the run ${r.label} has no ${RUN_FILES.onnx} yet (it is exported when the run finishes); ${cmd} needs it`);
+      if (r.kind === 'run') {
+        throw new UserError(
+          `the run ${r.label} has no ${RUN_FILES.onnx}, which ${cmd} needs: a run exports it when it finishes (unless --no-export); ` +
+            `'zoo train --out ${r.label} --resume' finishes it or, for a finished run, exports it`,
+        );
+      }
       throw new UserError(`'${ref}' is a weights file, not an ONNX model: convert it with 'zoo import ${ref} --arch <arch> -o model.onnx', or give ${TAKES.run}`);
     case 'weights':
       if (r.weights) return r;
