@@ -15,8 +15,7 @@ import { generateVocSet } from '../src/detection/voc_generate.js';
 import { readVoc } from '../src/detection/voc.js';
 import { drawDetections, exportDetection, trainDetection } from '../src/api/detection.js';
 import { readDetectionMetadata } from '../src/detection/metadata.js';
-import { checkpointTensorsDiffering, readRunLog } from './helpers/run_compare.js';
-import { readSafetensors } from '../src/formats/safetensors.js';
+import { checkpointTensorsDiffering, checkStopDuringValidation, readRunLog } from './helpers/run_compare.js';
 import { addToLocalZoo } from '../src/hub/local.js';
 import { UserError } from '../src/errors.js';
 import type { DetEpochRecord } from '../src/detection/train.js';
@@ -49,32 +48,14 @@ async function wholeRun(): Promise<string> {
 test.serial('a stop during validation stops within it, keeps the epoch, and the resumed run ends exactly as an uninterrupted one', async (t) => {
   const ref = await wholeRun();
   const out = path.join(tmp, 'stop-in-val');
-  const stop = new AbortController();
-  const events: { type: string; done?: number }[] = [];
-  const first = await trainDetection(
-    { ...SMALL, data: root, epochs: 2, export: false, out },
-    {
-      signal: stop.signal,
-      onEvent: (e) => {
-        events.push(e.type === 'validating' ? { type: e.type, done: e.done } : { type: e.type });
-        if (e.type === 'validating' && e.done === 1) stop.abort();
-      },
-    },
-  );
-  t.false(first.finished);
-  t.deepEqual(
-    events.filter((e) => e.type === 'validating').map((e) => e.done),
-    [1],
-    'validation stopped after the image in progress (4 images)',
-  );
-  t.is(events.at(-1)!.type, 'stopped');
-  t.false(events.some((e) => e.type === 'epoch'));
-  const ck = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
-  t.like(JSON.parse(ck.metadata['zoo.checkpoint']!), { epoch: 0, updateInEpoch: 4, globalUpdate: 4, evaluating: true });
-  const resumed = await trainDetection({ out, resume: true, export: false });
-  t.true(resumed.finished);
-  t.is(await checkpointTensorsDiffering(ref, out), 0, 'tensors that differ from the uninterrupted run');
-  t.deepEqual(readLog(out).map(fields), readLog(ref).map(fields));
+  await checkStopDuringValidation(t, {
+    run: (callbacks) => trainDetection({ ...SMALL, data: root, epochs: 2, export: false, out }, callbacks),
+    resume: () => trainDetection({ out, resume: true, export: false }),
+    out,
+    ref,
+    updates: 4,
+    logFields: (dir) => readLog(dir).map(fields),
+  });
 });
 
 /** Stops a run after `updates` updates (a Ctrl-C between updates). */

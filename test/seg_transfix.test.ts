@@ -9,8 +9,7 @@ import path from 'node:path';
 import { setupBackend } from './helpers/backend.js';
 import { generateAdeSet } from '../src/segmentation/ade_generate.js';
 import { trainSegmentation } from '../src/api/segmentation.js';
-import { checkpointTensorsDiffering, readRunLog } from './helpers/run_compare.js';
-import { readSafetensors } from '../src/formats/safetensors.js';
+import { checkpointTensorsDiffering, checkStopDuringValidation, readRunLog } from './helpers/run_compare.js';
 import { registerCoreGradients } from '../src/backend/gradients.js';
 import { UserError } from '../src/errors.js';
 import type { SegEpochRecord } from '../src/segmentation/train.js';
@@ -44,32 +43,14 @@ async function wholeRun(): Promise<string> {
 test.serial('a stop during validation stops within it, keeps the epoch, and the resumed run ends exactly as an uninterrupted one', async (t) => {
   const ref = await wholeRun();
   const out = path.join(tmp, 'stop-in-val');
-  const stop = new AbortController();
-  const events: { type: string; done?: number }[] = [];
-  const first = await trainSegmentation(
-    { ...SMALL, data: root, epochs: 2, export: false, out },
-    {
-      signal: stop.signal,
-      onEvent: (e) => {
-        events.push(e.type === 'validating' ? { type: e.type, done: e.done } : { type: e.type });
-        if (e.type === 'validating' && e.done === 1) stop.abort();
-      },
-    },
-  );
-  t.false(first.finished);
-  t.deepEqual(
-    events.filter((e) => e.type === 'validating').map((e) => e.done),
-    [1],
-    'validation stopped after the image in progress (4 images)',
-  );
-  t.is(events.at(-1)!.type, 'stopped');
-  t.false(events.some((e) => e.type === 'epoch'));
-  const ck = await readSafetensors(path.join(out, 'checkpoint.safetensors'));
-  t.like(JSON.parse(ck.metadata['zoo.checkpoint']!), { epoch: 0, updateInEpoch: 2, globalUpdate: 2, evaluating: true });
-  const resumed = await trainSegmentation({ out, resume: true, export: false });
-  t.true(resumed.finished);
-  t.is(await checkpointTensorsDiffering(ref, out), 0, 'tensors that differ from the uninterrupted run');
-  t.deepEqual(readLog(out).map(fields), readLog(ref).map(fields));
+  await checkStopDuringValidation(t, {
+    run: (callbacks) => trainSegmentation({ ...SMALL, data: root, epochs: 2, export: false, out }, callbacks),
+    resume: () => trainSegmentation({ out, resume: true, export: false }),
+    out,
+    ref,
+    updates: 2,
+    logFields: (dir) => readLog(dir).map(fields),
+  });
 });
 
 test.serial('a run whose data directory moved resumes with --data at the new place; a split with other samples is refused', async (t) => {
