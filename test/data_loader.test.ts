@@ -6,7 +6,7 @@ import sharp from 'sharp';
 import { subsetDataset, type ImageDataset } from '../src/data/dataset.js';
 import { embeddedFashionDatasets } from '../src/data/embedded.js';
 import { openImageFolder } from '../src/data/image_folder.js';
-import { createLoader, type Batch, type LoaderOptions } from '../src/data/loader.js';
+import { createLoader, maxWorkers, type Batch, type LoaderOptions } from '../src/data/loader.js';
 import { evalTransform, trainTransform } from '../src/data/transforms.js';
 import { UserError } from '../src/errors.js';
 
@@ -132,4 +132,10 @@ test('image folders load through the workers with the eval transform', async (t)
   t.deepEqual(batches.map((b) => b.count), [4, 2]);
   t.deepEqual(Array.from(batches[0]!.labels), [0, 0, 0, 1]);
   t.is(batches[0]!.images.length, 4 * 24 * 24 * 3);
+});
+
+test('a worker count past four per core (a mistyped --workers) is refused before any thread starts', (t) => {
+  const e = t.throws(() => createLoader({ dataset: fashion, batchSize: 10, transform: trainTransform({ size: 32 }), workers: maxWorkers() + 1 }), { instanceOf: UserError });
+  t.regex(e!.message, new RegExp(`workers: ${maxWorkers() + 1} loader threads on \\d+ cores .*at most ${maxWorkers()}`));
+  t.is((e as UserError).exitCode, 2);
 });

@@ -70,6 +70,14 @@ export function defaultWorkers(): number {
   return Math.max(1, os.availableParallelism() - 1);
 }
 
+/**
+ * The most workers a loader starts: four per core, at least 8. Each is a thread with its own JavaScript
+ * heap and decoder, so a mistyped count (1000) would take the machine's memory, not speed it up.
+ */
+export function maxWorkers(): number {
+  return Math.max(8, 4 * os.availableParallelism());
+}
+
 /** Number of batches in an epoch of `n` samples. */
 export function batchCount(n: number, batchSize: number, dropLast: boolean): number {
   return dropLast ? Math.floor(n / batchSize) : Math.ceil(n / batchSize);
@@ -216,6 +224,9 @@ export function createLoader(options: LoaderOptions): BatchLoader {
   checkInt(options.batchSize, 'batch size', 1);
   const workers = options.workers ?? defaultWorkers();
   checkInt(workers, 'workers', 0);
+  if (workers > maxWorkers()) {
+    throw new UserError(`workers: ${workers} loader threads on ${os.availableParallelism()} cores is more than makes sense (at most ${maxWorkers()}: four per core)`, { exitCode: 2 });
+  }
   const prefetch = options.prefetch ?? Math.max(2, 2 * workers);
   checkInt(prefetch, 'prefetch', 1);
   const transform = 'apply' in options.transform ? options.transform : buildTransform(options.transform);
