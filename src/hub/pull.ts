@@ -313,17 +313,16 @@ async function convert(entry: PullEntry, source: PullSource, file: string, fileN
     });
     // From here on the file has passed (checksums, names, shapes): a failure is zoo's export or the
     // runtime's, and the verified file stays in the cache.
-    const keep = keepFile;
-    const bytes = await exportOnnx(model, { imageSize: size, metadata }).catch(keep);
-    const check = await checkExport(model, bytes, { imageSize: size, batch: 2 }).catch(keep);
+    const bytes = await exportOnnx(model, { imageSize: size, metadata }).catch(keepFile);
+    const check = await checkExport(model, bytes, { imageSize: size, batch: 2 }).catch(keepFile);
     if (!check.passed) {
       throw new KeepFileError(`the converted ${entry.name} does not reproduce in ONNX Runtime: max |logit difference| ${check.maxAbsDiff.toExponential(2)} > ${check.tolerance}`);
     }
     log(`checked in ONNX Runtime: max |logit difference| ${check.maxAbsDiff.toExponential(2)} (largest logit ${check.maxAbsLogit.toFixed(2)})`);
     const out: Converted = { bytes, check };
     if (options.fp16) {
-      const half = await exportOnnx(model, { imageSize: size, metadata, fp16: true }).catch(keep);
-      const c16 = await checkExport(model, half, { imageSize: size, batch: 8, fp16: true }).catch(keep);
+      const half = await exportOnnx(model, { imageSize: size, metadata, fp16: true }).catch(keepFile);
+      const c16 = await checkExport(model, half, { imageSize: size, batch: 8, fp16: true }).catch(keepFile);
       if (!c16.passed) throw new KeepFileError(`the FP16 export of ${entry.name} disagrees with FP32 on the top class`);
       out.half = { bytes: half, check: c16 };
     }
